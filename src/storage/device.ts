@@ -1,0 +1,64 @@
+// The one interface between the NBD server and storage (DESIGN.md §1). The server knows only
+// this; a volume head, a clone, a read-only snapshot view and the plain raw-file device used as
+// a benchmark baseline all implement it.
+
+/** One run of the address space as block status reports it (`base:allocation`). */
+export interface Extent {
+  length: number;
+  /** Not allocated in this device (reads as backing data or zeros). NBD_STATE_HOLE. */
+  hole: boolean;
+  /** Reads as zeros. NBD_STATE_ZERO. */
+  zero: boolean;
+}
+
+export interface WriteOptions {
+  /** Durable before the promise resolves (NBD_CMD_FLAG_FUA). */
+  fua: boolean;
+}
+
+export interface ZeroOptions extends WriteOptions {
+  /** The range must stay allocated (NBD_CMD_FLAG_NO_HOLE). */
+  noHole: boolean;
+  /** Fail with ENOTSUP unless zeroing is faster than writing zeros (NBD_CMD_FLAG_FAST_ZERO). */
+  fast: boolean;
+}
+
+export interface BlockDevice {
+  /** Virtual size in bytes. */
+  readonly size: number;
+  readonly readOnly: boolean;
+  /** Preferred I/O size (power of two, >= 512): the chunk size for engine devices. */
+  readonly preferredBlockSize: number;
+  /** Whether all connections to this device see one cache (NBD_FLAG_CAN_MULTI_CONN). */
+  readonly multiConn: boolean;
+
+  /** Read `length` bytes at `offset` into `into` (at `into[0]`); `into.length >= length`. */
+  read(offset: number, length: number, into: Buffer): Promise<void>;
+  /** `data` may be a view into a pooled buffer: copy it if it must outlive the call. */
+  write(offset: number, data: Buffer, opts: WriteOptions): Promise<void>;
+  /** Advisory discard: afterwards the range reads as zeros or as the previous contents' backing. */
+  trim(offset: number, length: number, opts: WriteOptions): Promise<void>;
+  zero(offset: number, length: number, opts: ZeroOptions): Promise<void>;
+  /** Every write resolved before this call is durable when this resolves. */
+  flush(): Promise<void>;
+  /** Prefetch hint; must not change what reads return. */
+  cache(offset: number, length: number): Promise<void>;
+  /**
+   * Allocation of [offset, offset+length): consecutive extents starting at `offset`, each with
+   * length > 0, covering at least the first byte. They may stop short of `offset+length`.
+   */
+  extents(offset: number, length: number): Promise<Extent[]>;
+}
+
+/**
+ * A storage fault carries a Node errno code ('ENOSPC', 'EIO', 'EROFS', ...); the server maps it to
+ * an NBD errno and logs the cause.
+ */
+export class StorageError extends Error {
+  readonly errno: string;
+  constructor(errno: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StorageError';
+    this.errno = errno;
+  }
+}

@@ -1,0 +1,139 @@
+// The engine's public API, as the volume registry and the control socket use it. The engine
+// (src/storage/engine.ts and friends) implements `Store`; `openStore` in src/storage/index.ts
+// opens one. One store per data dir holds every volume, its snapshots and its clones, so clones
+// can share chunks with their origin.
+import type { BlockDevice } from './device.ts';
+
+/** Stable error codes, shared with the control socket's `error.data.code`. */
+export const StoreErrorCode = {
+  VolumeNotFound: 'VOLUME_NOT_FOUND',
+  SnapshotNotFound: 'SNAPSHOT_NOT_FOUND',
+  NameTaken: 'NAME_TAKEN',
+  InvalidName: 'INVALID_NAME',
+  InvalidArgument: 'INVALID_ARGUMENT',
+  VolumeBusy: 'VOLUME_BUSY',
+  SnapshotBusy: 'SNAPSHOT_BUSY',
+  NoSpace: 'NO_SPACE',
+  StoreCorrupt: 'STORE_CORRUPT',
+  BackingChanged: 'BACKING_CHANGED',
+  Closed: 'STORE_CLOSED',
+} as const;
+export type StoreErrorCode = (typeof StoreErrorCode)[keyof typeof StoreErrorCode];
+
+export class StoreError extends Error {
+  readonly code: StoreErrorCode;
+  constructor(code: StoreErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreError';
+    this.code = code;
+  }
+}
+
+/** Names: 1–128 of [A-Za-z0-9._-], not starting with '.' or '-'; '@' is reserved. */
+export const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+export const CHUNK_SIZE_MIN = 4096;
+export const CHUNK_SIZE_MAX = 1024 * 1024;
+export const CHUNK_SIZE_DEFAULT = 64 * 1024;
+
+export interface VolumeSpec {
+  name: string;
+  /** Bytes; a multiple of 512. Defaults to the backing file's size when a backing is given. */
+  size?: number;
+  /** Path of a raw image: opened read-only, never written. */
+  backing?: string;
+  /** Power of two, CHUNK_SIZE_MIN..CHUNK_SIZE_MAX. */
+  chunkSize?: number;
+}
+
+/** ZFS-style space accounting, in bytes of data chunks. */
+export interface Space {
+  /** Bytes of chunks this node maps (shared or not). */
+  referenced: number;
+  /** Bytes of chunks only this node maps: what deleting it would free. */
+  used: number;
+  /** Bytes of chunks written since the previous snapshot (for the head: since the newest). */
+  written: number;
+}
+
+export interface VolumeInfo {
+  name: string;
+  size: number;
+  chunkSize: number;
+  backing: string | null;
+  /** The snapshot this volume was cloned from, if it is a clone (it need not exist any more). */
+  origin: { volume: string; snapshot: string } | null;
+  created: string; // ISO 8601 UTC
+  snapshots: number;
+  space: Space;
+}
+
+export interface SnapshotInfo {
+  volume: string;
+  name: string;
+  created: string; // ISO 8601 UTC
+  description: string;
+  size: number;
+  space: Space;
+  /** Volumes cloned from this snapshot. */
+  clones: string[];
+}
+
+export interface ChangedExtent {
+  offset: number;
+  length: number;
+}
+
+export interface DiffPage {
+  extents: ChangedExtent[];
+  /** Pass as `start` to get the next page; null when done. */
+  next: number | null;
+}
+
+export interface StoreStats {
+  /** Bytes the store's files occupy on disk (st_blocks * 512). */
+  allocatedBytes: number;
+  /** Bytes of live chunks. */
+  liveBytes: number;
+  volumes: number;
+  snapshots: number;
+}
+
+export interface Store {
+  readonly dataDir: string;
+
+  listVolumes(): VolumeInfo[];
+  volumeInfo(name: string): VolumeInfo;
+  createVolume(spec: VolumeSpec): Promise<VolumeInfo>;
+  /** Deletes the head and every snapshot of the volume; clones of it survive. */
+  deleteVolume(name: string): Promise<void>;
+
+  /** The writable head. The same object for every caller, so all connections share one cache. */
+  head(volume: string): BlockDevice;
+  /** A read-only view of a snapshot. */
+  snapshotView(volume: string, snapshot: string): BlockDevice;
+
+  /**
+   * Point in time: holds new writes to the volume, drains in-flight ones, shares the map,
+   * commits durably, releases. Contains every write resolved before the call and none started
+   * after it resolves.
+   */
+  createSnapshot(volume: string, name: string, description?: string): Promise<SnapshotInfo>;
+  listSnapshots(volume: string): SnapshotInfo[];
+  snapshotInfo(volume: string, name: string): SnapshotInfo;
+  deleteSnapshot(volume: string, name: string): Promise<void>;
+  /** The head becomes the snapshot's content again; other snapshots are kept. */
+  rollback(volume: string, snapshot: string): Promise<void>;
+  /** A new writable volume sharing the snapshot's chunks. */
+  clone(volume: string, snapshot: string, newName: string): Promise<VolumeInfo>;
+  /**
+   * Byte ranges whose content may differ between `from` and `to` (a snapshot name, or null for
+   * the head), in offset order, merged, chunk-granular, never missing a change.
+   */
+  diff(volume: string, from: string, to: string | null, page?: { start?: number; limit?: number }): Promise<DiffPage>;
+
+  flush(): Promise<void>;
+  stats(): StoreStats;
+  /** Flushes, commits and closes every file. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command (`npm test`): installs the real peers when missing, type-checks, runs vitest,
+# and ends with the plain summary line `tests: N passed, N failed` from vitest's own JSON report.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash test/setup/install-tools.sh || exit 1
+npx tsc --noEmit || { echo "tests: 0 passed, 1 failed (typecheck)"; exit 1; }
+report=$(mktemp /tmp/snapnbd-vitest.XXXXXX.json)
+npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
+rc=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const failed = r.numFailedTests + (r.numFailedTestSuites || 0) - 0;
+  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
+  if (r.numFailedTestSuites) console.log(`(${r.numFailedTestSuites} test files failed to run)`);
+' "$report" || { echo "tests: 0 passed, 1 failed (no report)"; rc=1; }
+rm -f "$report"
+exit $rc
