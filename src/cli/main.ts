@@ -1,0 +1,33 @@
+// The snapnbd command line: dispatches to the subcommands. Returns through process.exitCode so
+// the process ends when its work is done.
+import { runServe } from './serve.ts';
+import { MAIN_USAGE, VERSION } from './usage.ts';
+
+export async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  let code: number;
+  switch (command) {
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(MAIN_USAGE);
+      code = 0;
+      break;
+    case '--version':
+      process.stdout.write(`snapnbd ${VERSION}\n`);
+      code = 0;
+      break;
+    case 'serve':
+      code = await runServe(rest);
+      break;
+    case undefined:
+      process.stderr.write('snapnbd: missing command (see snapnbd --help)\n');
+      code = 2;
+      break;
+    default:
+      process.stderr.write(`snapnbd: unknown command '${command}' (see snapnbd --help)\n`);
+      code = 2;
+  }
+  process.exitCode = code;
+  if (command === 'serve') process.exit(code); // stray handles (timers, sockets) must not keep a stopped server alive
+}

@@ -1,0 +1,41 @@
+// Usage texts, kept beside each other so --help stays complete.
+export const VERSION = '0.1.0';
+
+export const MAIN_USAGE = `snapnbd ${VERSION}: an NBD server with copy-on-write snapshots
+
+Usage:
+  snapnbd serve [options] [IMAGE...]     run the server (see: snapnbd serve --help)
+  snapnbd check --data-dir DIR [--repair] verify a stopped server's store
+  snapnbd volume create|list|info|delete ...
+  snapnbd snapshot create|list|info|delete|rollback|diff ...
+  snapnbd clone VOLUME@SNAPSHOT NEWVOLUME
+  snapnbd stats
+  snapnbd --help | --version
+
+The volume, snapshot, clone and stats commands talk to a running server's control socket
+(--control PATH, else --data-dir DIR, else $SNAPNBD_CONTROL, else ./data/control.sock).
+`;
+
+export const SERVE_USAGE = `Usage: snapnbd serve [options] [IMAGE...]
+
+Serves every volume in the data dir over NBD. Each IMAGE (a raw file) becomes a volume named after
+its file name without extension, with the image as its read-only backing file: writes go to the
+copy-on-write store, never to the image.
+
+Options:
+  --data-dir DIR         where volumes and snapshots live (default ./data)
+  --listen ADDR          HOST:PORT, [IPv6]:PORT or unix:/path; repeatable
+                         (default 127.0.0.1:10809; port 0 picks a free port)
+  --volume NAME=SIZE     create an empty volume if it does not exist (e.g. vm1=20G); repeatable
+  --default-export NAME  the export an empty export name reaches (default: default)
+  --control PATH         control socket (default DATA_DIR/control.sock)
+  --read-only            serve every export read-only
+  --max-connections N    refuse connections beyond N (default 0: unlimited)
+  --log-level LEVEL      error, warn, info or debug (default info)
+  -h, --help             this text
+
+When the data dir has no volume, a 1 GiB volume named 'default' is created.
+When ready, one line per listener goes to stdout ('listening nbd HOST:PORT', 'listening control
+PATH'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop gracefully (in-flight requests
+finish, data is flushed, exit 0); a second signal exits at once.
+`;

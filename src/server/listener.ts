@@ -1,0 +1,113 @@
+// Listeners (TCP and unix sockets) and the set of live sessions. Thin: every connection becomes
+// a Session; stopping the server stops accepting, lets in-flight requests finish, then returns.
+import { existsSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { log } from '../util/log.ts';
+import type { ExportResolver } from './exports.ts';
+import { Session, type SessionOptions } from './session.ts';
+
+export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+/** Parses `HOST:PORT`, `[::1]:PORT` or `unix:/path`. */
+export function parseListenAddress(s: string): ListenAddress | null {
+  if (s.startsWith('unix:')) {
+    const path = s.slice(5);
+    return path.length > 0 ? { kind: 'unix', path } : null;
+  }
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port > 65535) return null;
+  return { kind: 'tcp', host: m[1] ?? m[2]!, port };
+}
+
+export function formatListenAddress(a: ListenAddress): string {
+  if (a.kind === 'unix') return `unix:${a.path}`;
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+export interface NbdServerOptions {
+  exports: ExportResolver;
+  /** 0 = unlimited. */
+  maxConnections: number;
+  session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'maxInFlight' | 'maxInFlightBytes'>>;
+}
+
+export class NbdServer {
+  private readonly servers: net.Server[] = [];
+  private readonly sessions = new Set<Session>();
+  private readonly opts: NbdServerOptions;
+  private stopping = false;
+  /** Bound addresses (port 0 resolved). */
+  readonly addresses: ListenAddress[] = [];
+
+  constructor(opts: NbdServerOptions) {
+    this.opts = opts;
+  }
+
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  async listen(addr: ListenAddress): Promise<ListenAddress> {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket, addr));
+    server.on('error', (e) => log.error(`listener ${formatListenAddress(addr)}`, e));
+    if (addr.kind === 'unix' && existsSync(addr.path)) await removeStaleSocket(addr.path);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      if (addr.kind === 'unix') server.listen(addr.path, resolve);
+      else server.listen(addr.port, addr.host, resolve);
+    });
+    this.servers.push(server);
+    const a = server.address();
+    const bound: ListenAddress = addr.kind === 'unix' || a === null || typeof a === 'string'
+      ? addr
+      : { kind: 'tcp', host: addr.host, port: a.port };
+    this.addresses.push(bound);
+    return bound;
+  }
+
+  private accept(socket: net.Socket, addr: ListenAddress): void {
+    const label = addr.kind === 'unix' ? `unix:${addr.path}#${this.sessions.size}` : `${socket.remoteAddress}:${socket.remotePort}`;
+    if (this.stopping || (this.opts.maxConnections > 0 && this.sessions.size >= this.opts.maxConnections)) {
+      log.warn(`${label}: refused: ${this.stopping ? 'server stopping' : `at --max-connections ${this.opts.maxConnections}`}`);
+      socket.destroy();
+      return;
+    }
+    socket.on('error', () => {}); // reported by the session; never let it escape
+    const session = new Session(socket, {
+      exports: this.opts.exports,
+      label,
+      isShuttingDown: () => this.stopping,
+      ...this.opts.session,
+    });
+    this.sessions.add(session);
+    void session.closed.then(() => this.sessions.delete(session));
+    session.start();
+  }
+
+  /** Stop accepting, let each session finish its in-flight requests, close them. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const closing = this.servers.map((s) => new Promise<void>((r) => s.close(() => r())));
+    await Promise.all([...this.sessions].map((s) => s.shutdown('server stopping')));
+    await Promise.all(closing);
+  }
+
+  /** Immediately drop every connection. */
+  destroyAll(): void {
+    for (const s of this.sessions) s.destroy();
+    for (const s of this.servers) s.close();
+  }
+}
+
+/** A socket file left by a crashed server is replaced; one a live server answers on is an error. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const live = await new Promise<boolean>((resolve) => {
+    const c = net.connect(path);
+    c.once('connect', () => { c.destroy(); resolve(true); });
+    c.once('error', () => resolve(false));
+  });
+  if (live) throw new Error(`${path} is in use by a running server`);
+  unlinkSync(path);
+}

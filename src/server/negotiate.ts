@@ -1,0 +1,169 @@
+// Option haggling as a pure function (spec "Fixed newstyle negotiation", "Option types"):
+// given the negotiation state and one option, the replies to send and where to go next.
+// No sockets here; the session writes the replies and acts on `next`.
+import {
+  BASE_ALLOCATION_ID, ClientFlag, CmdFlag, HandshakeFlag, Info, MAX_OPTIONS, MAX_PAYLOAD,
+  META_CONTEXT_BASE_ALLOCATION, Opt, Rep, TxFlag,
+} from '../protocol/constants.ts';
+import {
+  decodeInfoRequest, decodeMetaContextRequest, encodeExportNameReply, encodeInfo, encodeOptionReply,
+  encodeRepMetaContext, encodeRepServer,
+} from '../protocol/handshake.ts';
+import type { ExportResolver, ResolvedExport } from './exports.ts';
+
+export const SERVER_HANDSHAKE_FLAGS = HandshakeFlag.FixedNewstyle | HandshakeFlag.NoZeroes;
+const KNOWN_CLIENT_FLAGS = ClientFlag.FixedNewstyle | ClientFlag.NoZeroes;
+/** Smallest request we accept: any byte (partial chunks go through read-modify-write). */
+export const MIN_BLOCK_SIZE = 1;
+
+export interface NegotiationState {
+  fixedNewstyle: boolean;
+  noZeroes: boolean;
+  structuredReplies: boolean;
+  /** Export the SET_META_CONTEXT selection is valid for, and whether base:allocation was chosen. */
+  metaContext: { exportName: string; baseAllocation: boolean } | null;
+  optionCount: number;
+}
+
+export function initialNegotiationState(): NegotiationState {
+  return { fixedNewstyle: false, noZeroes: false, structuredReplies: false, metaContext: null, optionCount: 0 };
+}
+
+export type ClientFlagsResult = { ok: true } | { ok: false; reason: string };
+
+/** Unknown client flag bits: the server MUST close (spec "Newstyle negotiation"). */
+export function applyClientFlags(state: NegotiationState, flags: number): ClientFlagsResult {
+  if ((flags & ~KNOWN_CLIENT_FLAGS) !== 0) return { ok: false, reason: `unknown client flags 0x${flags.toString(16)}` };
+  state.fixedNewstyle = (flags & ClientFlag.FixedNewstyle) !== 0;
+  state.noZeroes = (flags & ClientFlag.NoZeroes) !== 0;
+  return { ok: true };
+}
+
+export interface NegotiationContext {
+  exports: ExportResolver;
+  /** The server is stopping: every option but ABORT gets ERR_SHUTDOWN. */
+  shuttingDown: boolean;
+}
+
+export type NegotiationResult =
+  | { next: 'options'; replies: Buffer[] }
+  /** Enter transmission on `exportName` (the session acquires it) after sending `replies`. */
+  | { next: 'transmission'; replies: Buffer[]; exportName: string; baseAllocation: boolean }
+  /** Send `replies`, then close: ABORT, or a client we cannot talk to any more. */
+  | { next: 'close'; replies: Buffer[]; reason: string };
+
+/** Transmission flags of one export, truthful for what we serve (spec "Transmission flags"). */
+export function transmissionFlags(exp: ResolvedExport, structuredReplies: boolean): number {
+  let flags = TxFlag.HAS_FLAGS | TxFlag.SEND_FLUSH | TxFlag.SEND_CACHE;
+  if (exp.device.multiConn) flags |= TxFlag.CAN_MULTI_CONN;
+  if (structuredReplies) flags |= TxFlag.SEND_DF;
+  if (exp.device.readOnly) flags |= TxFlag.READ_ONLY;
+  else flags |= TxFlag.SEND_FUA | TxFlag.SEND_TRIM | TxFlag.SEND_WRITE_ZEROES | TxFlag.SEND_FAST_ZERO;
+  return flags;
+}
+
+/** Command flags each command accepts (beyond FUA, accepted everywhere once SEND_FUA is set). */
+export function allowedCommandFlags(structuredReplies: boolean): { read: number; zero: number; blockStatus: number } {
+  return {
+    read: CmdFlag.FUA | (structuredReplies ? CmdFlag.DF : 0),
+    zero: CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO,
+    blockStatus: CmdFlag.FUA | CmdFlag.REQ_ONE,
+  };
+}
+
+const err = (opt: number, type: number, message: string): Buffer => encodeOptionReply(opt, type, Buffer.from(message, 'utf8'));
+const ack = (opt: number): Buffer => encodeOptionReply(opt, Rep.ACK);
+
+export function negotiate(state: NegotiationState, ctx: NegotiationContext, opt: number, data: Buffer): NegotiationResult {
+  state.optionCount++;
+  if (state.optionCount > MAX_OPTIONS) {
+    return { next: 'close', replies: [], reason: `more than ${MAX_OPTIONS} options` };
+  }
+  // Without fixed newstyle the client cannot parse option replies: only EXPORT_NAME is possible.
+  if (!state.fixedNewstyle && opt !== Opt.EXPORT_NAME) {
+    return { next: 'close', replies: [], reason: `option ${opt} from a client without fixed newstyle` };
+  }
+  if (ctx.shuttingDown && opt !== Opt.ABORT) {
+    if (opt === Opt.EXPORT_NAME) return { next: 'close', replies: [], reason: 'server shutting down' };
+    return { next: 'options', replies: [err(opt, Rep.ERR_SHUTDOWN, 'server is shutting down')] };
+  }
+  switch (opt) {
+    case Opt.EXPORT_NAME: {
+      const name = data.toString('utf8');
+      const exp = ctx.exports.lookup(name);
+      // No error reply exists for EXPORT_NAME: the spec says terminate.
+      if (!exp) return { next: 'close', replies: [], reason: `unknown export '${name}'` };
+      return {
+        next: 'transmission',
+        replies: [encodeExportNameReply(exp.device.size, transmissionFlags(exp, state.structuredReplies), state.noZeroes)],
+        exportName: exp.name,
+        baseAllocation: baseAllocationFor(state, name, exp),
+      };
+    }
+    case Opt.ABORT:
+      return { next: 'close', replies: [ack(opt)], reason: 'client sent ABORT' };
+    case Opt.LIST: {
+      if (data.length !== 0) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'LIST takes no data')] };
+      const replies = ctx.exports.list().map((e) => encodeOptionReply(opt, Rep.SERVER, encodeRepServer(e.name, e.description)));
+      replies.push(ack(opt));
+      return { next: 'options', replies };
+    }
+    case Opt.STARTTLS:
+      if (data.length !== 0) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'STARTTLS takes no data')] };
+      return { next: 'options', replies: [err(opt, Rep.ERR_UNSUP, 'TLS is not configured on this server')] };
+    case Opt.INFO:
+    case Opt.GO: {
+      const req = decodeInfoRequest(data);
+      if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed INFO/GO request')] };
+      const exp = ctx.exports.lookup(req.name);
+      if (!exp) return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, `unknown export '${req.name}'`)] };
+      // We send every info type, asked or not (the Linux client asks for none).
+      const replies = [
+        encodeInfo({ type: Info.EXPORT, size: exp.device.size, flags: transmissionFlags(exp, state.structuredReplies) }),
+        encodeInfo({ type: Info.NAME, name: exp.name }),
+        encodeInfo({ type: Info.DESCRIPTION, description: exp.description }),
+        encodeInfo({ type: Info.BLOCK_SIZE, minimum: MIN_BLOCK_SIZE, preferred: exp.device.preferredBlockSize, maximum: MAX_PAYLOAD }),
+      ].map((payload) => encodeOptionReply(opt, Rep.INFO, payload));
+      replies.push(ack(opt));
+      if (opt === Opt.INFO) return { next: 'options', replies };
+      return { next: 'transmission', replies, exportName: exp.name, baseAllocation: baseAllocationFor(state, req.name, exp) };
+    }
+    case Opt.STRUCTURED_REPLY:
+      if (data.length !== 0) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'STRUCTURED_REPLY takes no data')] };
+      if (state.structuredReplies) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'structured replies already negotiated')] };
+      state.structuredReplies = true;
+      return { next: 'options', replies: [ack(opt)] };
+    case Opt.LIST_META_CONTEXT:
+    case Opt.SET_META_CONTEXT:
+      return metaContext(state, ctx, opt, data);
+    default:
+      // Includes EXTENDED_HEADERS: the codec has room for it, but no client here can test it.
+      return { next: 'options', replies: [err(opt, Rep.ERR_UNSUP, `option ${opt} is not supported`)] };
+  }
+}
+
+function baseAllocationFor(state: NegotiationState, requestedName: string, exp: ResolvedExport): boolean {
+  const mc = state.metaContext;
+  return mc !== null && mc.baseAllocation && (mc.exportName === requestedName || mc.exportName === exp.name);
+}
+
+function metaContext(state: NegotiationState, ctx: NegotiationContext, opt: number, data: Buffer): NegotiationResult {
+  const isSet = opt === Opt.SET_META_CONTEXT;
+  if (isSet) state.metaContext = null; // replaced even on failure
+  if (!state.structuredReplies) {
+    return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'meta contexts need structured replies first')] };
+  }
+  const req = decodeMetaContextRequest(data);
+  if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed meta context request')] };
+  if (!ctx.exports.lookup(req.exportName)) {
+    return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, `unknown export '${req.exportName}'`)] };
+  }
+  let match: boolean;
+  if (req.queries.length === 0) match = !isSet; // LIST with no query lists all; SET selects none
+  else match = req.queries.some((q) => q === META_CONTEXT_BASE_ALLOCATION || (!isSet && q === 'base:'));
+  const replies: Buffer[] = [];
+  if (match) replies.push(encodeOptionReply(opt, Rep.META_CONTEXT, encodeRepMetaContext(isSet ? BASE_ALLOCATION_ID : 0, META_CONTEXT_BASE_ALLOCATION)));
+  replies.push(ack(opt));
+  if (isSet) state.metaContext = { exportName: req.exportName, baseAllocation: match };
+  return { next: 'options', replies };
+}

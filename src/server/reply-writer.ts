@@ -1,0 +1,39 @@
+// Writes replies to the socket. Everything sent in one event-loop turn is corked together and
+// uncorked on the next tick, so a reply header and its data (and neighbouring replies) leave as
+// one writev; nothing is ever concatenated.
+import type { Duplex } from 'node:stream';
+
+export class ReplyWriter {
+  private corked = false;
+  private readonly socket: Duplex;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+
+  constructor(socket: Duplex) {
+    this.socket = socket;
+  }
+
+  /** Queue buffers in order. Returns false when the socket wants the caller to wait for 'drain'. */
+  send(a: Buffer, b?: Buffer, c?: Buffer): boolean {
+    const s = this.socket;
+    if (s.destroyed || s.writableEnded) return true;
+    if (!this.corked) {
+      this.corked = true;
+      s.cork();
+      process.nextTick(this.uncork);
+    }
+    let ok = s.write(a);
+    if (b !== undefined && b.length > 0) ok = s.write(b);
+    if (c !== undefined && c.length > 0) ok = s.write(c);
+    return ok;
+  }
+
+  /** Queue many buffers (structured read replies). */
+  sendAll(parts: Buffer[]): boolean {
+    let ok = true;
+    for (const p of parts) if (p.length > 0) ok = this.send(p);
+    return ok;
+  }
+}

@@ -1,0 +1,437 @@
+// One NBD connection over any Duplex (a TCP or unix socket, or an in-memory pair in tests, like
+// nbdkit -s). Reads bytes into the pure decoder, answers options through negotiate(), then runs
+// requests concurrently against the export's block device and replies out of order.
+//
+//  phase          meaning                                   leaves to
+//  Options        handshake: option haggling                Transmission (GO/EXPORT_NAME), ClientDone (ABORT), Dead
+//  Transmission   requests in flight, replies out of order  ClientDone (DISC), ShuttingDown (server stop/revoke), Dead
+//  ShuttingDown   no new requests read; in-flight finish    Dead
+//  ClientDone     client said DISC/ABORT; in-flight finish  Dead
+//  Dead           socket closed, lease released             -
+import type { Duplex } from 'node:stream';
+import {
+  BASE_ALLOCATION_ID, Cmd, CmdFlag, MAX_BLOCK_STATUS_EXTENTS, MAX_PAYLOAD, NbdErrno, ReplyFlag,
+  StateFlag, nameOfCmd, nameOfErrno, nameOfOpt,
+} from '../protocol/constants.ts';
+import { InboundDecoder, type InboundHandler } from '../protocol/decoder.ts';
+import { ProtocolError, RequestError, toNbdErrno } from '../protocol/errors.ts';
+import { encodeGreeting } from '../protocol/handshake.ts';
+import {
+  encodeBlockStatus, encodeErrorChunk, encodeOffsetDataHeader, encodeOffsetHole, encodeSimpleReply,
+  type RequestHeader, type StatusDescriptor,
+} from '../protocol/transmission.ts';
+import type { Extent } from '../storage/device.ts';
+import { log } from '../util/log.ts';
+import type { ExportLease, ExportResolver } from './exports.ts';
+import {
+  SERVER_HANDSHAKE_FLAGS, allowedCommandFlags, applyClientFlags, initialNegotiationState, negotiate,
+  type NegotiationState,
+} from './negotiate.ts';
+import { ReplyWriter } from './reply-writer.ts';
+
+export const Phase = { Dead: 0, ClientDone: 1, ShuttingDown: 2, Options: 3, Transmission: 4 } as const;
+export type Phase = (typeof Phase)[keyof typeof Phase];
+
+export const SESSION_DEFAULTS = {
+  /** A client that has not reached transmission by then is dropped. */
+  handshakeTimeoutMs: 30_000,
+  /** Requests being processed at once before we stop reading (the kernel keeps up to 128). */
+  maxInFlight: 256,
+  /** Payload + read bytes in flight before we stop reading. */
+  maxInFlightBytes: 128 * 1024 * 1024,
+} as const;
+
+/** Structured reads shorter than this are sent as one data chunk: a hole lookup costs more than it saves. */
+export const SPARSE_READ_MIN = 64 * 1024;
+
+export interface SessionOptions {
+  exports: ExportResolver;
+  label: string;
+  isShuttingDown: () => boolean;
+  handshakeTimeoutMs?: number;
+  maxInFlight?: number;
+  maxInFlightBytes?: number;
+}
+
+const EMPTY = Buffer.alloc(0);
+/** After we end our side, how long the peer may take to close its own. */
+const CLOSE_LINGER_MS = 5_000;
+
+export class Session implements InboundHandler {
+  phase: Phase = Phase.Options;
+  readonly closed: Promise<void>;
+  private readonly socket: Duplex;
+  private readonly opts: Required<SessionOptions>;
+  private readonly decoder: InboundDecoder;
+  private readonly writer: ReplyWriter;
+  private readonly state: NegotiationState = initialNegotiationState();
+  private lease: ExportLease | null = null;
+  private baseAllocation = false;
+  private inFlight = 0;
+  private inFlightBytes = 0;
+  private writeBlocked = false;
+  private readingPaused = false;
+  private handshakeTimer: NodeJS.Timeout | null = null;
+  private resolveClosed!: () => void;
+
+  constructor(socket: Duplex, opts: SessionOptions) {
+    this.socket = socket;
+    this.opts = {
+      handshakeTimeoutMs: SESSION_DEFAULTS.handshakeTimeoutMs,
+      maxInFlight: SESSION_DEFAULTS.maxInFlight,
+      maxInFlightBytes: SESSION_DEFAULTS.maxInFlightBytes,
+      ...opts,
+    };
+    this.decoder = new InboundDecoder(this);
+    this.writer = new ReplyWriter(socket);
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+  }
+
+  get exportName(): string | null {
+    return this.lease?.name ?? null;
+  }
+
+  start(): void {
+    const s = this.socket;
+    s.on('data', (chunk: Buffer) => {
+      try {
+        this.decoder.push(chunk);
+      } catch (e) {
+        // A bug of ours, never the client's bytes alone: drop this connection, keep the server.
+        log.error(`${this.opts.label}: internal error, closing connection`, e);
+        this.destroy();
+      }
+    });
+    s.on('drain', () => {
+      this.writeBlocked = false;
+      this.updateFlow();
+    });
+    s.on('error', (e) => log.debug(`${this.opts.label}: socket error: ${e.message}`));
+    s.on('end', () => {
+      // Client half-closed: nothing more to read. Finish what is in flight, then close.
+      if (this.phase === Phase.Transmission || this.phase === Phase.Options) {
+        this.phase = Phase.ClientDone;
+        this.maybeFinish();
+      }
+    });
+    s.on('close', () => this.onClose());
+    this.handshakeTimer = setTimeout(() => {
+      log.warn(`${this.opts.label}: handshake timed out`);
+      this.destroy();
+    }, this.opts.handshakeTimeoutMs);
+    this.writer.send(encodeGreeting(SERVER_HANDSHAKE_FLAGS));
+  }
+
+  /** Stop reading requests, finish the ones in flight, close (server stop, forced rollback). */
+  shutdown(reason: string): Promise<void> {
+    if (this.phase === Phase.Options) {
+      this.destroy();
+    } else if (this.phase === Phase.Transmission) {
+      log.info(`${this.opts.label}: closing: ${reason}`);
+      this.phase = Phase.ShuttingDown;
+      this.decoder.kill();
+      this.updateFlow();
+      this.maybeFinish();
+    }
+    return this.closed;
+  }
+
+  destroy(): void {
+    this.decoder.kill();
+    this.socket.destroy();
+  }
+
+  // ---- decoder events ----
+
+  onClientFlags(flags: number): void {
+    const r = applyClientFlags(this.state, flags);
+    if (!r.ok) {
+      log.warn(`${this.opts.label}: ${r.reason}, closing`);
+      this.destroy();
+    }
+  }
+
+  onOption(opt: number, data: Buffer): void {
+    if (this.phase !== Phase.Options) return;
+    log.debug(`${this.opts.label}: option ${nameOfOpt(opt)} (${data.length} bytes)`);
+    const result = negotiate(this.state, { exports: this.opts.exports, shuttingDown: this.opts.isShuttingDown() }, opt, data);
+    if (result.next === 'transmission') {
+      const lease = this.opts.exports.acquire(result.exportName, (reason) => void this.shutdown(reason));
+      if (!lease) {
+        log.warn(`${this.opts.label}: export '${result.exportName}' vanished during the handshake`);
+        this.destroy();
+        return;
+      }
+      this.lease = lease;
+      this.baseAllocation = result.baseAllocation;
+      this.writer.sendAll(result.replies);
+      this.clearHandshakeTimer();
+      this.phase = Phase.Transmission; // spec "Transmission phase": right after the final reply
+      this.decoder.startTransmission();
+      log.info(`${this.opts.label}: export '${lease.name}'${lease.device.readOnly ? ' (read-only)' : ''}, structured replies ${this.state.structuredReplies ? 'on' : 'off'}`);
+      return;
+    }
+    this.writer.sendAll(result.replies);
+    if (result.next === 'close') {
+      log.info(`${this.opts.label}: ${result.reason}, closing`);
+      this.phase = Phase.ClientDone;
+      this.decoder.kill();
+      this.socket.end();
+    }
+  }
+
+  onProtocolError(error: ProtocolError): void {
+    log.warn(`${this.opts.label}: protocol error ${error.code}: ${error.message}; closing`);
+    this.phase = Phase.Dead;
+    this.socket.destroy();
+  }
+
+  onRequest(h: RequestHeader, payload: Buffer | null): void {
+    if (this.phase !== Phase.Transmission || !this.lease) return;
+    const lease = this.lease;
+    if (h.type === Cmd.DISC) {
+      this.phase = Phase.ClientDone; // spec: finish outstanding requests, then close
+      this.decoder.kill();
+      this.maybeFinish();
+      return;
+    }
+    lease.counters.requests++;
+    const invalid = this.validate(h, payload);
+    if (invalid) {
+      lease.counters.errors++;
+      log.debug(`${this.opts.label}: ${nameOfCmd(h.type)} rejected: ${nameOfErrno(invalid.errno)} ${invalid.message}`);
+      this.replyError(h, invalid.errno, invalid.message);
+      return;
+    }
+    const cost = (h.type === Cmd.READ || h.type === Cmd.WRITE) ? h.length : 0;
+    this.inFlight++;
+    this.inFlightBytes += cost;
+    this.updateFlow();
+    this.execute(h, payload ?? EMPTY).then(
+      () => this.complete(cost),
+      (e: unknown) => {
+        lease.counters.errors++;
+        const errno = toNbdErrno(e, h.flags);
+        log.warn(`${this.opts.label}: ${nameOfCmd(h.type)} offset ${h.offset} length ${h.length} failed: ${nameOfErrno(errno)}`, e);
+        this.replyError(h, errno, e instanceof Error ? e.message : String(e));
+        this.complete(cost);
+      },
+    );
+  }
+
+  // ---- requests ----
+
+  /** The request's errno if it must be refused before touching storage (spec "Request types"). */
+  private validate(h: RequestHeader, payload: Buffer | null): RequestError | null {
+    const dev = this.lease!.device;
+    const allowed = allowedCommandFlags(this.state.structuredReplies);
+    const bad = (errno: NbdErrno, message: string): RequestError => new RequestError(errno, message);
+    const end = h.offset + h.length;
+    let flagMask: number = CmdFlag.FUA;
+    let writes = false;
+    switch (h.type) {
+      case Cmd.READ:
+        flagMask = allowed.read;
+        break;
+      case Cmd.WRITE:
+        writes = true;
+        if (payload === null && h.length > MAX_PAYLOAD) return bad(NbdErrno.EINVAL, `write of ${h.length} bytes exceeds ${MAX_PAYLOAD}`);
+        break;
+      case Cmd.TRIM:
+        writes = true;
+        break;
+      case Cmd.WRITE_ZEROES:
+        writes = true;
+        flagMask = allowed.zero;
+        break;
+      case Cmd.FLUSH:
+        if (h.offset !== 0 || h.length !== 0) return bad(NbdErrno.EINVAL, 'FLUSH with nonzero offset or length');
+        break;
+      case Cmd.CACHE:
+        break;
+      case Cmd.BLOCK_STATUS:
+        flagMask = allowed.blockStatus;
+        if (!this.baseAllocation) return bad(NbdErrno.EINVAL, 'BLOCK_STATUS without a negotiated meta context');
+        break;
+      default:
+        return bad(NbdErrno.EINVAL, `unknown command ${h.type}`);
+    }
+    if ((h.flags & ~flagMask) !== 0) return bad(NbdErrno.EINVAL, `flags 0x${h.flags.toString(16)} not valid for ${nameOfCmd(h.type)}`);
+    if (writes && dev.readOnly) return bad(NbdErrno.EPERM, 'export is read-only');
+    if (h.type !== Cmd.FLUSH) {
+      if (h.length === 0) return bad(NbdErrno.EINVAL, 'zero-length request');
+      if (end > dev.size) return bad(writes ? NbdErrno.ENOSPC : NbdErrno.EINVAL, `request ends at ${end}, beyond the export size ${dev.size}`);
+    }
+    if (h.type === Cmd.READ && h.length > MAX_PAYLOAD) {
+      return bad(h.flags & CmdFlag.DF ? NbdErrno.EOVERFLOW : NbdErrno.EINVAL, `read of ${h.length} bytes exceeds ${MAX_PAYLOAD}`);
+    }
+    return null;
+  }
+
+  private async execute(h: RequestHeader, payload: Buffer): Promise<void> {
+    const lease = this.lease!;
+    const dev = lease.device;
+    const fua = (h.flags & CmdFlag.FUA) !== 0;
+    switch (h.type) {
+      case Cmd.READ:
+        if (this.state.structuredReplies) await this.readStructured(h);
+        else {
+          const buf = Buffer.allocUnsafe(h.length);
+          await dev.read(h.offset, h.length, buf);
+          this.send(encodeSimpleReply(NbdErrno.OK, h.cookie), buf);
+        }
+        lease.counters.bytesRead += h.length;
+        return;
+      case Cmd.WRITE:
+        await dev.write(h.offset, payload, { fua });
+        lease.counters.bytesWritten += h.length;
+        break;
+      case Cmd.FLUSH:
+        await dev.flush();
+        break;
+      case Cmd.TRIM:
+        await dev.trim(h.offset, h.length, { fua });
+        break;
+      case Cmd.WRITE_ZEROES:
+        await dev.zero(h.offset, h.length, {
+          fua,
+          noHole: (h.flags & CmdFlag.NO_HOLE) !== 0,
+          fast: (h.flags & CmdFlag.FAST_ZERO) !== 0,
+        });
+        break;
+      case Cmd.CACHE:
+        await dev.cache(h.offset, h.length);
+        break;
+      case Cmd.BLOCK_STATUS:
+        await this.blockStatus(h);
+        return;
+    }
+    this.send(encodeSimpleReply(NbdErrno.OK, h.cookie));
+  }
+
+  /** Structured READ: holes as OFFSET_HOLE, data as OFFSET_DATA, the last chunk DONE; DF: one chunk. */
+  private async readStructured(h: RequestHeader): Promise<void> {
+    const dev = this.lease!.device;
+    const buf = Buffer.allocUnsafe(h.length);
+    if ((h.flags & CmdFlag.DF) !== 0 || h.length < SPARSE_READ_MIN) {
+      await dev.read(h.offset, h.length, buf);
+      this.send(encodeOffsetDataHeader(ReplyFlag.DONE, h.cookie, h.offset, h.length), buf);
+      return;
+    }
+    const runs = await this.coveringExtents(h.offset, h.length);
+    // Read every data run first: an error must be reported before any chunk goes out.
+    let pos = 0;
+    for (const r of runs) {
+      if (!r.zero) await dev.read(h.offset + pos, r.length, buf.subarray(pos, pos + r.length));
+      pos += r.length;
+    }
+    pos = 0;
+    runs.forEach((r, i) => {
+      const flags = i === runs.length - 1 ? ReplyFlag.DONE : 0;
+      if (r.zero) this.send(encodeOffsetHole(flags, h.cookie, h.offset + pos, r.length));
+      else this.send(encodeOffsetDataHeader(flags, h.cookie, h.offset + pos, r.length), buf.subarray(pos, pos + r.length));
+      pos += r.length;
+    });
+  }
+
+  /** Extents exactly covering [offset, offset+length), adjacent runs of the same kind merged. */
+  private async coveringExtents(offset: number, length: number): Promise<Extent[]> {
+    const dev = this.lease!.device;
+    const out: Extent[] = [];
+    let pos = 0;
+    while (pos < length) {
+      const got = await dev.extents(offset + pos, length - pos);
+      if (got.length === 0) throw new RequestError(NbdErrno.EIO, 'storage returned no extents');
+      for (const e of got) {
+        const len = Math.min(e.length, length - pos);
+        if (len <= 0) break;
+        const last = out[out.length - 1];
+        if (last && last.zero === e.zero && last.hole === e.hole) last.length += len;
+        else out.push({ length: len, zero: e.zero, hole: e.hole });
+        pos += len;
+      }
+    }
+    return out;
+  }
+
+  private async blockStatus(h: RequestHeader): Promise<void> {
+    const dev = this.lease!.device;
+    const got = await dev.extents(h.offset, h.length);
+    const descriptors: StatusDescriptor[] = [];
+    let covered = 0;
+    for (const e of got) {
+      const len = Math.min(e.length, h.length - covered);
+      if (len <= 0) break;
+      const flags = (e.hole ? StateFlag.HOLE : 0) | (e.zero ? StateFlag.ZERO : 0);
+      const last = descriptors[descriptors.length - 1];
+      if (last && last.flags === flags) last.length += len;
+      else {
+        if (descriptors.length === MAX_BLOCK_STATUS_EXTENTS) break;
+        descriptors.push({ length: len, flags });
+      }
+      covered += len;
+    }
+    if (descriptors.length === 0) throw new RequestError(NbdErrno.EIO, 'storage returned no extents');
+    if (h.flags & CmdFlag.REQ_ONE) descriptors.length = 1;
+    this.send(encodeBlockStatus(ReplyFlag.DONE, h.cookie, BASE_ALLOCATION_ID, descriptors));
+  }
+
+  private replyError(h: RequestHeader, errno: NbdErrno, message: string): void {
+    // Structured clients get the message too; the kernel client only speaks simple replies.
+    if (this.state.structuredReplies) this.send(encodeErrorChunk(ReplyFlag.DONE, h.cookie, errno, message));
+    else this.send(encodeSimpleReply(errno, h.cookie));
+  }
+
+  private send(a: Buffer, b?: Buffer): void {
+    if (this.phase === Phase.Dead) return;
+    if (!this.writer.send(a, b)) {
+      this.writeBlocked = true;
+      this.updateFlow();
+    }
+  }
+
+  // ---- flow control and closing ----
+
+  private complete(cost: number): void {
+    this.inFlight--;
+    this.inFlightBytes -= cost;
+    this.updateFlow();
+    this.maybeFinish();
+  }
+
+  /** Pause reading while caps are reached or the socket is full; resume when they are not. */
+  private updateFlow(): void {
+    const reading = this.phase === Phase.Transmission || this.phase === Phase.Options;
+    const pause = !reading || this.writeBlocked || this.inFlight >= this.opts.maxInFlight || this.inFlightBytes >= this.opts.maxInFlightBytes;
+    if (pause === this.readingPaused) return;
+    this.readingPaused = pause;
+    if (pause) {
+      this.decoder.pause();
+      this.socket.pause();
+    } else {
+      this.socket.resume();
+      this.decoder.resume();
+    }
+  }
+
+  private maybeFinish(): void {
+    if ((this.phase === Phase.ClientDone || this.phase === Phase.ShuttingDown) && this.inFlight === 0) {
+      this.socket.end();
+      // A peer that never closes its side must not pin the session forever.
+      setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+    }
+  }
+
+  private clearHandshakeTimer(): void {
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+  }
+
+  private onClose(): void {
+    this.phase = Phase.Dead;
+    this.decoder.kill();
+    this.clearHandshakeTimer();
+    this.lease?.release();
+    this.resolveClosed();
+  }
+}
