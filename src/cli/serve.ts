@@ -48,7 +48,8 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
       },
     });
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    // parseArgs explains at length; one line is the contract.
+    throw new UsageError((e as Error).message.split(/\.\s|\n/)[0]!);
   }
   const v = parsed.values;
   if (v.help) return 'help';
