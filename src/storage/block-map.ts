@@ -1,0 +1,205 @@
+// The two-level chunk map of one node (head, snapshot or clone head). An L1 array points at leaf
+// pages of ENTRIES_PER_PAGE entries; both levels are reference counted and shared between nodes,
+// and copied on the first write through a node that does not hold them alone (sorted-btree's
+// clone(), dm-thin's shadowing). A snapshot is `share()`: O(1), no page is touched.
+//
+// An entry is two u32s: slot (or UNMAPPED / ZERO / ZERO_ALLOCATED) and birth epoch. A page that becomes all
+// UNMAPPED is dropped, so memory follows the pages in use, not the volume size.
+//
+// Slot reference counts count *pages* holding the slot (a page shared by 100 snapshots counts
+// once); the owner (the chunk class) keeps them through SlotRefs.
+
+export const ENTRIES_PER_PAGE = 512;
+export const PAGE_SHIFT = 9;
+export const UNMAPPED = 0xffffffff;
+export const ZERO = 0xfffffffe;
+/**
+ * Reads as zeros and is reported as allocated (not a hole): whole chunks zeroed with NO_HOLE.
+ * Costs no data, like ZERO; a copy-on-write store cannot promise preallocation anyway.
+ */
+export const ZERO_ALLOCATED = 0xfffffffd;
+/** Largest real slot number. */
+export const SLOT_MAX = 0xfffffff0;
+
+export function isSlot(v: number): boolean {
+  return v <= SLOT_MAX;
+}
+
+export interface SlotRefs {
+  ref(slot: number): void;
+  unref(slot: number): void;
+  count(slot: number): number;
+}
+
+export class Page {
+  /** [slot0, birth0, slot1, birth1, ...] */
+  readonly e: Uint32Array;
+  refs = 1;
+  /** Entries that are not UNMAPPED. */
+  mapped = 0;
+  constructor(src?: Page) {
+    if (src) {
+      this.e = src.e.slice();
+      this.mapped = src.mapped;
+    } else {
+      this.e = new Uint32Array(ENTRIES_PER_PAGE * 2).fill(UNMAPPED);
+      for (let i = 1; i < this.e.length; i += 2) this.e[i] = 0;
+    }
+  }
+}
+
+export class L1 {
+  readonly pages: (Page | null)[];
+  refs = 1;
+  constructor(n: number, src?: L1) {
+    this.pages = src ? src.pages.slice() : new Array<Page | null>(n).fill(null);
+  }
+}
+
+export class NodeMap {
+  l1: L1;
+  readonly nChunks: number;
+  readonly slots: SlotRefs;
+
+  constructor(nChunks: number, slots: SlotRefs, l1?: L1) {
+    this.nChunks = nChunks;
+    this.slots = slots;
+    this.l1 = l1 ?? new L1(Math.ceil(nChunks / ENTRIES_PER_PAGE));
+  }
+
+  /** Slot (or UNMAPPED/ZERO) of chunk `c`. */
+  slot(c: number): number {
+    const p = this.l1.pages[c >>> PAGE_SHIFT];
+    return p ? (p.e[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number) : UNMAPPED;
+  }
+
+  birth(c: number): number {
+    const p = this.l1.pages[c >>> PAGE_SHIFT];
+    return p ? (p.e[(c & (ENTRIES_PER_PAGE - 1)) * 2 + 1] as number) : 0;
+  }
+
+  /** True when a write to chunk `c` may overwrite its slot in place: nobody else can see it. */
+  exclusive(c: number): boolean {
+    if (this.l1.refs !== 1) return false;
+    const p = this.l1.pages[c >>> PAGE_SHIFT];
+    if (!p || p.refs !== 1) return false;
+    const s = p.e[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number;
+    return isSlot(s) && this.slots.count(s) === 1;
+  }
+
+  /** A new map sharing everything with this one (a snapshot or clone). O(1). */
+  share(): NodeMap {
+    this.l1.refs++;
+    return new NodeMap(this.nChunks, this.slots, this.l1);
+  }
+
+  /** Sets chunk `c` to `slot` (or UNMAPPED/ZERO) born in `birth`, copying shared levels first. */
+  set(c: number, slot: number, birth: number): void {
+    if (c < 0 || c >= this.nChunks) throw new RangeError(`chunk ${c} out of range 0..${this.nChunks}`);
+    const pi = c >>> PAGE_SHIFT;
+    let l1 = this.l1;
+    let page = l1.pages[pi] ?? null;
+    if (!page && slot === UNMAPPED) return;
+    if (l1.refs > 1) l1 = this.unshareL1();
+    if (!page) {
+      page = new Page();
+      l1.pages[pi] = page;
+    } else if (page.refs > 1) {
+      const copy = new Page(page);
+      const e = copy.e;
+      for (let i = 0; i < e.length; i += 2) {
+        const s = e[i] as number;
+        if (isSlot(s)) this.slots.ref(s);
+      }
+      page.refs--;
+      l1.pages[pi] = copy;
+      page = copy;
+    }
+    const at = (c & (ENTRIES_PER_PAGE - 1)) * 2;
+    const old = page.e[at] as number;
+    if (isSlot(slot)) this.slots.ref(slot);
+    if (old === UNMAPPED && slot !== UNMAPPED) page.mapped++;
+    else if (old !== UNMAPPED && slot === UNMAPPED) page.mapped--;
+    page.e[at] = slot;
+    page.e[at + 1] = slot === UNMAPPED ? 0 : birth;
+    if (isSlot(old)) this.slots.unref(old);
+    if (page.mapped === 0) {
+      l1.pages[pi] = null;
+      // The page is ours alone (copied above) and holds no slots now.
+    }
+  }
+
+  private unshareL1(): L1 {
+    const old = this.l1;
+    const l1 = new L1(old.pages.length, old);
+    for (const p of l1.pages) if (p) p.refs++;
+    old.refs--;
+    this.l1 = l1;
+    return l1;
+  }
+
+  /** Drops this node's references (delete). Slots nobody holds any more go through unref. */
+  release(): void {
+    releaseL1(this.l1, this.slots);
+  }
+
+  /** Replaces this map's content by sharing `other`'s (rollback). */
+  assign(other: NodeMap): void {
+    other.l1.refs++;
+    const old = this.l1;
+    this.l1 = other.l1;
+    releaseL1(old, this.slots);
+  }
+
+  /** Mapped (non-UNMAPPED) entries, for accounting; calls fn for each. */
+  forEachMapped(fn: (c: number, slot: number, birth: number, page: Page) => void): void {
+    const pages = this.l1.pages;
+    for (let pi = 0; pi < pages.length; pi++) {
+      const p = pages[pi];
+      if (!p) continue;
+      const e = p.e;
+      for (let i = 0; i < ENTRIES_PER_PAGE; i++) {
+        const s = e[i * 2] as number;
+        if (s !== UNMAPPED) fn(pi * ENTRIES_PER_PAGE + i, s, e[i * 2 + 1] as number, p);
+      }
+    }
+  }
+
+  /** Structural self-check (tests call it after mutations). Throws on the first violation. */
+  checkValid(): void {
+    const pages = this.l1.pages;
+    if (pages.length !== Math.ceil(this.nChunks / ENTRIES_PER_PAGE)) throw new Error('L1 length mismatch');
+    if (this.l1.refs < 1) throw new Error('L1 refs < 1');
+    for (let pi = 0; pi < pages.length; pi++) {
+      const p = pages[pi];
+      if (!p) continue;
+      if (p.refs < 1) throw new Error(`page ${pi} refs < 1`);
+      let mapped = 0;
+      for (let i = 0; i < ENTRIES_PER_PAGE; i++) {
+        const s = p.e[i * 2] as number;
+        if (s === UNMAPPED) {
+          if (p.e[i * 2 + 1] !== 0) throw new Error(`unmapped entry ${pi}:${i} has a birth`);
+          continue;
+        }
+        mapped++;
+        if (pi * ENTRIES_PER_PAGE + i >= this.nChunks) throw new Error(`entry past the end at ${pi}:${i}`);
+        if (isSlot(s) && this.slots.count(s) < 1) throw new Error(`slot ${s} mapped with refcount 0`);
+        if (!isSlot(s) && s !== ZERO && s !== ZERO_ALLOCATED) throw new Error(`bad slot value ${s}`);
+      }
+      if (mapped !== p.mapped) throw new Error(`page ${pi} mapped count ${p.mapped} != ${mapped}`);
+      if (mapped === 0) throw new Error(`empty page ${pi} kept`);
+    }
+  }
+}
+
+export function releaseL1(l1: L1, slots: SlotRefs): void {
+  if (--l1.refs > 0) return;
+  for (const p of l1.pages) {
+    if (!p || --p.refs > 0) continue;
+    const e = p.e;
+    for (let i = 0; i < e.length; i += 2) {
+      const s = e[i] as number;
+      if (isSlot(s)) slots.unref(s);
+    }
+  }
+}

@@ -1,0 +1,324 @@
+// The data side of the store: chunks live in slots of segment files, one set of segments per
+// chunk size ("class"; a clone inherits its origin's chunk size, so shared slots are always in one
+// class). Node cannot punch holes, so space goes back to the file system by deleting a segment
+// once its last slot is free (and the compactor empties sparse segments, see engine.ts).
+//
+// Slot life: free → allocated (state 1, refs 0) → mapped (refs > 0) → refs drop to 0: pending
+// free (still state 1) → the commit that records the unmapping lands: quarantined until every
+// read that began before it has finished → free. So a freed slot is never reused, nor its
+// segment deleted, before the free is durable and nobody can be reading it.
+import { StorageError } from './device.ts';
+import type { FileIo, IoFile } from './file-io.ts';
+import type { SlotRefs } from './block-map.ts';
+import { SLOT_MAX } from './block-map.ts';
+
+export const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
+const INITIAL_SLOTS = 1024;
+
+export function segmentFile(log2: number, seg: number): string {
+  return `seg-${log2.toString().padStart(2, '0')}-${seg.toString().padStart(6, '0')}.dat`;
+}
+
+export const SEGMENT_FILE_RE = /^seg-(\d\d)-(\d{6})\.dat$/;
+
+export class Segment {
+  readonly path: string;
+  file: IoFile | null = null;
+  opening: Promise<IoFile> | null = null;
+  constructor(path: string) {
+    this.path = path;
+  }
+}
+
+export class ChunkClass implements SlotRefs {
+  readonly chunkSize: number;
+  readonly log2: number;
+  readonly slotsPerSeg: number;
+  refs = new Uint32Array(INITIAL_SLOTS);
+  /** 0 free, 1 in use (allocated, mapped, pending free or quarantined). */
+  state = new Uint8Array(INITIAL_SLOTS);
+  /** In-use slots per segment. */
+  segUse = new Uint32Array(Math.ceil(INITIAL_SLOTS / 1) + 1);
+  /** Segments whose file is being deleted: no allocation there until it is gone. */
+  readonly deleting = new Set<number>();
+  readonly segments = new Map<number, Segment>();
+  /** Slots whose refs fell to 0 since the last commit swap. */
+  pendingFree: number[] = [];
+  private hint = 0;
+  private readonly owner: DataStore;
+
+  constructor(owner: DataStore, chunkSize: number) {
+    this.owner = owner;
+    this.chunkSize = chunkSize;
+    this.log2 = Math.log2(chunkSize);
+    this.slotsPerSeg = Math.max(1, Math.floor(owner.segmentBytes / chunkSize));
+  }
+
+  private growTo(n: number): void {
+    if (n <= this.refs.length) return;
+    let len = this.refs.length;
+    while (len < n) len *= 2;
+    if (len > SLOT_MAX) throw new StorageError('ENOSPC', 'slot space exhausted');
+    const r = new Uint32Array(len);
+    r.set(this.refs);
+    this.refs = r;
+    const s = new Uint8Array(len);
+    s.set(this.state);
+    this.state = s;
+    const segs = Math.ceil(len / this.slotsPerSeg) + 1;
+    if (segs > this.segUse.length) {
+      const u = new Uint32Array(segs);
+      u.set(this.segUse);
+      this.segUse = u;
+    }
+  }
+
+  ref(slot: number): void {
+    this.growTo(slot + 1);
+    this.refs[slot] = (this.refs[slot] as number) + 1;
+  }
+
+  unref(slot: number): void {
+    const n = (this.refs[slot] as number) - 1;
+    if (n < 0) throw new Error(`slot ${slot} unref below zero`);
+    this.refs[slot] = n;
+    if (n === 0) this.pendingFree.push(slot);
+  }
+
+  count(slot: number): number {
+    return slot < this.refs.length ? (this.refs[slot] as number) : 0;
+  }
+
+  /** Takes the lowest free slot (keeps data packed into low segments). */
+  alloc(): number {
+    let i = this.hint;
+    const sps = this.slotsPerSeg;
+    for (;;) {
+      this.growTo(i + 1);
+      const seg = Math.floor(i / sps);
+      if (this.deleting.has(seg) || (this.segUse[seg] as number) >= sps) {
+        i = (seg + 1) * sps;
+        continue;
+      }
+      const end = Math.min((seg + 1) * sps, this.state.length);
+      const st = this.state;
+      while (i < end && st[i] !== 0) i++;
+      if (i < end) {
+        st[i] = 1;
+        this.segUse[seg] = (this.segUse[seg] as number) + 1;
+        this.hint = i + 1;
+        return i;
+      }
+    }
+  }
+
+  /** Returns slots to the free pool (after their free committed, or never-mapped allocations). */
+  release(slot: number): number {
+    if (this.state[slot] !== 1) throw new Error(`release of free slot ${slot}`);
+    this.state[slot] = 0;
+    const seg = Math.floor(slot / this.slotsPerSeg);
+    this.segUse[seg] = (this.segUse[seg] as number) - 1;
+    if (slot < this.hint) this.hint = slot;
+    return seg;
+  }
+
+  /** After open: state and per-segment use derived from the reference counts. */
+  deriveState(): void {
+    this.state.fill(0);
+    this.segUse.fill(0);
+    for (let i = 0; i < this.refs.length; i++) {
+      if ((this.refs[i] as number) > 0) {
+        this.state[i] = 1;
+        const seg = Math.floor(i / this.slotsPerSeg);
+        this.segUse[seg] = (this.segUse[seg] as number) + 1;
+      }
+    }
+    this.pendingFree = [];
+    this.hint = 0;
+  }
+
+  liveSlots(): number {
+    let n = 0;
+    for (let i = 0; i < this.refs.length; i++) if ((this.refs[i] as number) > 0) n++;
+    return n;
+  }
+
+  /** Byte length a segment's file needs: the end of its last in-use slot (0 when empty). */
+  usedEnd(seg: number): number {
+    const first = seg * this.slotsPerSeg;
+    for (let i = Math.min(first + this.slotsPerSeg, this.state.length) - 1; i >= first; i--) {
+      if (this.state[i] !== 0) return (i - first + 1) * this.chunkSize;
+    }
+    return 0;
+  }
+
+  segmentOf(slot: number): number {
+    return Math.floor(slot / this.slotsPerSeg);
+  }
+
+  posOf(slot: number): number {
+    return (slot % this.slotsPerSeg) * this.chunkSize;
+  }
+
+  resetHint(seg: number): void {
+    const s = seg * this.slotsPerSeg;
+    if (s < this.hint) this.hint = s;
+  }
+
+  segment(seg: number): Segment {
+    let s = this.segments.get(seg);
+    if (!s) {
+      s = new Segment(`${this.owner.dir}/${segmentFile(this.log2, seg)}`);
+      this.segments.set(seg, s);
+    }
+    return s;
+  }
+}
+
+export class DataStore {
+  readonly io: FileIo;
+  readonly dir: string;
+  readonly segmentBytes: number;
+  readonly classes = new Map<number, ChunkClass>();
+  /** Segments written since the last commit swap: fdatasync'ed before the metadata. */
+  dirty = new Set<Segment>();
+  /** A segment file was created since the last commit: sync the directory too. */
+  dirDirty = false;
+
+  // Read generations: slots freed by a commit are reused only once every read that began before
+  // that commit has finished (a read looks its slots up synchronously when it starts).
+  private readGen = 0;
+  private readonly readsByGen = new Map<number, number>();
+  private readonly quarantine: { gen: number; cls: ChunkClass; slots: number[] }[] = [];
+  /** Called with segments that became empty (their file can go). */
+  onEmptySegment: ((cls: ChunkClass, seg: number) => void) | null = null;
+  /** Called with segments that lost slots but are not empty (their tail may be truncated). */
+  onShrunkSegment: ((cls: ChunkClass, seg: number) => void) | null = null;
+
+  constructor(io: FileIo, dir: string, segmentBytes: number) {
+    this.io = io;
+    this.dir = dir;
+    this.segmentBytes = segmentBytes;
+  }
+
+  cls(chunkSize: number): ChunkClass {
+    const log2 = Math.log2(chunkSize);
+    let c = this.classes.get(log2);
+    if (!c) {
+      c = new ChunkClass(this, chunkSize);
+      this.classes.set(log2, c);
+    }
+    return c;
+  }
+
+  beginRead(): number {
+    const g = this.readGen;
+    this.readsByGen.set(g, (this.readsByGen.get(g) ?? 0) + 1);
+    return g;
+  }
+
+  endRead(g: number): void {
+    const n = (this.readsByGen.get(g) ?? 1) - 1;
+    if (n === 0) {
+      this.readsByGen.delete(g);
+      if (this.quarantine.length > 0) this.releaseQuarantine();
+    } else this.readsByGen.set(g, n);
+  }
+
+  /** Takes every class's pending frees (at the commit swap). */
+  takePendingFrees(): { cls: ChunkClass; slots: number[] }[] {
+    const out: { cls: ChunkClass; slots: number[] }[] = [];
+    for (const c of this.classes.values()) {
+      if (c.pendingFree.length === 0) continue;
+      out.push({ cls: c, slots: c.pendingFree });
+      c.pendingFree = [];
+    }
+    return out;
+  }
+
+  /** A failed commit: the frees go back to pending. */
+  restorePendingFrees(frees: { cls: ChunkClass; slots: number[] }[]): void {
+    for (const f of frees) f.cls.pendingFree = f.slots.concat(f.cls.pendingFree);
+  }
+
+  /** The commit holding these frees is durable. */
+  committedFrees(frees: { cls: ChunkClass; slots: number[] }[]): void {
+    const gen = this.readGen++;
+    for (const f of frees) this.quarantine.push({ gen, cls: f.cls, slots: f.slots });
+    this.releaseQuarantine();
+  }
+
+  /** Slots allocated but never mapped (a failed write): free at once, nothing committed saw them. */
+  releaseUnmapped(cls: ChunkClass, slots: number[]): void {
+    const touched = new Set<number>();
+    for (const s of slots) touched.add(cls.release(s));
+    for (const seg of touched) {
+      if (cls.segUse[seg] === 0) this.onEmptySegment?.(cls, seg);
+      else this.onShrunkSegment?.(cls, seg);
+    }
+  }
+
+  private releaseQuarantine(): void {
+    let oldest = Infinity;
+    for (const g of this.readsByGen.keys()) if (g < oldest) oldest = g;
+    while (this.quarantine.length > 0) {
+      const q = this.quarantine[0]!;
+      if (q.gen >= oldest) break;
+      this.quarantine.shift();
+      const touched = new Set<number>();
+      for (const s of q.slots) {
+        // A slot can be re-referenced only after release, so refs must still be 0 here.
+        if (q.cls.count(s) !== 0) continue;
+        touched.add(q.cls.release(s));
+      }
+      for (const seg of touched) {
+        if (q.cls.segUse[seg] === 0) this.onEmptySegment?.(q.cls, seg);
+        else this.onShrunkSegment?.(q.cls, seg);
+      }
+    }
+  }
+
+  async file(cls: ChunkClass, seg: number, create: boolean): Promise<IoFile> {
+    const s = cls.segment(seg);
+    if (s.file) return s.file;
+    if (!s.opening) {
+      s.opening = (async () => {
+        const exists = (await this.io.stat(s.path)) !== null;
+        if (!exists && !create) throw new StorageError('EIO', `segment file ${s.path} is missing`);
+        const f = await this.io.open(s.path, 'create');
+        if (!exists) this.dirDirty = true;
+        s.file = f;
+        return f;
+      })();
+      s.opening.catch(() => {
+        s.opening = null;
+      });
+    }
+    return s.opening;
+  }
+
+  /** Reads `len` bytes at byte `inner` of a run of consecutive slots (one segment) into into[off..]. */
+  async read(cls: ChunkClass, slot: number, inner: number, len: number, into: Buffer, off: number): Promise<void> {
+    const f = await this.file(cls, cls.segmentOf(slot), false);
+    const n = await f.read(into, off, len, cls.posOf(slot) + inner);
+    if (n < len) into.fill(0, off + n, off + len); // a slot past the file's end was never written
+  }
+
+  async write(cls: ChunkClass, slot: number, inner: number, data: Buffer, off: number, len: number): Promise<void> {
+    const s = cls.segment(cls.segmentOf(slot));
+    const f = s.file ?? (await this.file(cls, cls.segmentOf(slot), true));
+    this.dirty.add(s);
+    await f.write(data, off, len, cls.posOf(slot) + inner);
+  }
+
+  async closeAll(): Promise<void> {
+    for (const c of this.classes.values()) {
+      for (const s of c.segments.values()) {
+        const f = s.file;
+        s.file = null;
+        s.opening = null;
+        if (f) await f.close().catch(() => undefined);
+      }
+    }
+  }
+}

@@ -1,0 +1,263 @@
+// A simulated file system for power-loss tests (the dm-log-writes model): every file has a durable
+// image and a current image; writes land in the current image and in a pending list until
+// fdatasync. `crash()` cuts the power: each pending write survives whole, is lost, or is torn to a
+// sector prefix, at random; the current images become the surviving durable ones. Directory
+// operations (create, unlink, rename, truncate) are durable at once, like a journaling file
+// system's metadata. A crash plan stops the world at the Nth hit of a named crash point: from
+// then on every operation of that "boot" fails, so an abandoned engine cannot touch later boots.
+import { StorageError } from './device.ts';
+import type { CrashPoint, FileIo, FileStat, IoFile, OpenMode } from './file-io.ts';
+
+const SECTOR = 512;
+
+export class SimCrash extends Error {
+  constructor(point: string) {
+    super(`simulated power loss at ${point}`);
+    this.name = 'SimCrash';
+  }
+}
+
+interface Pending {
+  pos: number;
+  data: Buffer;
+}
+
+class SimNode {
+  durable: Buffer = Buffer.alloc(0);
+  cur: Buffer = Buffer.alloc(0);
+  pending: Pending[] = [];
+  mtimeMs = Date.now();
+}
+
+function grow(b: Buffer, len: number): Buffer {
+  if (b.length >= len) return b;
+  const n = Buffer.alloc(len);
+  b.copy(n);
+  return n;
+}
+
+/** A tiny deterministic PRNG (mulberry32); tests share it. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export class SimFileIo implements FileIo {
+  readonly files = new Map<string, SimNode>();
+  readonly dirs = new Set<string>();
+  /** Incremented by crash(): handles of an earlier boot fail. */
+  boot = 0;
+  dead = false;
+  /** Total bytes of current file images allowed (ENOSPC beyond), or Infinity. */
+  capacity = Infinity;
+  /** Count of every crash point passed, by name (tests pick targets from it). */
+  readonly hits = new Map<string, number>();
+  private plan: { point: string | null; countdown: number } | null = null;
+  /** The crash point that fired last. */
+  lastCrash: string | null = null;
+
+  get armed(): boolean {
+    return this.plan !== null;
+  }
+
+  /** Crash at the `n`th (1-based) hit of `point` from now (or of any point when null). */
+  armCrash(point: CrashPoint | null, n: number): void {
+    this.plan = { point, countdown: n };
+  }
+
+  disarm(): void {
+    this.plan = null;
+  }
+
+  point(name: CrashPoint): void {
+    this.alive(this.boot);
+    this.hits.set(name, (this.hits.get(name) ?? 0) + 1);
+    if (this.plan && (this.plan.point === null || this.plan.point === name) && --this.plan.countdown <= 0) {
+      this.plan = null;
+      this.dead = true;
+      this.lastCrash = name;
+      throw new SimCrash(name);
+    }
+  }
+
+  /** Kills the current boot now (if it is not dead yet). */
+  kill(): void {
+    this.dead = true;
+  }
+
+  /**
+   * Power loss: unsynced writes survive, vanish or tear (sector granularity), chosen by `rand`.
+   * `mode` 'lose' drops all of them, 'keep' keeps all (like kill -9 with a live page cache).
+   */
+  crash(rand: () => number, mode: 'random' | 'lose' | 'keep' = 'random'): void {
+    for (const f of this.files.values()) {
+      for (const p of f.pending) {
+        let keep = p.data.length;
+        if (mode === 'lose') keep = 0;
+        else if (mode === 'random') {
+          const r = rand();
+          if (r < 0.4) keep = 0;
+          else if (r < 0.7) keep = Math.floor((rand() * p.data.length) / SECTOR) * SECTOR;
+        }
+        if (keep > 0) {
+          f.durable = grow(f.durable, p.pos + keep);
+          p.data.copy(f.durable, p.pos, 0, keep);
+        }
+      }
+      f.pending = [];
+      f.cur = Buffer.from(f.durable);
+    }
+    this.boot++;
+    this.dead = false;
+    this.plan = null;
+  }
+
+  alive(boot: number): void {
+    if (this.dead || boot !== this.boot) throw new SimCrash('dead boot');
+  }
+
+  usedBytes(): number {
+    let n = 0;
+    for (const f of this.files.values()) n += f.cur.length;
+    return n;
+  }
+
+  async open(path: string, mode: OpenMode): Promise<IoFile> {
+    this.alive(this.boot);
+    let node = this.files.get(path);
+    if (!node) {
+      if (mode !== 'create') throw new StorageError('ENOENT', `open ${path}: no such file`);
+      node = new SimNode();
+      this.files.set(path, node);
+    }
+    return new SimFile(this, path, node, this.boot, mode === 'r');
+  }
+
+  async stat(path: string): Promise<FileStat | null> {
+    this.alive(this.boot);
+    return this.statSync(path);
+  }
+
+  statSync(path: string): FileStat | null {
+    const f = this.files.get(path);
+    if (!f) return null;
+    // Sparse like ext4: count only non-zero 4 KiB blocks.
+    let alloc = 0;
+    for (let off = 0; off < f.cur.length; off += 4096) {
+      const end = Math.min(off + 4096, f.cur.length);
+      for (let i = off; i < end; i++) {
+        if (f.cur[i] !== 0) {
+          alloc += 4096;
+          break;
+        }
+      }
+    }
+    return { size: f.cur.length, mtimeMs: f.mtimeMs, allocated: alloc };
+  }
+
+  async readdir(dir: string): Promise<string[]> {
+    this.alive(this.boot);
+    const prefix = dir.endsWith('/') ? dir : dir + '/';
+    const out: string[] = [];
+    for (const p of this.files.keys()) {
+      if (p.startsWith(prefix) && !p.slice(prefix.length).includes('/')) out.push(p.slice(prefix.length));
+    }
+    return out.sort();
+  }
+
+  async mkdirp(dir: string): Promise<void> {
+    this.alive(this.boot);
+    this.dirs.add(dir);
+  }
+
+  async unlink(path: string): Promise<void> {
+    this.alive(this.boot);
+    this.files.delete(path);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    this.alive(this.boot);
+    const f = this.files.get(from);
+    if (!f) throw new StorageError('ENOENT', `rename ${from}: no such file`);
+    this.files.delete(from);
+    this.files.set(to, f);
+  }
+
+  async syncDir(): Promise<void> {
+    this.alive(this.boot);
+  }
+}
+
+class SimFile implements IoFile {
+  private readonly fs: SimFileIo;
+  private readonly path: string;
+  private readonly node: SimNode;
+  private readonly boot: number;
+  private readonly readOnly: boolean;
+  constructor(fs: SimFileIo, path: string, node: SimNode, boot: number, readOnly: boolean) {
+    this.fs = fs;
+    this.path = path;
+    this.node = node;
+    this.boot = boot;
+    this.readOnly = readOnly;
+  }
+
+  async read(buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+    this.fs.alive(this.boot);
+    const cur = this.node.cur;
+    if (pos >= cur.length) return 0;
+    const n = Math.min(len, cur.length - pos);
+    cur.copy(buf, off, pos, pos + n);
+    return n;
+  }
+
+  async write(buf: Buffer, off: number, len: number, pos: number): Promise<void> {
+    this.fs.alive(this.boot);
+    if (this.readOnly) throw new StorageError('EBADF', `write ${this.path}: opened read-only`);
+    const newLen = Math.max(this.node.cur.length, pos + len);
+    if (newLen > this.node.cur.length && this.fs.usedBytes() + newLen - this.node.cur.length > this.fs.capacity) {
+      throw new StorageError('ENOSPC', `write ${this.path}: no space left on device`);
+    }
+    await Promise.resolve(); // a real write yields; so does this one
+    this.fs.alive(this.boot);
+    this.node.cur = grow(this.node.cur, newLen);
+    buf.copy(this.node.cur, pos, off, off + len);
+    this.node.pending.push({ pos, data: Buffer.from(buf.subarray(off, off + len)) });
+    this.node.mtimeMs = Date.now();
+  }
+
+  async datasync(): Promise<void> {
+    this.fs.alive(this.boot);
+    await Promise.resolve();
+    this.fs.alive(this.boot);
+    const n = this.node;
+    n.durable = grow(n.durable, n.cur.length);
+    for (const p of n.pending) p.data.copy(n.durable, p.pos);
+    n.pending = [];
+    if (n.durable.length > n.cur.length) n.durable = Buffer.from(n.durable.subarray(0, n.cur.length));
+  }
+
+  async truncate(len: number): Promise<void> {
+    this.fs.alive(this.boot);
+    const n = this.node;
+    const cut = (b: Buffer): Buffer => (b.length > len ? Buffer.from(b.subarray(0, len)) : grow(b, len));
+    n.cur = cut(n.cur);
+    n.durable = cut(n.durable);
+    n.pending = n.pending
+      .filter((p) => p.pos < len)
+      .map((p) => (p.pos + p.data.length > len ? { pos: p.pos, data: p.data.subarray(0, len - p.pos) } : p));
+  }
+
+  async size(): Promise<number> {
+    this.fs.alive(this.boot);
+    return this.node.cur.length;
+  }
+
+  async close(): Promise<void> {}
+}

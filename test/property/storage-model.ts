@@ -1,0 +1,418 @@
+// A seeded random model harness for the storage engine: applies operations to the engine and to
+// plain Buffers (one per node), compares every read, and after simulated crashes checks the
+// DESIGN.md §3 invariants: bytes untouched since the last commit read back exactly, bytes written
+// since then read as one of the values they held (never data from elsewhere), snapshots never
+// change, control operations are all there. Used by the property and crash tests.
+import { createHash } from 'node:crypto';
+import { expect } from 'vitest';
+import { openCowStore } from '../../src/storage/index.ts';
+import type { CowStore } from '../../src/storage/engine.ts';
+import { SimFileIo, SimCrash, prng } from '../../src/storage/sim-file-io.ts';
+import { checkStore } from '../../src/storage/check.ts';
+import type { CrashPoint, FileIo } from '../../src/storage/file-io.ts';
+
+export const SECTOR = 512;
+/** Spans two map pages at 4 KiB chunks, so page-level sharing is exercised. */
+const V0_SIZE = 2560 * 1024;
+
+interface ModelVol {
+  head: Buffer;
+  chunkSize: number;
+  snaps: Map<string, { data: Buffer; hash: string }>;
+  /** Sector -> the values it may hold after a crash (durable value first). */
+  dirty: Map<number, Buffer[]>;
+}
+
+export function sha(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+export interface HarnessOptions {
+  seed: number;
+  ops: number;
+  io?: FileIo;
+  dir?: string;
+  /** Arm a crash point during operations (sim only). */
+  crashPoints?: readonly CrashPoint[];
+  journalCompactBytes?: number;
+  /** Chance per operation of arming a crash point (default 0.03). */
+  armProbability?: number;
+}
+
+export class Harness {
+  readonly rand: () => number;
+  readonly sim: SimFileIo | null;
+  readonly io: FileIo;
+  readonly dir: string;
+  store!: CowStore;
+  readonly model = new Map<string, ModelVol>();
+  readonly log: string[] = [];
+  /** Messages of the armed crashes that fired. */
+  readonly crashes: string[] = [];
+  backing: Buffer | null = null;
+  backingPath = '';
+  private names = 0;
+  private readonly opts: HarnessOptions;
+
+  constructor(opts: HarnessOptions) {
+    this.opts = opts;
+    this.rand = prng(opts.seed);
+    this.sim = opts.io ? null : new SimFileIo();
+    this.io = opts.io ?? this.sim!;
+    this.dir = opts.dir ?? '/store';
+  }
+
+  int(n: number): number {
+    return Math.floor(this.rand() * n);
+  }
+
+  pick<T>(a: T[]): T {
+    return a[this.int(a.length)] as T;
+  }
+
+  async open(): Promise<void> {
+    this.store = await openCowStore(this.dir, {
+      fileIo: this.io, commitIntervalMs: 0, segmentBytes: 64 * 1024,
+      journalCompactBytes: this.opts.journalCompactBytes ?? 48 * 1024,
+    });
+  }
+
+  async setup(backingPath: string, writeBacking: (p: string, b: Buffer) => Promise<void>): Promise<void> {
+    const size = 300 * 1024 + 512; // not chunk aligned: reads past its end are zeros
+    this.backing = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) this.backing[i] = this.int(256);
+    this.backingPath = backingPath;
+    await writeBacking(backingPath, this.backing);
+    await this.open();
+    await this.store.createVolume({ name: 'v0', size: V0_SIZE, chunkSize: 4096, backing: backingPath });
+    const h0 = Buffer.alloc(V0_SIZE);
+    this.backing.copy(h0);
+    this.model.set('v0', { head: h0, chunkSize: 4096, snaps: new Map(), dirty: new Map() });
+    await this.store.createVolume({ name: 'v1', size: 384 * 1024, chunkSize: 16384 });
+    this.model.set('v1', { head: Buffer.alloc(384 * 1024), chunkSize: 16384, snaps: new Map(), dirty: new Map() });
+  }
+
+  /** Every commit makes all answered writes durable: forget the crash candidates. */
+  committed(): void {
+    for (const m of this.model.values()) m.dirty.clear();
+  }
+
+  /** Records that [off, off+len) of a head is about to change to `to`. */
+  private touch(m: ModelVol, off: number, len: number): void {
+    for (let s = Math.floor(off / SECTOR); s * SECTOR < off + len; s++) {
+      if (!m.dirty.has(s)) m.dirty.set(s, [Buffer.from(m.head.subarray(s * SECTOR, (s + 1) * SECTOR))]);
+    }
+  }
+
+  private settleTouch(m: ModelVol, off: number, len: number): void {
+    for (let s = Math.floor(off / SECTOR); s * SECTOR < off + len; s++) {
+      m.dirty.get(s)!.push(Buffer.from(m.head.subarray(s * SECTOR, (s + 1) * SECTOR)));
+    }
+  }
+
+  randomRange(size: number, chunk: number): { off: number; len: number } {
+    const r = this.rand();
+    let off: number;
+    let len: number;
+    if (r < 0.5) {
+      // Hot windows (start, the 2 MiB map-page boundary, end): chunks get rewritten after snapshots.
+      const hot = this.pick([0, 2048 * 1024 - 32 * 1024, size - 64 * 1024].filter((x) => x >= 0 && x < size));
+      off = Math.min(size - SECTOR, hot + this.int(64 * 1024 / SECTOR) * SECTOR);
+      len = Math.min(size - off, (1 + this.int(2 * chunk / SECTOR)) * SECTOR);
+    } else if (r < 0.7) {
+      // chunk aligned
+      off = this.int(size / chunk) * chunk;
+      len = Math.min(size - off, (1 + this.int(4)) * chunk);
+    } else {
+      off = this.int(size / SECTOR) * SECTOR;
+      len = Math.min(size - off, (1 + this.int(3 * chunk / SECTOR)) * SECTOR);
+    }
+    return { off, len };
+  }
+
+  async step(): Promise<void> {
+    const vols = [...this.model.keys()];
+    const name = this.pick(vols);
+    const m = this.model.get(name)!;
+    const dev = this.store.head(name);
+    const r = this.rand();
+    if (r < 0.32) {
+      const { off, len } = this.randomRange(m.head.length, m.chunkSize);
+      const data = Buffer.alloc(len);
+      for (let i = 0; i < len; i += 64) data.fill((this.int(255) + 1) & 0xff, i, Math.min(len, i + 64));
+      const fua = this.rand() < 0.1;
+      this.log.push(`write ${name} ${off} ${len}${fua ? ' fua' : ''}`);
+      this.touch(m, off, len);
+      data.copy(m.head, off);
+      this.settleTouch(m, off, len);
+      await dev.write(off, data, { fua });
+      if (fua) this.committed();
+    } else if (r < 0.42) {
+      const { off, len } = this.randomRange(m.head.length, m.chunkSize);
+      const kind = this.int(3);
+      this.log.push(`${['trim', 'zero', 'zero-nohole'][kind]} ${name} ${off} ${len}`);
+      this.touch(m, off, len);
+      m.head.fill(0, off, off + len);
+      this.settleTouch(m, off, len);
+      if (kind === 0) await dev.trim(off, len, { fua: false });
+      else await dev.zero(off, len, { fua: false, noHole: kind === 2, fast: false });
+    } else if (r < 0.52) {
+      const { off, len } = this.randomRange(m.head.length, m.chunkSize);
+      const got = Buffer.alloc(len);
+      await dev.read(off, len, got);
+      this.expectEq(got, m.head.subarray(off, off + len), `read ${name} ${off} ${len}`);
+    } else if (r < 0.57) {
+      this.log.push('flush');
+      await dev.flush();
+      this.committed();
+    } else if (r < 0.63) {
+      const sn = `s${this.names++}`;
+      this.log.push(`snapshot ${name}@${sn}`);
+      await this.store.createSnapshot(name, sn);
+      m.snaps.set(sn, { data: Buffer.from(m.head), hash: sha(m.head) });
+      this.committed();
+    } else if (r < 0.67 && m.snaps.size > 0) {
+      const sn = this.pick([...m.snaps.keys()]);
+      this.log.push(`delete ${name}@${sn}`);
+      await this.store.deleteSnapshot(name, sn);
+      m.snaps.delete(sn);
+      this.committed();
+    } else if (r < 0.70 && m.snaps.size > 0) {
+      const sn = this.pick([...m.snaps.keys()]);
+      this.log.push(`rollback ${name}@${sn}`);
+      await this.store.rollback(name, sn);
+      m.head = Buffer.from(m.snaps.get(sn)!.data);
+      this.committed();
+    } else if (r < 0.73 && m.snaps.size > 0 && this.model.size < 6) {
+      const sn = this.pick([...m.snaps.keys()]);
+      const cn = `c${this.names++}`;
+      this.log.push(`clone ${name}@${sn} ${cn}`);
+      await this.store.clone(name, sn, cn);
+      this.model.set(cn, { head: Buffer.from(m.snaps.get(sn)!.data), chunkSize: m.chunkSize, snaps: new Map(), dirty: new Map() });
+      this.committed();
+    } else if (r < 0.74 && this.model.size > 2 && name !== 'v0' && name !== 'v1') {
+      this.log.push(`delete-volume ${name}`);
+      await this.store.deleteVolume(name);
+      this.model.delete(name);
+      this.committed();
+    } else if (r < 0.78 && m.snaps.size > 0) {
+      await this.checkDiff(name, m);
+    } else if (r < 0.80 && m.snaps.size > 0) {
+      const sn = this.pick([...m.snaps.keys()]);
+      const s = m.snaps.get(sn)!;
+      const got = Buffer.alloc(s.data.length);
+      await this.store.snapshotView(name, sn).read(0, got.length, got);
+      this.expectEq(got, s.data, `snapshot ${name}@${sn} changed`);
+    } else if (r < 0.84) {
+      await this.checkExtents(name, m);
+    } else if (r < 0.86) {
+      this.log.push('reopen');
+      await this.store.close();
+      this.committed();
+      await this.open();
+      await this.verifyAll('after reopen');
+    } else if (r < 0.88 && this.sim) {
+      this.log.push('crash');
+      await this.crashNow();
+    } else if (r < 0.89) {
+      this.log.push('checkpoint');
+      await this.store.checkpoint();
+      this.committed();
+    }
+  }
+
+  async crashNow(): Promise<void> {
+    this.sim!.kill();
+    this.store.abandon();
+    this.sim!.crash(this.rand);
+    await this.recoverAndCheck('after crash');
+  }
+
+  /** Reopens after a crash and checks the invariants; adopts what survived as the new model. */
+  async recoverAndCheck(when: string): Promise<void> {
+    await this.open();
+    for (const [name, m] of this.model) {
+      const got = Buffer.alloc(m.head.length);
+      await this.store.head(name).read(0, got.length, got);
+      for (let s = 0; s * SECTOR < got.length; s++) {
+        const sec = got.subarray(s * SECTOR, (s + 1) * SECTOR);
+        const cands = m.dirty.get(s);
+        if (!cands) {
+          if (!sec.equals(m.head.subarray(s * SECTOR, (s + 1) * SECTOR))) {
+            throw new Error(`${when}: ${name} sector ${s} lost an answered-and-committed write`);
+          }
+        } else if (!cands.some((c) => c.equals(sec))) {
+          throw new Error(`${when}: ${name} sector ${s} holds data it never held (${cands.length} candidates)`);
+        }
+      }
+      got.copy(m.head);
+      m.dirty.clear();
+      await this.verifySnapshots(name, m, when);
+    }
+    expect(this.store.listVolumes().map((v) => v.name).sort()).toEqual([...this.model.keys()].sort());
+    await this.checkSpace(when);
+  }
+
+  private expectEq(got: Buffer, want: Buffer, what: string): void {
+    if (got.equals(want)) return;
+    let i = 0;
+    while (got[i] === want[i]) i++;
+    throw new Error(`${what}: differs at byte ${i} (got ${got[i]}, want ${want[i]})`);
+  }
+
+  async verifySnapshots(name: string, m: ModelVol, when: string): Promise<void> {
+    const names = this.store.listSnapshots(name).map((s) => s.name).sort();
+    expect(names, `${when}: snapshots of ${name}`).toEqual([...m.snaps.keys()].sort());
+    for (const [sn, s] of m.snaps) {
+      const got = Buffer.alloc(s.data.length);
+      await this.store.snapshotView(name, sn).read(0, got.length, got);
+      if (sha(got) !== s.hash) this.expectEq(got, s.data, `${when}: snapshot ${name}@${sn} changed`);
+    }
+  }
+
+  async verifyAll(when: string): Promise<void> {
+    for (const [name, m] of this.model) {
+      const got = Buffer.alloc(m.head.length);
+      await this.store.head(name).read(0, got.length, got);
+      this.expectEq(got, m.head, `${when}: head ${name}`);
+      await this.verifySnapshots(name, m, when);
+    }
+  }
+
+  /** allocated slots = mapped chunks: every live slot is held by some node. */
+  async checkSpace(when: string): Promise<void> {
+    for (const cls of this.store.data.classes.values()) {
+      for (let s = 0; s < cls.refs.length; s++) {
+        if (cls.state[s] === 1 && cls.refs[s] === 0 && !cls.pendingFree.includes(s)) {
+          // Allowed only while quarantined or pending; after open there are none.
+          throw new Error(`${when}: slot ${s} allocated but unmapped`);
+        }
+      }
+    }
+  }
+
+  async checkDiff(name: string, m: ModelVol): Promise<void> {
+    const snaps = [...m.snaps.keys()];
+    const from = this.pick(snaps);
+    const to = this.rand() < 0.5 ? null : this.pick(snaps);
+    const a = m.snaps.get(from)!.data;
+    const b = to === null ? m.head : m.snaps.get(to)!.data;
+    const applied = Buffer.from(a);
+    let start = 0;
+    let prevEnd = -1;
+    for (;;) {
+      const page = await this.store.diff(name, from, to, { start, limit: 1 + this.int(3) });
+      for (const e of page.extents) {
+        expect(e.offset).toBeGreaterThan(prevEnd);
+        prevEnd = e.offset + e.length;
+        b.copy(applied, e.offset, e.offset, e.offset + e.length);
+      }
+      if (page.next === null) break;
+      start = page.next;
+    }
+    this.expectEq(applied, b, `diff ${name} ${from}->${to ?? 'head'} applied`);
+    if (to === from) expect((await this.store.diff(name, from, to)).extents).toEqual([]);
+  }
+
+  async checkExtents(name: string, m: ModelVol): Promise<void> {
+    const { off, len } = this.randomRange(m.head.length, m.chunkSize);
+    const ext = await this.store.head(name).extents(off, len);
+    let pos = off;
+    for (const e of ext) {
+      expect(e.length).toBeGreaterThan(0);
+      if (e.zero) {
+        const end = Math.min(pos + e.length, m.head.length);
+        for (let i = pos; i < end; i++) if (m.head[i] !== 0) throw new Error(`extent at ${pos}+${e.length} says zero, byte ${i} is ${m.head[i]}`);
+      }
+      pos += e.length;
+    }
+    expect(pos).toBeGreaterThan(off);
+  }
+
+  async run(): Promise<void> {
+    for (let i = 0; i < this.opts.ops; i++) {
+      if (this.sim && this.opts.crashPoints && !this.sim.armed && this.rand() < (this.opts.armProbability ?? 0.03)) {
+        const point = this.pick([...this.opts.crashPoints]);
+        this.sim.armCrash(point, 1 + this.int(3));
+        this.log.push(`arm ${point}`);
+      }
+      try {
+        await this.step();
+      } catch (e) {
+        if (!(e instanceof SimCrash) && !(this.sim?.dead && isDeadError(e))) throw e;
+        const at = this.sim!.lastCrash ?? (e as Error).message;
+        this.log.push(`crashed: ${at}`);
+        this.store.abandon();
+        this.sim!.crash(this.rand);
+        // The interrupted operation may or may not have happened.
+        await this.reconcileInterrupted();
+        await this.recoverAndCheck(`after a crash at ${at}`);
+        this.crashes.push(at);
+      }
+      if (!this.opts.crashPoints) this.sim?.disarm();
+    }
+    this.sim?.disarm();
+    await this.verifyAll('at the end');
+  }
+
+  /**
+   * A control operation cut by the crash is all or nothing: adopt what the store shows for the
+   * snapshot/volume lists (after checking it is either state), and mark touched data dirty.
+   */
+  private async reconcileInterrupted(): Promise<void> {
+    const last = this.log.filter((l) => !l.startsWith('crashed') && !l.startsWith('arm')).at(-1) ?? '';
+    await this.open();
+    const [op, arg = '', arg2 = ''] = last.split(' ');
+    const vols = new Set(this.store.listVolumes().map((v) => v.name));
+    for (const name of vols) {
+      if (this.model.has(name)) continue;
+      if (op !== 'clone' || arg2 !== name) throw new Error(`volume ${name} appeared in a crash during '${last}'`);
+      const [sv, sn] = arg.split('@') as [string, string];
+      const src = this.model.get(sv)!;
+      this.model.set(name, { head: Buffer.from(src.snaps.get(sn)!.data), chunkSize: src.chunkSize, snaps: new Map(), dirty: new Map() });
+    }
+    for (const name of [...this.model.keys()]) {
+      if (vols.has(name)) continue;
+      if (op !== 'delete-volume' || arg !== name) throw new Error(`volume ${name} vanished in a crash during '${last}'`);
+      this.model.delete(name);
+    }
+    for (const [name, m] of this.model) {
+      const snaps = new Set(this.store.listSnapshots(name).map((s) => s.name));
+      for (const sn of snaps) {
+        if (m.snaps.has(sn)) continue;
+        if (op !== 'snapshot' || arg !== `${name}@${sn}`) throw new Error(`snapshot ${name}@${sn} appeared in a crash during '${last}'`);
+        // The create committed: it holds the head as it was, every answered write included.
+        m.snaps.set(sn, { data: Buffer.from(m.head), hash: sha(m.head) });
+      }
+      for (const sn of [...m.snaps.keys()]) {
+        if (snaps.has(sn)) continue;
+        if (op !== 'delete' || arg !== `${name}@${sn}`) throw new Error(`snapshot ${name}@${sn} vanished in a crash during '${last}'`);
+        m.snaps.delete(sn);
+      }
+      if (op === 'rollback' && arg.startsWith(`${name}@`)) {
+        const s = m.snaps.get(arg.slice(name.length + 1));
+        const got = Buffer.alloc(m.head.length);
+        await this.store.head(name).read(0, got.length, got);
+        if (s && got.equals(s.data)) {
+          m.head = Buffer.from(s.data);
+          m.dirty.clear();
+        }
+      }
+    }
+    this.store.abandon();
+  }
+}
+
+function isDeadError(e: unknown): boolean {
+  return e instanceof SimCrash || (e as Error | undefined)?.message?.includes('simulated power loss') === true ||
+    (e as { cause?: unknown } | undefined)?.cause instanceof SimCrash;
+}
+
+export async function runCheckOn(h: Harness): Promise<void> {
+  await h.store.close();
+  const r = await checkStore(h.dir, { repair: false, fileIo: h.io });
+  expect(r.problems, 'check after a clean close').toEqual([]);
+  expect(r.ok).toBe(true);
+}
+
+export const ALL_SIM = true;
