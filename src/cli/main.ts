@@ -1,5 +1,7 @@
 // The snapnbd command line: dispatches to the subcommands. Returns through process.exitCode so
 // the process ends when its work is done.
+import { runCheck } from './check.ts';
+import { runControlCli } from './control-commands.ts';
 import { runServe } from './serve.ts';
 import { MAIN_USAGE, VERSION } from './usage.ts';
 
@@ -19,6 +21,15 @@ export async function main(argv: string[]): Promise<void> {
       break;
     case 'serve':
       code = await runServe(rest);
+      break;
+    case 'check':
+      code = await runCheck(rest);
+      break;
+    case 'volume':
+    case 'snapshot':
+    case 'clone':
+    case 'stats':
+      code = await runControlCli(argv);
       break;
     case undefined:
       process.stderr.write('snapnbd: missing command (see snapnbd --help)\n');

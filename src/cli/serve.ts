@@ -3,13 +3,14 @@
 import { mkdirSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { startControlServer, type ControlServer } from '../control/server.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
-import { StaticExports } from '../server/static-exports.ts';
-import { RawFileDevice } from '../storage/raw-file-device.ts';
-import { NAME_PATTERN } from '../storage/types.ts';
+import { openStore } from '../storage/index.ts';
+import { NAME_PATTERN, type Store } from '../storage/types.ts';
+import { VolumeRegistry } from '../volumes/registry.ts';
 import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
 import { parseSize } from '../util/size.ts';
-import { SERVE_USAGE } from './usage.ts';
+import { SERVE_USAGE, VERSION } from './usage.ts';
 
 export class UsageError extends Error {}
 
@@ -108,21 +109,46 @@ export async function runServe(argv: string[]): Promise<number> {
 
 async function serve(config: ServeConfig): Promise<number> {
   mkdirSync(config.dataDir, { recursive: true });
-  const backend = await openRawBackend(config);
-  const server = new NbdServer({ exports: backend.exports, maxConnections: config.maxConnections });
+  const startedAt = new Date();
+  let store: Store;
+  try {
+    store = await openStore(config.dataDir);
+  } catch (e) {
+    // A corrupt, foreign or newer store: say which file and why, touch nothing.
+    process.stderr.write(`snapnbd serve: cannot open the store in ${config.dataDir}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  try {
+    await ensureVolumes(store, config);
+  } catch (e) {
+    process.stderr.write(`snapnbd serve: ${(e as Error).message}\n`);
+    await store.close();
+    return 1;
+  }
+  const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly });
+  const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections });
+  const listeners: string[] = [];
+  let control: ControlServer;
   try {
     for (const addr of config.listen) {
       const bound = await server.listen(addr);
+      listeners.push(`nbd ${formatListenAddress(bound)}`);
       process.stdout.write(`listening nbd ${formatListenAddress(bound)}\n`);
     }
+    control = await startControlServer(config.controlPath, {
+      registry,
+      serverInfo: () => ({ version: VERSION, listeners, startedAt }),
+    });
+    listeners.push(`control ${control.path}`);
+    process.stdout.write(`listening control ${control.path}\n`);
   } catch (e) {
-    log.error('cannot listen', e);
+    log.error('cannot start', e);
     server.destroyAll();
-    await backend.close();
+    await store.close();
     return 1;
   }
   process.stdout.write('ready\n');
-  log.info(`serving ${backend.exports.list().map((e) => e.name).join(', ')} from ${config.dataDir}`);
+  log.info(`serving ${registry.list().map((e) => e.name).join(', ')} from ${config.dataDir}`);
 
   return new Promise<number>((resolveExit) => {
     let signals = 0;
@@ -134,8 +160,10 @@ async function serve(config: ServeConfig): Promise<number> {
       }
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
+        await control.close(); // no admin operation starts while we stop
         await server.stop();
-        await backend.close();
+        await registry.revokeAll('server stopping');
+        await store.close();
         resolveExit(0);
       })().catch((e: unknown) => {
         log.error('error while stopping', e);
@@ -147,33 +175,10 @@ async function serve(config: ServeConfig): Promise<number> {
   });
 }
 
-/**
- * Interim backend until the copy-on-write engine is wired in: each volume is a sparse raw file
- * in the data dir; an IMAGE is served read-only (it is never written).
- */
-async function openRawBackend(config: ServeConfig): Promise<{ exports: StaticExports; close(): Promise<void> }> {
-  const exports = new StaticExports(config.defaultExport);
-  const devices: RawFileDevice[] = [];
-  const volumes = config.volumes.length === 0 && config.images.length === 0
-    ? [{ name: DEFAULT_VOLUME_NAME, size: DEFAULT_VOLUME_SIZE }]
-    : config.volumes;
-  for (const v of volumes) {
-    const d = await RawFileDevice.open(join(config.dataDir, `${v.name}.raw`), { readOnly: config.readOnly, size: v.size });
-    devices.push(d);
-    exports.add(v.name, d, `volume ${v.name}`);
-  }
-  for (const img of config.images) {
-    const d = await RawFileDevice.open(img.path, { readOnly: true });
-    devices.push(d);
-    exports.add(img.name, d, `image ${img.path}`);
-  }
-  return {
-    exports,
-    async close() {
-      for (const d of devices) {
-        await d.flush();
-        await d.close();
-      }
-    },
-  };
+/** --volume NAME=SIZE and IMAGE volumes that do not exist yet; `default` in an empty store. */
+async function ensureVolumes(store: Store, config: ServeConfig): Promise<void> {
+  const have = new Set(store.listVolumes().map((v) => v.name));
+  for (const v of config.volumes) if (!have.has(v.name)) await store.createVolume({ name: v.name, size: v.size });
+  for (const img of config.images) if (!have.has(img.name)) await store.createVolume({ name: img.name, backing: img.path });
+  if (store.listVolumes().length === 0) await store.createVolume({ name: DEFAULT_VOLUME_NAME, size: DEFAULT_VOLUME_SIZE });
 }

@@ -1,0 +1,369 @@
+// The `volume`, `snapshot`, `clone` and `stats` commands: a thin client of the control socket.
+// Each command is one method call (diff: several pages); human tables by default, the method's
+// result as JSON with --json. Exit codes: 0 ok, 1 the server refused (message on stderr),
+// 2 usage error (one line), 3 the server cannot be reached (naming the socket path).
+import { resolve, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ControlCallError, ControlClient, ControlUnreachableError } from '../control/client.ts';
+import { formatSize, parseSize } from '../util/size.ts';
+
+export const CONTROL_USAGE = `Usage:
+  snapnbd volume create NAME --size SIZE [--backing FILE] [--chunk-size SIZE]
+  snapnbd volume list
+  snapnbd volume info NAME
+  snapnbd volume delete NAME [--force]
+  snapnbd snapshot create VOLUME[@NAME] [--description TEXT]   (no @NAME: a generated name)
+  snapnbd snapshot list VOLUME
+  snapnbd snapshot info VOLUME@NAME
+  snapnbd snapshot delete VOLUME@NAME
+  snapnbd snapshot rollback VOLUME@NAME [--force]
+  snapnbd snapshot diff VOLUME@FROM [VOLUME@TO]                (no TO: against the head)
+  snapnbd clone VOLUME@NAME NEWVOLUME
+  snapnbd stats
+
+Common options:
+  --control PATH    the server's control socket
+  --data-dir DIR    use DIR/control.sock
+                    (default: $SNAPNBD_CONTROL, else ./data/control.sock)
+  --json            print the method's result as JSON
+  -h, --help        this text
+
+SIZE takes binary suffixes: 512, 64K, 20G, 1T. Exit status: 0 ok, 1 the server refused
+(reason on stderr), 2 usage error, 3 the server cannot be reached.
+`;
+
+export const ExitCode = { Ok: 0, ServerError: 1, Usage: 2, Unreachable: 3 } as const;
+
+/** Where the socket is: --control, else --data-dir/control.sock, else $SNAPNBD_CONTROL, else ./data. */
+export function controlSocketPath(opts: { control?: string | undefined; dataDir?: string | undefined }, env: NodeJS.ProcessEnv = process.env): string {
+  if (opts.control !== undefined) return resolve(opts.control);
+  if (opts.dataDir !== undefined) return resolve(join(opts.dataDir, 'control.sock'));
+  if (env.SNAPNBD_CONTROL !== undefined && env.SNAPNBD_CONTROL !== '') return resolve(env.SNAPNBD_CONTROL);
+  return resolve('data', 'control.sock');
+}
+
+class UsageError extends Error {}
+
+const OPTIONS = {
+  control: { type: 'string' },
+  'data-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  size: { type: 'string' },
+  backing: { type: 'string' },
+  'chunk-size': { type: 'string' },
+  force: { type: 'boolean' },
+  description: { type: 'string' },
+} as const;
+type OptionName = keyof typeof OPTIONS;
+const COMMON: readonly OptionName[] = ['control', 'data-dir', 'json', 'help'];
+
+type Values = { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+
+interface Command {
+  /** Positionals after the noun and verb. */
+  args: { min: number; max: number; names: string };
+  options: readonly OptionName[];
+  run(args: string[], v: Values, c: ControlClient, out: Output): Promise<void>;
+}
+
+interface Output {
+  json: boolean;
+  print(text: string): void;
+  result(value: unknown, human: () => string): void;
+}
+
+function splitAt(spec: string, what: string, requireSnapshot: boolean): { volume: string; snapshot: string | undefined } {
+  const at = spec.indexOf('@');
+  if (at < 0) {
+    if (requireSnapshot) throw new UsageError(`${what}: '${spec}' is not VOLUME@SNAPSHOT`);
+    return { volume: spec, snapshot: undefined };
+  }
+  const volume = spec.slice(0, at);
+  const snapshot = spec.slice(at + 1);
+  if (volume === '' || snapshot === '') throw new UsageError(`${what}: '${spec}' is not VOLUME@SNAPSHOT`);
+  return { volume, snapshot };
+}
+
+function sizeOption(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = parseSize(v);
+  if (n === null || n <= 0) throw new UsageError(`--${flag}: '${v}' is not a size (e.g. 20G, 64K)`);
+  return n;
+}
+
+function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n') + '\n';
+}
+
+function keyValues(pairs: [string, string][]): string {
+  const w = Math.max(...pairs.map(([k]) => k.length));
+  return pairs.map(([k, v]) => `${`${k}:`.padEnd(w + 1)} ${v}`).join('\n') + '\n';
+}
+
+interface VolumeView {
+  name: string; size: number; chunkSize: number; backing: string | null;
+  origin: { volume: string; snapshot: string } | null; created: string; snapshots: number;
+  referenced: number; used: number; written: number; readOnly: boolean; connections: number;
+}
+interface SnapshotView {
+  volume: string; name: string; created: string; state: string; description: string; size: number;
+  referenced: number; used: number; written: number; exports: string[]; connections: number; clones: string[];
+}
+interface DiffResult {
+  volume: string; from: string; to: string | null; extents: { offset: number; length: number }[]; next: string | null;
+}
+interface StatsResult {
+  exports: { name: string; connections: number; requests: number; bytesRead: number; bytesWritten: number; errors: number }[];
+  volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number }[];
+  store: { allocatedBytes: number; liveBytes: number; volumes: number; snapshots: number };
+}
+
+function volumeDetails(v: VolumeView): string {
+  return keyValues([
+    ['name', v.name],
+    ['size', `${formatSize(v.size)} (${v.size} bytes)`],
+    ['chunk size', formatSize(v.chunkSize)],
+    ['backing', v.backing ?? '-'],
+    ['origin', v.origin ? `${v.origin.volume}@${v.origin.snapshot}` : '-'],
+    ['created', v.created],
+    ['snapshots', String(v.snapshots)],
+    ['referenced', formatSize(v.referenced)],
+    ['used', formatSize(v.used)],
+    ['written', formatSize(v.written)],
+    ['connections', String(v.connections)],
+    ['read-only', v.readOnly ? 'yes' : 'no'],
+  ]);
+}
+
+function snapshotDetails(s: SnapshotView): string {
+  return keyValues([
+    ['snapshot', `${s.volume}@${s.name}`],
+    ['created', s.created],
+    ['state', s.state],
+    ['description', s.description === '' ? '-' : s.description],
+    ['size', formatSize(s.size)],
+    ['referenced', formatSize(s.referenced)],
+    ['used', formatSize(s.used)],
+    ['written', formatSize(s.written)],
+    ['exports', s.exports.length ? `${s.exports.join(', ')} (${s.connections} connection${s.connections === 1 ? '' : 's'})` : '-'],
+    ['clones', s.clones.length ? s.clones.join(', ') : '-'],
+  ]);
+}
+
+const COMMANDS: Record<string, Command> = {
+  'volume create': {
+    args: { min: 1, max: 1, names: 'NAME' },
+    options: ['size', 'backing', 'chunk-size'],
+    async run([name], v, c, out) {
+      const size = sizeOption(v.size, 'size');
+      const chunkSize = sizeOption(v['chunk-size'], 'chunk-size');
+      if (size === undefined && v.backing === undefined) throw new UsageError('volume create: --size is required (or --backing FILE)');
+      const r = await c.call<VolumeView>('volume.create', {
+        name,
+        ...(size !== undefined ? { size } : {}),
+        ...(v.backing !== undefined ? { backing: resolve(v.backing) } : {}),
+        ...(chunkSize !== undefined ? { chunkSize } : {}),
+      });
+      out.result(r, () => `created volume ${r.name}: ${formatSize(r.size)}, chunk size ${formatSize(r.chunkSize)}${r.backing ? `, backing ${r.backing}` : ''}\n`);
+    },
+  },
+  'volume list': {
+    args: { min: 0, max: 0, names: '' },
+    options: [],
+    async run(_a, _v, c, out) {
+      const r = await c.call<{ volumes: VolumeView[] }>('volume.list');
+      out.result(r, () => table(
+        ['NAME', 'SIZE', 'USED', 'REFER', 'SNAPSHOTS', 'CONNS', 'ORIGIN', 'BACKING'],
+        r.volumes.map((x) => [x.name, formatSize(x.size), formatSize(x.used), formatSize(x.referenced), String(x.snapshots),
+          String(x.connections), x.origin ? `${x.origin.volume}@${x.origin.snapshot}` : '-', x.backing ?? '-']),
+      ));
+    },
+  },
+  'volume info': {
+    args: { min: 1, max: 1, names: 'NAME' },
+    options: [],
+    async run([name], _v, c, out) {
+      const r = await c.call<VolumeView>('volume.info', { name });
+      out.result(r, () => volumeDetails(r));
+    },
+  },
+  'volume delete': {
+    args: { min: 1, max: 1, names: 'NAME' },
+    options: ['force'],
+    async run([name], v, c, out) {
+      const r = await c.call<{ name: string; disconnected: number }>('volume.delete', { name, ...(v.force ? { force: true } : {}) });
+      out.result(r, () => `deleted volume ${r.name}${r.disconnected ? ` (disconnected ${r.disconnected} NBD client${r.disconnected === 1 ? '' : 's'})` : ''}\n`);
+    },
+  },
+  'snapshot create': {
+    args: { min: 1, max: 1, names: 'VOLUME[@NAME]' },
+    options: ['description'],
+    async run([spec], v, c, out) {
+      const { volume, snapshot } = splitAt(spec!, 'snapshot create', false);
+      const r = await c.call<SnapshotView>('snapshot.create', {
+        volume,
+        ...(snapshot !== undefined ? { name: snapshot } : {}),
+        ...(v.description !== undefined ? { description: v.description } : {}),
+      });
+      out.result(r, () => `created snapshot ${r.volume}@${r.name} at ${r.created}\n`);
+    },
+  },
+  'snapshot list': {
+    args: { min: 1, max: 1, names: 'VOLUME' },
+    options: [],
+    async run([volume], _v, c, out) {
+      const r = await c.call<{ snapshots: SnapshotView[] }>('snapshot.list', { volume });
+      out.result(r, () => table(
+        ['NAME', 'CREATED', 'STATE', 'USED', 'REFER', 'WRITTEN', 'EXPORTS', 'CLONES', 'DESCRIPTION'],
+        r.snapshots.map((s) => [s.name, s.created, s.state, formatSize(s.used), formatSize(s.referenced), formatSize(s.written),
+          s.connections ? String(s.connections) : '-', s.clones.length ? s.clones.join(',') : '-', s.description || '-']),
+      ));
+    },
+  },
+  'snapshot info': {
+    args: { min: 1, max: 1, names: 'VOLUME@NAME' },
+    options: [],
+    async run([spec], _v, c, out) {
+      const { volume, snapshot } = splitAt(spec!, 'snapshot info', true);
+      const r = await c.call<SnapshotView>('snapshot.info', { volume, name: snapshot });
+      out.result(r, () => snapshotDetails(r));
+    },
+  },
+  'snapshot delete': {
+    args: { min: 1, max: 1, names: 'VOLUME@NAME' },
+    options: [],
+    async run([spec], _v, c, out) {
+      const { volume, snapshot } = splitAt(spec!, 'snapshot delete', true);
+      const r = await c.call('snapshot.delete', { volume, name: snapshot });
+      out.result(r, () => `deleted snapshot ${volume}@${snapshot}\n`);
+    },
+  },
+  'snapshot rollback': {
+    args: { min: 1, max: 1, names: 'VOLUME@NAME' },
+    options: ['force'],
+    async run([spec], v, c, out) {
+      const { volume, snapshot } = splitAt(spec!, 'snapshot rollback', true);
+      const r = await c.call<{ disconnected: number }>('snapshot.rollback', { volume, name: snapshot, ...(v.force ? { force: true } : {}) });
+      out.result(r, () => `rolled back ${volume} to ${volume}@${snapshot}${r.disconnected ? ` (disconnected ${r.disconnected} NBD client${r.disconnected === 1 ? '' : 's'})` : ''}\n`);
+    },
+  },
+  'snapshot diff': {
+    args: { min: 1, max: 2, names: 'VOLUME@FROM [VOLUME@TO]' },
+    options: [],
+    async run([fromSpec, toSpec], _v, c, out) {
+      const from = splitAt(fromSpec!, 'snapshot diff', true);
+      const to = toSpec === undefined ? undefined : splitAt(toSpec, 'snapshot diff', true);
+      if (to && to.volume !== from.volume) throw new UsageError(`snapshot diff: both snapshots must be of one volume ('${from.volume}' and '${to.volume}')`);
+      const all: DiffResult = { volume: from.volume, from: from.snapshot!, to: to?.snapshot ?? null, extents: [], next: null };
+      let cursor: string | null = null;
+      do {
+        const page: DiffResult = await c.call<DiffResult>('snapshot.diff', {
+          volume: from.volume, from: from.snapshot, ...(to ? { to: to.snapshot } : {}), ...(cursor !== null ? { cursor } : {}),
+        });
+        all.extents.push(...page.extents);
+        cursor = page.next;
+      } while (cursor !== null);
+      out.result(all, () => {
+        const total = all.extents.reduce((n, e) => n + e.length, 0);
+        return table(['OFFSET', 'LENGTH'], all.extents.map((e) => [String(e.offset), String(e.length)]))
+          + `${all.extents.length} extent${all.extents.length === 1 ? '' : 's'}, ${formatSize(total)} changed between ${fromSpec} and ${toSpec ?? `${from.volume} (head)`}\n`;
+      });
+    },
+  },
+  'clone': {
+    args: { min: 2, max: 2, names: 'VOLUME@NAME NEWVOLUME' },
+    options: [],
+    async run([spec, name], _v, c, out) {
+      const { volume, snapshot } = splitAt(spec!, 'clone', true);
+      const r = await c.call<VolumeView>('volume.clone', { volume, snapshot, name });
+      out.result(r, () => `cloned ${volume}@${snapshot} to volume ${r.name} (${formatSize(r.size)})\n`);
+    },
+  },
+  'stats': {
+    args: { min: 0, max: 0, names: '' },
+    options: [],
+    async run(_a, _v, c, out) {
+      const r = await c.call<StatsResult>('server.stats');
+      out.result(r, () =>
+        table(['EXPORT', 'CONNS', 'REQUESTS', 'READ', 'WRITTEN', 'ERRORS'],
+          r.exports.map((e) => [e.name, String(e.connections), String(e.requests), formatSize(e.bytesRead), formatSize(e.bytesWritten), String(e.errors)]))
+        + '\n'
+        + table(['VOLUME', 'SIZE', 'USED', 'REFER', 'WRITTEN', 'SNAPSHOTS'],
+          r.volumes.map((v) => [v.name, formatSize(v.size), formatSize(v.used), formatSize(v.referenced), formatSize(v.written), String(v.snapshots)]))
+        + `\nstore: ${formatSize(r.store.allocatedBytes)} on disk, ${formatSize(r.store.liveBytes)} live, ${r.store.volumes} volumes, ${r.store.snapshots} snapshots\n`);
+    },
+  },
+};
+
+const NOUNS_WITH_VERBS = new Set(['volume', 'snapshot']);
+
+export async function runControlCli(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    return usage((e as Error).message.split(/\.\s|\n/)[0]!);
+  }
+  const values = parsed.values as Values;
+  const pos = parsed.positionals;
+  const noun = pos[0];
+  if (values.help) {
+    process.stdout.write(CONTROL_USAGE);
+    return ExitCode.Ok;
+  }
+  if (noun === undefined) return usage('missing command');
+  let key: string;
+  let args: string[];
+  if (NOUNS_WITH_VERBS.has(noun)) {
+    if (pos[1] === undefined) return usage(`${noun}: missing subcommand`);
+    key = `${noun} ${pos[1]}`;
+    args = pos.slice(2);
+  } else {
+    key = noun;
+    args = pos.slice(1);
+  }
+  const cmd = COMMANDS[key];
+  if (!cmd) return usage(`unknown command '${key}'`);
+  for (const opt of Object.keys(values) as OptionName[]) {
+    if (!COMMON.includes(opt) && !cmd.options.includes(opt)) return usage(`${key}: option --${opt} does not apply`);
+  }
+  if (args.length < cmd.args.min || args.length > cmd.args.max) {
+    return usage(`${key}: expected ${cmd.args.names || 'no arguments'}, got ${args.length === 0 ? 'none' : `'${args.join(' ')}'`}`);
+  }
+  const path = controlSocketPath({ control: values.control, dataDir: values['data-dir'] });
+  const json = values.json ?? false;
+  const out: Output = {
+    json,
+    print: (text) => process.stdout.write(text),
+    result(value, human) {
+      process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : human());
+    },
+  };
+  let client: ControlClient | undefined;
+  try {
+    client = await ControlClient.connect(path);
+    await cmd.run(args, values, client, out);
+    return ExitCode.Ok;
+  } catch (e) {
+    if (e instanceof UsageError) return usage(e.message);
+    if (e instanceof ControlUnreachableError) {
+      process.stderr.write(`snapnbd: ${e.message}\n`);
+      return ExitCode.Unreachable;
+    }
+    if (e instanceof ControlCallError) {
+      process.stderr.write(`snapnbd: ${e.code}: ${e.message}\n`);
+      return ExitCode.ServerError;
+    }
+    throw e;
+  } finally {
+    client?.close();
+  }
+}
+
+function usage(message: string): number {
+  process.stderr.write(`snapnbd: ${message} (see snapnbd ${'--help'})\n`);
+  return ExitCode.Usage;
+}

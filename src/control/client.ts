@@ -1,0 +1,108 @@
+// A client of the control socket, for the CLI and the tests: one connection, requests matched to
+// responses by id, lines framed by the same splitter as the server.
+import net from 'node:net';
+import { LineSplitter } from './framing.ts';
+
+/** The server answered with an error. `code` is error.data.code (e.g. VOLUME_BUSY). */
+export class ControlCallError extends Error {
+  readonly code: string;
+  readonly rpcCode: number;
+  readonly data: Record<string, unknown>;
+  constructor(rpcCode: number, code: string, message: string, data: Record<string, unknown>) {
+    super(message);
+    this.name = 'ControlCallError';
+    this.rpcCode = rpcCode;
+    this.code = code;
+    this.data = data;
+  }
+}
+
+/** No server at the path (or it went away mid-call). */
+export class ControlUnreachableError extends Error {
+  readonly path: string;
+  constructor(path: string, reason: string) {
+    super(`cannot reach the control socket ${path}: ${reason}`);
+    this.name = 'ControlUnreachableError';
+    this.path = path;
+  }
+}
+
+interface Pending {
+  resolve(v: unknown): void;
+  reject(e: Error): void;
+}
+
+export class ControlClient {
+  readonly path: string;
+  private readonly socket: net.Socket;
+  private readonly splitter = new LineSplitter(Number.MAX_SAFE_INTEGER);
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closedError: Error | null = null;
+
+  private constructor(path: string, socket: net.Socket) {
+    this.path = path;
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => {
+      for (const f of this.splitter.push(chunk)) if (f.kind === 'line') this.onLine(f.text);
+    });
+    const fail = (e: Error): void => {
+      this.closedError ??= e;
+      for (const p of this.pending.values()) p.reject(this.closedError);
+      this.pending.clear();
+    };
+    socket.on('error', (e) => fail(new ControlUnreachableError(path, e.message)));
+    socket.on('close', () => fail(new ControlUnreachableError(path, 'the server closed the connection')));
+  }
+
+  static connect(path: string): Promise<ControlClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(path);
+      socket.once('connect', () => {
+        socket.removeAllListeners('error');
+        resolve(new ControlClient(path, socket));
+      });
+      socket.once('error', (e: NodeJS.ErrnoException) => {
+        const why = e.code === 'ENOENT' ? 'no such file (is the server running?)'
+          : e.code === 'ECONNREFUSED' ? 'connection refused (stale socket: the server is not running)'
+          : e.code === 'EACCES' ? 'permission denied (the socket is owner-only)'
+          : e.message;
+        reject(new ControlUnreachableError(path, why));
+      });
+    });
+  }
+
+  call<T = unknown>(method: string, params: Record<string, unknown> = {}): Promise<T> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.socket.write(`${JSON.stringify({ jsonrpc: '2.0', id, method, params })}\n`);
+    });
+  }
+
+  close(): void {
+    this.socket.end();
+    this.socket.destroy();
+  }
+
+  private onLine(text: string): void {
+    let msg: { id?: unknown; result?: unknown; error?: { code?: unknown; message?: unknown; data?: unknown } };
+    try {
+      msg = JSON.parse(text) as typeof msg;
+    } catch {
+      return;
+    }
+    if (typeof msg.id !== 'number') return;
+    const p = this.pending.get(msg.id);
+    if (!p) return;
+    this.pending.delete(msg.id);
+    if (msg.error) {
+      const data = (typeof msg.error.data === 'object' && msg.error.data !== null ? msg.error.data : {}) as Record<string, unknown>;
+      const code = typeof data.code === 'string' ? data.code : String(msg.error.code);
+      p.reject(new ControlCallError(Number(msg.error.code), code, String(msg.error.message ?? code), data));
+    } else {
+      p.resolve(msg.result);
+    }
+  }
+}

@@ -1,0 +1,153 @@
+// The control methods: each one a params schema and a handler over the volume registry. The
+// table is the whole API; protocol/control.md documents every entry and a test replays its
+// examples.
+import { isAbsolute } from 'node:path';
+import { CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, StoreError, StoreErrorCode } from '../storage/types.ts';
+import type { VolumeRegistry } from '../volumes/registry.ts';
+import { invalidParams } from './errors.ts';
+import { validateParams, type Params, type ParamsSchema } from './validate.ts';
+
+/** Extents per snapshot.diff page unless `limit` says otherwise, and the most it may say. */
+export const DIFF_PAGE_DEFAULT = 1024;
+export const DIFF_PAGE_MAX = 65536;
+/** Longest snapshot description, characters. */
+export const DESCRIPTION_MAX = 1024;
+/** Volume sizes are whole sectors. */
+export const SECTOR = 512;
+/** Longest backing path, characters. */
+export const PATH_MAX = 4096;
+
+export interface ServerInfo {
+  version: string;
+  listeners: string[];
+  startedAt: Date;
+}
+
+export interface ControlContext {
+  registry: VolumeRegistry;
+  serverInfo(): ServerInfo;
+}
+
+interface MethodDef<S extends ParamsSchema> {
+  params: S;
+  run(p: Params<S>, ctx: ControlContext): unknown;
+}
+
+function def<S extends ParamsSchema>(params: S, run: (p: Params<S>, ctx: ControlContext) => unknown): MethodDef<S> {
+  return { params, run };
+}
+
+const name = { type: 'string', required: true } as const;
+const optBool = { type: 'boolean', required: false } as const;
+
+export const METHODS = {
+  'server.info': def({}, (_p, ctx) => {
+    const info = ctx.serverInfo();
+    return {
+      version: info.version,
+      listeners: info.listeners,
+      startedAt: info.startedAt.toISOString(),
+      uptimeSeconds: Math.floor((Date.now() - info.startedAt.getTime()) / 1000),
+      pid: process.pid,
+      defaultExport: ctx.registry.defaultExport,
+      readOnly: ctx.registry.readOnly,
+    };
+  }),
+
+  'server.stats': def({}, (_p, ctx) => ctx.registry.stats()),
+
+  'volume.create': def({
+    name,
+    size: { type: 'integer', required: false, min: 1 },
+    backing: { type: 'string', required: false, maxLength: PATH_MAX },
+    chunkSize: { type: 'integer', required: false, min: 1 },
+  }, (p, ctx) => {
+    if (p.size === undefined && p.backing === undefined) {
+      throw invalidParams('volume.create: "size" is required unless "backing" is given', 'size');
+    }
+    if (p.size !== undefined && p.size % SECTOR !== 0) {
+      throw new StoreError(StoreErrorCode.InvalidArgument, `size ${p.size} is not a multiple of ${SECTOR} bytes`);
+    }
+    if (p.chunkSize !== undefined && (p.chunkSize < CHUNK_SIZE_MIN || p.chunkSize > CHUNK_SIZE_MAX || (p.chunkSize & (p.chunkSize - 1)) !== 0)) {
+      throw new StoreError(StoreErrorCode.InvalidArgument, `chunk size ${p.chunkSize} is not a power of two from ${CHUNK_SIZE_MIN} to ${CHUNK_SIZE_MAX}`);
+    }
+    if (p.backing !== undefined && !isAbsolute(p.backing)) {
+      throw new StoreError(StoreErrorCode.InvalidArgument, `backing '${p.backing}' must be an absolute path`);
+    }
+    return ctx.registry.createVolume({
+      name: p.name,
+      ...(p.size !== undefined ? { size: p.size } : {}),
+      ...(p.backing !== undefined ? { backing: p.backing } : {}),
+      ...(p.chunkSize !== undefined ? { chunkSize: p.chunkSize } : {}),
+    });
+  }),
+
+  'volume.list': def({}, (_p, ctx) => ({ volumes: ctx.registry.listVolumes() })),
+
+  'volume.info': def({ name }, (p, ctx) => ctx.registry.volumeInfo(p.name)),
+
+  'volume.delete': def({ name, force: optBool }, async (p, ctx) => {
+    const r = await ctx.registry.deleteVolume(p.name, p.force ?? false);
+    return { name: p.name, deleted: true, disconnected: r.disconnected };
+  }),
+
+  'volume.clone': def({ volume: name, snapshot: name, name }, (p, ctx) =>
+    ctx.registry.clone(p.volume, p.snapshot, p.name)),
+
+  'snapshot.create': def({
+    volume: name,
+    name: { type: 'string', required: false },
+    description: { type: 'string', required: false, maxLength: DESCRIPTION_MAX },
+  }, (p, ctx) => ctx.registry.createSnapshot(p.volume, p.name, p.description)),
+
+  'snapshot.list': def({ volume: name }, (p, ctx) => ({ volume: p.volume, snapshots: ctx.registry.listSnapshots(p.volume) })),
+
+  'snapshot.info': def({ volume: name, name }, (p, ctx) => ctx.registry.snapshotInfo(p.volume, p.name)),
+
+  'snapshot.delete': def({ volume: name, name }, async (p, ctx) => {
+    await ctx.registry.deleteSnapshot(p.volume, p.name);
+    return { volume: p.volume, name: p.name, deleted: true };
+  }),
+
+  'snapshot.rollback': def({ volume: name, name, force: optBool }, async (p, ctx) => {
+    const r = await ctx.registry.rollback(p.volume, p.name, p.force ?? false);
+    return { volume: p.volume, snapshot: p.name, disconnected: r.disconnected };
+  }),
+
+  'snapshot.diff': def({
+    volume: name,
+    from: name,
+    to: { type: 'string', required: false },
+    cursor: { type: 'string', required: false, maxLength: 32 },
+    limit: { type: 'integer', required: false, min: 1, max: DIFF_PAGE_MAX },
+  }, async (p, ctx) => {
+    let start = 0;
+    if (p.cursor !== undefined) {
+      // The cursor is opaque to clients; today it is the byte offset to continue from.
+      if (!/^\d{1,16}$/.test(p.cursor) || !Number.isSafeInteger(Number(p.cursor))) {
+        throw invalidParams('snapshot.diff: "cursor" is not one this server handed out', 'cursor');
+      }
+      start = Number(p.cursor);
+    }
+    const to = p.to ?? null;
+    const page = await ctx.registry.diff(p.volume, p.from, to, { start, limit: p.limit ?? DIFF_PAGE_DEFAULT });
+    return {
+      volume: p.volume, from: p.from, to,
+      extents: page.extents.map((e) => ({ offset: e.offset, length: e.length })),
+      next: page.next === null ? null : String(page.next),
+    };
+  }),
+} as const;
+
+export type MethodName = keyof typeof METHODS;
+
+export function isMethodName(m: string): m is MethodName {
+  return Object.hasOwn(METHODS, m);
+}
+
+/** Validates params and runs the method; throws RpcError/StoreError for the caller to map. */
+export async function callMethod(method: MethodName, params: Record<string, unknown>, ctx: ControlContext): Promise<unknown> {
+  const m = METHODS[method] as MethodDef<ParamsSchema>;
+  const p = validateParams(method, m.params, params);
+  return await m.run(p, ctx);
+}
