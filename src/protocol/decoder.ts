@@ -152,7 +152,6 @@ export class InboundDecoder {
       case DecoderState.Request: {
         const h = decodeRequestHeader(this.take(REQUEST_HEADER_LEN));
         if (h === 'bad-magic') return this.fail(new ProtocolError('NBD_ERR_BAD_MAGIC', 'bad request magic'));
-        if (h === 'offset-unsafe') return this.fail(new ProtocolError('NBD_ERR_OFFSET_UNSAFE', 'request offset beyond 2^53'));
         // The header is copied out: the cookie view must survive the chunk being released.
         h.cookie = Buffer.from(h.cookie);
         if (h.type === Cmd.WRITE && h.length > 0) {

@@ -8,7 +8,6 @@ export type ProtocolErrorCode =
   | 'NBD_ERR_BAD_CLIENT_FLAGS'
   | 'NBD_ERR_TOO_MANY_OPTIONS'
   | 'NBD_ERR_OPTION_TOO_LONG'
-  | 'NBD_ERR_OFFSET_UNSAFE'
   | 'NBD_ERR_PAYLOAD_TOO_LARGE'
   | 'NBD_ERR_NOT_FIXED_NEWSTYLE'
   | 'NBD_ERR_UNKNOWN_EXPORT'
@@ -38,9 +37,13 @@ export class RequestError extends Error {
  */
 export function toNbdErrno(e: unknown, cmdFlags: number): NbdErrno {
   if (e instanceof RequestError) return e.errno;
-  const code = typeof e === 'object' && e !== null
-    ? ((e as { errno?: unknown }).errno ?? (e as { code?: unknown }).code)
-    : undefined;
+  // StorageError carries a symbolic errno; Node's fs errors carry a numeric errno and the
+  // symbolic name in `code`.
+  let code: unknown;
+  if (typeof e === 'object' && e !== null) {
+    const { errno, code: sym } = e as { errno?: unknown; code?: unknown };
+    code = typeof errno === 'string' ? errno : sym;
+  }
   switch (code) {
     case 'EROFS':
     case 'EPERM':

@@ -8,6 +8,12 @@ import {
 
 export const COOKIE_LEN = 8;
 const OFFSET_HI_LIMIT = 0x200000; // hi word of 2^53: larger offsets are not exact JS numbers
+/**
+ * What a request offset of 2^53 or more decodes to. Not exact, but beyond every export (sizes are
+ * below 2^53), so range validation refuses the request with an errno and the framing (a WRITE's
+ * payload) is kept: a client's large offset is a request error, not a reason to hang up.
+ */
+export const OFFSET_SATURATED = 2 ** 53;
 
 export interface RequestHeader {
   flags: number;
@@ -18,17 +24,16 @@ export interface RequestHeader {
   length: number;
 }
 
-export type RequestHeaderResult = RequestHeader | 'bad-magic' | 'offset-unsafe';
+export type RequestHeaderResult = RequestHeader | 'bad-magic';
 
 export function decodeRequestHeader(b: Buffer, at = 0): RequestHeaderResult {
   if (b.readUInt32BE(at) !== REQUEST_MAGIC) return 'bad-magic';
   const hi = b.readUInt32BE(at + 16);
-  if (hi >= OFFSET_HI_LIMIT) return 'offset-unsafe';
   return {
     flags: b.readUInt16BE(at + 4),
     type: b.readUInt16BE(at + 6),
     cookie: b.subarray(at + 8, at + 16),
-    offset: hi * 2 ** 32 + b.readUInt32BE(at + 20),
+    offset: hi >= OFFSET_HI_LIMIT ? OFFSET_SATURATED : hi * 2 ** 32 + b.readUInt32BE(at + 20),
     length: b.readUInt32BE(at + 24),
   };
 }

@@ -72,6 +72,7 @@ export class Session implements InboundHandler {
   private writeBlocked = false;
   private readingPaused = false;
   private handshakeTimer: NodeJS.Timeout | null = null;
+  private lingerTimer: NodeJS.Timeout | null = null;
   private resolveClosed!: () => void;
 
   constructor(socket: Duplex, opts: SessionOptions) {
@@ -176,14 +177,15 @@ export class Session implements InboundHandler {
       log.info(`${this.opts.label}: ${result.reason}, closing`);
       this.phase = Phase.ClientDone;
       this.decoder.kill();
-      this.socket.end();
+      this.closeGracefully();
     }
   }
 
   onProtocolError(error: ProtocolError): void {
     log.warn(`${this.opts.label}: protocol error ${error.code}: ${error.message}; closing`);
+    // Replies already queued still go out (end, not destroy); in-flight ones are dropped.
     this.phase = Phase.Dead;
-    this.socket.destroy();
+    this.closeGracefully();
   }
 
   onRequest(h: RequestHeader, payload: Buffer | null): void {
@@ -260,7 +262,9 @@ export class Session implements InboundHandler {
     if (writes && dev.readOnly) return bad(NbdErrno.EPERM, 'export is read-only');
     if (h.type !== Cmd.FLUSH) {
       if (h.length === 0) return bad(NbdErrno.EINVAL, 'zero-length request');
-      if (end > dev.size) return bad(writes ? NbdErrno.ENOSPC : NbdErrno.EINVAL, `request ends at ${end}, beyond the export size ${dev.size}`);
+      // Like nbdkit: data-bearing writes past the end are ENOSPC, everything else EINVAL.
+      const errno = h.type === Cmd.WRITE || h.type === Cmd.WRITE_ZEROES ? NbdErrno.ENOSPC : NbdErrno.EINVAL;
+      if (end > dev.size) return bad(errno, `request ends at ${end}, beyond the export size ${dev.size}`);
     }
     if (h.type === Cmd.READ && h.length > MAX_PAYLOAD) {
       return bad(h.flags & CmdFlag.DF ? NbdErrno.EOVERFLOW : NbdErrno.EINVAL, `read of ${h.length} bytes exceeds ${MAX_PAYLOAD}`);
@@ -341,7 +345,7 @@ export class Session implements InboundHandler {
     let pos = 0;
     while (pos < length) {
       const got = await dev.extents(offset + pos, length - pos);
-      if (got.length === 0) throw new RequestError(NbdErrno.EIO, 'storage returned no extents');
+      const before = pos;
       for (const e of got) {
         const len = Math.min(e.length, length - pos);
         if (len <= 0) break;
@@ -350,6 +354,8 @@ export class Session implements InboundHandler {
         else out.push({ length: len, zero: e.zero, hole: e.hole });
         pos += len;
       }
+      // No progress (no extents, or only empty ones): a storage bug must not spin forever.
+      if (pos === before) throw new RequestError(NbdErrno.EIO, 'storage returned no extents');
     }
     return out;
   }
@@ -401,8 +407,9 @@ export class Session implements InboundHandler {
 
   /** Pause reading while caps are reached or the socket is full; resume when they are not. */
   private updateFlow(): void {
+    // While closing, the decoder is dead but the socket keeps flowing so the peer's FIN is seen.
     const reading = this.phase === Phase.Transmission || this.phase === Phase.Options;
-    const pause = !reading || this.writeBlocked || this.inFlight >= this.opts.maxInFlight || this.inFlightBytes >= this.opts.maxInFlightBytes;
+    const pause = reading && (this.writeBlocked || this.inFlight >= this.opts.maxInFlight || this.inFlightBytes >= this.opts.maxInFlightBytes);
     if (pause === this.readingPaused) return;
     this.readingPaused = pause;
     if (pause) {
@@ -415,11 +422,16 @@ export class Session implements InboundHandler {
   }
 
   private maybeFinish(): void {
-    if ((this.phase === Phase.ClientDone || this.phase === Phase.ShuttingDown) && this.inFlight === 0) {
-      this.socket.end();
-      // A peer that never closes its side must not pin the session forever.
-      setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
-    }
+    if ((this.phase === Phase.ClientDone || this.phase === Phase.ShuttingDown) && this.inFlight === 0) this.closeGracefully();
+  }
+
+  /** End our side (queued replies flush); a peer that never closes its side is cut off later. */
+  private closeGracefully(): void {
+    if (this.lingerTimer) return;
+    this.socket.end();
+    this.socket.resume();
+    this.lingerTimer = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);
+    this.lingerTimer.unref();
   }
 
   private clearHandshakeTimer(): void {
@@ -431,6 +443,7 @@ export class Session implements InboundHandler {
     this.phase = Phase.Dead;
     this.decoder.kill();
     this.clearHandshakeTimer();
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.lease?.release();
     this.resolveClosed();
   }
