@@ -7,7 +7,7 @@ const PACKAGE_OF: Record<string, string> = {
   nbdkit: 'nbdkit', 'qemu-img': 'qemu-utils', 'qemu-io': 'qemu-utils', 'qemu-nbd': 'qemu-utils',
   fio: 'fio', 'qemu-system-x86_64': 'qemu-system-x86', 'nbd-client': 'nbd-client',
   busybox: 'busybox-static', 'mkfs.ext4': 'e2fsprogs', losetup: 'mount', fusermount3: 'fuse3',
-  cpio: 'cpio', vagrant: 'vagrant',
+  cpio: 'cpio', vagrant: 'vagrant', modinfo: 'kmod',
 };
 
 export function requires(...tools: string[]): void {

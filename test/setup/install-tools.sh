@@ -9,13 +9,15 @@ declare -A NEED=(
   [nbdkit]=nbdkit [qemu-img]=qemu-utils [qemu-io]=qemu-utils [qemu-nbd]=qemu-utils
   [fio]=fio [qemu-system-x86_64]=qemu-system-x86 [nbd-client]=nbd-client
   [busybox]=busybox-static [mkfs.ext4]=e2fsprogs [losetup]=mount [fusermount3]=fuse3
-  [cpio]=cpio [vagrant]=vagrant
+  [cpio]=cpio [vagrant]=vagrant [modinfo]=kmod
 )
 # Packages installed without recommends (vagrant's pull in a kernel and an initramfs rebuild).
 missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
+# nbdsh's transcripts import libnbd's Python module into Debian's own python3.
+/usr/bin/python3 -c 'import nbd' >/dev/null 2>&1 || missing+=(python3-libnbd)
 # nbdkit's filters and plugins ship in the nbdkit package itself on Debian 12.
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -30,3 +32,4 @@ apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "still missing after install: $cmd (${NEED[$cmd]})" >&2; exit 1; }
 done
+/usr/bin/python3 -c 'import nbd' || { echo "still missing after install: python3 module nbd (python3-libnbd)" >&2; exit 1; }
