@@ -1,0 +1,95 @@
+// Guest-side steps the VM scenarios share: attaching exports with the kernel's nbd-client,
+// writing files whose checksums are taken from the data stream as it is written (not read back
+// from the page cache), and listing a directory's files with their checksums.
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { once } from 'node:events';
+import { GUEST_NBD_HOST, GUEST_NBD_PORT, type Guest } from './guest.ts';
+import { ControlCallError, controlCall } from './control.ts';
+
+/** Block size of the files the scenarios write (dd bs); counts below are in these units. */
+export const FILE_BLOCK = 65536;
+/** A server that still counts a client that left this long ago has a bug, not a slow machine. */
+const SERVER_CATCH_UP_MS = 60_000;
+const POLL_MS = 250;
+
+export type Checksums = Record<string, string>;
+
+/** nbd-client attaching EXPORT on DEVICE (extra flags: '-readonly', '-C 4', '-persist'). */
+export async function attach(g: Guest, device: string, exportName: string, flags = ''): Promise<void> {
+  await g.sh(`/sbin/nbd-client ${GUEST_NBD_HOST} ${GUEST_NBD_PORT} ${device} -N ${exportName} ${flags}`);
+}
+
+export async function detach(g: Guest, device: string): Promise<void> {
+  await g.sh(`/sbin/nbd-client -d ${device}`);
+}
+
+/** Writes each file NAME of COUNT random blocks into DIR; returns the checksums of what was written. */
+export async function writeRandomFiles(g: Guest, dir: string, files: Record<string, number>, parallel = false): Promise<Checksums> {
+  const names = Object.keys(files);
+  const lines = names.map((n) =>
+    `(dd if=/dev/urandom bs=${FILE_BLOCK} count=${files[n]} 2>/dev/null | tee ${dir}/${n} | sha256sum | sed 's/ .*/ ${n}/' > /tmp/.sum.${n})${parallel ? ' &' : ''}`);
+  const out = await g.sh([...lines, 'wait', ...names.map((n) => `cat /tmp/.sum.${n}`)].join('\n'));
+  const sums = parseSums(out);
+  for (const n of names) if (!sums[n]) throw new Error(`no checksum for ${n} in:\n${out}`);
+  return sums;
+}
+
+/** Every regular file under DIR (top level) with its checksum, read from the device (caches dropped). */
+export async function listChecksums(g: Guest, dir: string): Promise<Checksums> {
+  const out = await g.sh(`echo 3 > /proc/sys/vm/drop_caches\ncd ${dir} && for f in *; do [ -f "$f" ] && sha256sum "$f"; done; true`);
+  return parseSums(out);
+}
+
+function parseSums(out: string): Checksums {
+  const sums: Checksums = {};
+  for (const m of out.matchAll(/^([0-9a-f]{64}) +(\S+)$/gm)) sums[m[2]!] = m[1]!;
+  return sums;
+}
+
+export interface ExportStats { name: string; connections: number; requests: number; bytesRead: number; bytesWritten: number }
+
+export async function exportStats(controlPath: string, name: string): Promise<ExportStats | undefined> {
+  const s = await controlCall(controlPath, 'server.stats') as { exports: ExportStats[] };
+  return s.exports.find((e) => e.name === name);
+}
+
+/** Polls until `ok()` is true, or fails with `what` after SERVER_CATCH_UP_MS. */
+export async function eventually<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, limitMs = SERVER_CATCH_UP_MS): Promise<T> {
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    const v = await probe();
+    if (ok(v)) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(v)} after ${limitMs} ms`);
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+/** A control call retried while the server still counts a just-detached client (VOLUME_BUSY). */
+export async function callWhenIdle(controlPath: string, method: string, params: Record<string, unknown>): Promise<any> {
+  const deadline = Date.now() + SERVER_CATCH_UP_MS;
+  for (;;) {
+    try {
+      return await controlCall(controlPath, method, params);
+    } catch (e) {
+      if (!(e instanceof ControlCallError) || e.code !== 'VOLUME_BUSY' || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+  }
+}
+
+/** Bytes the files under DIR occupy on disk (du -B1: st_blocks, sparse files counted as such). */
+export function diskUsage(dir: string): number {
+  return Number(execFileSync('du', ['-s', '-B1', dir], { encoding: 'utf8' }).split('\t')[0]);
+}
+
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const addr = srv.address();
+  srv.close();
+  await once(srv, 'close');
+  if (addr === null || typeof addr === 'string') throw new Error('no TCP address');
+  return addr.port;
+}
