@@ -1,0 +1,72 @@
+// The facts a result needs to be read later: versions of every peer and client, the commit, the
+// machine. And the page-cache controls for hot and cold runs.
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { cpus, release, totalmem } from 'node:os';
+import { REPO_ROOT } from './peers.ts';
+
+function firstLine(cmd: string, args: string[]): string {
+  try {
+    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
+    return out.split('\n')[0]!.trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export interface MachineInfo {
+  commit: string;
+  dirty: boolean;
+  node: string;
+  fio: string;
+  nbdkit: string;
+  qemu: string;
+  nbdcopy: string;
+  cpu: string;
+  cpus: number;
+  memGiB: number;
+  kernel: string;
+  uvThreadpoolSize: string;
+}
+
+export function machineInfo(snapnbdEnv: Record<string, string>): MachineInfo {
+  return {
+    commit: firstLine('git', ['rev-parse', 'HEAD']),
+    dirty: firstLine('git', ['status', '--porcelain', '--untracked-files=no']) !== '',
+    node: process.version,
+    fio: firstLine('fio', ['--version']),
+    nbdkit: firstLine('nbdkit', ['--version']),
+    qemu: firstLine('qemu-nbd', ['--version']),
+    nbdcopy: firstLine('nbdcopy', ['--version']),
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cpus: cpus().length,
+    memGiB: Math.round(totalmem() / 2 ** 30),
+    kernel: release(),
+    uvThreadpoolSize: snapnbdEnv.UV_THREADPOOL_SIZE ?? 'default (4)',
+  };
+}
+
+/** Cold cache: write back dirty pages and drop the page cache (root only). */
+export function dropCaches(): void {
+  execFileSync('sync');
+  writeFileSync('/proc/sys/vm/drop_caches', '3\n');
+}
+
+const WARM_CHUNK = 8 * 2 ** 20;
+/** Hot cache: read a file through once so it sits in the page cache. */
+export function warm(path: string): void {
+  const fd = openSync(path, 'r');
+  const buf = Buffer.allocUnsafe(WARM_CHUNK);
+  try {
+    while (readSync(fd, buf, 0, WARM_CHUNK, null) > 0) { /* reading is the point */ }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Peak and current resident set size of a process, bytes (from /proc/PID/status). */
+export function memoryOf(pid: number): { hwm: number; rss: number } {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? 'NaN') * 1024;
+  return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+}

@@ -1,0 +1,148 @@
+// snapnbd-only measurements of snapshot costs: create/delete latency on small and huge sparse
+// volumes with and without data written, the longest write stall while snapshots are taken every
+// second, the space a delete returns, and the peak RSS of a big volume with many snapshots.
+import type { ModeSettings, ScenarioName } from './config.ts';
+import { runFio, fioTimeBased } from './clients.ts';
+import { ControlClient } from './control.ts';
+import { allocatedBytes } from './image.ts';
+import { memoryOf } from './machine.ts';
+import { startSnapnbd, type BenchContext, type PeerInstance } from './peers.ts';
+import { median, percentile, round } from './stats.ts';
+
+const GiB = 2 ** 30;
+const TiB = 2 ** 40;
+/** Interval between snapshots in the write-stall run (the issue: every second). */
+const STALL_SNAPSHOT_INTERVAL_MS = 1000;
+const SPACE_POLL_MS = 200;
+const MiB = 2 ** 20;
+
+export interface ScenarioResult { name: ScenarioName; ok: boolean; error?: string; seconds: number; data: unknown }
+
+function latencySummary(ms: number[]): { count: number; medianMs: number; p99Ms: number; maxMs: number } {
+  return { count: ms.length, medianMs: round(median(ms), 3), p99Ms: round(percentile(ms, 99), 3), maxMs: round(Math.max(...ms), 3) };
+}
+
+async function withServer<T>(ctx: BenchContext, args: string[], exportName: string, body: (inst: PeerInstance, ctl: ControlClient) => Promise<T>): Promise<T> {
+  const inst = await startSnapnbd(ctx, { args, exportName });
+  let ctl: ControlClient | null = null;
+  try {
+    ctl = await ControlClient.open(inst.controlPath!);
+    return await body(inst, ctl);
+  } finally {
+    ctl?.close();
+    await inst.stop();
+  }
+}
+
+/** Writes `bytes` sequentially from offset 0 (wrapping over `span`), 1 MiB at queue depth 8. */
+async function fill(ctx: BenchContext, uri: string, span: number, bytes: number): Promise<void> {
+  if (bytes <= 0) return;
+  await runFio(uri, 'fill', { rw: 'write', bs: '1M', iodepth: 8, size: Math.min(span, bytes), io_size: bytes, end_fsync: 1 }, [], ctx.workDir);
+}
+
+async function snapshotCreate(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
+  const cells = [];
+  for (const vol of [{ name: 'vol1g', size: GiB }, { name: 'vol1t', size: TiB }]) {
+    for (const written of [0, s.writtenBytes]) {
+      cells.push(await withServer(ctx, ['--volume', `${vol.name}=${vol.size}`], vol.name, async (inst, ctl) => {
+        await fill(ctx, inst.uri, vol.size, written);
+        const create: number[] = [];
+        for (let i = 0; i < s.snapshotCount; i++) create.push(await ctl.timed('snapshot.create', { volume: vol.name, name: `s${i}` }));
+        const del: number[] = [];
+        for (let i = 0; i < s.snapshotCount; i++) del.push(await ctl.timed('snapshot.delete', { volume: vol.name, name: `s${i}` }));
+        return { volume: vol.name, volumeBytes: vol.size, writtenBytes: written, create: latencySummary(create), delete: latencySummary(del) };
+      }));
+    }
+  }
+  return cells;
+}
+
+async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
+  const size = ctx.imageBytes;
+  return withServer(ctx, ['--volume', `stall=${size}`], 'stall', async (inst, ctl) => {
+    const job = { rw: 'randwrite', bs: '4k', iodepth: 32 };
+    const baseline = await runFio(inst.uri, 'stall-base', job, fioTimeBased(s.stallRuntimeS), ctx.workDir);
+    let stop = false;
+    const creates: number[] = [];
+    const snapLoop = (async () => {
+      let i = 0;
+      while (!stop) {
+        await new Promise((r) => setTimeout(r, STALL_SNAPSHOT_INTERVAL_MS));
+        if (stop) break;
+        creates.push(await ctl.timed('snapshot.create', { volume: 'stall', name: `t${i++}` }));
+      }
+    })();
+    try {
+      const during = await runFio(inst.uri, 'stall-snap', job, fioTimeBased(s.stallRuntimeS), ctx.workDir);
+      return {
+        runtimeS: s.stallRuntimeS,
+        withoutSnapshots: { maxLatMs: round(baseline.latMaxMs ?? NaN, 3), p99Ms: round(baseline.latP99Ms ?? NaN, 3), iops: round(baseline.iops, 0) },
+        withSnapshots: { maxLatMs: round(during.latMaxMs ?? NaN, 3), p99Ms: round(during.latP99Ms ?? NaN, 3), iops: round(during.iops, 0), snapshots: creates.length, create: creates.length ? latencySummary(creates) : null },
+      };
+    } finally {
+      stop = true;
+      await snapLoop;
+    }
+  });
+}
+
+async function snapshotDelete(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
+  const size = Math.min(GiB, Math.max(ctx.imageBytes, s.writtenBytes));
+  const written = Math.min(size, s.writtenBytes);
+  return withServer(ctx, ['--volume', `del=${size}`], 'del', async (inst, ctl) => {
+    await fill(ctx, inst.uri, size, written);
+    await ctl.call('snapshot.create', { volume: 'del', name: 'old' });
+    // Overwrite: the snapshot now holds the only reference to the first copy of the data.
+    await fill(ctx, inst.uri, size, written);
+    const dataDir = inst.dataDir!;
+    const before = allocatedBytes(dataDir);
+    const deleteMs = await ctl.timed('snapshot.delete', { volume: 'del', name: 'old' });
+    const immediately = allocatedBytes(dataDir);
+    const t0 = Date.now();
+    let after = immediately;
+    while (before - after < written * 0.9 && Date.now() - t0 < s.spaceSettleMs) {
+      await new Promise((r) => setTimeout(r, SPACE_POLL_MS));
+      after = allocatedBytes(dataDir);
+    }
+    return {
+      volumeBytes: size, writtenBytes: written, deleteMs: round(deleteMs, 3),
+      allocatedBeforeMiB: round(before / MiB, 1), allocatedAfterMiB: round(after / MiB, 1),
+      returnedMiB: round((before - after) / MiB, 1), returnedImmediatelyMiB: round((before - immediately) / MiB, 1),
+      expectedMiB: round(written / MiB, 1), settleMs: Date.now() - t0,
+    };
+  });
+}
+
+async function memory(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
+  return withServer(ctx, ['--volume', `mem=${TiB}`], 'mem', async (inst, ctl) => {
+    const start = memoryOf(inst.pid);
+    const per = Math.max(MiB, Math.floor(s.writtenBytes / s.memorySnapshots / MiB) * MiB);
+    for (let i = 0; i < s.memorySnapshots; i++) {
+      // Spread over the whole TiB, different offsets each round, so map pages multiply.
+      await runFio(inst.uri, 'mem', { rw: 'randwrite', bs: '1M', iodepth: 8, io_size: per, norandommap: 1, randrepeat: 0 }, [], ctx.workDir);
+      await ctl.call('snapshot.create', { volume: 'mem', name: `m${i}` });
+    }
+    const end = memoryOf(inst.pid);
+    return {
+      volumeBytes: TiB, snapshots: s.memorySnapshots, writtenBytes: per * s.memorySnapshots,
+      startRssMiB: round(start.rss / MiB, 1), peakRssMiB: round(end.hwm / MiB, 1), endRssMiB: round(end.rss / MiB, 1),
+    };
+  });
+}
+
+const RUNNERS: Record<ScenarioName, (ctx: BenchContext, s: ModeSettings) => Promise<unknown>> = {
+  'snapshot-create': snapshotCreate,
+  'write-stall': writeStall,
+  'snapshot-delete': snapshotDelete,
+  memory,
+};
+
+export async function runScenario(name: ScenarioName, ctx: BenchContext, s: ModeSettings): Promise<ScenarioResult> {
+  const t0 = Date.now();
+  try {
+    const data = await RUNNERS[name](ctx, s);
+    return { name, ok: true, seconds: (Date.now() - t0) / 1000, data };
+  } catch (e) {
+    return { name, ok: false, error: (e as Error).message.split('\n')[0] ?? 'error', seconds: (Date.now() - t0) / 1000, data: null };
+  }
+}

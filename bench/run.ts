@@ -1,0 +1,174 @@
+// The benchmark harness (issue 6): snapnbd beside nbdkit file, nbdkit --filter=cow and qemu-nbd
+// on one raw image, measured with fio --ioengine=nbd and nbdcopy, plus snapnbd's snapshot costs.
+// Prints a markdown table and writes a JSON result to bench/results/. See bench/README.md.
+//   npm run bench -- --smoke | --quick | (full) [--only ...] [--workloads ...]
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import { PEERS, USAGE, parseOptions, type CacheMode, type Options, type PeerName, type Workload } from './lib/config.ts';
+import { fioTimeBased, runFio, runNbdcopy, type Measured } from './lib/clients.ts';
+import { ControlClient } from './lib/control.ts';
+import { createImage } from './lib/image.ts';
+import { dropCaches, machineInfo, warm } from './lib/machine.ts';
+import { REPO_ROOT, SNAPNBD_BIN, exportNameOf, startPeer, writableCopy, type BenchContext, type PeerInstance } from './lib/peers.ts';
+import { installExitHandlers } from './lib/procs.ts';
+import { computeRatios, evaluateTargets, markdown, type BenchResult, type Row } from './lib/report.ts';
+import { runScenario } from './lib/scenarios.ts';
+import { median, round } from './lib/stats.ts';
+
+function log(opts: Options, msg: string): void {
+  process.stderr.write(`bench: ${msg}\n`);
+  void opts;
+}
+
+/** Prepares a snapnbd snapshot workload: fill the volume, then take N snapshots. */
+async function prefillThenSnapshot(ctx: BenchContext, inst: PeerInstance, n: number): Promise<void> {
+  await runFio(inst.uri, 'prefill', { rw: 'write', bs: '1M', iodepth: 8, end_fsync: 1 }, [], ctx.workDir);
+  if (n === 0) return;
+  const ctl = await ControlClient.open(inst.controlPath!);
+  try {
+    const volume = exportNameOf(ctx.image);
+    for (let i = 0; i < n; i++) await ctl.call('snapshot.create', { volume, name: `pre${i}` });
+  } finally {
+    ctl.close();
+  }
+}
+
+async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: PeerName, cache: CacheMode): Promise<{ m: Measured; note: string | null }> {
+  const inst = await startPeer(ctx, peer, w.writes);
+  try {
+    if (w.prefillThenSnapshots !== undefined) await prefillThenSnapshot(ctx, inst, w.prefillThenSnapshots);
+    if (cache === 'cold') {
+      dropCaches();
+    } else {
+      warm(ctx.image);
+      if (peer === 'nbdkit-file' && w.writes) warm(writableCopy(ctx));
+    }
+    let m: Measured;
+    switch (w.client) {
+      case 'fio':
+        m = await runFio(inst.uri, w.name, w.fio ?? {}, fioTimeBased(opts.settings.runtimeS), ctx.workDir);
+        break;
+      case 'nbdcopy-in':
+        m = await runNbdcopy(ctx.image, inst.uri, ctx.imageBytes);
+        break;
+      case 'nbdcopy-out':
+        m = await runNbdcopy(inst.uri, 'null:', ctx.imageBytes);
+        break;
+    }
+    return { m, note: inst.note };
+  } finally {
+    await inst.stop();
+    if (ctx.cpuProfDir && peer.startsWith('snapnbd')) nameProfiles(ctx.cpuProfDir, inst.pid, `${w.name}-${peer}-${cache}`);
+  }
+}
+
+/** node --cpu-prof names files CPU.<date>.<pid>.<thread>.<seq>; name them after the run instead. */
+function nameProfiles(dir: string, pid: number, label: string): void {
+  for (const f of readdirSync(dir)) {
+    const m = new RegExp(`^CPU\\.[\\d.]+\\.${pid}\\.(\\d+)\\.\\d+\\.cpuprofile$`).exec(f);
+    if (!m) continue;
+    // Thread 0 is the server's main thread; others are tsx's loader thread.
+    const thread = m[1] === '0' ? '' : `-thread${m[1]}`;
+    let n = 1;
+    while (existsSync(join(dir, `${label}-${n}${thread}.cpuprofile`))) n++;
+    renameSync(join(dir, f), join(dir, `${label}-${n}${thread}.cpuprofile`));
+  }
+}
+
+async function main(): Promise<number> {
+  let opts: Options | 'help';
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`bench: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (opts === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  installExitHandlers();
+  const t0 = Date.now();
+  const s = opts.settings;
+  if (s.cache.includes('cold') && process.getuid?.() !== 0) {
+    process.stderr.write('bench: cold-cache runs need root (drop_caches); use --cache hot\n');
+    return 2;
+  }
+  const workDir = mkdtempSync(join(opts.tmpBase ?? tmpdir(), 'snapnbd-bench-'));
+  const cleanup = (): void => { if (!opts.keep) rmSync(workDir, { recursive: true, force: true }); };
+  process.on('exit', cleanup);
+  const image = join(workDir, 'bench.raw');
+  log(opts, `mode ${opts.mode}; image ${image} (${s.imageBytes / 2 ** 20} MiB); peers ${opts.peers.join(',')}`);
+  createImage(image, s.imageBytes);
+  if (opts.cpuProfDir) mkdirSync(opts.cpuProfDir, { recursive: true });
+  const ctx: BenchContext = { workDir, image, imageBytes: s.imageBytes, snapnbdEnv: opts.snapnbdEnv, snapnbdBin: resolve(opts.snapnbdBin ?? SNAPNBD_BIN), cpuProfDir: opts.cpuProfDir, verbose: opts.verbose };
+
+  const rows: Row[] = [];
+  for (const cache of s.cache) {
+    for (const w of opts.workloads) {
+      const peers = PEERS.filter((p) => opts.peers.includes(p) && (w.peers ?? PEERS).includes(p));
+      const got = new Map<PeerName, { reps: Measured[]; note: string | null; error: string | null }>();
+      for (const p of peers) got.set(p, { reps: [], note: null, error: null });
+      // Peers interleaved within each repetition, so drift in the machine hits all of them alike.
+      for (let rep = 0; rep < s.reps; rep++) {
+        for (const p of peers) {
+          const g = got.get(p)!;
+          if (g.error) continue;
+          try {
+            const { m, note } = await measureOnce(ctx, opts, w, p, cache);
+            g.reps.push(m);
+            g.note = note;
+            log(opts, `${cache} ${w.name} ${p} rep ${rep + 1}/${s.reps}: ${m.mbps.toFixed(1)} MB/s ${m.iops.toFixed(0)} IOPS`);
+          } catch (e) {
+            g.error = (e as Error).message;
+            log(opts, `${cache} ${w.name} ${p}: ERROR ${g.error.split('\n').slice(0, 3).join(' | ')}`);
+          }
+        }
+      }
+      for (const p of peers) {
+        const g = got.get(p)!;
+        const lat = g.reps.map((r) => r.latMaxMs).filter((x): x is number => x !== null);
+        rows.push({
+          workload: w.name, peer: p, cache, primary: w.primary, reps: g.reps,
+          mbps: round(median(g.reps.map((r) => r.mbps)), 1),
+          iops: round(median(g.reps.map((r) => r.iops)), 0),
+          latMaxMs: lat.length ? round(Math.max(...lat), 3) : null,
+          note: g.note, error: g.error,
+        });
+      }
+    }
+  }
+
+  const scenarios = [];
+  for (const name of opts.scenarios) {
+    log(opts, `scenario ${name}`);
+    const r = await runScenario(name, ctx, s);
+    log(opts, `scenario ${name}: ${r.ok ? JSON.stringify(r.data) : `ERROR ${r.error ?? ''}`}`);
+    scenarios.push(r);
+  }
+
+  const ratios = computeRatios(rows);
+  const result: BenchResult = {
+    schema: 1,
+    date: new Date().toISOString(),
+    mode: opts.mode,
+    settings: s,
+    machine: machineInfo(opts.snapnbdEnv),
+    snapnbdEnv: opts.snapnbdEnv,
+    durationS: Math.round((Date.now() - t0) / 1000),
+    rows, ratios, scenarios,
+    targets: evaluateTargets(rows, ratios, scenarios),
+  };
+  const out = opts.out ?? join(REPO_ROOT, 'bench', 'results', `${result.date.replace(/[:.]/g, '-')}-${opts.mode}.json`);
+  mkdirSync(join(out, '..'), { recursive: true });
+  writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+  process.stdout.write(markdown(result));
+  process.stdout.write(`\nJSON: ${relative(process.cwd(), out)}\n`);
+  return 0;
+}
+
+main().then((code) => process.exit(code), (e: unknown) => {
+  process.stderr.write(`bench: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
