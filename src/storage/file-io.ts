@@ -87,7 +87,7 @@ export const READ_STRATEGY = {
   probeMissesToStay: 1,
 } as const;
 
-class ReadStrategy {
+export class ReadStrategy {
   sync = true;
   private reads = 0;
   private misses = 0;
