@@ -1227,15 +1227,21 @@ export class CowStore implements Store {
     return this.serial(async () => {
       const vol = this.vol(volume);
       if (vol.snaps.some((s) => s.name === name)) throw new StoreError(StoreErrorCode.NameTaken, `snapshot '${volume}@${name}' exists`);
+      // The barrier covers only the instant of sharing the map: writes answered before are in,
+      // later ones see a shared map and redirect, so they cannot touch the snapshot's chunks and
+      // may proceed while the commit makes it durable (their records follow its Node record in
+      // the same or a later transaction). Holding writes over the commit's fdatasync stalled
+      // them for hundreds of milliseconds under load.
       const release = await this.quiesce([vol]);
+      let node: NodeRec;
       try {
-        const node = this.addNode(this.nextId++, vol, 'snap', name, description, Date.now(), this.epoch, vol.head.map.share());
+        node = this.addNode(this.nextId++, vol, 'snap', name, description, Date.now(), this.epoch, vol.head.map.share());
         this.pending.push(this.nodeRecord(Rec.Node, node, vol.head.id));
-        await this.commit();
-        return this.snapInfo(node);
       } finally {
         release();
       }
+      await this.commit();
+      return this.snapInfo(node);
     });
   }
 
