@@ -597,9 +597,9 @@ export class CowStore implements Store {
     const oldEnd = this.journalEnd;
     try {
       this.io.point(CrashPoint.BeforeDataSync);
-      const syncs: Promise<void>[] = [];
-      for (const s of dirty) if (s.file) syncs.push(s.file.datasync());
-      await Promise.all(syncs);
+      // One fdatasync at a time: each holds a libuv pool thread for as long as the disk takes,
+      // and a pool full of them starved every read and write behind them (500 ms stalls).
+      for (const s of dirty) if (s.file) await s.file.datasync();
       if (dirDirty) await this.io.syncDir(this.dataDir);
       this.io.point(CrashPoint.AfterDataSync);
       if (cp) await this.writeCheckpoint(cp);
