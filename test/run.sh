@@ -5,6 +5,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash test/setup/install-tools.sh || exit 1
 npx tsc --noEmit || { echo "tests: 0 passed, 1 failed (typecheck)"; exit 1; }
+# The tests spawn bin/snapnbd as users run it: from the compiled dist/ (npm ci builds it too).
+npm run --silent build || { echo "tests: 0 passed, 1 failed (build)"; exit 1; }
 report=$(mktemp /tmp/snapnbd-vitest.XXXXXX.json)
 npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
 rc=$?
