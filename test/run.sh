@@ -12,9 +12,10 @@ npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$
 rc=$?
 node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-  const failed = r.numFailedTests + (r.numFailedTestSuites || 0) - 0;
   console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
-  if (r.numFailedTestSuites) console.log(`(${r.numFailedTestSuites} test files failed to run)`);
+  // A file that fails before any test runs (an import error) counts no failed test: say so.
+  const broken = r.testResults.filter((f) => f.status === "failed" && f.assertionResults.every((a) => a.status !== "failed")).length;
+  if (broken) console.log(`(${broken} test files failed to run)`);
 ' "$report" || { echo "tests: 0 passed, 1 failed (no report)"; rc=1; }
 rm -f "$report"
 exit $rc

@@ -65,6 +65,7 @@ async function main(): Promise<void> {
     }
     const snaps = store.listSnapshots('v');
     if (snaps.length > 4) {
+      say(`X ${snaps[0]!.name}`); // delete issued: until `D`, the snapshot may or may not survive
       await store.deleteSnapshot('v', snaps[0]!.name);
       say(`D ${snaps[0]!.name}`);
     }

@@ -18,7 +18,7 @@ afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
 });
 
-interface Round { acked: number; writes: { block: number; c: number; trim: boolean }[]; issued: { block: number; c: number; trim: boolean }[]; snaps: Set<string> }
+interface Round { acked: number; writes: { block: number; c: number; trim: boolean }[]; issued: { block: number; c: number; trim: boolean }[]; snaps: Set<string>; deleted: Set<string> }
 
 function runChild(dir: string, counter: number, seed: number, killAfterMs: number): Promise<Round> {
   return new Promise((resolve, reject) => {
@@ -26,7 +26,7 @@ function runChild(dir: string, counter: number, seed: number, killAfterMs: numbe
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.add(child);
-    const r: Round = { acked: -1, writes: [], issued: [], snaps: new Set() };
+    const r: Round = { acked: -1, writes: [], issued: [], snaps: new Set(), deleted: new Set() };
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => {
       const [k, a, b] = line.split(' ');
@@ -35,7 +35,8 @@ function runChild(dir: string, counter: number, seed: number, killAfterMs: numbe
       else if (k === 'W' || k === 'T') r.writes.push({ block: Number(a), c: Number(b), trim: k === 'T' });
       else if (k === 'F') r.acked = Number(a);
       else if (k === 'S') r.snaps.add(a!);
-      else if (k === 'D') r.snaps.delete(a!);
+      else if (k === 'X') r.snaps.delete(a!); // an unanswered delete may have committed
+      else if (k === 'D') r.deleted.add(a!);
     });
     child.on('error', reject);
     child.on('exit', () => {
@@ -75,6 +76,8 @@ describe('kill -9 during continuous writes and flushes', () => {
         try {
           const snaps = new Set(store.listSnapshots('v').map((s) => s.name));
           for (const s of r.snaps) expect(snaps.has(s), `answered snapshot ${s} survives`).toBe(true);
+          // An answered delete is durable.
+          for (const s of r.deleted) expect(snaps.has(s), `answered delete of ${s} survives`).toBe(false);
           for (const s of snaps) snapsSeen.add(s);
           const buf = Buffer.alloc(BLOCK * BLOCKS);
           await store.head('v').read(0, buf.length, buf);
