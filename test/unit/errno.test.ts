@@ -51,9 +51,8 @@ describe('toNbdErrno', () => {
     expect(toNbdErrno(Object.assign(new Error('x'), { code: 'EROFS' }), 0)).toBe(NbdErrno.EPERM);
   });
 
-  // Node's own fs errors carry a NUMERIC errno (-28) next to code 'ENOSPC'. RawFileDevice lets
-  // them through unwrapped (src/storage/raw-file-device.ts write()), so a full disk must still
-  // reach the client as ENOSPC, not EIO.
+  // Node's own fs errors carry a NUMERIC errno (-28) next to code 'ENOSPC'. A device that lets
+  // one through unwrapped must still reach the client as ENOSPC, not EIO.
   it('a real ENOSPC from node:fs (writing /dev/full) maps to ENOSPC', () => {
     const fd = openSync('/dev/full', 'w');
     let err: unknown;

@@ -2,10 +2,10 @@
 // writing files whose checksums are taken from the data stream as it is written (not read back
 // from the page cache), and listing a directory's files with their checksums.
 import { execFileSync } from 'node:child_process';
-import { createServer } from 'node:net';
-import { once } from 'node:events';
 import { GUEST_NBD_HOST, GUEST_NBD_PORT, type Guest } from './guest.ts';
 import { ControlCallError, controlCall } from './control.ts';
+
+export { freePort } from '../helpers/peers.ts';
 
 /** Block size of the files the scenarios write (dd bs); counts below are in these units. */
 export const FILE_BLOCK = 65536;
@@ -83,13 +83,3 @@ export function diskUsage(dir: string): number {
   return Number(execFileSync('du', ['-s', '-B1', dir], { encoding: 'utf8' }).split('\t')[0]);
 }
 
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const addr = srv.address();
-  srv.close();
-  await once(srv, 'close');
-  if (addr === null || typeof addr === 'string') throw new Error('no TCP address');
-  return addr.port;
-}
