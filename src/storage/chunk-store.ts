@@ -41,6 +41,12 @@ export class ChunkClass implements SlotRefs {
   segUse = new Uint32Array(Math.ceil(INITIAL_SLOTS / 1) + 1);
   /** Segments whose file is being deleted: no allocation there until it is gone. */
   readonly deleting = new Set<number>();
+  /**
+   * Segments the compactor is emptying (engine.ts, compactSegments): no allocation there, and no
+   * write goes in place into their slots (it redirects), so a slot's content cannot change while
+   * it is copied. Cleared when the file is deleted or the compaction gives up.
+   */
+  readonly evacuating = new Set<number>();
   readonly segments = new Map<number, Segment>();
   /** Slots whose refs fell to 0 since the last commit swap. */
   pendingFree: number[] = [];
@@ -96,7 +102,7 @@ export class ChunkClass implements SlotRefs {
     for (;;) {
       this.growTo(i + 1);
       const seg = Math.floor(i / sps);
-      if (this.deleting.has(seg) || (this.segUse[seg] as number) >= sps) {
+      if (this.deleting.has(seg) || this.evacuating.has(seg) || (this.segUse[seg] as number) >= sps) {
         i = (seg + 1) * sps;
         continue;
       }
@@ -150,6 +156,11 @@ export class ChunkClass implements SlotRefs {
       if (this.state[i] !== 0) return (i - first + 1) * this.chunkSize;
     }
     return 0;
+  }
+
+  /** True when `slot` lies in a segment being evacuated (writes must not go in place there). */
+  isEvacuating(slot: number): boolean {
+    return this.evacuating.size > 0 && this.evacuating.has(Math.floor(slot / this.slotsPerSeg));
   }
 
   segmentOf(slot: number): number {

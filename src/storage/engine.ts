@@ -47,6 +47,33 @@ export const DIFF_LIMIT_DEFAULT = 1 << 20;
 /** Samples (of BACKING_SAMPLE_LEN bytes) checksummed to notice a changed backing file. */
 export const BACKING_SAMPLES = 16;
 export const BACKING_SAMPLE_LEN = 4096;
+/**
+ * Data compaction (README "Compactor"): a segment is emptied when at most this share of its slots
+ * is in use (copying out its live chunks costs at most half a segment)...
+ */
+export const COMPACT_LIVE_RATIO_MAX = 0.5;
+/**
+ * ...and when at least this share of its slots are free holes below its last used slot (the
+ * bytes the pass gives back: a short, dense tail segment is not worth copying).
+ */
+export const COMPACT_WASTE_RATIO_MIN = 0.25;
+/** After a commit freed slots the background compactor looks this much later (frees come in bursts). */
+export const COMPACT_DELAY_MS = 1000;
+/** Back-to-back background passes take at most this share of the time (a pass of t ms waits 3t). */
+export const COMPACT_DUTY_MAX = 0.25;
+/** Live chunks are copied this many bytes at a time: bounded memory, client I/O interleaves. */
+export const COMPACT_BATCH_BYTES = 4 * 1024 * 1024;
+/**
+ * Live bytes one pass copies at most (one default segment): a pass is one control operation
+ * (snapshot create waits for it) and writes one checkpoint, so it empties several segments.
+ */
+export const COMPACT_PASS_BYTES = 64 * 1024 * 1024;
+/**
+ * A pass must give back at least the bytes of the checkpoint it writes (a 1 TiB volume's maps
+ * make a checkpoint of ~128 MiB), except that a checkpoint up to this size costs little more
+ * than any commit's syncs.
+ */
+export const COMPACT_CHEAP_CHECKPOINT_BYTES = 1024 * 1024;
 const ZERO_BUF_LEN = 1024 * 1024;
 const ZEROES = Buffer.alloc(ZERO_BUF_LEN);
 
@@ -97,6 +124,17 @@ export interface NodeRec {
 const NODE_HEAD = 0;
 const NODE_SNAP = 1;
 
+/** What compaction did (compact() sums its passes). */
+export interface CompactStats {
+  /** Segments emptied (each file goes once no read still holds its old slots). */
+  segments: number;
+  /** Chunks copied to lower segments and remapped. */
+  chunksMoved: number;
+  bytesMoved: number;
+  /** Longest hold of a class's writes (draining in-flight writes before a segment is marked). */
+  maxHoldMs: number;
+}
+
 function corrupt(file: string, why: string, cause?: unknown): StoreError {
   return new StoreError(StoreErrorCode.StoreCorrupt, `${file}: ${why}`, cause === undefined ? undefined : { cause });
 }
@@ -146,6 +184,14 @@ export class CowStore implements Store {
   private closed = false;
   private opChain: Promise<unknown> = Promise.resolve();
   private segDeletes: Promise<void> = Promise.resolve();
+  /** Background compaction after commits that free slots (seeded model tests turn it off). */
+  autoCompact = true;
+  /** Delay from a freeing commit to the background compactor's look (tests may shorten it). */
+  compactDelayMs = COMPACT_DELAY_MS;
+  private compactTimer: NodeJS.Timeout | null = null;
+  private compactDue = 0;
+  private lastPassMs = 0;
+  private closing = false;
   /** Set when the journal tail was torn at open (check reports it). */
   tornTail = 0;
 
@@ -205,6 +251,7 @@ export class CowStore implements Store {
     if (!opts.inspectOnly) {
       await store.reclaimFiles();
       store.startTimer();
+      store.scheduleCompaction(store.compactDelayMs); // a crash may have left sparse segments
     }
     await store.openBackings();
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -623,6 +670,7 @@ export class CowStore implements Store {
       throw e instanceof StoreError || e instanceof StorageError ? e : new StorageError('EIO', `commit failed: ${(e as Error).message}`, { cause: e });
     }
     this.data.committedFrees(frees);
+    if (frees.length > 0) this.scheduleCompaction(this.compactDelayMs);
   }
 
   private async appendCommit(records: Buffer[]): Promise<void> {
@@ -709,6 +757,7 @@ export class CowStore implements Store {
         this.opts.log('warn', `could not delete segment ${seg}: ${(e as Error).message}`);
       } finally {
         cls.deleting.delete(seg);
+        if ((cls.segUse[seg] ?? 0) === 0) cls.evacuating.delete(seg); // compacted: its slots are free again
         cls.resetHint(seg);
       }
     });
@@ -738,6 +787,262 @@ export class CowStore implements Store {
   /** Waits for background segment deletions (tests). */
   async settle(): Promise<void> {
     await this.segDeletes;
+  }
+
+  // ------------------------------------------------------------------ compaction
+
+  /**
+   * Empties every segment the rule (COMPACT_*, findVictims) picks, pass after pass, each pass its
+   * own control operation; resolves once the emptied files are gone (unless a read still holds
+   * their slots).
+   */
+  async compact(): Promise<CompactStats> {
+    this.checkOpen();
+    const total: CompactStats = { segments: 0, chunksMoved: 0, bytesMoved: 0, maxHoldMs: 0 };
+    for (;;) {
+      const r = await this.serial(() => this.compactPass());
+      if (!r) break;
+      total.segments += r.segments;
+      total.chunksMoved += r.chunksMoved;
+      total.bytesMoved += r.bytesMoved;
+      total.maxHoldMs = Math.max(total.maxHoldMs, r.maxHoldMs);
+      if (r.chunksMoved === 0) break; // the segment emptied by itself; nothing is being copied
+    }
+    await this.segDeletes;
+    return total;
+  }
+
+  private scheduleCompaction(delayMs: number): void {
+    if (!this.autoCompact || this.opts.inspectOnly || this.closing || this.closed) return;
+    const due = Date.now() + delayMs;
+    if (this.compactTimer) {
+      if (this.compactDue <= due) return;
+      clearTimeout(this.compactTimer);
+    }
+    this.compactDue = due;
+    this.compactTimer = setTimeout(() => {
+      this.compactTimer = null;
+      this.backgroundCompact();
+    }, delayMs);
+    this.compactTimer.unref();
+  }
+
+  private backgroundCompact(): void {
+    if (!this.autoCompact || this.closing || this.closed || !this.findVictims()) return;
+    this.serial(() => this.compactPass()).then(
+      // More may qualify: look again after a pause that bounds the compactor's share of the time.
+      (r) => {
+        if (r) this.scheduleCompaction(Math.max(1, this.lastPassMs * (1 / COMPACT_DUTY_MAX - 1)));
+      },
+      (e: unknown) => this.opts.log('warn', `background compaction failed: ${(e as Error).message}`),
+    );
+  }
+
+  /** One pass (see compactSegments): null when nothing qualifies or the pass gave up. */
+  private async compactPass(): Promise<CompactStats | null> {
+    if (this.closing || this.closed) return null;
+    const v = this.findVictims();
+    if (!v) return null;
+    const t0 = process.hrtime.bigint();
+    const r = await this.compactSegments(v.cls, v.segs);
+    this.lastPassMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (r) {
+      this.opts.log('info', `compaction emptied ${r.segments} of ${v.segs.length} segments of ${v.cls.chunkSize}-byte chunks: ` +
+        `moved ${r.chunksMoved} chunks (${r.bytesMoved} bytes) in ${this.lastPassMs.toFixed(1)} ms, writes held ${r.maxHoldMs.toFixed(2)} ms`);
+    }
+    return r;
+  }
+
+  /**
+   * The segments of one class a pass empties. A candidate is at most COMPACT_LIVE_RATIO_MAX in
+   * use and has at least COMPACT_WASTE_RATIO_MIN of its slots as free holes below its last used
+   * slot. Most holes first (ties: the highest segment), as many as COMPACT_PASS_BYTES of live
+   * chunks, each victim's live chunks (with those of lower victims) fitting in the free slots of
+   * lower non-victim segments: data only moves down, so passes never undo each other. A pass is
+   * worth it only if it gives back at least the checkpoint it writes (COMPACT_CHEAP_CHECKPOINT_BYTES).
+   */
+  private findVictims(): { cls: ChunkClass; segs: number[] } | null {
+    let best: { cls: ChunkClass; segs: number[]; bytes: number } | null = null;
+    for (const cls of this.data.classes.values()) {
+      const sps = cls.slotsPerSeg;
+      const nSegs = Math.ceil(cls.state.length / sps);
+      const freeBelow = new Float64Array(nSegs + 1); // free slots in usable segments below each one
+      const cands: { seg: number; use: number; waste: number }[] = [];
+      for (let seg = 0; seg < nSegs; seg++) {
+        const use = cls.segUse[seg] ?? 0;
+        const blocked = cls.deleting.has(seg) || cls.evacuating.has(seg);
+        freeBelow[seg + 1] = (freeBelow[seg] as number) + (blocked ? 0 : sps - use);
+        if (blocked || use === 0 || use > sps * COMPACT_LIVE_RATIO_MAX) continue;
+        const waste = cls.usedEnd(seg) / cls.chunkSize - use;
+        if (waste >= sps * COMPACT_WASTE_RATIO_MIN) cands.push({ seg, use, waste });
+      }
+      cands.sort((x, y) => y.waste - x.waste || y.seg - x.seg);
+      const budget = Math.max(sps, Math.floor(COMPACT_PASS_BYTES / cls.chunkSize));
+      const chosen: typeof cands = [];
+      let live = 0;
+      let waste = 0;
+      for (const c of cands) {
+        if (live + c.use > budget) continue;
+        const trial = [...chosen, c].sort((x, y) => x.seg - y.seg);
+        let need = 0;
+        let fits = true;
+        for (const v of trial) {
+          need += v.use;
+          let free = freeBelow[v.seg] as number;
+          for (const u of trial) if (u.seg < v.seg) free -= sps - u.use; // victims take no copies
+          if (free < need) fits = false;
+        }
+        if (!fits) continue;
+        chosen.push(c);
+        live += c.use;
+        waste += c.waste;
+      }
+      const bytes = waste * cls.chunkSize;
+      const worth = bytes >= this.checkpointLen || this.checkpointLen <= COMPACT_CHEAP_CHECKPOINT_BYTES;
+      if (chosen.length > 0 && worth && (!best || bytes > best.bytes)) {
+        best = { cls, segs: chosen.map((c) => c.seg).sort((x, y) => x - y), bytes };
+      }
+    }
+    return best && { cls: best.cls, segs: best.segs };
+  }
+
+  /**
+   * Moves the live chunks of segments `victims` (ascending) into free slots of lower segments:
+   * 1. hold the class's writes only until in-flight ones drained, mark the victims evacuating (no
+   *    allocation there, no write in place: a write to one of their chunks redirects), release;
+   * 2. copy live slots in batches (reads under a read generation, so a slot freed meanwhile is
+   *    not reused under the read); when writes took the free slots below, the victim being copied
+   *    and those after it are dropped from the pass; fdatasync the copies — CompactCopied;
+   * 3. switch synchronously: every entry of every unique page of the class naming an old slot
+   *    names its copy (pages are shared: rewriting them in place keeps sharing and births; slot
+   *    counts move with the entries), the old slots fall to pending free, unused copies go back;
+   * 4. a checkpoint makes the switch durable (rewritten shared pages cannot be expressed as log
+   *    records) — CompactSwitched; its frees are quarantined like any others and each emptied
+   *    file is deleted once no read that looked up one of its old slots is running.
+   * A crash before 4 leaves the old state with the copies as free slots (reclaimed at open).
+   */
+  private async compactSegments(cls: ChunkClass, victims: number[]): Promise<CompactStats | null> {
+    const cs = cls.chunkSize;
+    const sps = cls.slotsPerSeg;
+    const t0 = process.hrtime.bigint();
+    const release = await this.quiesce([...this.volumes.values()].filter((v) => v.cls === cls));
+    for (const v of victims) cls.evacuating.add(v);
+    release();
+    const maxHoldMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    const moveTo = new Map<number, Uint32Array>(); // victim -> its slots' copies (UNMAPPED: none)
+    const copies: number[] = [];
+    const targets = new Set<number>();
+    const drop = (v: number): void => {
+      moveTo.delete(v);
+      cls.evacuating.delete(v);
+      cls.resetHint(v);
+    };
+    let switched = false;
+    try {
+      const per = Math.max(1, Math.min(sps, Math.floor(COMPACT_BATCH_BYTES / cs)));
+      const buf = Buffer.allocUnsafe(per * cs);
+      let short = false;
+      for (const victim of victims) {
+        if (short) {
+          drop(victim);
+          continue;
+        }
+        const first = victim * sps;
+        const end = first + sps;
+        const to = new Uint32Array(sps).fill(UNMAPPED);
+        moveTo.set(victim, to);
+        let s = first;
+        // A victim whose every chunk was rewritten meanwhile is deleted by the frees (and leaves
+        // `evacuating` then): nothing left to copy.
+        while (s < end && cls.evacuating.has(victim) && !short) {
+          const batch: number[] = [];
+          const g = this.data.beginRead();
+          try {
+            for (; s < end && batch.length < per; s++) if (cls.count(s) > 0) batch.push(s);
+            const reads: Promise<void>[] = [];
+            forRuns(batch, (i, j) => reads.push(this.data.read(cls, batch[i] as number, 0, (j - i) * cs, buf, i * cs)));
+            await Promise.all(reads);
+          } finally {
+            this.data.endRead(g);
+          }
+          const dst: number[] = [];
+          for (let i = 0; i < batch.length && !short; i++) {
+            const t = cls.alloc();
+            copies.push(t);
+            dst.push(t);
+            short = cls.segmentOf(t) >= victim; // writes took the free slots below meanwhile
+          }
+          if (short) break;
+          const writes: Promise<void>[] = [];
+          forRuns(dst, (i, j) => writes.push(this.data.write(cls, dst[i] as number, 0, buf, i * cs, (j - i) * cs)), sps);
+          // All settled before a failure releases the copies: no write may land in a reused slot.
+          for (const r of await Promise.allSettled(writes)) if (r.status === 'rejected') throw r.reason;
+          for (let i = 0; i < batch.length; i++) {
+            to[(batch[i] as number) - first] = dst[i] as number;
+            targets.add(cls.segmentOf(dst[i] as number));
+          }
+        }
+        if (short) drop(victim);
+      }
+      // The copies are durable before any durable state can name them (the checkpoint's data
+      // sync would do it too; done here it stays out of that commit).
+      for (const seg of targets) await cls.segments.get(seg)?.file?.datasync();
+      this.io.point(CrashPoint.CompactCopied);
+      // The switch: synchronous, so no read or write sees half of it. A victim that left
+      // `evacuating` was emptied and deleted by frees meanwhile: its slots may hold new chunks now.
+      for (const v of moveTo.keys()) if (!cls.evacuating.has(v)) moveTo.delete(v);
+      const l1s = new Set<L1>();
+      for (const n of this.nodes.values()) if (n.vol.cls === cls) l1s.add(n.map.l1);
+      const pages = new Set<Page>();
+      for (const l1 of l1s) for (const p of l1.pages) if (p) pages.add(p);
+      let lo = Infinity;
+      let hi = -1;
+      for (const v of moveTo.keys()) {
+        lo = Math.min(lo, v * sps);
+        hi = Math.max(hi, (v + 1) * sps);
+      }
+      let remapped = 0;
+      const missed = new Set<number>();
+      for (const p of pages) {
+        const e = p.e;
+        for (let i = 0; i < e.length; i += 2) {
+          const x = e[i] as number;
+          if (x < lo || x >= hi) continue;
+          const v = Math.floor(x / sps);
+          const to = moveTo.get(v);
+          if (!to) continue;
+          const y = to[x - v * sps] as number;
+          if (y === UNMAPPED) {
+            missed.add(v);
+            continue;
+          }
+          e[i] = y;
+          cls.ref(y);
+          cls.unref(x);
+          remapped++;
+        }
+      }
+      switched = true;
+      const unused = copies.filter((t) => cls.count(t) === 0); // rewritten or dropped meanwhile
+      if (unused.length > 0) this.data.releaseUnmapped(cls, unused);
+      for (const v of missed) {
+        // Cannot happen (nothing allocates in a victim); if it did, that segment simply stays.
+        this.opts.log('warn', `compaction of ${segmentFile(cls.log2, v)}: entries name uncopied slots`);
+        drop(v);
+      }
+      if (remapped > 0) {
+        await this.checkpoint();
+        this.io.point(CrashPoint.CompactSwitched);
+      }
+      const moved = copies.length - unused.length;
+      if (moveTo.size === 0) return null;
+      return { segments: moveTo.size, chunksMoved: moved, bytesMoved: moved * cs, maxHoldMs };
+    } finally {
+      if (!switched) {
+        this.data.releaseUnmapped(cls, copies); // never mapped: free at once
+        for (const v of victims) drop(v);
+      }
+    }
   }
 
   // ------------------------------------------------------------------ data path
@@ -926,7 +1231,8 @@ export class CowStore implements Store {
         let srcOff = pos - offset;
         let ioInner = inner;
         let ioLen = n;
-        if (map.exclusive(c)) {
+        // Not in place into a segment being compacted: its chunk may be being copied right now.
+        if (map.exclusive(c) && !cls.isEvacuating(map.slot(c))) {
           slot = map.slot(c);
           if (map.birth(c) !== epoch) rebirth.push(c);
         } else {
@@ -1343,6 +1649,9 @@ export class CowStore implements Store {
     if (this.closed) return;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.closing = true;
+    if (this.compactTimer) clearTimeout(this.compactTimer);
+    this.compactTimer = null;
     await this.opChain;
     if (!this.opts.inspectOnly) await this.commit();
     await this.segDeletes;
@@ -1359,6 +1668,9 @@ export class CowStore implements Store {
   abandon(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.closing = true;
+    if (this.compactTimer) clearTimeout(this.compactTimer);
+    this.compactTimer = null;
     this.closed = true;
     // Release descriptors without committing anything (what a kill would leave on disk).
     void this.data.closeAll();
@@ -1370,6 +1682,17 @@ export class CowStore implements Store {
   /** Every node of every volume, for the checker. */
   allNodes(): NodeRec[] {
     return [...this.nodes.values()];
+  }
+}
+
+/** Calls fn(i, j) for each run a[i..j) of consecutive numbers (runs never cross a multiple of `cut`). */
+function forRuns(a: number[], fn: (i: number, j: number) => void, cut = Infinity): void {
+  let i = 0;
+  while (i < a.length) {
+    let j = i + 1;
+    while (j < a.length && a[j] === (a[j - 1] as number) + 1 && (a[j] as number) % cut !== 0) j++;
+    fn(i, j);
+    i = j;
   }
 }
 

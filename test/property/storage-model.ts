@@ -9,6 +9,7 @@ import { openCowStore } from '../../src/storage/index.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
 import { SimFileIo, SimCrash, prng } from '../../src/storage/sim-file-io.ts';
 import { checkStore } from '../../src/storage/check.ts';
+import { isSlot } from '../../src/storage/block-map.ts';
 import type { CrashPoint, FileIo } from '../../src/storage/file-io.ts';
 
 export const SECTOR = 512;
@@ -37,6 +38,8 @@ export interface HarnessOptions {
   journalCompactBytes?: number;
   /** Chance per operation of arming a crash point (default 0.03). */
   armProbability?: number;
+  /** Chance per operation of a compact operation (default 0.04, at most 0.11). */
+  compactProbability?: number;
 }
 
 export class Harness {
@@ -51,6 +54,8 @@ export class Harness {
   readonly crashes: string[] = [];
   backing: Buffer | null = null;
   backingPath = '';
+  /** Segments emptied by compact operations. */
+  compacted = 0;
   private names = 0;
   private readonly opts: HarnessOptions;
 
@@ -75,6 +80,8 @@ export class Harness {
       fileIo: this.io, commitIntervalMs: 0, segmentBytes: 64 * 1024,
       journalCompactBytes: this.opts.journalCompactBytes ?? 48 * 1024,
     });
+    // Compaction runs only as a seeded operation: a timer would make runs irreproducible.
+    this.store.autoCompact = false;
   }
 
   async setup(backingPath: string, writeBacking: (p: string, b: Buffer) => Promise<void>): Promise<void> {
@@ -218,7 +225,64 @@ export class Harness {
       this.log.push('checkpoint');
       await this.store.checkpoint();
       this.committed();
+    } else if (r < 0.89 + (this.opts.compactProbability ?? 0.04)) {
+      // Half the time with a write to the head and a snapshot read running alongside: the write
+      // may hit a chunk being copied (it must redirect), the read may look up a slot being moved.
+      const side: Promise<void>[] = [];
+      let what = '';
+      if (this.rand() < 0.5) {
+        // Started a few scheduling steps into the pass (the simulated I/O yields once per call),
+        // aimed at a chunk of the segment being emptied when there is one.
+        const yields = this.int(40);
+        const later = async (): Promise<void> => {
+          for (let i = 0; i < yields; i++) await Promise.resolve();
+        };
+        const fill = (this.int(255) + 1) & 0xff;
+        const fallback = this.randomRange(m.head.length, m.chunkSize);
+        what = ` + write ${name}`;
+        side.push(later().then(() => {
+          const { off, len } = this.chunkBeingMoved(name) ?? fallback;
+          this.log.push(`write ${name} ${off} ${len} (during compaction)`);
+          this.touch(m, off, len);
+          m.head.fill(fill, off, off + len);
+          this.settleTouch(m, off, len);
+          return dev.write(off, Buffer.alloc(len, fill), { fua: false });
+        }));
+        if (m.snaps.size > 0) {
+          const sn = this.pick([...m.snaps.keys()]);
+          const s = m.snaps.get(sn)!;
+          const got = Buffer.alloc(s.data.length);
+          what += ` + read ${name}@${sn}`;
+          side.push(later().then(() => this.store.snapshotView(name, sn).read(0, got.length, got))
+            .then(() => this.expectEq(got, s.data, `snapshot ${name}@${sn} read during compaction`)));
+        }
+      }
+      this.log.push(`compact${what}`);
+      const [st] = await Promise.all([this.store.compact(), ...side]);
+      this.compacted += st.segments;
+      // A pass that remapped chunks ends with a checkpoint: every write answered before is durable.
+      if (st.chunksMoved > 0 && side.length === 0) this.committed();
+      if (st.chunksMoved > 0) await this.verifyAll('after compaction');
     }
+  }
+
+  /** Part of a head chunk whose slot lies in a segment being compacted, if any (white box). */
+  chunkBeingMoved(name: string): { off: number; len: number } | null {
+    const vol = this.store.volumes.get(name);
+    if (!vol || vol.cls.evacuating.size === 0) return null;
+    const map = vol.head.map;
+    const start = this.int(vol.nChunks);
+    for (let i = 0; i < vol.nChunks; i++) {
+      const c = (start + i) % vol.nChunks;
+      const s = map.slot(c);
+      if (!isSlot(s) || !vol.cls.isEvacuating(s)) continue;
+      // Sometimes a partial chunk (a merge read of the old slot), sometimes all of it.
+      const cStart = c * vol.chunkSize;
+      const chunkLen = Math.min(vol.chunkSize, vol.size - cStart);
+      const len = this.rand() < 0.5 ? chunkLen : SECTOR;
+      return { off: cStart + (len === chunkLen ? 0 : this.int(chunkLen / SECTOR) * SECTOR), len };
+    }
+    return null;
   }
 
   async crashNow(): Promise<void> {
@@ -329,8 +393,8 @@ export class Harness {
     expect(pos).toBeGreaterThan(off);
   }
 
-  async run(): Promise<void> {
-    for (let i = 0; i < this.opts.ops; i++) {
+  async run(ops = this.opts.ops): Promise<void> {
+    for (let i = 0; i < ops; i++) {
       if (this.sim && this.opts.crashPoints && !this.sim.armed && this.rand() < (this.opts.armProbability ?? 0.03)) {
         const point = this.pick([...this.opts.crashPoints]);
         this.sim.armCrash(point, 1 + this.int(3));
@@ -416,3 +480,85 @@ export async function runCheckOn(h: Harness): Promise<void> {
 }
 
 export const ALL_SIM = true;
+
+/** One node of a compaction scenario and the bytes it must read back. */
+export interface NodeModel {
+  volume: string;
+  /** null = the head. */
+  snapshot: string | null;
+  data: Buffer;
+}
+
+/** Distinct, position-dependent content (a misplaced chunk never compares equal). */
+export function patternBuf(len: number, seed: number): Buffer {
+  const b = Buffer.alloc(len);
+  for (let i = 0; i < len; i += 4) b.writeUInt32LE((Math.imul(i + 1, 2654435761) ^ Math.imul(seed, 40503)) >>> 0, i);
+  return b;
+}
+
+/**
+ * A store whose low segments end up 1/4 live with the free slots scattered through them (every
+ * 4th chunk kept): fill a volume, snapshot 'a', rewrite 3 of 4 chunks, snapshot 'b', clone it
+ * and write the clone (whole and partial chunks), snapshot the clone, trim part of the head,
+ * delete 'a', flush. Returns every node with the content it must read. Volume 'v' is `chunks`
+ * chunks of `chunkSize`; segments of 16 chunks make the low 16 segments candidates.
+ */
+export async function buildSparseStore(store: CowStore, chunkSize: number, chunks: number): Promise<NodeModel[]> {
+  const size = chunkSize * chunks;
+  await store.createVolume({ name: 'v', size, chunkSize });
+  const v = store.head('v');
+  const head = patternBuf(size, 1);
+  const step = 16 * chunkSize;
+  for (let off = 0; off < size; off += step) await v.write(off, head.subarray(off, Math.min(size, off + step)), { fua: false });
+  await store.createSnapshot('v', 'a');
+  const fresh = patternBuf(size, 2);
+  for (let c = 0; c < chunks; c++) {
+    if (c % 4 === 0) continue;
+    fresh.copy(head, c * chunkSize, c * chunkSize, (c + 1) * chunkSize);
+    await v.write(c * chunkSize, head.subarray(c * chunkSize, (c + 1) * chunkSize), { fua: false });
+  }
+  await store.createSnapshot('v', 'b');
+  const b = Buffer.from(head);
+  await store.clone('v', 'b', 'w');
+  const w = Buffer.from(b);
+  const wdev = store.head('w');
+  const third = patternBuf(size, 3);
+  for (let c = 0; c < chunks; c += 8) {
+    third.copy(w, c * chunkSize, c * chunkSize, (c + 1) * chunkSize);
+    await wdev.write(c * chunkSize, w.subarray(c * chunkSize, (c + 1) * chunkSize), { fua: false });
+  }
+  await store.createSnapshot('w', 'w1');
+  const w1 = Buffer.from(w);
+  for (let c = 3; c < chunks; c += 16) {
+    const off = c * chunkSize + 512;
+    const part = patternBuf(1024, 4 + c);
+    part.copy(w, off);
+    await wdev.write(off, part, { fua: false });
+  }
+  const t0 = Math.floor(chunks / 2) * chunkSize;
+  const tLen = Math.floor(chunks / 8) * chunkSize;
+  head.fill(0, t0, t0 + tLen);
+  await v.trim(t0, tLen, { fua: false });
+  await store.deleteSnapshot('v', 'a');
+  await store.flush();
+  await store.settle();
+  return [
+    { volume: 'v', snapshot: null, data: head },
+    { volume: 'v', snapshot: 'b', data: b },
+    { volume: 'w', snapshot: null, data: w },
+    { volume: 'w', snapshot: 'w1', data: w1 },
+  ];
+}
+
+/** Every node reads back exactly its model. */
+export async function verifyNodes(store: CowStore, nodes: NodeModel[], when: string): Promise<void> {
+  for (const n of nodes) {
+    const dev = n.snapshot === null ? store.head(n.volume) : store.snapshotView(n.volume, n.snapshot);
+    const got = Buffer.alloc(n.data.length);
+    await dev.read(0, got.length, got);
+    if (got.equals(n.data)) continue;
+    let i = 0;
+    while (got[i] === n.data[i]) i++;
+    throw new Error(`${when}: ${n.volume}${n.snapshot === null ? '' : `@${n.snapshot}`} differs at byte ${i}`);
+  }
+}
