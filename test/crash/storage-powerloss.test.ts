@@ -28,11 +28,7 @@ describe('power loss at each crash point', () => {
       const compactProbability = point === CrashPoint.CompactCopied || point === CrashPoint.CompactSwitched ? 0.11 : 0.04;
       const h = new Harness({ seed, ops: 700, crashPoints: [point], armProbability: 0.08, journalCompactBytes: 24 * 1024, compactProbability });
       try {
-        await h.setup('/backing.img', async (p, b) => {
-          const f = await h.io.open(p, 'create');
-          await f.write(b, 0, b.length, 0);
-          await f.datasync();
-        });
+        await h.setupSim();
         const before = sha(h.sim!.files.get('/backing.img')!.cur);
         await h.run();
         // Rare points (checkpoints, compaction passes with work) may need more operations; the

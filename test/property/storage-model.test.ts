@@ -24,11 +24,7 @@ describe('storage engine vs in-memory model (simulated file system)', () => {
     it(`seed ${seed}: ${OPS} random operations incl. crashes`, async () => {
       const h = new Harness({ seed, ops: OPS });
       await withSeed(seed, h, async () => {
-        await h.setup('/backing.img', async (p, b) => {
-          const f = await h.io.open(p, 'create');
-          await f.write(b, 0, b.length, 0);
-          await f.datasync();
-        });
+        await h.setupSim();
         const before = sha(h.sim!.files.get('/backing.img')!.cur);
         await h.run();
         expect(h.compacted, 'segments emptied by compact operations').toBeGreaterThan(0);

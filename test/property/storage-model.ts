@@ -99,6 +99,15 @@ export class Harness {
     this.model.set('v1', { head: Buffer.alloc(384 * 1024), chunkSize: 16384, snaps: new Map(), dirty: new Map() });
   }
 
+  /** setup() on the simulated file system: the backing image written and synced there. */
+  async setupSim(backingPath = '/backing.img'): Promise<void> {
+    await this.setup(backingPath, async (p, b) => {
+      const f = await this.io.open(p, 'create');
+      await f.write(b, 0, b.length, 0);
+      await f.datasync();
+    });
+  }
+
   /** Every commit makes all answered writes durable: forget the crash candidates. */
   committed(): void {
     for (const m of this.model.values()) m.dirty.clear();

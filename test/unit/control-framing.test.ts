@@ -2,18 +2,7 @@
 // lines are reported once and skipped to their newline; nothing else is disturbed.
 import { describe, expect, it } from 'vitest';
 import { LineSplitter, MAX_LINE_BYTES, type Frame } from '../../src/control/framing.ts';
-
-/** A small seeded PRNG (mulberry32): failures print the seed and replay exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../../src/storage/sim-file-io.ts';
 
 function feed(s: LineSplitter, input: Buffer, cuts: number[]): Frame[] {
   const out: Frame[] = [];
