@@ -1,7 +1,7 @@
 // Control-socket errors: JSON-RPC 2.0's own codes for envelope problems, one application code
 // (-32000) for everything the operation itself refused, with the stable reason in
 // `error.data.code` (the same strings as StoreErrorCode, so scripts match on one vocabulary).
-import { StorageError } from '../storage/device.ts';
+import { StorageError, UncommittedChangeError } from '../storage/device.ts';
 import { StoreError } from '../storage/types.ts';
 
 export const RpcCode = {
@@ -60,10 +60,12 @@ export function toRpcError(e: unknown): RpcError {
   if (e instanceof RpcError) return e;
   if (e instanceof StoreError) return new RpcError(RpcCode.ApplicationError, e.code, e.message);
   if (e instanceof StorageError) {
+    // `applied`: the change happened and is kept; only its durability is pending (see protocol/control.md).
+    const extra = e instanceof UncommittedChangeError ? { applied: true } : {};
     if (e.errno === 'ENOSPC' || e.errno === 'EDQUOT' || e.errno === 'EFBIG') {
-      return new RpcError(RpcCode.ApplicationError, ControlErrorCode.NoSpace, `no space left: ${e.message}`);
+      return new RpcError(RpcCode.ApplicationError, ControlErrorCode.NoSpace, `no space left: ${e.message}`, extra);
     }
-    return new RpcError(RpcCode.ApplicationError, ControlErrorCode.IoError, `storage error ${e.errno}: ${e.message}`);
+    return new RpcError(RpcCode.ApplicationError, ControlErrorCode.IoError, `storage error ${e.errno}: ${e.message}`, extra);
   }
   const errno = (e as { code?: unknown } | null)?.code;
   if (errno === 'ENOSPC' || errno === 'EDQUOT') {

@@ -62,3 +62,14 @@ export class StorageError extends Error {
     this.errno = errno;
   }
 }
+
+/**
+ * A control operation's change is in effect but its commit failed: it stays, and the next
+ * successful commit makes it durable (the caller must not assume it did not happen).
+ */
+export class UncommittedChangeError extends StorageError {
+  constructor(errno: string, message: string, options?: { cause?: unknown }) {
+    super(errno, message, options);
+    this.name = 'UncommittedChangeError';
+  }
+}

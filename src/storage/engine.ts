@@ -5,7 +5,7 @@
 import { crc32 } from 'node:zlib';
 import { isSlot, L1, NodeMap, Page, UNMAPPED, ZERO, ZERO_ALLOCATED, ENTRIES_PER_PAGE, PAGE_SHIFT } from './block-map.ts';
 import { ChunkClass, DataStore, SEGMENT_BYTES_DEFAULT, SEGMENT_FILE_RE, segmentFile, type Segment } from './chunk-store.ts';
-import { StorageError, type BlockDevice, type Extent, type WriteOptions, type ZeroOptions } from './device.ts';
+import { StorageError, UncommittedChangeError, type BlockDevice, type Extent, type WriteOptions, type ZeroOptions } from './device.ts';
 import { CrashPoint, type FileIo, type IoFile } from './file-io.ts';
 import {
   commitRecord, decodeJournalHeader, decodeSuperblock, encodeJournalHeader, encodeSuperblock, FORMAT_VERSION,
@@ -119,6 +119,8 @@ export interface NodeRec {
   map: NodeMap;
   view: SnapshotDevice | null;
   deleted: boolean;
+  /** False from a snapshot's creation until a commit holding its Node record succeeded. */
+  durable: boolean;
 }
 
 const NODE_HEAD = 0;
@@ -179,6 +181,8 @@ export class CowStore implements Store {
   private commitRunning: Promise<void> | null = null;
   private commitQueued: Promise<void> | null = null;
   private forceCheckpoint = false;
+  /** Snapshots created since the last commit swap (durable once a commit after it succeeds). */
+  private undurable = new Set<NodeRec>();
 
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -524,7 +528,7 @@ export class CowStore implements Store {
 
   private addNode(id: number, vol: VolumeRec, kind: 'head' | 'snap', name: string, description: string,
     createdMs: number, epoch: number, map: NodeMap): NodeRec {
-    const node: NodeRec = { id, vol, kind, name, description, createdMs, epoch, map, view: null, deleted: false };
+    const node: NodeRec = { id, vol, kind, name, description, createdMs, epoch, map, view: null, deleted: false, durable: true };
     this.nodes.set(id, node);
     if (kind === 'head') vol.head = node;
     else {
@@ -650,6 +654,8 @@ export class CowStore implements Store {
     this.data.dirDirty = false;
     const cp = wantCp ? this.serializeCheckpoint() : null;
     this.forceCheckpoint = false;
+    const becomeDurable = this.undurable;
+    this.undurable = new Set<NodeRec>();
     const oldEnd = this.journalEnd;
     try {
       this.io.point(CrashPoint.BeforeDataSync);
@@ -666,21 +672,40 @@ export class CowStore implements Store {
       for (const s of dirty) this.data.dirty.add(s);
       if (dirDirty) this.data.dirDirty = true;
       if (cp) this.forceCheckpoint = true;
+      for (const n of becomeDurable) this.undurable.add(n);
       if (this.journal && this.journalEnd === oldEnd) await this.journal.truncate(oldEnd).catch(() => undefined);
       throw e instanceof StoreError || e instanceof StorageError ? e : new StorageError('EIO', `commit failed: ${(e as Error).message}`, { cause: e });
     }
     this.data.committedFrees(frees);
+    for (const n of becomeDurable) n.durable = true;
     if (frees.length > 0) this.scheduleCompaction(this.compactDelayMs);
+  }
+
+  /**
+   * The commit of a control operation that already changed the in-memory state. If it fails, the
+   * change stays (its records wait for the next commit: undoing it could not be made atomic with
+   * what writes did since), and the caller learns exactly that.
+   */
+  private async commitChange(what: string): Promise<void> {
+    try {
+      await this.commit();
+    } catch (e) {
+      const errno = e instanceof StorageError ? e.errno : 'EIO';
+      throw new UncommittedChangeError(errno, `${what}: ${(e as Error).message}; the change is applied but not yet durable: ` +
+        'the next successful commit (a FLUSH, or the periodic commit) makes it durable', { cause: e });
+    }
   }
 
   private async appendCommit(records: Buffer[]): Promise<void> {
     const seq = this.commitSeq + 1;
-    records.push(commitRecord(seq));
+    // Not pushed onto `records`: a failed append hands them back to `pending` for the next try,
+    // and a Commit record left among them would end that transaction early on replay.
+    const parts = [...records, commitRecord(seq)];
     let len = 0;
-    for (const r of records) len += r.length;
+    for (const r of parts) len += r.length;
     const buf = Buffer.allocUnsafe(len);
     let at = 0;
-    for (const r of records) at += r.copy(buf, at);
+    for (const r of parts) at += r.copy(buf, at);
     const j = this.journal!;
     // Two writes so that a crash test can cut the append in the middle.
     const half = Math.floor(len / 2);
@@ -699,8 +724,7 @@ export class CowStore implements Store {
     const gen = this.journalGen + 1;
     const seq = this.commitSeq + 1;
     const path = `${this.dataDir}/${journalFile(gen)}`;
-    records.push(commitRecord(seq));
-    const parts = [encodeJournalHeader(gen), ...records];
+    const parts = [encodeJournalHeader(gen), ...records, commitRecord(seq)];
     let len = 0;
     for (const r of parts) len += r.length;
     const buf = Buffer.allocUnsafe(len);
@@ -1487,7 +1511,7 @@ export class CowStore implements Store {
       vol.backingFile = backingFile;
       const head = this.addNode(this.nextId++, vol, 'head', '', '', vol.createdMs, 0, new NodeMap(vol.nChunks, vol.cls));
       this.pending.push(this.volumeRecord(vol), this.nodeRecord(Rec.Node, head, 0));
-      await this.commit();
+      await this.commitChange(`create volume '${spec.name}'`);
       return this.info(vol);
     });
   }
@@ -1503,7 +1527,7 @@ export class CowStore implements Store {
         const bf = vol.backingFile;
         vol.backingFile = null;
         if (bf && ![...this.volumes.values()].some((v) => v.backingFile === bf)) await bf.close().catch(() => undefined);
-        await this.commit();
+        await this.commitChange(`delete volume '${name}'`);
       } finally {
         release();
       }
@@ -1532,7 +1556,7 @@ export class CowStore implements Store {
     }
     return {
       volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.vol.size,
-      space: this.spaceOf(s), clones,
+      space: this.spaceOf(s), clones, durable: s.durable,
     };
   }
 
@@ -1551,11 +1575,13 @@ export class CowStore implements Store {
       let node: NodeRec;
       try {
         node = this.addNode(this.nextId++, vol, 'snap', name, description, Date.now(), this.epoch, vol.head.map.share());
+        node.durable = false;
+        this.undurable.add(node);
         this.pending.push(this.nodeRecord(Rec.Node, node, vol.head.id));
       } finally {
         release();
       }
-      await this.commit();
+      await this.commitChange(`create snapshot '${volume}@${name}'`);
       return this.snapInfo(node);
     });
   }
@@ -1578,8 +1604,9 @@ export class CowStore implements Store {
       const release = await this.quiesce([vol]);
       try {
         this.dropNode(node);
+        this.undurable.delete(node);
         this.pending.push(new RecordWriter(Rec.NodeDelete).u32(node.id).finish());
-        await this.commit();
+        await this.commitChange(`delete snapshot '${volume}@${name}'`);
       } finally {
         release();
       }
@@ -1595,7 +1622,7 @@ export class CowStore implements Store {
       try {
         vol.head.map.assign(node.map);
         this.pending.push(new RecordWriter(Rec.Rollback).u32(vol.head.id).u32(node.id).finish());
-        await this.commit();
+        await this.commitChange(`roll back '${volume}' to '${snapshot}'`);
       } finally {
         release();
       }
@@ -1615,7 +1642,7 @@ export class CowStore implements Store {
       vol.backingError = src.backingError;
       const head = this.addNode(this.nextId++, vol, 'head', '', '', vol.createdMs, 0, node.map.share());
       this.pending.push(this.volumeRecord(vol), this.nodeRecord(Rec.Node, head, node.id));
-      await this.commit();
+      await this.commitChange(`clone '${volume}@${snapshot}' as '${newName}'`);
       return this.info(vol);
     });
   }

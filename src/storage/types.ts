@@ -77,6 +77,8 @@ export interface SnapshotInfo {
   space: Space;
   /** Volumes cloned from this snapshot. */
   clones: string[];
+  /** False while its creation is not yet committed (a failed commit; the next one makes it so). */
+  durable: boolean;
 }
 
 export interface ChangedExtent {

@@ -495,7 +495,7 @@ export class VolumeRegistry implements ExportResolver {
     const connections = this.connections(key);
     return {
       volume: s.volume, name: s.name, created: s.created,
-      state: state ?? this.pending.get(key)?.state ?? SnapshotState.Ready,
+      state: state ?? this.pending.get(key)?.state ?? (s.durable ? SnapshotState.Ready : SnapshotState.Creating),
       description: s.description, size: s.size,
       referenced: s.space.referenced, used: s.space.used, written: s.space.written,
       exports: connections > 0 ? [key] : [],

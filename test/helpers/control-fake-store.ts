@@ -105,7 +105,7 @@ export class FakeStore implements Store {
     const data = Buffer.from(v.head.data);
     const info: SnapshotInfo = {
       volume, name, created: this.now(), description: description ?? '', size: data.length,
-      space: { referenced: data.length, used: 0, written: 0 }, clones: [],
+      space: { referenced: data.length, used: 0, written: 0 }, clones: [], durable: true,
     };
     v.snaps.set(name, { info, data, view: new MemDevice(data, true, v.info.chunkSize) });
     this.log.push(`createSnapshot ${volume}@${name}`);

@@ -9,7 +9,9 @@ import { openCowStore, openStore } from '../../src/storage/index.ts';
 import { checkStore } from '../../src/storage/check.ts';
 import { runCheck } from '../../src/cli/check.ts';
 import { SimFileIo } from '../../src/storage/sim-file-io.ts';
-import { StorageError } from '../../src/storage/device.ts';
+import { StorageError, UncommittedChangeError } from '../../src/storage/device.ts';
+import { VolumeRegistry } from '../../src/volumes/registry.ts';
+import { toRpcError } from '../../src/control/errors.ts';
 import { StoreError } from '../../src/storage/types.ts';
 
 const MiB = 1024 * 1024;
@@ -192,6 +194,44 @@ describe('backing file and faults', () => {
     await s.close();
     const r = await checkStore('/s', { repair: false, fileIo: sim });
     expect(r.problems).toEqual([]);
+  });
+});
+
+describe('a control change whose commit fails', () => {
+  it('says it is applied but not durable; the snapshot shows as creating until a commit succeeds', async () => {
+    const sim = new SimFileIo();
+    const s = await openCowStore('/s', { fileIo: sim, commitIntervalMs: 0, segmentBytes: MiB });
+    await s.createVolume({ name: 'v', size: 16 * MiB, chunkSize: 65536 });
+    const dev = s.head('v');
+    await dev.write(0, pattern(MiB, 1), { fua: true });
+    const reg = new VolumeRegistry(s, { defaultExport: 'v', readOnly: false });
+    sim.capacity = sim.usedBytes(); // the journal append of the snapshot's record cannot grow its file
+    let err: unknown = null;
+    try {
+      await reg.createSnapshot('v', 'a', undefined);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UncommittedChangeError);
+    expect((err as StorageError).errno).toBe('ENOSPC');
+    expect((err as Error).message).toMatch(/applied but not yet durable/);
+    expect(toRpcError(err).toObject().data).toEqual({ code: 'NO_SPACE', applied: true });
+    expect(reg.listSnapshots('v').map((x) => [x.name, x.state])).toEqual([['a', 'creating']]);
+    sim.capacity = Infinity;
+    // The head moves on; the snapshot keeps the point in time it was taken at.
+    await dev.write(0, pattern(MiB, 2), { fua: false });
+    expect(reg.listSnapshots('v')[0]?.state).toBe('creating');
+    await s.flush();
+    expect(reg.listSnapshots('v').map((x) => [x.name, x.state])).toEqual([['a', 'ready']]);
+    await s.close();
+    const s2 = await openCowStore('/s', { fileIo: sim, commitIntervalMs: 0, segmentBytes: MiB });
+    const got = Buffer.alloc(MiB);
+    await s2.snapshotView('v', 'a').read(0, MiB, got);
+    expect(got.equals(pattern(MiB, 1))).toBe(true);
+    await s2.head('v').read(0, MiB, got);
+    expect(got.equals(pattern(MiB, 2))).toBe(true);
+    await s2.close();
+    expect((await checkStore('/s', { repair: false, fileIo: sim })).problems).toEqual([]);
   });
 });
 
