@@ -35,6 +35,21 @@ describe('storage engine vs in-memory model (simulated file system)', () => {
   }
 });
 
+describe('storage engine vs in-memory model, with the file system running out of space', () => {
+  const seeds = process.env['SEED'] ? [Number(process.env['SEED'])] : [21, 22, 23];
+  for (const seed of seeds) {
+    it(`seed ${seed}: ${OPS} random operations, squeezed to ENOSPC now and then`, async () => {
+      const h = new Harness({ seed, ops: OPS, squeezeProbability: 0.03 });
+      await withSeed(seed, h, async () => {
+        await h.setupSim();
+        await h.run();
+        expect(h.noSpaceFailures, 'operations that failed with ENOSPC').toBeGreaterThan(0);
+        await runCheckOn(h);
+      });
+    });
+  }
+});
+
 describe('storage engine vs in-memory model (real files)', () => {
   it('seed 7 on a real directory', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'snapnbd-model-'));

@@ -10,6 +10,7 @@ import type { CowStore } from '../../src/storage/engine.ts';
 import { SimFileIo, SimCrash, prng } from '../../src/storage/sim-file-io.ts';
 import { checkStore } from '../../src/storage/check.ts';
 import { isSlot } from '../../src/storage/block-map.ts';
+import { StorageError, UncommittedChangeError } from '../../src/storage/device.ts';
 import type { CrashPoint, FileIo } from '../../src/storage/file-io.ts';
 
 export const SECTOR = 512;
@@ -40,6 +41,12 @@ export interface HarnessOptions {
   armProbability?: number;
   /** Chance per operation of a compact operation (default 0.04, at most 0.11). */
   compactProbability?: number;
+  /**
+   * Chance per operation (sim only, default 0) of squeezing the file system to a few KiB of free
+   * space for a few operations: writes, commits and control operations then fail with ENOSPC
+   * and must leave the store consistent; once space is back, a flush makes everything durable.
+   */
+  squeezeProbability?: number;
 }
 
 export class Harness {
@@ -56,6 +63,10 @@ export class Harness {
   backingPath = '';
   /** Segments emptied by compact operations. */
   compacted = 0;
+  /** Operations that failed with ENOSPC during squeezes (tests assert there were some). */
+  noSpaceFailures = 0;
+  /** Operations left in the current squeeze (0: none). */
+  private squeeze = 0;
   private names = 0;
   private readonly opts: HarnessOptions;
 
@@ -147,6 +158,18 @@ export class Harness {
   }
 
   async step(): Promise<void> {
+    if (this.squeeze > 0 && --this.squeeze === 0) {
+      await this.endSqueeze();
+      return;
+    }
+    const sq = this.opts.squeezeProbability ?? 0;
+    if (sq > 0 && this.squeeze === 0 && this.sim && !this.sim.armed && this.rand() < sq) {
+      const room = this.int(4) * 16 * 1024;
+      this.squeeze = 2 + this.int(8);
+      this.sim.capacity = this.sim.usedBytes() + room;
+      this.log.push(`squeeze: ${room} bytes free for ${this.squeeze - 1} ops`);
+      return;
+    }
     const vols = [...this.model.keys()];
     const name = this.pick(vols);
     const m = this.model.get(name)!;
@@ -158,20 +181,22 @@ export class Harness {
       for (let i = 0; i < len; i += 64) data.fill((this.int(255) + 1) & 0xff, i, Math.min(len, i + 64));
       const fua = this.rand() < 0.1;
       this.log.push(`write ${name} ${off} ${len}${fua ? ' fua' : ''}`);
+      const old = Buffer.from(m.head.subarray(off, off + len));
       this.touch(m, off, len);
       data.copy(m.head, off);
       this.settleTouch(m, off, len);
-      await dev.write(off, data, { fua });
-      if (fua) this.committed();
+      const ok = await this.unlessNoSpace(dev.write(off, data, { fua }), () => this.adoptFailedWrite(name, m, off, len, old));
+      if (fua && ok) this.committed();
     } else if (r < 0.42) {
       const { off, len } = this.randomRange(m.head.length, m.chunkSize);
       const kind = this.int(3);
       this.log.push(`${['trim', 'zero', 'zero-nohole'][kind]} ${name} ${off} ${len}`);
+      const old = Buffer.from(m.head.subarray(off, off + len));
       this.touch(m, off, len);
       m.head.fill(0, off, off + len);
       this.settleTouch(m, off, len);
-      if (kind === 0) await dev.trim(off, len, { fua: false });
-      else await dev.zero(off, len, { fua: false, noHole: kind === 2, fast: false });
+      const op = kind === 0 ? dev.trim(off, len, { fua: false }) : dev.zero(off, len, { fua: false, noHole: kind === 2, fast: false });
+      await this.unlessNoSpace(op, () => this.adoptFailedWrite(name, m, off, len, old));
     } else if (r < 0.52) {
       const { off, len } = this.randomRange(m.head.length, m.chunkSize);
       const got = Buffer.alloc(len);
@@ -179,38 +204,37 @@ export class Harness {
       this.expectEq(got, m.head.subarray(off, off + len), `read ${name} ${off} ${len}`);
     } else if (r < 0.57) {
       this.log.push('flush');
-      await dev.flush();
-      this.committed();
+      if (await this.unlessNoSpace(dev.flush())) this.committed();
     } else if (r < 0.63) {
       const sn = `s${this.names++}`;
       this.log.push(`snapshot ${name}@${sn}`);
-      await this.store.createSnapshot(name, sn);
+      const ok = await this.unlessUncommitted(this.store.createSnapshot(name, sn));
       m.snaps.set(sn, { data: Buffer.from(m.head), hash: sha(m.head) });
-      this.committed();
+      if (ok) this.committed();
     } else if (r < 0.67 && m.snaps.size > 0) {
       const sn = this.pick([...m.snaps.keys()]);
       this.log.push(`delete ${name}@${sn}`);
-      await this.store.deleteSnapshot(name, sn);
+      const ok = await this.unlessUncommitted(this.store.deleteSnapshot(name, sn));
       m.snaps.delete(sn);
-      this.committed();
+      if (ok) this.committed();
     } else if (r < 0.70 && m.snaps.size > 0) {
       const sn = this.pick([...m.snaps.keys()]);
       this.log.push(`rollback ${name}@${sn}`);
-      await this.store.rollback(name, sn);
+      const ok = await this.unlessUncommitted(this.store.rollback(name, sn));
       m.head = Buffer.from(m.snaps.get(sn)!.data);
-      this.committed();
+      if (ok) this.committed();
     } else if (r < 0.73 && m.snaps.size > 0 && this.model.size < 6) {
       const sn = this.pick([...m.snaps.keys()]);
       const cn = `c${this.names++}`;
       this.log.push(`clone ${name}@${sn} ${cn}`);
-      await this.store.clone(name, sn, cn);
+      const ok = await this.unlessUncommitted(this.store.clone(name, sn, cn));
       this.model.set(cn, { head: Buffer.from(m.snaps.get(sn)!.data), chunkSize: m.chunkSize, snaps: new Map(), dirty: new Map() });
-      this.committed();
+      if (ok) this.committed();
     } else if (r < 0.74 && this.model.size > 2 && name !== 'v0' && name !== 'v1') {
       this.log.push(`delete-volume ${name}`);
-      await this.store.deleteVolume(name);
+      const ok = await this.unlessUncommitted(this.store.deleteVolume(name));
       this.model.delete(name);
-      this.committed();
+      if (ok) this.committed();
     } else if (r < 0.78 && m.snaps.size > 0) {
       await this.checkDiff(name, m);
     } else if (r < 0.80 && m.snaps.size > 0) {
@@ -221,6 +245,9 @@ export class Harness {
       this.expectEq(got, s.data, `snapshot ${name}@${sn} changed`);
     } else if (r < 0.84) {
       await this.checkExtents(name, m);
+    } else if (r < 0.88 && this.squeeze > 0) {
+      // No reopen (its closing commit would fail) and no crash while space is short: a crash
+      // with control changes waiting for their commit is covered by the power-loss tests.
     } else if (r < 0.86) {
       this.log.push('reopen');
       await this.store.close();
@@ -232,14 +259,13 @@ export class Harness {
       await this.crashNow();
     } else if (r < 0.89) {
       this.log.push('checkpoint');
-      await this.store.checkpoint();
-      this.committed();
+      if (await this.unlessNoSpace(this.store.checkpoint())) this.committed();
     } else if (r < 0.89 + (this.opts.compactProbability ?? 0.04)) {
       // Half the time with a write to the head and a snapshot read running alongside: the write
       // may hit a chunk being copied (it must redirect), the read may look up a slot being moved.
       const side: Promise<void>[] = [];
       let what = '';
-      if (this.rand() < 0.5) {
+      if (this.squeeze === 0 && this.rand() < 0.5) {
         // Started a few scheduling steps into the pass (the simulated I/O yields once per call),
         // aimed at a chunk of the segment being emptied when there is one.
         const yields = this.int(40);
@@ -267,12 +293,78 @@ export class Harness {
         }
       }
       this.log.push(`compact${what}`);
+      if (this.squeeze > 0) {
+        // Copies or the checkpoint may fail: nothing is lost, the data reads the same.
+        await this.unlessNoSpace(this.store.compact());
+        await this.verifyAll('after compaction short of space');
+        return;
+      }
       const [st] = await Promise.all([this.store.compact(), ...side]);
       this.compacted += st.segments;
       // A pass that remapped chunks ends with a checkpoint: every write answered before is durable.
       if (st.chunksMoved > 0 && side.length === 0) this.committed();
       if (st.chunksMoved > 0) await this.verifyAll('after compaction');
     }
+  }
+
+  /**
+   * Awaits `op`; during a squeeze an ENOSPC failure is expected: counts it, runs `onFail` and
+   * returns false. Outside a squeeze every error is a failure of the test.
+   */
+  private async unlessNoSpace(op: Promise<unknown>, onFail?: () => Promise<void>): Promise<boolean> {
+    try {
+      await op;
+      return true;
+    } catch (e) {
+      if (this.squeeze === 0 || !(e instanceof StorageError) || e.errno !== 'ENOSPC') throw e;
+      this.noSpaceFailures++;
+      this.log.push(`  -> ENOSPC: ${e.message.slice(0, 120)}`);
+      await onFail?.();
+      return false;
+    }
+  }
+
+  /** A control operation short of space: it must say its change is applied (and keep it). */
+  private async unlessUncommitted(op: Promise<unknown>): Promise<boolean> {
+    try {
+      await op;
+      return true;
+    } catch (e) {
+      if (this.squeeze === 0 || !(e instanceof UncommittedChangeError)) throw e;
+      this.noSpaceFailures++;
+      this.log.push(`  -> applied, not durable: ${e.errno}`);
+      return false;
+    }
+  }
+
+  /**
+   * A write (or zero) that failed: each sector holds the old or the new value (whole runs fail,
+   * in-place runs may have landed); the model adopts what the store reads, and both values stay
+   * crash candidates.
+   */
+  private async adoptFailedWrite(name: string, m: ModelVol, off: number, len: number, old: Buffer): Promise<void> {
+    const got = Buffer.alloc(len);
+    await this.store.head(name).read(off, len, got);
+    for (let s = 0; s * SECTOR < len; s++) {
+      const sec = got.subarray(s * SECTOR, (s + 1) * SECTOR);
+      if (!sec.equals(old.subarray(s * SECTOR, (s + 1) * SECTOR)) && !sec.equals(m.head.subarray(off + s * SECTOR, off + (s + 1) * SECTOR))) {
+        throw new Error(`failed write ${name} ${off} ${len}: sector ${s} holds neither the old nor the new data`);
+      }
+    }
+    got.copy(m.head, off);
+    this.settleTouch(m, off, len);
+  }
+
+  /** Space is back: the next commit must succeed and make every change durable. */
+  private async endSqueeze(): Promise<void> {
+    this.sim!.capacity = Infinity;
+    this.log.push('space back, flush');
+    await this.store.flush();
+    this.committed();
+    for (const name of this.model.keys()) {
+      for (const s of this.store.listSnapshots(name)) expect(s.durable, `${name}@${s.name} durable after the flush`).toBe(true);
+    }
+    await this.verifyAll('after space came back');
   }
 
   /** Part of a head chunk whose slot lies in a segment being compacted, if any (white box). */
@@ -404,7 +496,7 @@ export class Harness {
 
   async run(ops = this.opts.ops): Promise<void> {
     for (let i = 0; i < ops; i++) {
-      if (this.sim && this.opts.crashPoints && !this.sim.armed && this.rand() < (this.opts.armProbability ?? 0.03)) {
+      if (this.sim && this.opts.crashPoints && !this.sim.armed && this.squeeze === 0 && this.rand() < (this.opts.armProbability ?? 0.03)) {
         const point = this.pick([...this.opts.crashPoints]);
         this.sim.armCrash(point, 1 + this.int(3));
         this.log.push(`arm ${point}`);
@@ -425,6 +517,10 @@ export class Harness {
       if (!this.opts.crashPoints) this.sim?.disarm();
     }
     this.sim?.disarm();
+    if (this.squeeze > 0) {
+      this.squeeze = 0;
+      await this.endSqueeze();
+    }
     await this.verifyAll('at the end');
   }
 
