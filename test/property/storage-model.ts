@@ -246,8 +246,8 @@ export class Harness {
     } else if (r < 0.84) {
       await this.checkExtents(name, m);
     } else if (r < 0.88 && this.squeeze > 0) {
-      // No reopen (its closing commit would fail) and no crash while space is short: a crash
-      // with control changes waiting for their commit is covered by the power-loss tests.
+      // No reopen (its closing commit would fail) and no crash while space is short: the model
+      // cannot yet say which waiting control changes a crash then keeps (all or none of them).
     } else if (r < 0.86) {
       this.log.push('reopen');
       await this.store.close();
