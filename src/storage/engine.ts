@@ -181,6 +181,8 @@ export class CowStore implements Store {
   private commitRunning: Promise<void> | null = null;
   private commitQueued: Promise<void> | null = null;
   private forceCheckpoint = false;
+  /** The journal generation the last checkpoint attempt used (failed attempts included). */
+  private triedJournalGen = 0;
   /** Snapshots created since the last commit swap (durable once a commit after it succeeds). */
   private undurable = new Set<NodeRec>();
 
@@ -195,6 +197,7 @@ export class CowStore implements Store {
   private compactTimer: NodeJS.Timeout | null = null;
   private compactDue = 0;
   private lastPassMs = 0;
+  private compactNotBefore = 0;
   private closing = false;
   /** Set when the journal tail was torn at open (check reports it). */
   tornTail = 0;
@@ -669,7 +672,7 @@ export class CowStore implements Store {
     } catch (e) {
       this.pending = records.concat(this.pending);
       this.data.restorePendingFrees(frees);
-      for (const s of dirty) this.data.dirty.add(s);
+      for (const s of dirty) if (s.file) this.data.dirty.add(s); // not the deleted ones
       if (dirDirty) this.data.dirDirty = true;
       if (cp) this.forceCheckpoint = true;
       for (const n of becomeDurable) this.undurable.add(n);
@@ -721,7 +724,10 @@ export class CowStore implements Store {
 
   /** Compaction of the metadata: a new journal generation starting with a full checkpoint. */
   private async writeCheckpoint(records: Buffer[]): Promise<void> {
-    const gen = this.journalGen + 1;
+    // A new generation for every attempt: a failed one may have left its superblock durable,
+    // naming its file, which a retry must then not truncate (stale files go at the next open).
+    const gen = Math.max(this.journalGen, this.triedJournalGen) + 1;
+    this.triedJournalGen = gen;
     const seq = this.commitSeq + 1;
     const path = `${this.dataDir}/${journalFile(gen)}`;
     const parts = [encodeJournalHeader(gen), ...records, commitRecord(seq)];
@@ -731,17 +737,22 @@ export class CowStore implements Store {
     let at = 0;
     for (const r of parts) at += r.copy(buf, at);
     const f = await this.io.open(path, 'create');
-    await f.truncate(0);
-    await f.write(buf, 0, len, 0);
-    this.io.point(CrashPoint.CheckpointWritten);
-    await f.datasync();
-    await this.io.syncDir(this.dataDir);
-    const sb = encodeSuperblock({ version: FORMAT_VERSION, seq: this.sbSeq + 1, journalGen: gen, checkpointLen: len, segmentBytes: this.data.segmentBytes });
-    const slot = (this.sbSeq + 1) % 2;
-    await this.sbFile!.write(sb, 0, sb.length, slot * SUPERBLOCK_SLOT);
-    this.io.point(CrashPoint.SuperblockWritten);
-    await this.sbFile!.datasync();
-    this.io.point(CrashPoint.AfterSuperblockSync);
+    try {
+      await f.truncate(0);
+      await f.write(buf, 0, len, 0);
+      this.io.point(CrashPoint.CheckpointWritten);
+      await f.datasync();
+      await this.io.syncDir(this.dataDir);
+      const sb = encodeSuperblock({ version: FORMAT_VERSION, seq: this.sbSeq + 1, journalGen: gen, checkpointLen: len, segmentBytes: this.data.segmentBytes });
+      const slot = (this.sbSeq + 1) % 2;
+      await this.sbFile!.write(sb, 0, sb.length, slot * SUPERBLOCK_SLOT);
+      this.io.point(CrashPoint.SuperblockWritten);
+      await this.sbFile!.datasync();
+      this.io.point(CrashPoint.AfterSuperblockSync);
+    } catch (e) {
+      await f.close().catch(() => undefined);
+      throw e;
+    }
     const old = this.journal;
     const oldGen = this.journalGen;
     this.journal = f;
@@ -773,6 +784,10 @@ export class CowStore implements Store {
         if (s) {
           this.data.dirty.delete(s);
           const f = s.file ?? (s.opening ? await s.opening.catch(() => null) : null);
+          // A commit that swapped this segment into its dirty set earlier skips it from now on
+          // (it syncs only segments with a file) instead of syncing a closed descriptor.
+          s.file = null;
+          s.opening = null;
           if (f) await f.close().catch(() => undefined);
         }
         await this.io.unlink(`${this.dataDir}/${segmentFile(cls.log2, seg)}`);
@@ -803,6 +818,7 @@ export class CowStore implements Store {
         this.opts.log('warn', `could not truncate segment ${seg}: ${(e as Error).message}`);
       } finally {
         cls.deleting.delete(seg);
+        cls.resetHint(seg); // allocations during the cut passed over its free slots
         if (cls.segUse[seg] === 0) this.deleteSegment(cls, seg);
       }
     });
@@ -838,7 +854,9 @@ export class CowStore implements Store {
 
   private scheduleCompaction(delayMs: number): void {
     if (!this.autoCompact || this.opts.inspectOnly || this.closing || this.closed) return;
-    const due = Date.now() + delayMs;
+    // Never sooner than the pause after the last pass (its own checkpoint frees slots too).
+    const due = Math.max(Date.now() + delayMs, this.compactNotBefore);
+    delayMs = due - Date.now();
     if (this.compactTimer) {
       if (this.compactDue <= due) return;
       clearTimeout(this.compactTimer);
@@ -856,7 +874,7 @@ export class CowStore implements Store {
     this.serial(() => this.compactPass()).then(
       // More may qualify: look again after a pause that bounds the compactor's share of the time.
       (r) => {
-        if (r) this.scheduleCompaction(Math.max(1, this.lastPassMs * (1 / COMPACT_DUTY_MAX - 1)));
+        if (r) this.scheduleCompaction(1);
       },
       (e: unknown) => this.opts.log('warn', `background compaction failed: ${(e as Error).message}`),
     );
@@ -870,6 +888,8 @@ export class CowStore implements Store {
     const t0 = process.hrtime.bigint();
     const r = await this.compactSegments(v.cls, v.segs);
     this.lastPassMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    // The next background pass waits 3x this one: the compactor takes at most COMPACT_DUTY_MAX.
+    this.compactNotBefore = Date.now() + this.lastPassMs * (1 / COMPACT_DUTY_MAX - 1);
     if (r) {
       this.opts.log('info', `compaction emptied ${r.segments} of ${v.segs.length} segments of ${v.cls.chunkSize}-byte chunks: ` +
         `moved ${r.chunksMoved} chunks (${r.bytesMoved} bytes) in ${this.lastPassMs.toFixed(1)} ms, writes held ${r.maxHoldMs.toFixed(2)} ms`);
@@ -902,30 +922,31 @@ export class CowStore implements Store {
       }
       cands.sort((x, y) => y.waste - x.waste || y.seg - x.seg);
       const budget = Math.max(sps, Math.floor(COMPACT_PASS_BYTES / cls.chunkSize));
-      const chosen: typeof cands = [];
+      // Chosen victims in segment order, each with its slack: the free slots of non-victims below
+      // it minus the live chunks of it and of the victims below it (all copied below it). Adding
+      // a victim c below v takes c's free slots out of v's and adds c's chunks: v loses sps.
+      const chosen: number[] = [];
+      const slack: number[] = [];
       let live = 0;
       let waste = 0;
       for (const c of cands) {
         if (live + c.use > budget) continue;
-        const trial = [...chosen, c].sort((x, y) => x.seg - y.seg);
-        let need = 0;
-        let fits = true;
-        for (const v of trial) {
-          need += v.use;
-          let free = freeBelow[v.seg] as number;
-          for (const u of trial) if (u.seg < v.seg) free -= sps - u.use; // victims take no copies
-          if (free < need) fits = false;
-        }
+        let at = 0;
+        while (at < chosen.length && (chosen[at] as number) < c.seg) at++;
+        const own = (freeBelow[c.seg] as number) - sps * at - c.use;
+        let fits = own >= 0;
+        for (let i = at; i < slack.length && fits; i++) fits = (slack[i] as number) >= sps;
         if (!fits) continue;
-        chosen.push(c);
+        for (let i = at; i < slack.length; i++) slack[i] = (slack[i] as number) - sps;
+        chosen.splice(at, 0, c.seg);
+        slack.splice(at, 0, own);
         live += c.use;
         waste += c.waste;
+        if (live >= budget) break;
       }
       const bytes = waste * cls.chunkSize;
       const worth = bytes >= this.checkpointLen || this.checkpointLen <= COMPACT_CHEAP_CHECKPOINT_BYTES;
-      if (chosen.length > 0 && worth && (!best || bytes > best.bytes)) {
-        best = { cls, segs: chosen.map((c) => c.seg).sort((x, y) => x - y), bytes };
-      }
+      if (chosen.length > 0 && worth && (!best || bytes > best.bytes)) best = { cls, segs: chosen, bytes };
     }
     return best && { cls: best.cls, segs: best.segs };
   }
@@ -1009,7 +1030,8 @@ export class CowStore implements Store {
         if (short) drop(victim);
       }
       // The copies are durable before any durable state can name them (the checkpoint's data
-      // sync would do it too; done here it stays out of that commit).
+      // sync would do it too, but by then the switch is made: syncing first keeps a copy that
+      // cannot be synced from ever being named).
       for (const seg of targets) await cls.segments.get(seg)?.file?.datasync();
       this.io.point(CrashPoint.CompactCopied);
       // The switch: synchronous, so no read or write sees half of it. A victim that left
@@ -1289,7 +1311,10 @@ export class CowStore implements Store {
         const r = runs[0]!;
         await this.data.write(cls, r.slot, r.inner, r.src, r.srcOff, r.len);
       } else {
-        await Promise.all(runs.map((r) => this.data.write(cls, r.slot, r.inner, r.src, r.srcOff, r.len)));
+        // All settled before a failure releases the fresh slots: no write may land in a slot
+        // that another write was given meanwhile.
+        const done = await Promise.allSettled(runs.map((r) => this.data.write(cls, r.slot, r.inner, r.src, r.srcOff, r.len)));
+        for (const d of done) if (d.status === 'rejected') throw d.reason;
       }
       this.io.point(CrashPoint.DataWritten);
     } catch (e) {
@@ -1345,24 +1370,29 @@ export class CowStore implements Store {
           const map = vol.head.map;
           const bsize = vol.backing ? vol.backing.size : 0;
           let pos = offset;
-          while (pos < end) {
-            const c = Math.floor(pos / cs);
-            const cStart = c * cs;
-            const n = Math.min(end, cStart + cs) - pos;
-            const wholeChunk = pos === cStart && (n === cs || cStart + n === vol.size);
-            if (!wholeChunk) {
-              await this.writeLocked(vol, pos, ZEROES, n);
-            } else {
-              // NO_HOLE: zeros that block status reports as data-allocated, still without data.
-              const target = opts.noHole ? ZERO_ALLOCATED : cStart < bsize ? ZERO : UNMAPPED;
-              if (map.slot(c) !== target) {
-                map.set(c, target, this.epoch);
-                changed.push(c);
+          try {
+            while (pos < end) {
+              const c = Math.floor(pos / cs);
+              const cStart = c * cs;
+              const n = Math.min(end, cStart + cs) - pos;
+              const wholeChunk = pos === cStart && (n === cs || cStart + n === vol.size);
+              if (!wholeChunk) {
+                await this.writeLocked(vol, pos, ZEROES, n);
+              } else {
+                // NO_HOLE: zeros that block status reports as data-allocated, still without data.
+                const target = opts.noHole ? ZERO_ALLOCATED : cStart < bsize ? ZERO : UNMAPPED;
+                if (map.slot(c) !== target) {
+                  map.set(c, target, this.epoch);
+                  changed.push(c);
+                }
               }
+              pos += n;
             }
-            pos += n;
+          } finally {
+            // Also when the partial tail failed (ENOSPC): the chunks already remapped must reach
+            // the journal, or memory and the committed store would disagree after a reopen.
+            if (changed.length > 0) this.logEntries(vol.head, changed);
           }
-          if (changed.length > 0) this.logEntries(vol.head, changed);
         } finally {
           unlock();
         }

@@ -200,6 +200,8 @@ class SimFile implements IoFile {
   private readonly node: SimNode;
   private readonly boot: number;
   private readonly readOnly: boolean;
+  /** Like a closed descriptor: every later call fails with EBADF (as Node's FileHandle does). */
+  private closed = false;
   constructor(fs: SimFileIo, path: string, node: SimNode, boot: number, readOnly: boolean) {
     this.fs = fs;
     this.path = path;
@@ -208,8 +210,13 @@ class SimFile implements IoFile {
     this.readOnly = readOnly;
   }
 
-  async read(buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  private open(what: string): void {
     this.fs.alive(this.boot);
+    if (this.closed) throw new StorageError('EBADF', `${what} ${this.path}: file closed`);
+  }
+
+  async read(buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+    this.open('read');
     const cur = this.node.cur;
     if (pos >= cur.length) return 0;
     const n = Math.min(len, cur.length - pos);
@@ -218,7 +225,7 @@ class SimFile implements IoFile {
   }
 
   async write(buf: Buffer, off: number, len: number, pos: number): Promise<void> {
-    this.fs.alive(this.boot);
+    this.open('write');
     if (this.readOnly) throw new StorageError('EBADF', `write ${this.path}: opened read-only`);
     const newLen = Math.max(this.node.cur.length, pos + len);
     if (newLen > this.node.cur.length && this.fs.usedBytes() + newLen - this.node.cur.length > this.fs.capacity) {
@@ -233,7 +240,7 @@ class SimFile implements IoFile {
   }
 
   async datasync(): Promise<void> {
-    this.fs.alive(this.boot);
+    this.open('fdatasync');
     await Promise.resolve();
     this.fs.alive(this.boot);
     const n = this.node;
@@ -244,7 +251,7 @@ class SimFile implements IoFile {
   }
 
   async truncate(len: number): Promise<void> {
-    this.fs.alive(this.boot);
+    this.open('truncate');
     const n = this.node;
     const cut = (b: Buffer): Buffer => (b.length > len ? Buffer.from(b.subarray(0, len)) : grow(b, len));
     n.cur = cut(n.cur);
@@ -255,9 +262,11 @@ class SimFile implements IoFile {
   }
 
   async size(): Promise<number> {
-    this.fs.alive(this.boot);
+    this.open('stat');
     return this.node.cur.length;
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.closed = true;
+  }
 }
