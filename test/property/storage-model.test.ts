@@ -36,7 +36,7 @@ describe('storage engine vs in-memory model (simulated file system)', () => {
 });
 
 describe('storage engine vs in-memory model, with the file system running out of space', () => {
-  const seeds = process.env['SEED'] ? [Number(process.env['SEED'])] : [21, 22, 23];
+  const seeds = process.env['SEED'] ? [Number(process.env['SEED'])] : [6, 21, 22, 23]; // 6 caught a zero whose failed tail lost its unmapped chunks
   for (const seed of seeds) {
     it(`seed ${seed}: ${OPS} random operations, squeezed to ENOSPC now and then`, async () => {
       const h = new Harness({ seed, ops: OPS, squeezeProbability: 0.03 });
