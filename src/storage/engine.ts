@@ -74,6 +74,8 @@ export const COMPACT_PASS_BYTES = 64 * 1024 * 1024;
  * than any commit's syncs.
  */
 export const COMPACT_CHEAP_CHECKPOINT_BYTES = 1024 * 1024;
+/** Free space a pass leaves on top of its copies and its checkpoint (other writers go on). */
+export const COMPACT_SPACE_MARGIN_BYTES = 64 * 1024 * 1024;
 const ZERO_BUF_LEN = 1024 * 1024;
 const ZEROES = Buffer.alloc(ZERO_BUF_LEN);
 
@@ -885,6 +887,17 @@ export class CowStore implements Store {
     if (this.closing || this.closed) return null;
     const v = this.findVictims();
     if (!v) return null;
+    // Room for the copies and for the checkpoint that must follow the switch (the old journal
+    // stays until it is durable): without it every commit after the switch would fail (ENOSPC)
+    // until space came back, where leaving the segments sparse costs nothing.
+    let live = 0;
+    for (const seg of v.segs) live += (v.cls.segUse[seg] ?? 0) * v.cls.chunkSize;
+    const need = live + this.checkpointLen + COMPACT_SPACE_MARGIN_BYTES;
+    const free = await this.io.freeBytes(this.dataDir);
+    if (free < need) {
+      this.opts.log('info', `compaction skipped: it needs ${need} free bytes in ${this.dataDir}, ${free} are free`);
+      return null;
+    }
     const t0 = process.hrtime.bigint();
     const r = await this.compactSegments(v.cls, v.segs);
     this.lastPassMs = Number(process.hrtime.bigint() - t0) / 1e6;

@@ -4,7 +4,7 @@
 // callback fs API on a raw fd (FileHandle's promise machinery cost ~30% of a 4 KiB read), and
 // reads synchronously while the page cache is serving them (see ReadStrategy).
 import { constants as fsc, read as fsRead, readSync, statSync, write as fsWrite, writeSync } from 'node:fs';
-import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { StorageError } from './device.ts';
 
 export type OpenMode = 'r' | 'rw' | 'create';
@@ -38,6 +38,8 @@ export interface FileIo {
   rename(from: string, to: string): Promise<void>;
   /** Makes created/removed/renamed directory entries durable. */
   syncDir(dir: string): Promise<void>;
+  /** Bytes an unprivileged writer may still allocate on the file system holding `dir`. */
+  freeBytes(dir: string): Promise<number>;
   /** A named crash point: the simulated file system may stop the world here. No-op for real I/O. */
   point(name: CrashPoint): void;
 }
@@ -288,6 +290,14 @@ export const realFileIo: FileIo = {
       await fh.sync();
     } finally {
       await fh.close();
+    }
+  },
+  async freeBytes(dir) {
+    try {
+      const st = await statfs(dir);
+      return st.bavail * st.bsize;
+    } catch (e) {
+      throw ioError(e, `statfs ${dir}`);
     }
   },
   point() {},

@@ -192,6 +192,11 @@ export class SimFileIo implements FileIo {
   async syncDir(): Promise<void> {
     this.alive(this.boot);
   }
+
+  async freeBytes(): Promise<number> {
+    this.alive(this.boot);
+    return Math.max(0, this.capacity - this.usedBytes());
+  }
 }
 
 class SimFile implements IoFile {
