@@ -61,6 +61,8 @@ export class SimFileIo implements FileIo {
   private plan: { point: string | null; countdown: number } | null = null;
   /** The crash point that fired last. */
   lastCrash: string | null = null;
+  /** fdatasync of a path this returns true for fails with EIO, its writes staying unsynced. */
+  failDatasync: ((path: string) => boolean) | null = null;
 
   get armed(): boolean {
     return this.plan !== null;
@@ -246,6 +248,7 @@ class SimFile implements IoFile {
 
   async datasync(): Promise<void> {
     this.open('fdatasync');
+    if (this.fs.failDatasync?.(this.path)) throw new StorageError('EIO', `fdatasync ${this.path}: input/output error`);
     await Promise.resolve();
     this.fs.alive(this.boot);
     const n = this.node;

@@ -9,6 +9,7 @@ import { openCowStore, openStore } from '../../src/storage/index.ts';
 import { checkStore } from '../../src/storage/check.ts';
 import { runCheck } from '../../src/cli/check.ts';
 import { SimFileIo } from '../../src/storage/sim-file-io.ts';
+import { CrashPoint } from '../../src/storage/file-io.ts';
 import { StorageError, UncommittedChangeError } from '../../src/storage/device.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { toRpcError } from '../../src/control/errors.ts';
@@ -232,6 +233,34 @@ describe('a control change whose commit fails', () => {
     expect(got.equals(pattern(MiB, 2))).toBe(true);
     await s2.close();
     expect((await checkStore('/s', { repair: false, fileIo: sim })).problems).toEqual([]);
+  });
+});
+
+describe('a checkpoint whose superblock sync failed', () => {
+  it('is retried under a new journal generation: the superblock that may have landed keeps its journal', async () => {
+    const sim = new SimFileIo();
+    const s = await openCowStore('/s', { fileIo: sim, commitIntervalMs: 0, segmentBytes: MiB });
+    await s.createVolume({ name: 'v', size: 16 * MiB, chunkSize: 65536 });
+    const dev = s.head('v');
+    await dev.write(0, pattern(MiB, 1), { fua: true });
+    sim.failDatasync = (p) => p.endsWith('snapnbd.sb');
+    await expect(s.checkpoint()).rejects.toThrow(/snapnbd.sb/);
+    sim.failDatasync = null;
+    // The retry stops (power loss) once its checkpoint is written, before its superblock. The
+    // first attempt's unsynced superblock write survives the power loss and names the first
+    // attempt's journal; the retry's unsynced journal write is lost. (The superblock file was
+    // created first: its pending write draws the first number.)
+    sim.armCrash(CrashPoint.CheckpointWritten, 1);
+    await expect(s.checkpoint()).rejects.toThrow();
+    s.abandon();
+    let draws = 0;
+    sim.crash(() => (draws++ === 0 ? 0.9 : 0.1));
+    expect(draws).toBe(2);
+    const s2 = await openCowStore('/s', { fileIo: sim, commitIntervalMs: 0, segmentBytes: MiB });
+    const got = Buffer.alloc(MiB);
+    await s2.head('v').read(0, MiB, got);
+    expect(got.equals(pattern(MiB, 1))).toBe(true);
+    await s2.close();
   });
 });
 
