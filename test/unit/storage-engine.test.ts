@@ -10,7 +10,8 @@ import { checkStore } from '../../src/storage/check.ts';
 import { runCheck } from '../../src/cli/check.ts';
 import { SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { CrashPoint } from '../../src/storage/file-io.ts';
-import { StorageError, UncommittedChangeError } from '../../src/storage/device.ts';
+import { StorageError, UncommittedChangeError, type BlockDevice } from '../../src/storage/device.ts';
+import type { CowStore } from '../../src/storage/engine.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { toRpcError } from '../../src/control/errors.ts';
 import { StoreError } from '../../src/storage/types.ts';
@@ -28,6 +29,16 @@ function pattern(len: number, seed: number): Buffer {
   const b = Buffer.alloc(len);
   for (let i = 0; i < len; i += 4) b.writeUInt32LE((i * 2654435761 + seed) >>> 0, i);
   return b;
+}
+
+/** A store on the simulated file system: volume 'v' (16 MiB) with pattern 1 in its first MiB, durable. */
+async function simStoreWithMiB(): Promise<{ sim: SimFileIo; s: CowStore; dev: BlockDevice }> {
+  const sim = new SimFileIo();
+  const s = await openCowStore('/s', { fileIo: sim, commitIntervalMs: 0, segmentBytes: MiB });
+  await s.createVolume({ name: 'v', size: 16 * MiB, chunkSize: 65536 });
+  const dev = s.head('v');
+  await dev.write(0, pattern(MiB, 1), { fua: true });
+  return { sim, s, dev };
 }
 
 describe('space', () => {
@@ -171,11 +182,7 @@ describe('backing file and faults', () => {
   });
 
   it('out of space: the write fails with ENOSPC and the store stays consistent', async () => {
-    const sim = new SimFileIo();
-    const s = await openCowStore('/s', { fileIo: sim, commitIntervalMs: 0, segmentBytes: MiB });
-    await s.createVolume({ name: 'v', size: 16 * MiB, chunkSize: 65536 });
-    const dev = s.head('v');
-    await dev.write(0, pattern(MiB, 1), { fua: true });
+    const { sim, s, dev } = await simStoreWithMiB();
     sim.capacity = sim.usedBytes() + 256 * 1024;
     let failed: unknown = null;
     for (let off = MiB; off < 16 * MiB && !failed; off += MiB) {
@@ -200,11 +207,7 @@ describe('backing file and faults', () => {
 
 describe('a control change whose commit fails', () => {
   it('says it is applied but not durable; the snapshot shows as creating until a commit succeeds', async () => {
-    const sim = new SimFileIo();
-    const s = await openCowStore('/s', { fileIo: sim, commitIntervalMs: 0, segmentBytes: MiB });
-    await s.createVolume({ name: 'v', size: 16 * MiB, chunkSize: 65536 });
-    const dev = s.head('v');
-    await dev.write(0, pattern(MiB, 1), { fua: true });
+    const { sim, s, dev } = await simStoreWithMiB();
     const reg = new VolumeRegistry(s, { defaultExport: 'v', readOnly: false });
     sim.capacity = sim.usedBytes(); // the journal append of the snapshot's record cannot grow its file
     let err: unknown = null;
@@ -238,11 +241,7 @@ describe('a control change whose commit fails', () => {
 
 describe('a checkpoint whose superblock sync failed', () => {
   it('is retried under a new journal generation: the superblock that may have landed keeps its journal', async () => {
-    const sim = new SimFileIo();
-    const s = await openCowStore('/s', { fileIo: sim, commitIntervalMs: 0, segmentBytes: MiB });
-    await s.createVolume({ name: 'v', size: 16 * MiB, chunkSize: 65536 });
-    const dev = s.head('v');
-    await dev.write(0, pattern(MiB, 1), { fua: true });
+    const { sim, s, dev } = await simStoreWithMiB();
     sim.failDatasync = (p) => p.endsWith('snapnbd.sb');
     await expect(s.checkpoint()).rejects.toThrow(/snapnbd.sb/);
     sim.failDatasync = null;
