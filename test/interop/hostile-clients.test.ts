@@ -407,8 +407,13 @@ describe.each(PEER_KINDS)('hostile clients against %s', (kind) => {
         requestBytes({ type: NBD.CMD_WRITE, cookie: 51n, offset: 3 * 2 ** 20, payload: data }),
         requestBytes({ type: NBD.CMD_DISC, cookie: 52n }),
       ]));
-      expect(await c.simpleReply()).toMatchObject({ error: 0, cookie: 51n });
+      const reply = await c.simpleReply();
+      expect(reply.cookie).toBe(51n);
       expect(await c.closesWithin(CLOSE_WITHIN_MS)).toBe(true);
+      // nbdkit may answer a request that reached its worker threads after DISC with ESHUTDOWN
+      // (seen in CI); snapnbd finishes everything received before DISC.
+      if (kind === 'nbdkit' && reply.error === NBD.ESHUTDOWN) return;
+      expect(reply.error).toBe(0);
       const d = await open();
       expect(await readBack(d, 3 * 2 ** 20, 4096)).toEqual(data);
       d.destroy();
