@@ -705,12 +705,8 @@ export class CowStore implements Store {
     const seq = this.commitSeq + 1;
     // Not pushed onto `records`: a failed append hands them back to `pending` for the next try,
     // and a Commit record left among them would end that transaction early on replay.
-    const parts = [...records, commitRecord(seq)];
-    let len = 0;
-    for (const r of parts) len += r.length;
-    const buf = Buffer.allocUnsafe(len);
-    let at = 0;
-    for (const r of parts) at += r.copy(buf, at);
+    const buf = joinRecords([...records, commitRecord(seq)]);
+    const len = buf.length;
     const j = this.journal!;
     // Two writes so that a crash test can cut the append in the middle.
     const half = Math.floor(len / 2);
@@ -732,12 +728,8 @@ export class CowStore implements Store {
     this.triedJournalGen = gen;
     const seq = this.commitSeq + 1;
     const path = `${this.dataDir}/${journalFile(gen)}`;
-    const parts = [encodeJournalHeader(gen), ...records, commitRecord(seq)];
-    let len = 0;
-    for (const r of parts) len += r.length;
-    const buf = Buffer.allocUnsafe(len);
-    let at = 0;
-    for (const r of parts) at += r.copy(buf, at);
+    const buf = joinRecords([encodeJournalHeader(gen), ...records, commitRecord(seq)]);
+    const len = buf.length;
     const f = await this.io.open(path, 'create');
     try {
       await f.truncate(0);
@@ -872,7 +864,7 @@ export class CowStore implements Store {
   }
 
   private backgroundCompact(): void {
-    if (!this.autoCompact || this.closing || this.closed || !this.findVictims()) return;
+    if (!this.autoCompact || this.closing || this.closed) return;
     this.serial(() => this.compactPass()).then(
       // More may qualify: look again after a pause that bounds the compactor's share of the time.
       (r) => {
@@ -1753,6 +1745,16 @@ export class CowStore implements Store {
   allNodes(): NodeRec[] {
     return [...this.nodes.values()];
   }
+}
+
+/** One buffer holding `parts` back to back (a journal append or checkpoint is one write). */
+function joinRecords(parts: Buffer[]): Buffer {
+  let len = 0;
+  for (const r of parts) len += r.length;
+  const buf = Buffer.allocUnsafe(len);
+  let at = 0;
+  for (const r of parts) at += r.copy(buf, at);
+  return buf;
 }
 
 /** Calls fn(i, j) for each run a[i..j) of consecutive numbers (runs never cross a multiple of `cut`). */
