@@ -4,11 +4,12 @@
 // uncommitted journal tail). `repair` removes leaks; inconsistencies it cannot fix are reported.
 import { isSlot, type L1, type Page } from './block-map.ts';
 import { SEGMENT_FILE_RE, segmentFile } from './chunk-store.ts';
-import { CowStore, COMMIT_INTERVAL_DEFAULT_MS, JOURNAL_COMPACT_BYTES_DEFAULT } from './engine.ts';
-import { realFileIo, type FileIo } from './file-io.ts';
-import { journalFile } from './format.ts';
-import { StoreError } from './types.ts';
 import { SEGMENT_BYTES_DEFAULT } from './chunk-store.ts';
+import { CowStore } from './engine.ts';
+import { realFileIo, type FileIo } from './file-io.ts';
+import { JOURNAL_FILE_RE, journalFile } from './format.ts';
+import { COMMIT_INTERVAL_DEFAULT_MS, JOURNAL_COMPACT_BYTES_DEFAULT } from './journal.ts';
+import { StoreError } from './types.ts';
 
 export interface CheckResult {
   ok: boolean;
@@ -36,10 +37,11 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
     problems.push(msg);
     unrepaired++;
   };
+  const state = store.inspect();
   try {
     // 1. Maps are well formed; page and L1 reference counts match their holders.
     const l1Holders = new Map<L1, number>();
-    for (const n of store.allNodes()) {
+    for (const n of state.nodes) {
       try {
         n.map.checkValid();
       } catch (e) {
@@ -50,7 +52,7 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
     const pageHolders = new Map<Page, { n: number; cs: number }>();
     for (const [l1, holders] of l1Holders) {
       if (l1.refs !== holders) bad(`an L1 table has refcount ${l1.refs} but ${holders} holders`);
-      const owner = store.allNodes().find((n) => n.map.l1 === l1)!;
+      const owner = state.nodes.find((n) => n.map.l1 === l1)!;
       for (const p of l1.pages) {
         if (!p) continue;
         const h = pageHolders.get(p);
@@ -72,7 +74,7 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
     const names = new Set(await io.readdir(dir));
     const liveEnd = new Map<string, number>(); // segment file -> end of its last live slot
     for (const [cs, m] of slotRefs) {
-      const cls = store.data.cls(cs);
+      const cls = state.chunkClass(cs);
       for (const [s, n] of m) {
         if (cls.count(s) !== n) bad(`slot ${s} (chunk size ${cs}) refcount ${cls.count(s)} != derived ${n}`);
         const name = segmentFile(cls.log2, cls.segmentOf(s));
@@ -103,7 +105,7 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
     }
     // 3. Files nothing references.
     for (const name of names) {
-      const stale = (SEGMENT_FILE_RE.test(name) && !liveEnd.has(name)) || (/^journal-\d+\.log$/.test(name) && name !== journalFile(store.journalGen));
+      const stale = (SEGMENT_FILE_RE.test(name) && !liveEnd.has(name)) || (JOURNAL_FILE_RE.test(name) && name !== journalFile(state.journalGen));
       if (!stale) continue;
       problems.push(`leak: ${name} is not referenced`);
       if (opts.repair) {
@@ -112,19 +114,19 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
       } else unrepaired++;
     }
     // 4. An uncommitted journal tail (a crash mid-commit): harmless, open ignores it.
-    if (store.tornTail > 0) {
-      const name = journalFile(store.journalGen);
-      problems.push(`journal ${name} has ${store.tornTail} bytes of uncommitted tail`);
+    if (state.tornTail > 0) {
+      const name = journalFile(state.journalGen);
+      problems.push(`journal ${name} has ${state.tornTail} bytes of uncommitted tail`);
       if (opts.repair) {
         const f = await io.open(`${dir}/${name}`, 'rw');
-        await f.truncate(store.journalEnd);
+        await f.truncate(state.journalEnd);
         await f.datasync();
         await f.close();
-        repaired.push(`truncated ${name} to ${store.journalEnd} bytes`);
+        repaired.push(`truncated ${name} to ${state.journalEnd} bytes`);
       } else unrepaired++;
     }
     // 5. Backing files unchanged.
-    for (const v of store.volumes.values()) {
+    for (const v of state.volumes) {
       if (v.backingError) bad(`volume '${v.name}': ${v.backingError.message}`);
     }
   } finally {

@@ -18,6 +18,9 @@ export function journalFile(gen: number): string {
   return `journal-${gen.toString().padStart(8, '0')}.log`;
 }
 
+/** Matches journalFile() names (any generation; group 1 is the generation). */
+export const JOURNAL_FILE_RE = /^journal-(\d+)\.log$/;
+
 export const Rec = {
   State: 1, // checkpoint: epoch, nextId, commitSeq
   Volume: 2, // volume created (or, in a checkpoint, existing)

@@ -101,7 +101,7 @@ describe('compactor', () => {
     s.autoCompact = false;
     const nodes = await buildSparseStore(s, CHUNK, CHUNKS);
     const head = nodes[0]!;
-    const vol = s.volumes.get('v')!;
+    const vol = s.inspect().volume('v')!;
     const dev = s.head('v');
     let done = false;
     let redirected = 0;
@@ -160,8 +160,8 @@ describe('compactor', () => {
     s.autoCompact = false;
     const nodes: NodeModel[] = await buildSparseStore(s, CHUNK, CHUNKS);
     // A chunk of snapshot b whose slot lies in segment 15 (one of those to be emptied).
-    const cls = s.volumes.get('v')!.cls;
-    const map = s.volumes.get('v')!.snaps.find((n) => n.name === 'b')!.map;
+    const cls = s.inspect().volume('v')!.cls;
+    const map = s.inspect().volume('v')!.snaps.find((n) => n.name === 'b')!.map;
     let chunk = -1;
     for (let c = 0; c < CHUNKS && chunk < 0; c++) if (isSlot(map.slot(c)) && cls.segmentOf(map.slot(c)) === 15) chunk = c;
     expect(chunk).toBeGreaterThanOrEqual(0);
