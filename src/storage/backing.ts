@@ -6,21 +6,19 @@ import { crc32 } from 'node:zlib';
 import type { Volume } from './catalog.ts';
 import type { FileIo, IoFile } from './file-io.ts';
 import type { BackingRecord } from './records.ts';
-import { StoreError, StoreErrorCode } from './types.ts';
+import { SECTOR, StoreError, StoreErrorCode } from './types.ts';
 import { isoTime } from './accounting.ts';
 
 /** Samples (of BACKING_SAMPLE_LEN bytes) checksummed to notice a changed backing file. */
 export const BACKING_SAMPLES = 16;
 export const BACKING_SAMPLE_LEN = 4096;
-/** Sample offsets are multiples of this (sector aligned). */
-const SAMPLE_ALIGN = 512;
 
 /** A cheap fingerprint of a backing file: crc32 over evenly spread samples (and its size). */
 export async function sampleChecksum(f: IoFile, size: number): Promise<number> {
   const buf = Buffer.alloc(BACKING_SAMPLE_LEN);
   let crc = crc32(String(size));
   for (let i = 0; i < BACKING_SAMPLES; i++) {
-    const pos = size <= BACKING_SAMPLE_LEN ? 0 : Math.floor(((size - BACKING_SAMPLE_LEN) * i) / (BACKING_SAMPLES - 1) / SAMPLE_ALIGN) * SAMPLE_ALIGN;
+    const pos = size <= BACKING_SAMPLE_LEN ? 0 : Math.floor(((size - BACKING_SAMPLE_LEN) * i) / (BACKING_SAMPLES - 1) / SECTOR) * SECTOR;
     const n = await f.read(buf, 0, BACKING_SAMPLE_LEN, pos);
     crc = crc32(buf.subarray(0, n), crc);
     if (size <= BACKING_SAMPLE_LEN) break;

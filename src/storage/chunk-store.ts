@@ -163,6 +163,14 @@ export class ChunkClass implements SlotRefs {
     return this.evacuating.size > 0 && this.evacuating.has(Math.floor(slot / this.slotsPerSeg));
   }
 
+  /**
+   * Whether byte 0 of `slot` continues, in the same segment file, a run of I/O that ends
+   * `runEndBytes` after the start of slot `runSlot`: then one read or write covers both.
+   */
+  continuesRun(runSlot: number, runEndBytes: number, slot: number): boolean {
+    return runEndBytes % this.chunkSize === 0 && runSlot + runEndBytes / this.chunkSize === slot && this.segmentOf(slot) === this.segmentOf(runSlot);
+  }
+
   segmentOf(slot: number): number {
     return Math.floor(slot / this.slotsPerSeg);
   }

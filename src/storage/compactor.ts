@@ -10,7 +10,7 @@ import { NO_COPY, planPass, remapEntries, type ClassUsage } from './compact-plan
 import { CrashPoint, type FileIo } from './file-io.ts';
 import type { Journal } from './journal.ts';
 import type { LogFn } from './recovery.ts';
-import { forRuns } from './runs.ts';
+import { runEnd } from './runs.ts';
 import type { SegmentReclaimer } from './segment-reclaim.ts';
 import { holdAll } from './write-gate.ts';
 
@@ -210,7 +210,10 @@ export class Compactor {
           try {
             for (; s < end && batch.length < perBatch; s++) if (cls.count(s) > 0) batch.push(s);
             const reads: Promise<void>[] = [];
-            forRuns(batch, (i, j) => reads.push(chunks.read(cls, batch[i] as number, 0, (j - i) * chunkSize, buf, i * chunkSize)));
+            for (let i = 0, j = 0; i < batch.length; i = j) {
+              j = runEnd(batch, i);
+              reads.push(chunks.read(cls, batch[i] as number, 0, (j - i) * chunkSize, buf, i * chunkSize));
+            }
             await Promise.all(reads);
           } finally {
             chunks.endRead(g);
@@ -224,7 +227,10 @@ export class Compactor {
           }
           if (short) break;
           const writes: Promise<void>[] = [];
-          forRuns(dst, (i, j) => writes.push(chunks.write(cls, dst[i] as number, 0, buf, i * chunkSize, (j - i) * chunkSize)), perSeg);
+          for (let i = 0, j = 0; i < dst.length; i = j) {
+            j = runEnd(dst, i, perSeg);
+            writes.push(chunks.write(cls, dst[i] as number, 0, buf, i * chunkSize, (j - i) * chunkSize));
+          }
           // All settled before a failure releases the copies: no write may land in a reused slot.
           for (const r of await Promise.allSettled(writes)) if (r.status === 'rejected') throw r.reason;
           for (let i = 0; i < batch.length; i++) {

@@ -9,10 +9,12 @@ import { ENTRIES_PER_PAGE, isSlot, PAGE_SHIFT, UNMAPPED, ZERO, ZERO_ALLOCATED } 
 import { readBacking } from './backing.ts';
 import type { Node, Volume } from './catalog.ts';
 import type { DataStore } from './chunk-store.ts';
-import { StorageError, type Extent, type ZeroOptions } from './device.ts';
+import { appendExtent, StorageError, type Extent, type ZeroOptions } from './device.ts';
 import { CrashPoint, type FileIo } from './file-io.ts';
 import type { Journal } from './journal.ts';
 import { encodeMapRun } from './records.ts';
+import { runEnd } from './runs.ts';
+import { StoreClosedError } from './types.ts';
 
 /** Extents per extents() answer; the NBD client asks again for the rest. */
 export const EXTENTS_MAX = 4096;
@@ -43,7 +45,7 @@ export class DataPath {
     this.journal = journal;
   }
 
-  /** Every later request fails with ESHUTDOWN. */
+  /** Every later request fails with StoreClosedError (ESHUTDOWN to NBD clients). */
   shutDown(): void {
     this.closed = true;
   }
@@ -54,7 +56,7 @@ export class DataPath {
   }
 
   private live(vol: Volume): void {
-    if (this.closed) throw new StorageError('ESHUTDOWN', 'store is closed');
+    if (this.closed) throw new StoreClosedError();
     if (vol.deleted) throw new StorageError('EIO', `volume '${vol.name}' was deleted`);
     if (vol.backingError) throw new StorageError('EIO', vol.backingError.message);
   }
@@ -102,8 +104,7 @@ export class DataPath {
         const s = map.slot(c);
         const o = off + pos - offset;
         if (isSlot(s)) {
-          if (kind === 1 && runSlot + (runInner + runLen) / chunkSize === s && cls.segmentOf(s) === cls.segmentOf(runSlot) &&
-            (runInner + runLen) % chunkSize === 0) {
+          if (kind === 1 && cls.continuesRun(runSlot, runInner + runLen, s)) {
             runLen += n;
           } else {
             flushRun();
@@ -208,8 +209,8 @@ export class DataPath {
           }
         }
         const prev = runs[runs.length - 1];
-        if (prev && prev.src === src && src === data && prev.srcOff + prev.len === srcOff && (prev.inner + prev.len) % chunkSize === 0 &&
-          ioInner === 0 && prev.slot + (prev.inner + prev.len) / chunkSize === slot && cls.segmentOf(prev.slot) === cls.segmentOf(slot)) {
+        if (prev && prev.src === src && src === data && prev.srcOff + prev.len === srcOff && ioInner === 0 &&
+          cls.continuesRun(prev.slot, prev.inner + prev.len, slot)) {
           prev.len += ioLen;
         } else runs.push({ slot, inner: ioInner, src, srcOff, len: ioLen });
         pos += n;
@@ -248,10 +249,8 @@ export class DataPath {
 
   /** Queues MapRun records for chunks of a node (sorted, grouped into runs). */
   private logEntries(node: Node, chunks: number[]): void {
-    let i = 0;
-    while (i < chunks.length) {
-      let j = i + 1;
-      while (j < chunks.length && chunks[j] === (chunks[j - 1] as number) + 1) j++;
+    for (let i = 0; i < chunks.length; ) {
+      const j = runEnd(chunks, i);
       this.journal.log(encodeMapRun(node.id, chunks[i] as number, j - i, node.map));
       i = j;
     }
@@ -318,11 +317,7 @@ export class DataPath {
     const chunkSize = vol.chunkSize;
     const backingSize = vol.backing ? vol.backing.size : 0;
     const out: Extent[] = [];
-    const push = (n: number, hole: boolean, zero: boolean): void => {
-      const last = out[out.length - 1];
-      if (last && last.hole === hole && last.zero === zero) last.length += n;
-      else out.push({ length: n, hole, zero });
-    };
+    const push = (n: number, hole: boolean, zero: boolean): void => appendExtent(out, n, hole, zero);
     const pages = node.map.l1.pages;
     const end = offset + len;
     let pos = offset;

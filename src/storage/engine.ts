@@ -23,7 +23,7 @@ import { encodeDelete, encodeNode, encodeRollback, encodeVolume, type BackingRec
 import { openStoreFiles, type LogFn, type OpenOptions } from './recovery.ts';
 import { SegmentReclaimer } from './segment-reclaim.ts';
 import {
-  CHUNK_SIZE_DEFAULT, CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, NAME_PATTERN, StoreError, StoreErrorCode,
+  CHUNK_SIZE_DEFAULT, checkChunkSize, checkName, checkVolumeSize, SECTOR, StoreClosedError, StoreError, StoreErrorCode,
   type DiffPage, type SnapshotInfo, type Space, type Store, type StoreStats, type VolumeInfo, type VolumeSpec,
 } from './types.ts';
 import { holdAll } from './write-gate.ts';
@@ -170,13 +170,7 @@ export class CowStore implements Store {
   // ------------------------------------------------------------------ Store API
 
   private checkOpen(): void {
-    if (this.closed) throw new StoreError(StoreErrorCode.Closed, 'store is closed');
-  }
-
-  private checkName(kind: string, name: string): void {
-    if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
-      throw new StoreError(StoreErrorCode.InvalidName, `invalid ${kind} name '${name}': 1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.' or '-'`);
-    }
+    if (this.closed) throw new StoreClosedError();
   }
 
   /** Control operations run one at a time (they are rare; the data path never waits on this). */
@@ -199,21 +193,21 @@ export class CowStore implements Store {
 
   async createVolume(spec: VolumeSpec): Promise<VolumeInfo> {
     this.checkOpen();
-    this.checkName('volume', spec.name);
+    checkName('volume', spec.name);
     const chunkSize = spec.chunkSize ?? CHUNK_SIZE_DEFAULT;
-    if (!Number.isInteger(chunkSize) || chunkSize < CHUNK_SIZE_MIN || chunkSize > CHUNK_SIZE_MAX || (chunkSize & (chunkSize - 1)) !== 0) {
-      throw new StoreError(StoreErrorCode.InvalidArgument, `chunk size ${chunkSize} must be a power of two in ${CHUNK_SIZE_MIN}..${CHUNK_SIZE_MAX}`);
-    }
+    checkChunkSize(chunkSize);
     return this.serial(async () => {
       const catalog = this.catalog;
       if (catalog.findVolume(spec.name)) throw new StoreError(StoreErrorCode.NameTaken, `volume '${spec.name}' exists`);
       let backing: BackingRecord | null = null;
       let backingFile: IoFile | null = null;
       if (spec.backing !== undefined) ({ record: backing, file: backingFile } = await fingerprintBacking(this.io, spec.backing));
-      const size = spec.size ?? (backing ? Math.ceil(backing.size / 512) * 512 : undefined);
-      if (size === undefined || !Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) {
+      const size = spec.size ?? (backing ? Math.ceil(backing.size / SECTOR) * SECTOR : undefined);
+      try {
+        checkVolumeSize(size);
+      } catch (e) {
         await backingFile?.close();
-        throw new StoreError(StoreErrorCode.InvalidArgument, `volume size ${size} must be a positive multiple of 512`);
+        throw e;
       }
       if (Math.ceil(size / chunkSize) > VOLUME_CHUNKS_MAX) {
         await backingFile?.close();
@@ -265,7 +259,7 @@ export class CowStore implements Store {
 
   async createSnapshot(volume: string, name: string, description = ''): Promise<SnapshotInfo> {
     this.checkOpen();
-    this.checkName('snapshot', name);
+    checkName('snapshot', name);
     return this.serial(async () => {
       const catalog = this.catalog;
       const vol = catalog.volume(volume);
@@ -335,7 +329,7 @@ export class CowStore implements Store {
 
   async clone(volume: string, snapshot: string, newName: string): Promise<VolumeInfo> {
     this.checkOpen();
-    this.checkName('volume', newName);
+    checkName('volume', newName);
     return this.serial(async () => {
       const catalog = this.catalog;
       const src = catalog.volume(volume);

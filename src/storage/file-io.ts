@@ -4,7 +4,7 @@
 // callback fs API on a raw fd (FileHandle's promise machinery cost ~30% of a 4 KiB read), and
 // reads synchronously while the page cache is serving them (see ReadStrategy).
 import { constants as fsc, read as fsRead, readSync, statSync, write as fsWrite, writeSync } from 'node:fs';
-import { mkdir, open, readdir, rename, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { StorageError } from './device.ts';
 
 export type OpenMode = 'r' | 'rw' | 'create';
@@ -35,8 +35,7 @@ export interface FileIo {
   readdir(dir: string): Promise<string[]>;
   mkdirp(dir: string): Promise<void>;
   unlink(path: string): Promise<void>;
-  rename(from: string, to: string): Promise<void>;
-  /** Makes created/removed/renamed directory entries durable. */
+  /** Makes created/removed directory entries durable. */
   syncDir(dir: string): Promise<void>;
   /** Bytes an unprivileged writer may still allocate on the file system holding `dir`. */
   freeBytes(dir: string): Promise<number>;
@@ -70,7 +69,7 @@ export function ioError(e: unknown, what: string): StorageError {
 /**
  * Reads served from the page cache are ~2.5x faster done synchronously on the event loop than
  * through libuv's thread pool; reads that go to the disk block the loop and are far slower that
- * way (DESIGN.md section 6). So: read synchronously while reads are fast, switch to the pool when
+ * way (bench/README.md). So: read synchronously while reads are fast, switch to the pool when
  * too many in a window were slow, and from the pool probe with an occasional synchronous read to
  * switch back when the data is cached again.
  */
@@ -280,9 +279,6 @@ export const realFileIo: FileIo = {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(e, `unlink ${path}`);
     }
-  },
-  async rename(from, to) {
-    await rename(from, to);
   },
   async syncDir(dir) {
     const fh = await open(dir, fsc.O_RDONLY);

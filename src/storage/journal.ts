@@ -8,7 +8,7 @@ import type { Segment } from './chunk-store.ts';
 import { StorageError, UncommittedChangeError } from './device.ts';
 import { CrashPoint, type FileIo, type IoFile } from './file-io.ts';
 import { commitRecord, encodeJournalHeader, encodeSuperblock, FORMAT_VERSION, journalFile, SUPERBLOCK_SLOT } from './format.ts';
-import { StoreError, StoreErrorCode } from './types.ts';
+import { StoreClosedError, StoreError } from './types.ts';
 
 /**
  * Background commit for clients that never FLUSH (NBD promises nothing for unflushed writes):
@@ -150,7 +150,7 @@ export class Journal {
 
   /** Makes every write resolved before the call durable. Concurrent callers share commits. */
   commit(): Promise<void> {
-    if (this.closed) return Promise.reject(new StoreError(StoreErrorCode.Closed, 'store is closed'));
+    if (this.closed) return Promise.reject(new StoreClosedError());
     if (!this.commitRunning) return this.startCommit();
     // The running commit may have swapped its batch before our writes: wait for the next one.
     if (!this.commitQueued) {
