@@ -15,7 +15,7 @@ export function isoTime(ms: number): string {
 
 export function spaceOf(node: Node): Space {
   const chunkSize = node.vol.chunkSize;
-  const cls = node.vol.cls;
+  const cls = node.vol.chunkClass;
   const l1Alone = node.map.l1.refs === 1;
   let prevEpoch = 0;
   const snaps = node.vol.snaps;

@@ -35,7 +35,7 @@ export function serializeCheckpoint(catalog: Catalog): Buffer[] {
         if (pid === undefined) {
           pid = pageIds.size + 1;
           pageIds.set(p, pid);
-          out.push(encodePage(pid, n.vol.chunkSize, p.e));
+          out.push(encodePage(pid, n.vol.chunkSize, p.entries));
         }
         pairs.push(i, pid);
       }
@@ -75,8 +75,8 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
         const l1 = cp?.l1s.get(source);
         if (!l1) throw new Error(`node ${node.id} names unknown L1 ${source}`);
         l1.refs++;
-        map = new NodeMap(vol.nChunks, vol.cls, l1);
-      } else if (source === 0) map = new NodeMap(vol.nChunks, vol.cls);
+        map = new NodeMap(vol.nChunks, vol.chunkClass, l1);
+      } else if (source === 0) map = new NodeMap(vol.nChunks, vol.chunkClass);
       else map = catalog.node(source).map.share();
       catalog.addNode(node, vol, map);
       return;
@@ -101,10 +101,10 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
       const rec = decodePage(r);
       const p = new Page();
       p.refs = 0;
-      p.e.set(rec.entries);
-      const cls = chunks.cls(rec.chunkSize);
-      for (let i = 0; i < p.e.length; i += 2) {
-        const s = p.e[i] as number;
+      p.entries.set(rec.entries);
+      const cls = chunks.classOf(rec.chunkSize);
+      for (let i = 0; i < p.entries.length; i += 2) {
+        const s = p.entries[i] as number;
         if (s !== UNMAPPED) p.mapped++;
         if (isSlot(s)) cls.ref(s);
       }

@@ -15,7 +15,7 @@ import { WriteGate } from './write-gate.ts';
 export interface Volume extends VolumeRecord {
   readonly nChunks: number;
   /** The chunk class of its chunk size (shared with its clones). */
-  readonly cls: ChunkClass;
+  readonly chunkClass: ChunkClass;
   head: Node;
   /** Oldest first. */
   readonly snaps: Node[];
@@ -78,7 +78,7 @@ export class Catalog {
 
   addVolume(rec: VolumeRecord): Volume {
     const vol: Volume = {
-      ...rec, nChunks: Math.ceil(rec.size / rec.chunkSize), cls: this.chunks.cls(rec.chunkSize),
+      ...rec, nChunks: Math.ceil(rec.size / rec.chunkSize), chunkClass: this.chunks.classOf(rec.chunkSize),
       head: null as unknown as Node, snaps: [], deleted: false,
       gate: new WriteGate(), locks: new RangeLock(), backingFile: null, backingError: null, device: null,
     };

@@ -49,7 +49,7 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
       }
       l1Holders.set(n.map.l1, (l1Holders.get(n.map.l1) ?? 0) + 1);
     }
-    const pageHolders = new Map<Page, { n: number; cs: number }>();
+    const pageHolders = new Map<Page, { n: number; chunkSize: number }>();
     for (const [l1, holders] of l1Holders) {
       if (l1.refs !== holders) bad(`an L1 table has refcount ${l1.refs} but ${holders} holders`);
       const owner = state.nodes.find((n) => n.map.l1 === l1)!;
@@ -57,32 +57,32 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
         if (!p) continue;
         const h = pageHolders.get(p);
         if (h) h.n++;
-        else pageHolders.set(p, { n: 1, cs: owner.vol.chunkSize });
+        else pageHolders.set(p, { n: 1, chunkSize: owner.vol.chunkSize });
       }
     }
     const slotRefs = new Map<number, Map<number, number>>(); // chunk size -> slot -> refs
     for (const [p, h] of pageHolders) {
       if (p.refs !== h.n) bad(`a map page has refcount ${p.refs} but ${h.n} holders`);
-      let m = slotRefs.get(h.cs);
-      if (!m) slotRefs.set(h.cs, (m = new Map()));
-      for (let i = 0; i < p.e.length; i += 2) {
-        const s = p.e[i] as number;
-        if (isSlot(s)) m.set(s, (m.get(s) ?? 0) + 1);
+      let refs = slotRefs.get(h.chunkSize);
+      if (!refs) slotRefs.set(h.chunkSize, (refs = new Map()));
+      for (let i = 0; i < p.entries.length; i += 2) {
+        const s = p.entries[i] as number;
+        if (isSlot(s)) refs.set(s, (refs.get(s) ?? 0) + 1);
       }
     }
     // 2. Slot refcounts re-derived equal the engine's; every live slot has its segment file.
     const names = new Set(await io.readdir(dir));
     const liveEnd = new Map<string, number>(); // segment file -> end of its last live slot
-    for (const [cs, m] of slotRefs) {
-      const cls = state.chunkClass(cs);
-      for (const [s, n] of m) {
-        if (cls.count(s) !== n) bad(`slot ${s} (chunk size ${cs}) refcount ${cls.count(s)} != derived ${n}`);
-        const name = segmentFile(cls.log2, cls.segmentOf(s));
-        const end = cls.posOf(s) + cs;
+    for (const [chunkSize, derived] of slotRefs) {
+      const chunkClass = state.chunkClass(chunkSize);
+      for (const [s, n] of derived) {
+        if (chunkClass.count(s) !== n) bad(`slot ${s} (chunk size ${chunkSize}) refcount ${chunkClass.count(s)} != derived ${n}`);
+        const name = segmentFile(chunkClass.log2, chunkClass.segmentOf(s));
+        const end = chunkClass.posOf(s) + chunkSize;
         if ((liveEnd.get(name) ?? 0) < end) liveEnd.set(name, end);
       }
-      for (let s = 0; s < cls.refs.length; s++) {
-        if ((cls.refs[s] as number) > 0 && !m.has(s)) bad(`slot ${s} (chunk size ${cs}) has refcount ${cls.refs[s]} but no map holds it`);
+      for (let s = 0; s < chunkClass.refs.length; s++) {
+        if ((chunkClass.refs[s] as number) > 0 && !derived.has(s)) bad(`slot ${s} (chunk size ${chunkSize}) has refcount ${chunkClass.refs[s]} but no map holds it`);
       }
     }
     for (const [name, end] of liveEnd) {

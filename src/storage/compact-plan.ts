@@ -46,23 +46,23 @@ export interface ClassUsage {
  * worth it only if it gives back at least the checkpoint it writes (COMPACT_CHEAP_CHECKPOINT_BYTES).
  * The class whose pass gives back the most wins. Victims are in ascending order.
  */
-export function planPass<C extends ClassUsage>(classes: Iterable<C>, checkpointLen: number): { cls: C; segs: number[] } | null {
-  let best: { cls: C; segs: number[]; bytes: number } | null = null;
-  for (const cls of classes) {
-    const perSeg = cls.slotsPerSeg;
-    const nSegs = cls.segmentCount;
+export function planPass<C extends ClassUsage>(classes: Iterable<C>, checkpointLen: number): { usage: C; segs: number[] } | null {
+  let best: { usage: C; segs: number[]; bytes: number } | null = null;
+  for (const usage of classes) {
+    const perSeg = usage.slotsPerSeg;
+    const nSegs = usage.segmentCount;
     const freeBelow = new Float64Array(nSegs + 1); // free slots in usable segments below each one
     const candidates: { seg: number; use: number; waste: number }[] = [];
     for (let seg = 0; seg < nSegs; seg++) {
-      const use = cls.use(seg);
-      const blocked = cls.blocked(seg);
+      const use = usage.use(seg);
+      const blocked = usage.blocked(seg);
       freeBelow[seg + 1] = (freeBelow[seg] as number) + (blocked ? 0 : perSeg - use);
       if (blocked || use === 0 || use > perSeg * COMPACT_LIVE_RATIO_MAX) continue;
-      const waste = cls.usedSlots(seg) - use;
+      const waste = usage.usedSlots(seg) - use;
       if (waste >= perSeg * COMPACT_WASTE_RATIO_MIN) candidates.push({ seg, use, waste });
     }
     candidates.sort((x, y) => y.waste - x.waste || y.seg - x.seg);
-    const budget = Math.max(perSeg, Math.floor(COMPACT_PASS_BYTES / cls.chunkSize));
+    const budget = Math.max(perSeg, Math.floor(COMPACT_PASS_BYTES / usage.chunkSize));
     // Chosen victims in segment order, each with its slack: the free slots of non-victims below
     // it minus the live chunks of it and of the victims below it (all copied below it). Adding
     // a victim c below v takes c's free slots out of v's and adds c's chunks: v loses perSeg.
@@ -85,11 +85,11 @@ export function planPass<C extends ClassUsage>(classes: Iterable<C>, checkpointL
       waste += c.waste;
       if (live >= budget) break;
     }
-    const bytes = waste * cls.chunkSize;
+    const bytes = waste * usage.chunkSize;
     const worth = bytes >= checkpointLen || checkpointLen <= COMPACT_CHEAP_CHECKPOINT_BYTES;
-    if (chosen.length > 0 && worth && (!best || bytes > best.bytes)) best = { cls, segs: chosen, bytes };
+    if (chosen.length > 0 && worth && (!best || bytes > best.bytes)) best = { usage, segs: chosen, bytes };
   }
-  return best && { cls: best.cls, segs: best.segs };
+  return best && { usage: best.usage, segs: best.segs };
 }
 
 /** No copy for this slot (an entry in `moveTo` arrays). */

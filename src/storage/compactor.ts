@@ -47,9 +47,9 @@ export interface CompactorDeps {
 }
 
 /** A chunk class as the planner sees it. */
-function usageOf(cls: ChunkClass): ClassUsage & { cls: ChunkClass } {
+function usageOf(cls: ChunkClass): ClassUsage & { chunkClass: ChunkClass } {
   return {
-    cls, chunkSize: cls.chunkSize, slotsPerSeg: cls.slotsPerSeg, segmentCount: Math.ceil(cls.state.length / cls.slotsPerSeg),
+    chunkClass: cls, chunkSize: cls.chunkSize, slotsPerSeg: cls.slotsPerSeg, segmentCount: Math.ceil(cls.state.length / cls.slotsPerSeg),
     use: (seg) => cls.segUse[seg] ?? 0,
     usedSlots: (seg) => cls.usedEnd(seg) / cls.chunkSize,
     blocked: (seg) => cls.deleting.has(seg) || cls.evacuating.has(seg),
@@ -131,7 +131,7 @@ export class Compactor {
     const { io, dataDir, chunks, journal, log } = this.d;
     const plan = planPass([...chunks.classes.values()].map(usageOf), journal.checkpointLen);
     if (!plan) return null;
-    const cls = plan.cls.cls;
+    const cls = plan.usage.chunkClass;
     // Room for the copies and for the checkpoint that must follow the switch (the old journal
     // stays until it is durable): without it every commit after the switch would fail (ENOSPC)
     // until space came back, where leaving the segments sparse costs nothing.
@@ -175,7 +175,7 @@ export class Compactor {
     const chunkSize = cls.chunkSize;
     const perSeg = cls.slotsPerSeg;
     const t0 = process.hrtime.bigint();
-    const release = await holdAll([...catalog.volumes()].filter((v) => v.cls === cls).map((v) => v.gate));
+    const release = await holdAll([...catalog.volumes()].filter((v) => v.chunkClass === cls).map((v) => v.gate));
     for (const v of victims) cls.evacuating.add(v);
     release();
     const maxHoldMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -249,10 +249,10 @@ export class Compactor {
       // `evacuating` was emptied and deleted by frees meanwhile: its slots may hold new chunks now.
       for (const v of moveTo.keys()) if (!cls.evacuating.has(v)) moveTo.delete(v);
       const l1s = new Set<L1>();
-      for (const n of catalog.allNodes()) if (n.vol.cls === cls) l1s.add(n.map.l1);
+      for (const n of catalog.allNodes()) if (n.vol.chunkClass === cls) l1s.add(n.map.l1);
       const pages = new Set<Page>();
       for (const l1 of l1s) for (const p of l1.pages) if (p) pages.add(p);
-      const { remapped, missed } = remapEntries([...pages].map((p) => p.e), moveTo, perSeg, (from, to) => {
+      const { remapped, missed } = remapEntries([...pages].map((p) => p.entries), moveTo, perSeg, (from, to) => {
         cls.ref(to);
         cls.unref(from);
       });

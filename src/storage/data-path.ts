@@ -81,7 +81,7 @@ export class DataPath {
     try {
       const chunkSize = vol.chunkSize;
       const map = node.map;
-      const cls = vol.cls;
+      const chunkClass = vol.chunkClass;
       const ios: Promise<void>[] = [];
       // Current run: kind 0 none, 1 slots, 2 backing.
       let kind = 0;
@@ -91,7 +91,7 @@ export class DataPath {
       let runOff = 0;
       let runLen = 0;
       const flushRun = (): void => {
-        if (kind === 1) ios.push(chunks.read(cls, runSlot, runInner, runLen, into, runOff));
+        if (kind === 1) ios.push(chunks.read(chunkClass, runSlot, runInner, runLen, into, runOff));
         else if (kind === 2) ios.push(readBacking(vol, runPos, runLen, into, runOff));
         kind = 0;
       };
@@ -104,7 +104,7 @@ export class DataPath {
         const s = map.slot(c);
         const o = off + pos - offset;
         if (isSlot(s)) {
-          if (kind === 1 && cls.continuesRun(runSlot, runInner + runLen, s)) {
+          if (kind === 1 && chunkClass.continuesRun(runSlot, runInner + runLen, s)) {
             runLen += n;
           } else {
             flushRun();
@@ -165,7 +165,7 @@ export class DataPath {
   /** The write path proper; the caller holds the chunk locks. `data` may be shorter-lived than us. */
   private async writeLocked(vol: Volume, offset: number, data: Buffer, len: number): Promise<void> {
     const chunkSize = vol.chunkSize;
-    const cls = vol.cls;
+    const chunkClass = vol.chunkClass;
     const map = vol.head.map;
     const epoch = this.catalog.epoch;
     const end = offset + len;
@@ -187,11 +187,11 @@ export class DataPath {
         let ioInner = inner;
         let ioLen = n;
         // Not in place into a segment being compacted: its chunk may be being copied right now.
-        if (map.exclusive(c) && !cls.isEvacuating(map.slot(c))) {
+        if (map.exclusive(c) && !chunkClass.isEvacuating(map.slot(c))) {
           slot = map.slot(c);
           if (map.birth(c) !== epoch) rebirth.push(c);
         } else {
-          slot = cls.alloc();
+          slot = chunkClass.alloc();
           fresh.push({ c, slot });
           if (n !== chunkSize) {
             // Partial chunk: merge with the old content (slot, backing or zeros) into a whole one.
@@ -210,7 +210,7 @@ export class DataPath {
         }
         const prev = runs[runs.length - 1];
         if (prev && prev.src === src && src === data && prev.srcOff + prev.len === srcOff && ioInner === 0 &&
-          cls.continuesRun(prev.slot, prev.inner + prev.len, slot)) {
+          chunkClass.continuesRun(prev.slot, prev.inner + prev.len, slot)) {
           prev.len += ioLen;
         } else runs.push({ slot, inner: ioInner, src, srcOff, len: ioLen });
         pos += n;
@@ -218,20 +218,20 @@ export class DataPath {
       if (merges.length > 0) await Promise.all(merges);
       if (runs.length === 1) {
         const r = runs[0]!;
-        await this.chunks.write(cls, r.slot, r.inner, r.src, r.srcOff, r.len);
+        await this.chunks.write(chunkClass, r.slot, r.inner, r.src, r.srcOff, r.len);
       } else {
         // All settled before a failure releases the fresh slots: no write may land in a slot
         // that another write was given meanwhile.
-        const done = await Promise.allSettled(runs.map((r) => this.chunks.write(cls, r.slot, r.inner, r.src, r.srcOff, r.len)));
+        const done = await Promise.allSettled(runs.map((r) => this.chunks.write(chunkClass, r.slot, r.inner, r.src, r.srcOff, r.len)));
         for (const d of done) if (d.status === 'rejected') throw d.reason;
       }
       this.io.point(CrashPoint.DataWritten);
     } catch (e) {
-      this.chunks.releaseUnmapped(cls, fresh.map((f) => f.slot)); // never mapped: free at once
+      this.chunks.releaseUnmapped(chunkClass, fresh.map((f) => f.slot)); // never mapped: free at once
       throw e;
     }
     if (vol.deleted) {
-      this.chunks.releaseUnmapped(cls, fresh.map((f) => f.slot));
+      this.chunks.releaseUnmapped(chunkClass, fresh.map((f) => f.slot));
       return;
     }
     // The data is in place: now map it (records go to the next commit).
@@ -326,7 +326,7 @@ export class DataPath {
       const page = pages[c >>> PAGE_SHIFT];
       // A missing page: ENTRIES_PER_PAGE unmapped chunks in one step.
       const stepEnd = page ? Math.min(end, (c + 1) * chunkSize) : Math.min(end, ((c >>> PAGE_SHIFT) + 1) * ENTRIES_PER_PAGE * chunkSize);
-      const s = page ? (page.e[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number) : UNMAPPED;
+      const s = page ? (page.entries[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number) : UNMAPPED;
       if (isSlot(s)) push(stepEnd - pos, false, false);
       else if (s === ZERO) push(stepEnd - pos, true, true);
       else if (s === ZERO_ALLOCATED) push(stepEnd - pos, false, true);

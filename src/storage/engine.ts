@@ -157,7 +157,7 @@ export class CowStore implements Store {
     const { catalog, chunks, journal } = this;
     return {
       volumes: [...catalog.volumes()], volume: (name) => catalog.findVolume(name), nodes: catalog.allNodes(),
-      classes: [...chunks.classes.values()], chunkClass: (cs) => chunks.cls(cs),
+      classes: [...chunks.classes.values()], chunkClass: (cs) => chunks.classOf(cs),
       journalGen: journal.journalGen, checkpointLen: journal.checkpointLen, journalEnd: journal.journalEnd, tornTail: this.tornTail,
     };
   }
@@ -216,7 +216,7 @@ export class CowStore implements Store {
       const vol = catalog.addVolume({ id: catalog.newId(), name: spec.name, size, chunkSize, createdMs: Date.now(), backing, origin: null });
       vol.backingFile = backingFile;
       const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0 },
-        vol, new NodeMap(vol.nChunks, vol.cls));
+        vol, new NodeMap(vol.nChunks, vol.chunkClass));
       this.journal.log(encodeVolume(vol));
       this.journal.log(encodeNode(Rec.Node, nodeRecord(head), 0));
       await this.journal.commitChange(`create volume '${spec.name}'`);

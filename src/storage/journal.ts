@@ -4,7 +4,6 @@
 // and superblock files and every counter about them; recovery.ts hands it the state it found at
 // open. README.md "Commit protocol" is the specification; durability can be reviewed here alone.
 import type { DataStore } from './chunk-store.ts';
-import type { Segment } from './chunk-store.ts';
 import { StorageError, UncommittedChangeError } from './device.ts';
 import { CrashPoint, type FileIo, type IoFile } from './file-io.ts';
 import { commitRecord, encodeJournalHeader, encodeSuperblock, FORMAT_VERSION, journalFile, SUPERBLOCK_SLOT } from './format.ts';
@@ -199,10 +198,7 @@ export class Journal {
     const records = this.pending;
     this.pending = [];
     const frees = data.takePendingFrees();
-    const dirty = data.dirty;
-    data.dirty = new Set<Segment>();
-    const dirDirty = data.dirDirty;
-    data.dirDirty = false;
+    const dirty = data.takeDirty();
     const cp = wantCp ? this.serialize() : null;
     this.forceCheckpoint = false;
     const becomeDurable = this.undurable;
@@ -212,16 +208,15 @@ export class Journal {
       this.io.point(CrashPoint.BeforeDataSync);
       // One fdatasync at a time: each holds a libuv pool thread for as long as the disk takes,
       // and a pool full of them starved every read and write behind them (500 ms stalls).
-      for (const s of dirty) if (s.file) await s.file.datasync();
-      if (dirDirty) await this.io.syncDir(this.dataDir);
+      for (const s of dirty.segments) if (s.file) await s.file.datasync();
+      if (dirty.dir) await this.io.syncDir(this.dataDir);
       this.io.point(CrashPoint.AfterDataSync);
       if (cp) await this.writeCheckpoint(cp);
       else if (records.length > 0) await this.append(records);
     } catch (e) {
       this.pending = records.concat(this.pending);
       data.restorePendingFrees(frees);
-      for (const s of dirty) if (s.file) data.dirty.add(s); // not the deleted ones
-      if (dirDirty) data.dirDirty = true;
+      data.restoreDirty(dirty);
       if (cp) this.forceCheckpoint = true;
       for (const n of becomeDurable) this.undurable.add(n);
       if (this.journal && this.end === oldEnd) await this.journal.truncate(oldEnd).catch(() => undefined);

@@ -370,13 +370,13 @@ export class Harness {
   /** Part of a head chunk whose slot lies in a segment being compacted, if any (white box). */
   chunkBeingMoved(name: string): { off: number; len: number } | null {
     const vol = this.store.inspect().volume(name);
-    if (!vol || vol.cls.evacuating.size === 0) return null;
+    if (!vol || vol.chunkClass.evacuating.size === 0) return null;
     const map = vol.head.map;
     const start = this.int(vol.nChunks);
     for (let i = 0; i < vol.nChunks; i++) {
       const c = (start + i) % vol.nChunks;
       const s = map.slot(c);
-      if (!isSlot(s) || !vol.cls.isEvacuating(s)) continue;
+      if (!isSlot(s) || !vol.chunkClass.isEvacuating(s)) continue;
       // Sometimes a partial chunk (a merge read of the old slot), sometimes all of it.
       const cStart = c * vol.chunkSize;
       const chunkLen = Math.min(vol.chunkSize, vol.size - cStart);

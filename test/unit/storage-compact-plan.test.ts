@@ -68,7 +68,7 @@ describe('planPass', () => {
   it('chooses the class whose pass gives back the most bytes', () => {
     const small = usage([0, 4], [0, 16], { chunkSize: 4096 });
     const big = usage([0, 4], [0, 16], { chunkSize: 65536 });
-    expect(planPass([small, big], 0)?.cls).toBe(big);
+    expect(planPass([small, big], 0)?.usage).toBe(big);
   });
 });
 

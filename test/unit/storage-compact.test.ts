@@ -111,10 +111,10 @@ describe('compactor', () => {
       for (let i = 0; !done || i < 8; i++) {
         // A chunk of the segment being emptied when there is one (white box), else any.
         let c = (i * 37) % CHUNKS;
-        for (let k = 0; k < CHUNKS && vol.cls.evacuating.size > 0; k++) {
+        for (let k = 0; k < CHUNKS && vol.chunkClass.evacuating.size > 0; k++) {
           const x = (i * 13 + k) % CHUNKS;
           const slot = vol.head.map.slot(x);
-          if (isSlot(slot) && vol.cls.isEvacuating(slot)) {
+          if (isSlot(slot) && vol.chunkClass.isEvacuating(slot)) {
             c = x;
             redirected++;
             break;
@@ -161,7 +161,7 @@ describe('compactor', () => {
     s.autoCompact = false;
     const nodes: NodeModel[] = await buildSparseStore(s, CHUNK, CHUNKS);
     // A chunk of snapshot b whose slot lies in segment 15 (one of those to be emptied).
-    const cls = s.inspect().volume('v')!.cls;
+    const cls = s.inspect().volume('v')!.chunkClass;
     const map = s.inspect().volume('v')!.snaps.find((n) => n.name === 'b')!.map;
     let chunk = -1;
     for (let c = 0; c < CHUNKS && chunk < 0; c++) if (isSlot(map.slot(c)) && cls.segmentOf(map.slot(c)) === 15) chunk = c;

@@ -16,6 +16,8 @@ import type { CowStore } from '../../src/storage/engine.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { toRpcError } from '../../src/control/errors.ts';
 import { StoreError } from '../../src/storage/types.ts';
+import { NbdErrno } from '../../src/protocol/constants.ts';
+import { toNbdErrno } from '../../src/protocol/errors.ts';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -310,5 +312,21 @@ describe('snapnbd check', () => {
     expect(await runCheck(['--data-dir', d])).toBe(0);
     expect(await runCheck([])).toBe(2);
     expect(await runCheck(['--bogus'])).toBe(2);
+  });
+});
+
+describe('after close', () => {
+  it('reads, writes and FLUSH fail alike: STORE_CLOSED for the control side, ESHUTDOWN for NBD clients', async () => {
+    const { s, dev } = await simStoreWithMiB();
+    await s.close();
+    const failures = await Promise.all([
+      dev.read(0, 4096, Buffer.alloc(4096)), dev.write(0, pattern(4096, 2), { fua: false }), dev.flush(), s.flush(),
+    ].map((p) => p.then(() => null, (e: unknown) => e)));
+    for (const e of failures) {
+      expect(e).toBeInstanceOf(StoreError);
+      expect((e as StoreError).code).toBe('STORE_CLOSED');
+      expect(toNbdErrno(e, 0)).toBe(NbdErrno.ESHUTDOWN);
+    }
+    await expect(s.createSnapshot('v', 'late')).rejects.toMatchObject({ code: 'STORE_CLOSED' });
   });
 });
