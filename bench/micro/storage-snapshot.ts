@@ -55,7 +55,7 @@ async function main(): Promise<void> {
     }
     for (let i = 0; i < 100; i++) await s.createSnapshot('v', `s${i}`);
     await s.flush();
-    const journal = s.journalEnd;
+    const journal = s.inspect().journalEnd;
     s.abandon();
     let t0 = process.hrtime.bigint();
     s = await openCowStore(d, { commitIntervalMs: 0 });
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     await s.close();
     t0 = process.hrtime.bigint();
     s = await openCowStore(d, { commitIntervalMs: 0 });
-    rows.push(`open from a checkpoint (${(s.checkpointLen / MiB).toFixed(1)} MiB): ${ms(t0).toFixed(1)} ms`);
+    rows.push(`open from a checkpoint (${(s.inspect().checkpointLen / MiB).toFixed(1)} MiB): ${ms(t0).toFixed(1)} ms`);
     // Space: fill 512 MiB, snapshot, trim all, delete the snapshot.
     await s.deleteVolume('v');
     await s.flush();

@@ -6,6 +6,9 @@ import { resolve, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ControlCallError, ControlClient, ControlUnreachableError } from '../control/client.ts';
 import { formatSize, parseSize } from '../util/size.ts';
+import { parseExportName } from '../volumes/export-name.ts';
+import type { DiffResult, SnapshotView, VolumeView } from '../volumes/views.ts';
+import { UsageError } from './usage.ts';
 
 export const CONTROL_USAGE = `Usage:
   snapnbd volume create NAME --size SIZE [--backing FILE] [--chunk-size SIZE]
@@ -42,7 +45,6 @@ export function controlSocketPath(opts: { control?: string | undefined; dataDir?
   return resolve('data', 'control.sock');
 }
 
-class UsageError extends Error {}
 
 const OPTIONS = {
   control: { type: 'string' },
@@ -73,14 +75,15 @@ interface Output {
   result(value: unknown, human: () => string): void;
 }
 
+/** `VOLUME@SNAPSHOT` (the export-name grammar of src/volumes/export-name.ts); the snapshot may be optional. */
+function splitAt(spec: string, what: string, requireSnapshot: true): { volume: string; snapshot: string };
+function splitAt(spec: string, what: string, requireSnapshot: false): { volume: string; snapshot: string | undefined };
 function splitAt(spec: string, what: string, requireSnapshot: boolean): { volume: string; snapshot: string | undefined } {
-  const at = spec.indexOf('@');
-  if (at < 0) {
+  const { volume, snapshot } = parseExportName(spec);
+  if (snapshot === null) {
     if (requireSnapshot) throw new UsageError(`${what}: '${spec}' is not VOLUME@SNAPSHOT`);
-    return { volume: spec, snapshot: undefined };
+    return { volume, snapshot: undefined };
   }
-  const volume = spec.slice(0, at);
-  const snapshot = spec.slice(at + 1);
   if (volume === '' || snapshot === '') throw new UsageError(`${what}: '${spec}' is not VOLUME@SNAPSHOT`);
   return { volume, snapshot };
 }
@@ -101,24 +104,6 @@ function table(headers: string[], rows: string[][]): string {
 function keyValues(pairs: [string, string][]): string {
   const w = Math.max(...pairs.map(([k]) => k.length));
   return pairs.map(([k, v]) => `${`${k}:`.padEnd(w + 1)} ${v}`).join('\n') + '\n';
-}
-
-interface VolumeView {
-  name: string; size: number; chunkSize: number; backing: string | null;
-  origin: { volume: string; snapshot: string } | null; created: string; snapshots: number;
-  referenced: number; used: number; written: number; readOnly: boolean; connections: number;
-}
-interface SnapshotView {
-  volume: string; name: string; created: string; state: string; description: string; size: number;
-  referenced: number; used: number; written: number; exports: string[]; connections: number; clones: string[];
-}
-interface DiffResult {
-  volume: string; from: string; to: string | null; extents: { offset: number; length: number }[]; next: string | null;
-}
-interface StatsResult {
-  exports: { name: string; connections: number; requests: number; bytesRead: number; bytesWritten: number; errors: number }[];
-  volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number }[];
-  store: { allocatedBytes: number; liveBytes: number; volumes: number; snapshots: number };
 }
 
 function volumeDetails(v: VolumeView): string {
@@ -161,8 +146,8 @@ const COMMANDS: Record<string, Command> = {
       const size = sizeOption(v.size, 'size');
       const chunkSize = sizeOption(v['chunk-size'], 'chunk-size');
       if (size === undefined && v.backing === undefined) throw new UsageError('volume create: --size is required (or --backing FILE)');
-      const r = await c.call<VolumeView>('volume.create', {
-        name,
+      const r = await c.request('volume.create', {
+        name: name!,
         ...(size !== undefined ? { size } : {}),
         ...(v.backing !== undefined ? { backing: resolve(v.backing) } : {}),
         ...(chunkSize !== undefined ? { chunkSize } : {}),
@@ -174,7 +159,7 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 0, max: 0, names: '' },
     options: [],
     async run(_a, _v, c, out) {
-      const r = await c.call<{ volumes: VolumeView[] }>('volume.list');
+      const r = await c.request('volume.list');
       out.result(r, () => table(
         ['NAME', 'SIZE', 'USED', 'REFER', 'SNAPSHOTS', 'CONNS', 'ORIGIN', 'BACKING'],
         r.volumes.map((x) => [x.name, formatSize(x.size), formatSize(x.used), formatSize(x.referenced), String(x.snapshots),
@@ -186,7 +171,7 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 1, max: 1, names: 'NAME' },
     options: [],
     async run([name], _v, c, out) {
-      const r = await c.call<VolumeView>('volume.info', { name });
+      const r = await c.request('volume.info', { name: name! });
       out.result(r, () => volumeDetails(r));
     },
   },
@@ -194,7 +179,7 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 1, max: 1, names: 'NAME' },
     options: ['force'],
     async run([name], v, c, out) {
-      const r = await c.call<{ name: string; disconnected: number }>('volume.delete', { name, ...(v.force ? { force: true } : {}) });
+      const r = await c.request('volume.delete', { name: name!, ...(v.force ? { force: true } : {}) });
       out.result(r, () => `deleted volume ${r.name}${r.disconnected ? ` (disconnected ${r.disconnected} NBD client${r.disconnected === 1 ? '' : 's'})` : ''}\n`);
     },
   },
@@ -203,7 +188,7 @@ const COMMANDS: Record<string, Command> = {
     options: ['description'],
     async run([spec], v, c, out) {
       const { volume, snapshot } = splitAt(spec!, 'snapshot create', false);
-      const r = await c.call<SnapshotView>('snapshot.create', {
+      const r = await c.request('snapshot.create', {
         volume,
         ...(snapshot !== undefined ? { name: snapshot } : {}),
         ...(v.description !== undefined ? { description: v.description } : {}),
@@ -215,7 +200,7 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 1, max: 1, names: 'VOLUME' },
     options: [],
     async run([volume], _v, c, out) {
-      const r = await c.call<{ snapshots: SnapshotView[] }>('snapshot.list', { volume });
+      const r = await c.request('snapshot.list', { volume: volume! });
       out.result(r, () => table(
         ['NAME', 'CREATED', 'STATE', 'USED', 'REFER', 'WRITTEN', 'EXPORTS', 'CLONES', 'DESCRIPTION'],
         r.snapshots.map((s) => [s.name, s.created, s.state, formatSize(s.used), formatSize(s.referenced), formatSize(s.written),
@@ -228,7 +213,7 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     async run([spec], _v, c, out) {
       const { volume, snapshot } = splitAt(spec!, 'snapshot info', true);
-      const r = await c.call<SnapshotView>('snapshot.info', { volume, name: snapshot });
+      const r = await c.request('snapshot.info', { volume, name: snapshot });
       out.result(r, () => snapshotDetails(r));
     },
   },
@@ -237,7 +222,7 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     async run([spec], _v, c, out) {
       const { volume, snapshot } = splitAt(spec!, 'snapshot delete', true);
-      const r = await c.call('snapshot.delete', { volume, name: snapshot });
+      const r = await c.request('snapshot.delete', { volume, name: snapshot });
       out.result(r, () => `deleted snapshot ${volume}@${snapshot}\n`);
     },
   },
@@ -246,7 +231,7 @@ const COMMANDS: Record<string, Command> = {
     options: ['force'],
     async run([spec], v, c, out) {
       const { volume, snapshot } = splitAt(spec!, 'snapshot rollback', true);
-      const r = await c.call<{ disconnected: number }>('snapshot.rollback', { volume, name: snapshot, ...(v.force ? { force: true } : {}) });
+      const r = await c.request('snapshot.rollback', { volume, name: snapshot, ...(v.force ? { force: true } : {}) });
       out.result(r, () => `rolled back ${volume} to ${volume}@${snapshot}${r.disconnected ? ` (disconnected ${r.disconnected} NBD client${r.disconnected === 1 ? '' : 's'})` : ''}\n`);
     },
   },
@@ -257,10 +242,10 @@ const COMMANDS: Record<string, Command> = {
       const from = splitAt(fromSpec!, 'snapshot diff', true);
       const to = toSpec === undefined ? undefined : splitAt(toSpec, 'snapshot diff', true);
       if (to && to.volume !== from.volume) throw new UsageError(`snapshot diff: both snapshots must be of one volume ('${from.volume}' and '${to.volume}')`);
-      const all: DiffResult = { volume: from.volume, from: from.snapshot!, to: to?.snapshot ?? null, extents: [], next: null };
+      const all: DiffResult = { volume: from.volume, from: from.snapshot, to: to?.snapshot ?? null, extents: [], next: null };
       let cursor: string | null = null;
       do {
-        const page: DiffResult = await c.call<DiffResult>('snapshot.diff', {
+        const page: DiffResult = await c.request('snapshot.diff', {
           volume: from.volume, from: from.snapshot, ...(to ? { to: to.snapshot } : {}), ...(cursor !== null ? { cursor } : {}),
         });
         all.extents.push(...page.extents);
@@ -278,7 +263,7 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     async run([spec, name], _v, c, out) {
       const { volume, snapshot } = splitAt(spec!, 'clone', true);
-      const r = await c.call<VolumeView>('volume.clone', { volume, snapshot, name });
+      const r = await c.request('volume.clone', { volume, snapshot, name: name! });
       out.result(r, () => `cloned ${volume}@${snapshot} to volume ${r.name} (${formatSize(r.size)})\n`);
     },
   },
@@ -286,7 +271,7 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 0, max: 0, names: '' },
     options: [],
     async run(_a, _v, c, out) {
-      const r = await c.call<StatsResult>('server.stats');
+      const r = await c.request('server.stats');
       out.result(r, () =>
         table(['EXPORT', 'CONNS', 'REQUESTS', 'READ', 'WRITTEN', 'ERRORS'],
           r.exports.map((e) => [e.name, String(e.connections), String(e.requests), formatSize(e.bytesRead), formatSize(e.bytesWritten), String(e.errors)]))

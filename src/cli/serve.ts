@@ -6,13 +6,11 @@ import { parseArgs } from 'node:util';
 import { startControlServer, type ControlServer } from '../control/server.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
 import { openStore } from '../storage/index.ts';
-import { NAME_PATTERN, type Store } from '../storage/types.ts';
+import { isValidName, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
 import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
 import { parseSize } from '../util/size.ts';
-import { SERVE_USAGE, VERSION } from './usage.ts';
-
-export class UsageError extends Error {}
+import { SERVE_USAGE, UsageError, VERSION } from './usage.ts';
 
 export interface ServeConfig {
   dataDir: string;
@@ -64,13 +62,13 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     const m = /^([^=]+)=(.+)$/.exec(s);
     const size = m ? parseSize(m[2]!) : null;
     if (!m || size === null || size <= 0) throw new UsageError(`--volume: '${s}' is not NAME=SIZE (e.g. vm1=20G)`);
-    if (!NAME_PATTERN.test(m[1]!)) throw new UsageError(`--volume: '${m[1]}' is not a valid volume name`);
+    if (!isValidName(m[1])) throw new UsageError(`--volume: '${m[1]}' is not a valid volume name`);
     return { name: m[1]!, size };
   });
   const images = parsed.positionals.map((p) => {
     const path = resolve(p);
     const name = basename(path, extname(path));
-    if (!NAME_PATTERN.test(name)) throw new UsageError(`image '${p}': '${name}' is not a valid volume name`);
+    if (!isValidName(name)) throw new UsageError(`image '${p}': '${name}' is not a valid volume name`);
     return { name, path };
   });
   const maxConnections = v['max-connections'] === undefined ? 0 : Number(v['max-connections']);

@@ -1,5 +1,8 @@
-// Usage texts, kept beside each other so --help stays complete.
+// Usage texts, kept beside each other so --help stays complete, and the error of a bad command line.
 export const VERSION = '0.1.0';
+
+/** A bad command line: the command reports it with its usage text. */
+export class UsageError extends Error {}
 
 export const MAIN_USAGE = `snapnbd ${VERSION}: an NBD server with copy-on-write snapshots
 

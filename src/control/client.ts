@@ -2,6 +2,7 @@
 // responses by id, lines framed by the same splitter as the server.
 import net from 'node:net';
 import { LineSplitter } from './framing.ts';
+import type { MethodName, MethodParams, MethodResult } from './methods.ts';
 
 /** The server answered with an error. `code` is error.data.code (e.g. VOLUME_BUSY). */
 export class ControlCallError extends Error {
@@ -70,6 +71,11 @@ export class ControlClient {
         reject(new ControlUnreachableError(path, why));
       });
     });
+  }
+
+  /** A method of src/control/methods.ts, with its params and result types. */
+  request<M extends MethodName>(method: M, ...params: {} extends MethodParams<M> ? [MethodParams<M>?] : [MethodParams<M>]): Promise<MethodResult<M>> {
+    return this.call<MethodResult<M>>(method, (params[0] ?? {}) as Record<string, unknown>);
   }
 
   call<T = unknown>(method: string, params: Record<string, unknown> = {}): Promise<T> {

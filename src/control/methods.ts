@@ -2,8 +2,9 @@
 // table is the whole API; protocol/control.md documents every entry and a test replays its
 // examples.
 import { isAbsolute } from 'node:path';
-import { CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, StoreError, StoreErrorCode } from '../storage/types.ts';
+import { checkChunkSize, checkVolumeSize, StoreError, StoreErrorCode } from '../storage/types.ts';
 import type { VolumeRegistry } from '../volumes/registry.ts';
+import type { DiffResult } from '../volumes/views.ts';
 import { invalidParams } from './errors.ts';
 import { validateParams, type Params, type ParamsSchema } from './validate.ts';
 
@@ -12,8 +13,6 @@ export const DIFF_PAGE_DEFAULT = 1024;
 export const DIFF_PAGE_MAX = 65536;
 /** Longest snapshot description, characters. */
 export const DESCRIPTION_MAX = 1024;
-/** Volume sizes are whole sectors. */
-export const SECTOR = 512;
 /** Longest backing path, characters. */
 export const PATH_MAX = 4096;
 
@@ -28,12 +27,12 @@ export interface ControlContext {
   serverInfo(): ServerInfo;
 }
 
-interface MethodDef<S extends ParamsSchema> {
+interface MethodDef<S extends ParamsSchema, R = unknown> {
   params: S;
-  run(p: Params<S>, ctx: ControlContext): unknown;
+  run(p: Params<S>, ctx: ControlContext): R;
 }
 
-function def<S extends ParamsSchema>(params: S, run: (p: Params<S>, ctx: ControlContext) => unknown): MethodDef<S> {
+function def<S extends ParamsSchema, R>(params: S, run: (p: Params<S>, ctx: ControlContext) => R): MethodDef<S, R> {
   return { params, run };
 }
 
@@ -65,12 +64,8 @@ export const METHODS = {
     if (p.size === undefined && p.backing === undefined) {
       throw invalidParams('volume.create: "size" is required unless "backing" is given', 'size');
     }
-    if (p.size !== undefined && p.size % SECTOR !== 0) {
-      throw new StoreError(StoreErrorCode.InvalidArgument, `size ${p.size} is not a multiple of ${SECTOR} bytes`);
-    }
-    if (p.chunkSize !== undefined && (p.chunkSize < CHUNK_SIZE_MIN || p.chunkSize > CHUNK_SIZE_MAX || (p.chunkSize & (p.chunkSize - 1)) !== 0)) {
-      throw new StoreError(StoreErrorCode.InvalidArgument, `chunk size ${p.chunkSize} is not a power of two from ${CHUNK_SIZE_MIN} to ${CHUNK_SIZE_MAX}`);
-    }
+    if (p.size !== undefined) checkVolumeSize(p.size);
+    if (p.chunkSize !== undefined) checkChunkSize(p.chunkSize);
     if (p.backing !== undefined && !isAbsolute(p.backing)) {
       throw new StoreError(StoreErrorCode.InvalidArgument, `backing '${p.backing}' must be an absolute path`);
     }
@@ -120,7 +115,7 @@ export const METHODS = {
     to: { type: 'string', required: false },
     cursor: { type: 'string', required: false, maxLength: 32 },
     limit: { type: 'integer', required: false, min: 1, max: DIFF_PAGE_MAX },
-  }, async (p, ctx) => {
+  }, async (p, ctx): Promise<DiffResult> => {
     let start = 0;
     if (p.cursor !== undefined) {
       // The cursor is opaque to clients; today it is the byte offset to continue from.
@@ -140,6 +135,9 @@ export const METHODS = {
 } as const;
 
 export type MethodName = keyof typeof METHODS;
+/** What a method takes and answers: the CLI (src/cli/control-commands.ts) calls with these types. */
+export type MethodParams<M extends MethodName> = Params<(typeof METHODS)[M]['params']>;
+export type MethodResult<M extends MethodName> = Awaited<ReturnType<(typeof METHODS)[M]['run']>>;
 
 export function isMethodName(m: string): m is MethodName {
   return Object.hasOwn(METHODS, m);

@@ -1,4 +1,4 @@
-// NBD wire constants (doc/proto.md in NetworkBlockDevice/nbd; digest in shared/reference/nbd-notes.md).
+// NBD wire constants (the upstream NBD protocol specification; our contract is protocol/nbd.md).
 // `as const` tables plus union types; nameOf() turns a value back into its name for logs.
 
 export const NBDMAGIC = 0x4e42444d41474943n;
@@ -138,24 +138,16 @@ export const MAX_STRING_LEN = 4096;
 export const MAX_META_QUERIES = 128;
 /** Largest READ/WRITE payload we serve (the kernel client sends up to 32 MiB). */
 export const MAX_PAYLOAD = 32 * 1024 * 1024;
-/** Largest unfragmented read a DF request must be served (spec: >= 64 KiB). */
-export const MAX_DF_READ = MAX_PAYLOAD;
 /** Block status descriptors in one reply (spec: SHOULD <= 2^20). */
 export const MAX_BLOCK_STATUS_EXTENTS = 1 << 16;
-/** Offsets above this cannot be represented exactly in a JS number. */
-export const MAX_SAFE_OFFSET = Number.MAX_SAFE_INTEGER;
 
 function invert<T extends Record<string, number>>(table: T): Map<number, string> {
   return new Map(Object.entries(table).map(([k, v]) => [v, k]));
 }
 const OPT_NAMES = invert(Opt);
-const REP_NAMES = invert(Rep);
 const CMD_NAMES = invert(Cmd);
 const ERRNO_NAMES = invert(NbdErrno);
-const INFO_NAMES = invert(Info);
 
 export const nameOfOpt = (v: number): string => OPT_NAMES.get(v) ?? `OPT_${v}`;
-export const nameOfRep = (v: number): string => REP_NAMES.get(v) ?? `REP_${v >>> 0}`;
 export const nameOfCmd = (v: number): string => CMD_NAMES.get(v) ?? `CMD_${v}`;
 export const nameOfErrno = (v: number): string => ERRNO_NAMES.get(v) ?? `ERRNO_${v}`;
-export const nameOfInfo = (v: number): string => INFO_NAMES.get(v) ?? `INFO_${v}`;

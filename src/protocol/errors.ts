@@ -1,4 +1,4 @@
-// Three kinds of error (STYLE.md): a ProtocolError closes the connection; a RequestError is
+// Three kinds of error: a ProtocolError closes the connection; a RequestError is
 // answered with an NBD errno and the session goes on; a storage fault (StorageError, or any
 // other exception from the device) is logged with its cause and mapped to an errno.
 import { CmdFlag, NbdErrno } from './constants.ts';

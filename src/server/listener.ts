@@ -45,10 +45,6 @@ export class NbdServer {
     this.opts = opts;
   }
 
-  get connectionCount(): number {
-    return this.sessions.size;
-  }
-
   async listen(addr: ListenAddress): Promise<ListenAddress> {
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket, addr));
     server.on('error', (e) => log.error(`listener ${formatListenAddress(addr)}`, e));

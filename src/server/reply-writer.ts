@@ -18,7 +18,7 @@ export class ReplyWriter {
   }
 
   /** Queue buffers in order. Returns false when the socket wants the caller to wait for 'drain'. */
-  send(a: Buffer, b?: Buffer, c?: Buffer): boolean {
+  send(a: Buffer, b?: Buffer): boolean {
     const s = this.socket;
     if (s.destroyed || s.writableEnded) return true;
     if (!this.corked) {
@@ -28,7 +28,6 @@ export class ReplyWriter {
     }
     let ok = s.write(a);
     if (b !== undefined && b.length > 0) ok = s.write(b);
-    if (c !== undefined && c.length > 0) ok = s.write(c);
     return ok;
   }
 

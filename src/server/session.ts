@@ -20,7 +20,7 @@ import {
   encodeBlockStatus, encodeErrorChunk, encodeOffsetDataHeader, encodeOffsetHole, encodeSimpleReply,
   type RequestHeader, type StatusDescriptor,
 } from '../protocol/transmission.ts';
-import type { Extent } from '../storage/device.ts';
+import { appendExtent, type Extent } from '../storage/device.ts';
 import { log } from '../util/log.ts';
 import type { ExportLease, ExportResolver } from './exports.ts';
 import {
@@ -349,9 +349,7 @@ export class Session implements InboundHandler {
       for (const e of got) {
         const len = Math.min(e.length, length - pos);
         if (len <= 0) break;
-        const last = out[out.length - 1];
-        if (last && last.zero === e.zero && last.hole === e.hole) last.length += len;
-        else out.push({ length: len, zero: e.zero, hole: e.hole });
+        appendExtent(out, len, e.hole, e.zero);
         pos += len;
       }
       // No progress (no extents, or only empty ones): a storage bug must not spin forever.

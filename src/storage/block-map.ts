@@ -33,17 +33,17 @@ export interface SlotRefs {
 
 export class Page {
   /** [slot0, birth0, slot1, birth1, ...] */
-  readonly e: Uint32Array;
+  readonly entries: Uint32Array;
   refs = 1;
   /** Entries that are not UNMAPPED. */
   mapped = 0;
   constructor(src?: Page) {
     if (src) {
-      this.e = src.e.slice();
+      this.entries = src.entries.slice();
       this.mapped = src.mapped;
     } else {
-      this.e = new Uint32Array(ENTRIES_PER_PAGE * 2).fill(UNMAPPED);
-      for (let i = 1; i < this.e.length; i += 2) this.e[i] = 0;
+      this.entries = new Uint32Array(ENTRIES_PER_PAGE * 2).fill(UNMAPPED);
+      for (let i = 1; i < this.entries.length; i += 2) this.entries[i] = 0;
     }
   }
 }
@@ -70,12 +70,12 @@ export class NodeMap {
   /** Slot (or UNMAPPED/ZERO) of chunk `c`. */
   slot(c: number): number {
     const p = this.l1.pages[c >>> PAGE_SHIFT];
-    return p ? (p.e[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number) : UNMAPPED;
+    return p ? (p.entries[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number) : UNMAPPED;
   }
 
   birth(c: number): number {
     const p = this.l1.pages[c >>> PAGE_SHIFT];
-    return p ? (p.e[(c & (ENTRIES_PER_PAGE - 1)) * 2 + 1] as number) : 0;
+    return p ? (p.entries[(c & (ENTRIES_PER_PAGE - 1)) * 2 + 1] as number) : 0;
   }
 
   /** True when a write to chunk `c` may overwrite its slot in place: nobody else can see it. */
@@ -83,7 +83,7 @@ export class NodeMap {
     if (this.l1.refs !== 1) return false;
     const p = this.l1.pages[c >>> PAGE_SHIFT];
     if (!p || p.refs !== 1) return false;
-    const s = p.e[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number;
+    const s = p.entries[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number;
     return isSlot(s) && this.slots.count(s) === 1;
   }
 
@@ -106,7 +106,7 @@ export class NodeMap {
       l1.pages[pi] = page;
     } else if (page.refs > 1) {
       const copy = new Page(page);
-      const e = copy.e;
+      const e = copy.entries;
       for (let i = 0; i < e.length; i += 2) {
         const s = e[i] as number;
         if (isSlot(s)) this.slots.ref(s);
@@ -116,12 +116,12 @@ export class NodeMap {
       page = copy;
     }
     const at = (c & (ENTRIES_PER_PAGE - 1)) * 2;
-    const old = page.e[at] as number;
+    const old = page.entries[at] as number;
     if (isSlot(slot)) this.slots.ref(slot);
     if (old === UNMAPPED && slot !== UNMAPPED) page.mapped++;
     else if (old !== UNMAPPED && slot === UNMAPPED) page.mapped--;
-    page.e[at] = slot;
-    page.e[at + 1] = slot === UNMAPPED ? 0 : birth;
+    page.entries[at] = slot;
+    page.entries[at + 1] = slot === UNMAPPED ? 0 : birth;
     if (isSlot(old)) this.slots.unref(old);
     if (page.mapped === 0) {
       l1.pages[pi] = null;
@@ -157,7 +157,7 @@ export class NodeMap {
     for (let pi = 0; pi < pages.length; pi++) {
       const p = pages[pi];
       if (!p) continue;
-      const e = p.e;
+      const e = p.entries;
       for (let i = 0; i < ENTRIES_PER_PAGE; i++) {
         const s = e[i * 2] as number;
         if (s !== UNMAPPED) fn(pi * ENTRIES_PER_PAGE + i, s, e[i * 2 + 1] as number, p);
@@ -176,9 +176,9 @@ export class NodeMap {
       if (p.refs < 1) throw new Error(`page ${pi} refs < 1`);
       let mapped = 0;
       for (let i = 0; i < ENTRIES_PER_PAGE; i++) {
-        const s = p.e[i * 2] as number;
+        const s = p.entries[i * 2] as number;
         if (s === UNMAPPED) {
-          if (p.e[i * 2 + 1] !== 0) throw new Error(`unmapped entry ${pi}:${i} has a birth`);
+          if (p.entries[i * 2 + 1] !== 0) throw new Error(`unmapped entry ${pi}:${i} has a birth`);
           continue;
         }
         mapped++;
@@ -196,7 +196,7 @@ export function releaseL1(l1: L1, slots: SlotRefs): void {
   if (--l1.refs > 0) return;
   for (const p of l1.pages) {
     if (!p || --p.refs > 0) continue;
-    const e = p.e;
+    const e = p.entries;
     for (let i = 0; i < e.length; i += 2) {
       const s = e[i] as number;
       if (isSlot(s)) slots.unref(s);

@@ -4,11 +4,12 @@
 // uncommitted journal tail). `repair` removes leaks; inconsistencies it cannot fix are reported.
 import { isSlot, type L1, type Page } from './block-map.ts';
 import { SEGMENT_FILE_RE, segmentFile } from './chunk-store.ts';
-import { CowStore, COMMIT_INTERVAL_DEFAULT_MS, JOURNAL_COMPACT_BYTES_DEFAULT } from './engine.ts';
-import { realFileIo, type FileIo } from './file-io.ts';
-import { journalFile } from './format.ts';
-import { StoreError } from './types.ts';
 import { SEGMENT_BYTES_DEFAULT } from './chunk-store.ts';
+import { CowStore } from './engine.ts';
+import { realFileIo, type FileIo } from './file-io.ts';
+import { JOURNAL_FILE_RE, journalFile } from './format.ts';
+import { COMMIT_INTERVAL_DEFAULT_MS, JOURNAL_COMPACT_BYTES_DEFAULT } from './journal.ts';
+import { StoreError } from './types.ts';
 
 export interface CheckResult {
   ok: boolean;
@@ -36,10 +37,11 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
     problems.push(msg);
     unrepaired++;
   };
+  const state = store.inspect();
   try {
     // 1. Maps are well formed; page and L1 reference counts match their holders.
     const l1Holders = new Map<L1, number>();
-    for (const n of store.allNodes()) {
+    for (const n of state.nodes) {
       try {
         n.map.checkValid();
       } catch (e) {
@@ -47,40 +49,40 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
       }
       l1Holders.set(n.map.l1, (l1Holders.get(n.map.l1) ?? 0) + 1);
     }
-    const pageHolders = new Map<Page, { n: number; cs: number }>();
+    const pageHolders = new Map<Page, { n: number; chunkSize: number }>();
     for (const [l1, holders] of l1Holders) {
       if (l1.refs !== holders) bad(`an L1 table has refcount ${l1.refs} but ${holders} holders`);
-      const owner = store.allNodes().find((n) => n.map.l1 === l1)!;
+      const owner = state.nodes.find((n) => n.map.l1 === l1)!;
       for (const p of l1.pages) {
         if (!p) continue;
         const h = pageHolders.get(p);
         if (h) h.n++;
-        else pageHolders.set(p, { n: 1, cs: owner.vol.chunkSize });
+        else pageHolders.set(p, { n: 1, chunkSize: owner.vol.chunkSize });
       }
     }
     const slotRefs = new Map<number, Map<number, number>>(); // chunk size -> slot -> refs
     for (const [p, h] of pageHolders) {
       if (p.refs !== h.n) bad(`a map page has refcount ${p.refs} but ${h.n} holders`);
-      let m = slotRefs.get(h.cs);
-      if (!m) slotRefs.set(h.cs, (m = new Map()));
-      for (let i = 0; i < p.e.length; i += 2) {
-        const s = p.e[i] as number;
-        if (isSlot(s)) m.set(s, (m.get(s) ?? 0) + 1);
+      let refs = slotRefs.get(h.chunkSize);
+      if (!refs) slotRefs.set(h.chunkSize, (refs = new Map()));
+      for (let i = 0; i < p.entries.length; i += 2) {
+        const s = p.entries[i] as number;
+        if (isSlot(s)) refs.set(s, (refs.get(s) ?? 0) + 1);
       }
     }
     // 2. Slot refcounts re-derived equal the engine's; every live slot has its segment file.
     const names = new Set(await io.readdir(dir));
     const liveEnd = new Map<string, number>(); // segment file -> end of its last live slot
-    for (const [cs, m] of slotRefs) {
-      const cls = store.data.cls(cs);
-      for (const [s, n] of m) {
-        if (cls.count(s) !== n) bad(`slot ${s} (chunk size ${cs}) refcount ${cls.count(s)} != derived ${n}`);
-        const name = segmentFile(cls.log2, cls.segmentOf(s));
-        const end = cls.posOf(s) + cs;
+    for (const [chunkSize, derived] of slotRefs) {
+      const chunkClass = state.chunkClass(chunkSize);
+      for (const [s, n] of derived) {
+        if (chunkClass.count(s) !== n) bad(`slot ${s} (chunk size ${chunkSize}) refcount ${chunkClass.count(s)} != derived ${n}`);
+        const name = segmentFile(chunkClass.log2, chunkClass.segmentOf(s));
+        const end = chunkClass.posOf(s) + chunkSize;
         if ((liveEnd.get(name) ?? 0) < end) liveEnd.set(name, end);
       }
-      for (let s = 0; s < cls.refs.length; s++) {
-        if ((cls.refs[s] as number) > 0 && !m.has(s)) bad(`slot ${s} (chunk size ${cs}) has refcount ${cls.refs[s]} but no map holds it`);
+      for (let s = 0; s < chunkClass.refs.length; s++) {
+        if ((chunkClass.refs[s] as number) > 0 && !derived.has(s)) bad(`slot ${s} (chunk size ${chunkSize}) has refcount ${chunkClass.refs[s]} but no map holds it`);
       }
     }
     for (const [name, end] of liveEnd) {
@@ -103,7 +105,7 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
     }
     // 3. Files nothing references.
     for (const name of names) {
-      const stale = (SEGMENT_FILE_RE.test(name) && !liveEnd.has(name)) || (/^journal-\d+\.log$/.test(name) && name !== journalFile(store.journalGen));
+      const stale = (SEGMENT_FILE_RE.test(name) && !liveEnd.has(name)) || (JOURNAL_FILE_RE.test(name) && name !== journalFile(state.journalGen));
       if (!stale) continue;
       problems.push(`leak: ${name} is not referenced`);
       if (opts.repair) {
@@ -112,19 +114,19 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
       } else unrepaired++;
     }
     // 4. An uncommitted journal tail (a crash mid-commit): harmless, open ignores it.
-    if (store.tornTail > 0) {
-      const name = journalFile(store.journalGen);
-      problems.push(`journal ${name} has ${store.tornTail} bytes of uncommitted tail`);
+    if (state.tornTail > 0) {
+      const name = journalFile(state.journalGen);
+      problems.push(`journal ${name} has ${state.tornTail} bytes of uncommitted tail`);
       if (opts.repair) {
         const f = await io.open(`${dir}/${name}`, 'rw');
-        await f.truncate(store.journalEnd);
+        await f.truncate(state.journalEnd);
         await f.datasync();
         await f.close();
-        repaired.push(`truncated ${name} to ${store.journalEnd} bytes`);
+        repaired.push(`truncated ${name} to ${state.journalEnd} bytes`);
       } else unrepaired++;
     }
     // 5. Backing files unchanged.
-    for (const v of store.volumes.values()) {
+    for (const v of state.volumes) {
       if (v.backingError) bad(`volume '${v.name}': ${v.backingError.message}`);
     }
   } finally {

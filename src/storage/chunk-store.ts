@@ -1,7 +1,7 @@
 // The data side of the store: chunks live in slots of segment files, one set of segments per
 // chunk size ("class"; a clone inherits its origin's chunk size, so shared slots are always in one
 // class). Node cannot punch holes, so space goes back to the file system by deleting a segment
-// once its last slot is free (and the compactor empties sparse segments, see engine.ts).
+// once its last slot is free (and the compactor empties sparse segments, see compactor.ts).
 //
 // Slot life: free → allocated (state 1, refs 0) → mapped (refs > 0) → refs drop to 0: pending
 // free (still state 1) → the commit that records the unmapping lands: quarantined until every
@@ -42,7 +42,7 @@ export class ChunkClass implements SlotRefs {
   /** Segments whose file is being deleted: no allocation there until it is gone. */
   readonly deleting = new Set<number>();
   /**
-   * Segments the compactor is emptying (engine.ts, compactSegments): no allocation there, and no
+   * Segments the compactor is emptying (compactor.ts, Compactor.move): no allocation there, and no
    * write goes in place into their slots (it redirects), so a slot's content cannot change while
    * it is copied. Cleared when the file is deleted or the compaction gives up.
    */
@@ -163,6 +163,14 @@ export class ChunkClass implements SlotRefs {
     return this.evacuating.size > 0 && this.evacuating.has(Math.floor(slot / this.slotsPerSeg));
   }
 
+  /**
+   * Whether byte 0 of `slot` continues, in the same segment file, a run of I/O that ends
+   * `runEndBytes` after the start of slot `runSlot`: then one read or write covers both.
+   */
+  continuesRun(runSlot: number, runEndBytes: number, slot: number): boolean {
+    return runEndBytes % this.chunkSize === 0 && runSlot + runEndBytes / this.chunkSize === slot && this.segmentOf(slot) === this.segmentOf(runSlot);
+  }
+
   segmentOf(slot: number): number {
     return Math.floor(slot / this.slotsPerSeg);
   }
@@ -200,7 +208,7 @@ export class DataStore {
   // that commit has finished (a read looks its slots up synchronously when it starts).
   private readGen = 0;
   private readonly readsByGen = new Map<number, number>();
-  private readonly quarantine: { gen: number; cls: ChunkClass; slots: number[] }[] = [];
+  private readonly quarantine: { gen: number; chunkClass: ChunkClass; slots: number[] }[] = [];
   /** Called with segments that became empty (their file can go). */
   onEmptySegment: ((cls: ChunkClass, seg: number) => void) | null = null;
   /** Called with segments that lost slots but are not empty (their tail may be truncated). */
@@ -212,7 +220,7 @@ export class DataStore {
     this.segmentBytes = segmentBytes;
   }
 
-  cls(chunkSize: number): ChunkClass {
+  classOf(chunkSize: number): ChunkClass {
     const log2 = Math.log2(chunkSize);
     let c = this.classes.get(log2);
     if (!c) {
@@ -236,26 +244,40 @@ export class DataStore {
     } else this.readsByGen.set(g, n);
   }
 
+  /** Takes the segments written (and whether a file was created) since the last swap (at the commit swap). */
+  takeDirty(): { segments: Set<Segment>; dir: boolean } {
+    const taken = { segments: this.dirty, dir: this.dirDirty };
+    this.dirty = new Set<Segment>();
+    this.dirDirty = false;
+    return taken;
+  }
+
+  /** A failed commit: its dirty segments are dirty again (not those deleted meanwhile). */
+  restoreDirty(taken: { segments: Set<Segment>; dir: boolean }): void {
+    for (const s of taken.segments) if (s.file) this.dirty.add(s);
+    if (taken.dir) this.dirDirty = true;
+  }
+
   /** Takes every class's pending frees (at the commit swap). */
-  takePendingFrees(): { cls: ChunkClass; slots: number[] }[] {
-    const out: { cls: ChunkClass; slots: number[] }[] = [];
+  takePendingFrees(): { chunkClass: ChunkClass; slots: number[] }[] {
+    const out: { chunkClass: ChunkClass; slots: number[] }[] = [];
     for (const c of this.classes.values()) {
       if (c.pendingFree.length === 0) continue;
-      out.push({ cls: c, slots: c.pendingFree });
+      out.push({ chunkClass: c, slots: c.pendingFree });
       c.pendingFree = [];
     }
     return out;
   }
 
   /** A failed commit: the frees go back to pending. */
-  restorePendingFrees(frees: { cls: ChunkClass; slots: number[] }[]): void {
-    for (const f of frees) f.cls.pendingFree = f.slots.concat(f.cls.pendingFree);
+  restorePendingFrees(frees: { chunkClass: ChunkClass; slots: number[] }[]): void {
+    for (const f of frees) f.chunkClass.pendingFree = f.slots.concat(f.chunkClass.pendingFree);
   }
 
   /** The commit holding these frees is durable. */
-  committedFrees(frees: { cls: ChunkClass; slots: number[] }[]): void {
+  committedFrees(frees: { chunkClass: ChunkClass; slots: number[] }[]): void {
     const gen = this.readGen++;
-    for (const f of frees) this.quarantine.push({ gen, cls: f.cls, slots: f.slots });
+    for (const f of frees) this.quarantine.push({ gen, chunkClass: f.chunkClass, slots: f.slots });
     this.releaseQuarantine();
   }
 
@@ -279,12 +301,12 @@ export class DataStore {
       const touched = new Set<number>();
       for (const s of q.slots) {
         // A slot can be re-referenced only after release, so refs must still be 0 here.
-        if (q.cls.count(s) !== 0) continue;
-        touched.add(q.cls.release(s));
+        if (q.chunkClass.count(s) !== 0) continue;
+        touched.add(q.chunkClass.release(s));
       }
       for (const seg of touched) {
-        if (q.cls.segUse[seg] === 0) this.onEmptySegment?.(q.cls, seg);
-        else this.onShrunkSegment?.(q.cls, seg);
+        if (q.chunkClass.segUse[seg] === 0) this.onEmptySegment?.(q.chunkClass, seg);
+        else this.onShrunkSegment?.(q.chunkClass, seg);
       }
     }
   }

@@ -1,6 +1,6 @@
-// The one interface between the NBD server and storage (DESIGN.md §1). The server knows only
-// this; a volume head, a clone, a read-only snapshot view and the plain raw-file device used as
-// a benchmark baseline all implement it.
+// The one interface between the NBD server and storage. The server knows only this; a volume
+// head (a clone's head too) and a read-only snapshot view implement it (src/storage/devices.ts),
+// as do the read-only wrapper of src/volumes/read-only-device.ts and the tests' memory device.
 
 /** One run of the address space as block status reports it (`base:allocation`). */
 export interface Extent {
@@ -9,6 +9,13 @@ export interface Extent {
   hole: boolean;
   /** Reads as zeros. NBD_STATE_ZERO. */
   zero: boolean;
+}
+
+/** Appends a run to `out`, merged into the last extent when that one is of the same kind. */
+export function appendExtent(out: Extent[], length: number, hole: boolean, zero: boolean): void {
+  const last = out[out.length - 1];
+  if (last && last.hole === hole && last.zero === zero) last.length += length;
+  else out.push({ length, hole, zero });
 }
 
 export interface WriteOptions {

@@ -2,9 +2,9 @@
 // a simulated file system that loses or tears writes that were not fdatasync'ed (sim-file-io.ts)
 // and stops dead at named crash points. The real implementation reads and writes with the
 // callback fs API on a raw fd (FileHandle's promise machinery cost ~30% of a 4 KiB read), and
-// reads synchronously while the page cache is serving them (see ReadStrategy).
+// reads (and writes) synchronously while the page cache is serving them (see SyncIoStrategy).
 import { constants as fsc, read as fsRead, readSync, statSync, write as fsWrite, writeSync } from 'node:fs';
-import { mkdir, open, readdir, rename, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { StorageError } from './device.ts';
 
 export type OpenMode = 'r' | 'rw' | 'create';
@@ -35,8 +35,7 @@ export interface FileIo {
   readdir(dir: string): Promise<string[]>;
   mkdirp(dir: string): Promise<void>;
   unlink(path: string): Promise<void>;
-  rename(from: string, to: string): Promise<void>;
-  /** Makes created/removed/renamed directory entries durable. */
+  /** Makes created/removed directory entries durable. */
   syncDir(dir: string): Promise<void>;
   /** Bytes an unprivileged writer may still allocate on the file system holding `dir`. */
   freeBytes(dir: string): Promise<number>;
@@ -70,11 +69,11 @@ export function ioError(e: unknown, what: string): StorageError {
 /**
  * Reads served from the page cache are ~2.5x faster done synchronously on the event loop than
  * through libuv's thread pool; reads that go to the disk block the loop and are far slower that
- * way (DESIGN.md section 6). So: read synchronously while reads are fast, switch to the pool when
+ * way (bench/README.md). So: read synchronously while reads are fast, switch to the pool when
  * too many in a window were slow, and from the pool probe with an occasional synchronous read to
  * switch back when the data is cached again.
  */
-export const READ_STRATEGY = {
+export const SYNC_IO_RULE = {
   /** A synchronous read slower than this (plus the copy time of its length) counts as a miss. */
   slowBaseNs: 20_000,
   /** Copy speed assumed for a cached read: 1 byte per ns ≈ 1 GB/s, generous for a busy machine. */
@@ -95,32 +94,33 @@ export const READ_STRATEGY = {
   poolMinBytes: 128 * 1024,
 } as const;
 
-export class ReadStrategy {
+/** For one direction (reads or writes): whether the next I/O runs synchronously or in the pool. */
+export class SyncIoStrategy {
   sync = true;
   private reads = 0;
   private misses = 0;
 
-  /** Whether the next read should be synchronous. */
+  /** Whether the next I/O should be synchronous. */
   next(): boolean {
     if (this.sync) return true;
-    return ++this.reads % READ_STRATEGY.probeEvery === 0;
+    return ++this.reads % SYNC_IO_RULE.probeEvery === 0;
   }
 
-  /** Records a synchronous read's time. */
+  /** Records a synchronous I/O's time. */
   record(ns: number, len: number): void {
-    const miss = ns > READ_STRATEGY.slowBaseNs + len * READ_STRATEGY.nsPerByte;
+    const miss = ns > SYNC_IO_RULE.slowBaseNs + len * SYNC_IO_RULE.nsPerByte;
     if (miss) this.misses++;
     if (this.sync) {
-      if (++this.reads < READ_STRATEGY.window) return;
-      if (this.misses >= READ_STRATEGY.missesToAsync) this.sync = false;
+      if (++this.reads < SYNC_IO_RULE.window) return;
+      if (this.misses >= SYNC_IO_RULE.missesToAsync) this.sync = false;
       this.reads = 0;
       this.misses = 0;
       return;
     }
     // a probe
-    const probes = this.reads / READ_STRATEGY.probeEvery;
-    if (probes < READ_STRATEGY.probes) return;
-    if (this.misses <= READ_STRATEGY.probeMissesToStay) this.sync = true;
+    const probes = this.reads / SYNC_IO_RULE.probeEvery;
+    if (probes < SYNC_IO_RULE.probes) return;
+    if (this.misses <= SYNC_IO_RULE.probeMissesToStay) this.sync = true;
     this.reads = 0;
     this.misses = 0;
   }
@@ -132,8 +132,8 @@ export class ReadStrategy {
  * than the ~10 µs of waking a pool thread; under dirty-page throttling writes get slow and go
  * to the pool.
  */
-export const readStrategy = new ReadStrategy();
-export const writeStrategy = new ReadStrategy();
+export const readStrategy = new SyncIoStrategy();
+export const writeStrategy = new SyncIoStrategy();
 
 function readOnce(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -158,7 +158,7 @@ class RealFile implements IoFile {
   }
 
   read(buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-    if (len < READ_STRATEGY.poolMinBytes && readStrategy.next()) {
+    if (len < SYNC_IO_RULE.poolMinBytes && readStrategy.next()) {
       try {
         const t0 = process.hrtime.bigint();
         const n = readSync(this.fd, buf, off, len, pos);
@@ -186,7 +186,7 @@ class RealFile implements IoFile {
   }
 
   write(buf: Buffer, off: number, len: number, pos: number): Promise<void> {
-    if (len < READ_STRATEGY.poolMinBytes && writeStrategy.next()) {
+    if (len < SYNC_IO_RULE.poolMinBytes && writeStrategy.next()) {
       try {
         const t0 = process.hrtime.bigint();
         let done = 0;
@@ -280,9 +280,6 @@ export const realFileIo: FileIo = {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(e, `unlink ${path}`);
     }
-  },
-  async rename(from, to) {
-    await rename(from, to);
   },
   async syncDir(dir) {
     const fh = await open(dir, fsc.O_RDONLY);

@@ -18,17 +18,20 @@ export function journalFile(gen: number): string {
   return `journal-${gen.toString().padStart(8, '0')}.log`;
 }
 
+/** Matches journalFile() names (any generation; group 1 is the generation). */
+export const JOURNAL_FILE_RE = /^journal-(\d+)\.log$/;
+
+/** Record types; payloads are encoded in records.ts and listed in README.md. 8 is retired (never written). */
 export const Rec = {
-  State: 1, // checkpoint: epoch, nextId, commitSeq
+  State: 1, // checkpoint: epoch, nextId
   Volume: 2, // volume created (or, in a checkpoint, existing)
   VolumeDelete: 3,
   Node: 4, // node created; source node id or 0 (empty map)
   NodeDelete: 5,
   MapRun: 6, // node, first chunk, n × (slot, birth)
   Rollback: 7, // head node := share(source node)
-  Epoch: 8,
-  Page: 9, // checkpoint: page id + entries
-  L1: 10, // checkpoint: l1 id, node count, (index, page id) pairs
+  Page: 9, // checkpoint: page id, chunk size, entries
+  L1: 10, // checkpoint: l1 id, length, count, count × (index, page id)
   NodeCp: 11, // checkpoint: node with its L1 id
   Commit: 99,
 } as const;
@@ -216,9 +219,6 @@ export class RecordReader {
     for (let i = 0; i < n; i++) a[i] = this.b.readUInt32LE(this.pos + i * 4);
     this.pos += n * 4;
     return a;
-  }
-  get remaining(): number {
-    return this.b.length - this.pos;
   }
 }
 

@@ -1,6 +1,8 @@
 // The storage engine's entry points: open (or create) the store of a data dir, and check one.
-import { CowStore, COMMIT_INTERVAL_DEFAULT_MS, JOURNAL_COMPACT_BYTES_DEFAULT, type LogFn } from './engine.ts';
 import { SEGMENT_BYTES_DEFAULT } from './chunk-store.ts';
+import { CowStore } from './engine.ts';
+import { COMMIT_INTERVAL_DEFAULT_MS, JOURNAL_COMPACT_BYTES_DEFAULT } from './journal.ts';
+import type { LogFn } from './recovery.ts';
 import { realFileIo, type FileIo } from './file-io.ts';
 import type { Store } from './types.ts';
 

@@ -2,13 +2,14 @@
 // image and a current image; writes land in the current image and in a pending list until
 // fdatasync. `crash()` cuts the power: each pending write survives whole, is lost, or is torn to a
 // sector prefix, at random; the current images become the surviving durable ones. Directory
-// operations (create, unlink, rename, truncate) are durable at once, like a journaling file
+// operations (create, unlink, truncate) are durable at once, like a journaling file
 // system's metadata. A crash plan stops the world at the Nth hit of a named crash point: from
 // then on every operation of that "boot" fails, so an abandoned engine cannot touch later boots.
+import { Prng } from '../util/prng.ts';
 import { StorageError } from './device.ts';
+import { SECTOR } from './types.ts';
 import type { CrashPoint, FileIo, FileStat, IoFile, OpenMode } from './file-io.ts';
 
-const SECTOR = 512;
 
 export class SimCrash extends Error {
   constructor(point: string) {
@@ -36,16 +37,10 @@ function grow(b: Buffer, len: number): Buffer {
   return n;
 }
 
-/** A tiny deterministic PRNG (mulberry32); tests share it. */
+/** Uniform draws in [0, 1) from the seeded PRNG (src/util/prng.ts). */
 export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const g = new Prng(seed);
+  return () => g.float();
 }
 
 export class SimFileIo implements FileIo {
@@ -181,14 +176,6 @@ export class SimFileIo implements FileIo {
   async unlink(path: string): Promise<void> {
     this.alive(this.boot);
     this.files.delete(path);
-  }
-
-  async rename(from: string, to: string): Promise<void> {
-    this.alive(this.boot);
-    const f = this.files.get(from);
-    if (!f) throw new StorageError('ENOENT', `rename ${from}: no such file`);
-    this.files.delete(from);
-    this.files.set(to, f);
   }
 
   async syncDir(): Promise<void> {

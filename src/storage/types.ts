@@ -29,12 +29,53 @@ export class StoreError extends Error {
   }
 }
 
-/** Names: 1–128 of [A-Za-z0-9._-], not starting with '.' or '-'; '@' is reserved. */
+/**
+ * The store is closed: STORE_CLOSED to a control caller, and ESHUTDOWN (`errno`, which
+ * toNbdErrno reads) to an NBD client, whether its request is a read, a write or a FLUSH.
+ */
+export class StoreClosedError extends StoreError {
+  readonly errno = 'ESHUTDOWN';
+  constructor() {
+    super(StoreErrorCode.Closed, 'store is closed');
+  }
+}
+
+/** Volume sizes are whole sectors. */
+export const SECTOR = 512;
+
+export const NAME_MAX = 128;
+/** Names: 1–NAME_MAX of [A-Za-z0-9._-], not starting with '.' or '-'; '@' is reserved. */
 export const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+export function isValidName(name: unknown): name is string {
+  return typeof name === 'string' && NAME_PATTERN.test(name);
+}
+
+/** Throws INVALID_NAME unless `name` is a valid volume or snapshot name. */
+export function checkName(kind: 'volume' | 'snapshot', name: string): void {
+  if (!isValidName(name)) {
+    throw new StoreError(StoreErrorCode.InvalidName,
+      `invalid ${kind} name '${name}': 1-${NAME_MAX} characters of A-Z a-z 0-9 . _ -, not starting with '.' or '-'`);
+  }
+}
 
 export const CHUNK_SIZE_MIN = 4096;
 export const CHUNK_SIZE_MAX = 1024 * 1024;
 export const CHUNK_SIZE_DEFAULT = 64 * 1024;
+
+/** Throws INVALID_ARGUMENT unless `chunkSize` is a power of two in CHUNK_SIZE_MIN..CHUNK_SIZE_MAX. */
+export function checkChunkSize(chunkSize: number): void {
+  if (!Number.isInteger(chunkSize) || chunkSize < CHUNK_SIZE_MIN || chunkSize > CHUNK_SIZE_MAX || (chunkSize & (chunkSize - 1)) !== 0) {
+    throw new StoreError(StoreErrorCode.InvalidArgument, `chunk size ${chunkSize} must be a power of two in ${CHUNK_SIZE_MIN}..${CHUNK_SIZE_MAX}`);
+  }
+}
+
+/** Throws INVALID_ARGUMENT unless `size` is a positive whole number of sectors. */
+export function checkVolumeSize(size: number | undefined): asserts size is number {
+  if (size === undefined || !Number.isSafeInteger(size) || size <= 0 || size % SECTOR !== 0) {
+    throw new StoreError(StoreErrorCode.InvalidArgument, `volume size ${size} must be a positive multiple of ${SECTOR}`);
+  }
+}
 
 export interface VolumeSpec {
   name: string;

@@ -15,11 +15,6 @@ export class KeyedMutex {
     }
   }
 
-  /** Whether anyone holds or waits for `key` (for tests and stats). */
-  isLocked(key: string): boolean {
-    return this.tails.has(key);
-  }
-
   private async lock(key: string): Promise<() => void> {
     const previous = this.tails.get(key) ?? Promise.resolve();
     let release!: () => void;

@@ -1,30 +1,30 @@
 // The volume registry: joins the NBD server and the storage engine. It resolves export names
-// (VOLUME = the writable head, VOLUME@SNAPSHOT = a read-only snapshot view, '' = the default
-// export) to block devices, tracks who holds each export (leases), and wraps the engine's
-// snapshot operations with the busy rules the control socket promises:
+// (export-name.ts) to block devices, tracks who holds each export (leases.ts), and wraps the
+// engine's operations with the busy rules the control socket promises:
 //   - rollback refuses a volume whose head is exported (VOLUME_BUSY) unless forced; forced, it
 //     revokes those leases (the sessions finish in-flight requests and close) and waits for them;
 //   - deleting an exported snapshot is refused (SNAPSHOT_BUSY);
 //   - deleting an exported volume is refused (VOLUME_BUSY) unless forced.
 // Changes to one volume are serialised (KeyedMutex); different volumes proceed in parallel.
+// What it answers (VolumeView, SnapshotView, ...) is declared in views.ts.
 import type { BlockDevice } from '../storage/device.ts';
 import {
-  NAME_PATTERN, StoreError, StoreErrorCode,
-  type DiffPage, type SnapshotInfo, type Store, type StoreStats, type VolumeInfo, type VolumeSpec,
+  checkName, StoreError, StoreErrorCode,
+  type DiffPage, type SnapshotInfo, type Store, type VolumeInfo, type VolumeSpec,
 } from '../storage/types.ts';
-import type { ExportCounters, ExportDescription, ExportLease, ExportResolver, ResolvedExport } from '../server/exports.ts';
+import type { ExportDescription, ExportLease, ExportResolver, ResolvedExport } from '../server/exports.ts';
 import { formatSize } from '../util/size.ts';
+import { exportNameOf, generatedSnapshotBase, isValidExportName, parseExportName, uniqueName } from './export-name.ts';
 import { KeyedMutex } from './keyed-mutex.ts';
+import { describeHolders, LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
+import { SnapshotState, type ExportStats, type RegistryStats, type SnapshotView, type VolumeView } from './views.ts';
 
-/** How long a forced rollback or delete waits for revoked sessions to close before giving up. */
-export const REVOKE_WAIT_MS = 30_000;
-/** Separates volume and snapshot in an export name; reserved in names. */
-export const SNAPSHOT_SEPARATOR = '@';
-export const NAME_MAX = 128;
-
-export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting' } as const;
-export type SnapshotState = (typeof SnapshotState)[keyof typeof SnapshotState];
+// Re-exported for callers that know only the registry.
+export { exportNameOf, generatedSnapshotBase, parseExportName, SNAPSHOT_SEPARATOR } from './export-name.ts';
+export { REVOKE_WAIT_MS } from './leases.ts';
+export { SnapshotState, type ExportStats, type RegistryStats, type SnapshotView, type VolumeView } from './views.ts';
+export { checkName, isValidName, NAME_MAX } from '../storage/types.ts';
 
 export interface RegistryOptions {
   /** The volume the empty export name reaches. */
@@ -37,61 +37,7 @@ export interface RegistryOptions {
   revokeWaitMs?: number;
 }
 
-/** A snapshot as the control socket lists it. */
-export interface SnapshotView {
-  volume: string;
-  name: string;
-  created: string;
-  state: SnapshotState;
-  description: string;
-  size: number;
-  referenced: number;
-  used: number;
-  written: number;
-  /** Export names of this snapshot that have NBD connections now (e.g. ["vm1@s1"]). */
-  exports: string[];
-  connections: number;
-  /** Volumes cloned from this snapshot. */
-  clones: string[];
-}
-
-/** A volume as the control socket lists it. */
-export interface VolumeView {
-  name: string;
-  size: number;
-  chunkSize: number;
-  backing: string | null;
-  origin: { volume: string; snapshot: string } | null;
-  created: string;
-  snapshots: number;
-  referenced: number;
-  used: number;
-  written: number;
-  readOnly: boolean;
-  /** NBD connections to the head now. */
-  connections: number;
-}
-
-export interface ExportStats extends ExportCounters {
-  name: string;
-  volume: string;
-  snapshot: string | null;
-}
-
-export interface RegistryStats {
-  exports: ExportStats[];
-  volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number }[];
-  store: StoreStats;
-}
-
-interface LeaseRecord {
-  readonly exportName: string;
-  readonly volume: string;
-  readonly snapshot: string | null;
-  readonly onRevoke: (reason: string) => void;
-  revoked: boolean;
-}
-
+/** A snapshot being created or deleted (listed as such; its export name resolves to nothing). */
 interface PendingSnapshot {
   state: SnapshotState;
   volume: string;
@@ -100,52 +46,22 @@ interface PendingSnapshot {
   started: Date;
 }
 
-export function exportNameOf(volume: string, snapshot: string | null): string {
-  return snapshot === null ? volume : `${volume}${SNAPSHOT_SEPARATOR}${snapshot}`;
-}
-
-/** Splits `VOLUME@SNAPSHOT`; a name without '@' is a head. */
-export function parseExportName(name: string): { volume: string; snapshot: string | null } {
-  const at = name.indexOf(SNAPSHOT_SEPARATOR);
-  if (at < 0) return { volume: name, snapshot: null };
-  return { volume: name.slice(0, at), snapshot: name.slice(at + 1) };
-}
-
-export function isValidName(name: string): boolean {
-  return NAME_PATTERN.test(name);
-}
-
-export function checkName(kind: 'volume' | 'snapshot', name: string): void {
-  if (!isValidName(name)) {
-    throw new StoreError(StoreErrorCode.InvalidName,
-      `invalid ${kind} name '${name}': 1-${NAME_MAX} characters of A-Z a-z 0-9 . _ -, not starting with '.' or '-'`);
-  }
-}
-
-/** `VOLUME-YYYYMMDDTHHMMSSZ`, the volume part shortened so that a `-NNN` suffix still fits. */
-export function generatedSnapshotBase(volume: string, at: Date): string {
-  const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z'); // 20261122T101500Z
-  const room = NAME_MAX - stamp.length - 1 - 8;
-  return `${volume.slice(0, room)}-${stamp}`;
-}
-
 export class VolumeRegistry implements ExportResolver {
   private readonly store: Store;
   private readonly opts: RegistryOptions;
   private readonly mutex = new KeyedMutex();
-  private readonly leases = new Set<LeaseRecord>();
-  private readonly counters = new Map<string, ExportCounters>();
+  private readonly leases: LeaseTable;
   /** Keyed by export name `VOLUME@SNAPSHOT`. */
   private readonly pending = new Map<string, PendingSnapshot>();
   /** Volumes whose head may not be acquired now (forced rollback or delete in progress). */
   private readonly fenced = new Set<string>();
   private readonly readOnlyWrappers = new WeakMap<BlockDevice, ReadOnlyDevice>();
-  private readonly releaseWaiters = new Set<() => void>();
   private closing = false;
 
   constructor(store: Store, opts: RegistryOptions) {
     this.store = store;
     this.opts = opts;
+    this.leases = new LeaseTable(opts.revokeWaitMs ?? REVOKE_WAIT_MS);
   }
 
   get defaultExport(): string {
@@ -173,8 +89,9 @@ export class VolumeRegistry implements ExportResolver {
 
   lookup(name: string): ResolvedExport | undefined {
     const real = name === '' ? this.opts.defaultExport : name;
-    const { volume, snapshot } = parseExportName(real);
-    if (!isValidName(volume) || (snapshot !== null && !isValidName(snapshot))) return undefined;
+    const parts = parseExportName(real);
+    if (!isValidExportName(parts)) return undefined;
+    const { volume, snapshot } = parts;
     try {
       if (snapshot === null) {
         const info = this.store.volumeInfo(volume);
@@ -195,37 +112,20 @@ export class VolumeRegistry implements ExportResolver {
     if (!resolved) return undefined;
     const { volume, snapshot } = parseExportName(resolved.name);
     if (snapshot === null && this.fenced.has(volume)) return undefined;
-    const record: LeaseRecord = { exportName: resolved.name, volume, snapshot, onRevoke, revoked: false };
-    this.leases.add(record);
-    const counters = this.countersOf(resolved.name);
-    counters.connections++;
-    let released = false;
-    return {
-      ...resolved,
-      counters,
-      release: () => {
-        if (released) return;
-        released = true;
-        counters.connections--;
-        this.leases.delete(record);
-        for (const wake of [...this.releaseWaiters]) wake();
-      },
-    };
+    return { ...resolved, ...this.leases.add(resolved.name, onRevoke) };
   }
 
   /** Revokes every lease (server stopping) and waits until they are released or the wait ends. */
   async revokeAll(reason: string): Promise<void> {
     this.closing = true;
-    const held = [...this.leases];
-    for (const l of held) this.revoke(l, reason);
-    await this.waitReleased(held).catch(() => undefined);
+    const held = this.leases.all();
+    for (const l of held) this.leases.revoke(l, reason);
+    await this.leases.waitReleased(held).catch(() => undefined);
   }
 
   /** NBD connections holding `exportName` now. */
   connections(exportName: string): number {
-    let n = 0;
-    for (const l of this.leases) if (l.exportName === exportName) n++;
-    return n;
+    return this.leases.connections(exportName);
   }
 
   // ---- volumes ----
@@ -249,19 +149,19 @@ export class VolumeRegistry implements ExportResolver {
     checkName('volume', name);
     return this.mutex.run([name], async () => {
       this.store.volumeInfo(name); // VOLUME_NOT_FOUND before anything else
-      const held = this.leasesWhere((l) => l.volume === name);
+      const held = this.leases.where((l) => l.volume === name);
       if (held.length > 0 && !force) {
         throw new StoreError(StoreErrorCode.VolumeBusy,
           `volume '${name}' has ${held.length} NBD connection(s) (${describeHolders(held)}); disconnect them or use force`);
       }
       this.fenced.add(name);
       try {
-        await this.revokeAndWait(held, `volume '${name}' is being deleted`);
+        await this.leases.revokeAndWait(held, `volume '${name}' is being deleted`);
         await this.store.deleteVolume(name);
       } finally {
         this.fenced.delete(name);
       }
-      for (const key of [...this.counters.keys()]) if (parseExportName(key).volume === name) this.counters.delete(key);
+      this.leases.forgetCounters((key) => parseExportName(key).volume === name);
       return { disconnected: held.length };
     });
   }
@@ -317,7 +217,7 @@ export class VolumeRegistry implements ExportResolver {
     await this.mutex.run([volume], async () => {
       const info = this.store.snapshotInfo(volume, name);
       const key = exportNameOf(volume, name);
-      const held = this.leasesWhere((l) => l.exportName === key);
+      const held = this.leases.where((l) => l.exportName === key);
       if (held.length > 0) {
         throw new StoreError(StoreErrorCode.SnapshotBusy,
           `snapshot '${key}' is exported to ${held.length} NBD connection(s); disconnect them first`);
@@ -328,7 +228,7 @@ export class VolumeRegistry implements ExportResolver {
       } finally {
         this.pending.delete(key);
       }
-      this.counters.delete(key);
+      this.leases.forgetCounters((k) => k === key);
     });
   }
 
@@ -342,7 +242,7 @@ export class VolumeRegistry implements ExportResolver {
     checkName('snapshot', snapshot);
     return this.mutex.run([volume], async () => {
       this.store.snapshotInfo(volume, snapshot); // not found before busy
-      const held = this.leasesWhere((l) => l.volume === volume && l.snapshot === null);
+      const held = this.leases.where((l) => l.volume === volume && l.snapshot === null);
       if (held.length > 0 && !force) {
         throw new StoreError(StoreErrorCode.VolumeBusy,
           `volume '${volume}' has ${held.length} NBD connection(s) to its head; disconnect them or use force`);
@@ -350,7 +250,7 @@ export class VolumeRegistry implements ExportResolver {
       // Fence in the same tick as the check: no session can slip in between.
       this.fenced.add(volume);
       try {
-        await this.revokeAndWait(held, `volume '${volume}' is being rolled back to snapshot '${snapshot}'`);
+        await this.leases.revokeAndWait(held, `volume '${volume}' is being rolled back to snapshot '${snapshot}'`);
         await this.store.rollback(volume, snapshot);
       } finally {
         this.fenced.delete(volume);
@@ -379,9 +279,9 @@ export class VolumeRegistry implements ExportResolver {
     const seen = new Set<string>();
     for (const v of volumes) {
       seen.add(v.name);
-      exports.push({ name: v.name, volume: v.name, snapshot: null, ...this.countersOf(v.name) });
+      exports.push({ name: v.name, volume: v.name, snapshot: null, ...this.leases.countersOf(v.name) });
     }
-    for (const [name, c] of [...this.counters].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    for (const [name, c] of this.leases.sortedCounters()) {
       if (seen.has(name)) continue;
       const { volume, snapshot } = parseExportName(name);
       exports.push({ name, volume, snapshot, ...c });
@@ -406,15 +306,6 @@ export class VolumeRegistry implements ExportResolver {
     return ro;
   }
 
-  private countersOf(exportName: string): ExportCounters {
-    let c = this.counters.get(exportName);
-    if (!c) {
-      c = { connections: 0, requests: 0, bytesRead: 0, bytesWritten: 0, errors: 0 };
-      this.counters.set(exportName, c);
-    }
-    return c;
-  }
-
   private now(): Date {
     return this.opts.now ? this.opts.now() : new Date();
   }
@@ -433,51 +324,7 @@ export class VolumeRegistry implements ExportResolver {
     const base = generatedSnapshotBase(volume, this.now());
     const taken = new Set(this.store.listSnapshots(volume).map((s) => s.name));
     for (const p of this.pending.values()) if (p.volume === volume) taken.add(p.name);
-    if (!taken.has(base)) return base;
-    for (let i = 2; ; i++) {
-      const candidate = `${base}-${i}`;
-      if (!taken.has(candidate)) return candidate;
-    }
-  }
-
-  private leasesWhere(pred: (l: LeaseRecord) => boolean): LeaseRecord[] {
-    return [...this.leases].filter(pred);
-  }
-
-  private revoke(l: LeaseRecord, reason: string): void {
-    if (l.revoked) return;
-    l.revoked = true;
-    try {
-      l.onRevoke(reason);
-    } catch {
-      // A session that fails to stop is still waited for; its error is its own to log.
-    }
-  }
-
-  private async revokeAndWait(held: LeaseRecord[], reason: string): Promise<void> {
-    if (held.length === 0) return;
-    for (const l of held) this.revoke(l, reason);
-    await this.waitReleased(held);
-  }
-
-  /** Resolves when none of `held` is still leased; VOLUME_BUSY after the revoke wait. */
-  private waitReleased(held: LeaseRecord[]): Promise<void> {
-    const pending = (): boolean => held.some((l) => this.leases.has(l));
-    if (!pending()) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.releaseWaiters.delete(wake);
-        reject(new StoreError(StoreErrorCode.VolumeBusy,
-          `NBD connection(s) did not close within ${this.opts.revokeWaitMs ?? REVOKE_WAIT_MS} ms after being asked to`));
-      }, this.opts.revokeWaitMs ?? REVOKE_WAIT_MS);
-      const wake = (): void => {
-        if (pending()) return;
-        clearTimeout(timer);
-        this.releaseWaiters.delete(wake);
-        resolve();
-      };
-      this.releaseWaiters.add(wake);
-    });
+    return uniqueName(base, taken);
   }
 
   private volumeView(v: VolumeInfo): VolumeView {
@@ -517,9 +364,4 @@ export class VolumeRegistry implements ExportResolver {
     const text = `${formatSize(s.size)} snapshot of ${s.volume} taken ${s.created}, read-only`;
     return s.description === '' ? text : `${text}: ${s.description}`;
   }
-}
-
-function describeHolders(held: LeaseRecord[]): string {
-  const names = [...new Set(held.map((l) => l.exportName))];
-  return names.join(', ');
 }

@@ -369,14 +369,14 @@ export class Harness {
 
   /** Part of a head chunk whose slot lies in a segment being compacted, if any (white box). */
   chunkBeingMoved(name: string): { off: number; len: number } | null {
-    const vol = this.store.volumes.get(name);
-    if (!vol || vol.cls.evacuating.size === 0) return null;
+    const vol = this.store.inspect().volume(name);
+    if (!vol || vol.chunkClass.evacuating.size === 0) return null;
     const map = vol.head.map;
     const start = this.int(vol.nChunks);
     for (let i = 0; i < vol.nChunks; i++) {
       const c = (start + i) % vol.nChunks;
       const s = map.slot(c);
-      if (!isSlot(s) || !vol.cls.isEvacuating(s)) continue;
+      if (!isSlot(s) || !vol.chunkClass.isEvacuating(s)) continue;
       // Sometimes a partial chunk (a merge read of the old slot), sometimes all of it.
       const cStart = c * vol.chunkSize;
       const chunkLen = Math.min(vol.chunkSize, vol.size - cStart);
@@ -446,7 +446,7 @@ export class Harness {
 
   /** allocated slots = mapped chunks: every live slot is held by some node. */
   async checkSpace(when: string): Promise<void> {
-    for (const cls of this.store.data.classes.values()) {
+    for (const cls of this.store.inspect().classes) {
       for (let s = 0; s < cls.refs.length; s++) {
         if (cls.state[s] === 1 && cls.refs[s] === 0 && !cls.pendingFree.includes(s)) {
           // Allowed only while quarantined or pending; after open there are none.

@@ -1,13 +1,13 @@
 // The adaptive read strategy (src/storage/file-io.ts): synchronous while reads are fast, the
 // thread pool after a window with too many slow ones, back to synchronous after fast probes.
 import { describe, expect, it } from 'vitest';
-import { READ_STRATEGY, ReadStrategy } from '../../src/storage/file-io.ts';
+import { SYNC_IO_RULE, SyncIoStrategy } from '../../src/storage/file-io.ts';
 
 const FAST = 5_000;
 const SLOW = 5_000_000;
 
 /** Runs n reads, each synchronous one taking `ns`; returns how many were synchronous. */
-function run(s: ReadStrategy, n: number, ns: number): number {
+function run(s: SyncIoStrategy, n: number, ns: number): number {
   let sync = 0;
   for (let i = 0; i < n; i++) {
     if (s.next()) {
@@ -18,39 +18,39 @@ function run(s: ReadStrategy, n: number, ns: number): number {
   return sync;
 }
 
-describe('ReadStrategy', () => {
+describe('SyncIoStrategy', () => {
   it('stays synchronous while reads are fast, even with a few slow ones per window', () => {
-    const s = new ReadStrategy();
+    const s = new SyncIoStrategy();
     expect(run(s, 1000, FAST)).toBe(1000);
     for (let w = 0; w < 10; w++) {
-      run(s, READ_STRATEGY.missesToAsync - 1, SLOW);
-      run(s, READ_STRATEGY.window - READ_STRATEGY.missesToAsync + 1, FAST);
+      run(s, SYNC_IO_RULE.missesToAsync - 1, SLOW);
+      run(s, SYNC_IO_RULE.window - SYNC_IO_RULE.missesToAsync + 1, FAST);
     }
     expect(s.sync).toBe(true);
   });
 
   it('switches to the pool after a slow window and only probes from there', () => {
-    const s = new ReadStrategy();
-    run(s, READ_STRATEGY.window, SLOW);
+    const s = new SyncIoStrategy();
+    run(s, SYNC_IO_RULE.window, SLOW);
     expect(s.sync).toBe(false);
-    const probes = run(s, READ_STRATEGY.probeEvery * (READ_STRATEGY.probes - 1), SLOW);
-    expect(probes).toBe(READ_STRATEGY.probes - 1);
-    run(s, READ_STRATEGY.probeEvery * 10, SLOW);
+    const probes = run(s, SYNC_IO_RULE.probeEvery * (SYNC_IO_RULE.probes - 1), SLOW);
+    expect(probes).toBe(SYNC_IO_RULE.probes - 1);
+    run(s, SYNC_IO_RULE.probeEvery * 10, SLOW);
     expect(s.sync).toBe(false);
   });
 
   it('returns to synchronous reads when the probes are fast again', () => {
-    const s = new ReadStrategy();
-    run(s, READ_STRATEGY.window, SLOW);
+    const s = new SyncIoStrategy();
+    run(s, SYNC_IO_RULE.window, SLOW);
     expect(s.sync).toBe(false);
-    run(s, READ_STRATEGY.probeEvery * READ_STRATEGY.probes, FAST);
+    run(s, SYNC_IO_RULE.probeEvery * SYNC_IO_RULE.probes, FAST);
     expect(s.sync).toBe(true);
   });
 
   it('a large read is allowed its copy time before it counts as slow', () => {
-    const s = new ReadStrategy();
+    const s = new SyncIoStrategy();
     const big = 1024 * 1024;
-    for (let i = 0; i < READ_STRATEGY.window; i++) s.record(READ_STRATEGY.slowBaseNs + big * READ_STRATEGY.nsPerByte - 1, big);
+    for (let i = 0; i < SYNC_IO_RULE.window; i++) s.record(SYNC_IO_RULE.slowBaseNs + big * SYNC_IO_RULE.nsPerByte - 1, big);
     expect(s.sync).toBe(true);
   });
 });

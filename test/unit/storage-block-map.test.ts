@@ -102,7 +102,7 @@ describe('NodeMap', () => {
     // Reference counts equal the number of distinct pages holding each slot.
     const derived = new Map<number, number>();
     const pages = new Set(maps.flatMap((x) => x.map.l1.pages.filter((p) => p !== null)));
-    for (const p of pages) for (let i = 0; i < p!.e.length; i += 2) if (p!.e[i]! < ZERO) derived.set(p!.e[i]!, (derived.get(p!.e[i]!) ?? 0) + 1);
+    for (const p of pages) for (let i = 0; i < p!.entries.length; i += 2) if (p!.entries[i]! < ZERO) derived.set(p!.entries[i]!, (derived.get(p!.entries[i]!) ?? 0) + 1);
     expect(new Map([...refs.m].sort())).toEqual(new Map([...derived].sort()));
   });
 });

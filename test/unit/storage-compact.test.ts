@@ -12,7 +12,8 @@ import { isSlot } from '../../src/storage/block-map.ts';
 import { segmentFile } from '../../src/storage/chunk-store.ts';
 import { checkStore } from '../../src/storage/check.ts';
 import { COMPACT_SPACE_MARGIN_BYTES, type CowStore } from '../../src/storage/engine.ts';
-import { realFileIo, type FileIo, type IoFile } from '../../src/storage/file-io.ts';
+import { realFileIo, type FileIo } from '../../src/storage/file-io.ts';
+import { HoldFileIo } from '../helpers/hold-file-io.ts';
 import { openCowStore } from '../../src/storage/index.ts';
 import { SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { buildSparseStore, patternBuf, verifyNodes, type NodeModel } from '../property/storage-model.ts';
@@ -101,7 +102,7 @@ describe('compactor', () => {
     s.autoCompact = false;
     const nodes = await buildSparseStore(s, CHUNK, CHUNKS);
     const head = nodes[0]!;
-    const vol = s.volumes.get('v')!;
+    const vol = s.inspect().volume('v')!;
     const dev = s.head('v');
     let done = false;
     let redirected = 0;
@@ -110,10 +111,10 @@ describe('compactor', () => {
       for (let i = 0; !done || i < 8; i++) {
         // A chunk of the segment being emptied when there is one (white box), else any.
         let c = (i * 37) % CHUNKS;
-        for (let k = 0; k < CHUNKS && vol.cls.evacuating.size > 0; k++) {
+        for (let k = 0; k < CHUNKS && vol.chunkClass.evacuating.size > 0; k++) {
           const x = (i * 13 + k) % CHUNKS;
           const slot = vol.head.map.slot(x);
-          if (isSlot(slot) && vol.cls.isEvacuating(slot)) {
+          if (isSlot(slot) && vol.chunkClass.isEvacuating(slot)) {
             c = x;
             redirected++;
             break;
@@ -155,18 +156,18 @@ describe('compactor', () => {
 
   it('a read that looked up an old slot reads it, and holds its file until it ends', async () => {
     const d = join(dir, 's');
-    const gate = new GateIo();
+    const gate = new HoldFileIo(realFileIo);
     const s = await open(d, gate);
     s.autoCompact = false;
     const nodes: NodeModel[] = await buildSparseStore(s, CHUNK, CHUNKS);
     // A chunk of snapshot b whose slot lies in segment 15 (one of those to be emptied).
-    const cls = s.volumes.get('v')!.cls;
-    const map = s.volumes.get('v')!.snaps.find((n) => n.name === 'b')!.map;
+    const cls = s.inspect().volume('v')!.chunkClass;
+    const map = s.inspect().volume('v')!.snaps.find((n) => n.name === 'b')!.map;
     let chunk = -1;
     for (let c = 0; c < CHUNKS && chunk < 0; c++) if (isSlot(map.slot(c)) && cls.segmentOf(map.slot(c)) === 15) chunk = c;
     expect(chunk).toBeGreaterThanOrEqual(0);
     const victimPath = join(d, segmentFile(cls.log2, 15));
-    const held = gate.holdNextRead(victimPath);
+    const held = gate.hold(victimPath, 'read');
     const got = Buffer.alloc(CHUNK);
     const read = s.snapshotView('v', 'b').read(chunk * CHUNK, CHUNK, got);
     await held.reached;
@@ -204,40 +205,3 @@ describe('compactor short of space', () => {
     expect((await checkStore('/s', { repair: false, fileIo: sim })).problems).toEqual([]);
   });
 });
-
-/** Real files, except that the next read of one path waits until the test releases it. */
-class GateIo implements FileIo {
-  private hold: { path: string; reached: () => void; wait: Promise<void> } | null = null;
-  open = async (path: string, mode: Parameters<FileIo['open']>[1]): Promise<IoFile> => {
-    const f = await realFileIo.open(path, mode);
-    const read = f.read.bind(f);
-    f.read = async (buf, off, len, pos) => {
-      const h = this.hold;
-      if (h && h.path === path) {
-        this.hold = null;
-        h.reached();
-        await h.wait;
-      }
-      return read(buf, off, len, pos);
-    };
-    return f;
-  };
-  stat = realFileIo.stat;
-  statSync = realFileIo.statSync;
-  readdir = realFileIo.readdir;
-  mkdirp = realFileIo.mkdirp;
-  unlink = realFileIo.unlink;
-  rename = realFileIo.rename;
-  syncDir = realFileIo.syncDir;
-  freeBytes = realFileIo.freeBytes;
-  point = realFileIo.point;
-
-  holdNextRead(path: string): { reached: Promise<void>; release: () => void } {
-    let reached!: () => void;
-    let release!: () => void;
-    const r = new Promise<void>((res) => (reached = res));
-    const wait = new Promise<void>((res) => (release = res));
-    this.hold = { path, reached, wait };
-    return { reached: r, release };
-  }
-}

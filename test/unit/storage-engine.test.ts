@@ -9,12 +9,15 @@ import { openCowStore, openStore } from '../../src/storage/index.ts';
 import { checkStore } from '../../src/storage/check.ts';
 import { runCheck } from '../../src/cli/check.ts';
 import { SimFileIo } from '../../src/storage/sim-file-io.ts';
-import { CrashPoint, type FileIo, type IoFile } from '../../src/storage/file-io.ts';
+import { CrashPoint } from '../../src/storage/file-io.ts';
+import { HoldFileIo } from '../helpers/hold-file-io.ts';
 import { StorageError, UncommittedChangeError, type BlockDevice } from '../../src/storage/device.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { toRpcError } from '../../src/control/errors.ts';
 import { StoreError } from '../../src/storage/types.ts';
+import { NbdErrno } from '../../src/protocol/constants.ts';
+import { toNbdErrno } from '../../src/protocol/errors.ts';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -265,7 +268,7 @@ describe('a checkpoint whose superblock sync failed', () => {
 
 describe('a segment deleted while a commit holds it among its dirty segments', () => {
   it('is skipped by that commit instead of fdatasyncing its closed file', async () => {
-    const io = new HoldIo(new SimFileIo());
+    const io = new HoldFileIo(new SimFileIo());
     const s = await openCowStore('/s', { fileIo: io, commitIntervalMs: 0, segmentBytes: MiB });
     s.autoCompact = false;
     await s.createVolume({ name: 'v', size: 16 * MiB, chunkSize: 65536 });
@@ -294,57 +297,6 @@ describe('a segment deleted while a commit holds it among its dirty segments', (
   });
 });
 
-/** The simulated file system, except that one chosen write or fdatasync waits until the test lets it go on (or fail). */
-class HoldIo implements FileIo {
-  private readonly sim: SimFileIo;
-  private readonly holds: { suffix: string; op: 'write' | 'datasync'; reached: () => void; gate: Promise<Error | null> }[] = [];
-  constructor(sim: SimFileIo) {
-    this.sim = sim;
-  }
-
-  hold(suffix: string, op: 'write' | 'datasync'): { reached: Promise<void>; release: (err?: Error) => void } {
-    let reached!: () => void;
-    let release!: (err: Error | null) => void;
-    const r = new Promise<void>((res) => (reached = res));
-    const gate = new Promise<Error | null>((res) => (release = res));
-    this.holds.push({ suffix, op, reached, gate });
-    return { reached: r, release: (err) => release(err ?? null) };
-  }
-
-  private async gate(path: string, op: 'write' | 'datasync'): Promise<void> {
-    const i = this.holds.findIndex((h) => h.op === op && path.endsWith(h.suffix));
-    if (i < 0) return;
-    const [h] = this.holds.splice(i, 1);
-    h!.reached();
-    const err = await h!.gate;
-    if (err) throw err;
-  }
-
-  open = async (path: string, mode: Parameters<FileIo['open']>[1]): Promise<IoFile> => {
-    const f = await this.sim.open(path, mode);
-    const write = f.write.bind(f);
-    const datasync = f.datasync.bind(f);
-    f.write = async (buf, off, len, pos) => {
-      await this.gate(path, 'write');
-      return write(buf, off, len, pos);
-    };
-    f.datasync = async () => {
-      await this.gate(path, 'datasync');
-      return datasync();
-    };
-    return f;
-  };
-  stat = (p: string): ReturnType<FileIo['stat']> => this.sim.stat(p);
-  statSync = (p: string): ReturnType<FileIo['statSync']> => this.sim.statSync(p);
-  readdir = (d: string): ReturnType<FileIo['readdir']> => this.sim.readdir(d);
-  mkdirp = (d: string): ReturnType<FileIo['mkdirp']> => this.sim.mkdirp(d);
-  unlink = (p: string): ReturnType<FileIo['unlink']> => this.sim.unlink(p);
-  rename = (a: string, b: string): ReturnType<FileIo['rename']> => this.sim.rename(a, b);
-  syncDir = (): ReturnType<FileIo['syncDir']> => this.sim.syncDir();
-  freeBytes = (): ReturnType<FileIo['freeBytes']> => this.sim.freeBytes();
-  point = (n: CrashPoint): void => this.sim.point(n);
-}
-
 describe('snapnbd check', () => {
   it('finds a leaked segment file, repairs it, then reports clean', async () => {
     const d = join(dir, 's');
@@ -360,5 +312,21 @@ describe('snapnbd check', () => {
     expect(await runCheck(['--data-dir', d])).toBe(0);
     expect(await runCheck([])).toBe(2);
     expect(await runCheck(['--bogus'])).toBe(2);
+  });
+});
+
+describe('after close', () => {
+  it('reads, writes and FLUSH fail alike: STORE_CLOSED for the control side, ESHUTDOWN for NBD clients', async () => {
+    const { s, dev } = await simStoreWithMiB();
+    await s.close();
+    const failures = await Promise.all([
+      dev.read(0, 4096, Buffer.alloc(4096)), dev.write(0, pattern(4096, 2), { fua: false }), dev.flush(), s.flush(),
+    ].map((p) => p.then(() => null, (e: unknown) => e)));
+    for (const e of failures) {
+      expect(e).toBeInstanceOf(StoreError);
+      expect((e as StoreError).code).toBe('STORE_CLOSED');
+      expect(toNbdErrno(e, 0)).toBe(NbdErrno.ESHUTDOWN);
+    }
+    await expect(s.createSnapshot('v', 'late')).rejects.toMatchObject({ code: 'STORE_CLOSED' });
   });
 });

@@ -21,10 +21,10 @@ describe('superblock', () => {
 
 describe('records', () => {
   it('scan stops at a torn or corrupted record', () => {
-    const a = new RecordWriter(Rec.Epoch).u32(5).finish();
+    const a = new RecordWriter(Rec.State).u32(5).finish();
     const c = new RecordWriter(Rec.NodeDelete).u32(9).finish();
     const buf = Buffer.concat([a, c]);
-    expect([...scanRecords(buf, 0)].map((r) => r.rec.type)).toEqual([Rec.Epoch, Rec.NodeDelete]);
+    expect([...scanRecords(buf, 0)].map((r) => r.rec.type)).toEqual([Rec.State, Rec.NodeDelete]);
     expect([...scanRecords(buf.subarray(0, buf.length - 1), 0)].length).toBe(1);
     const bad = Buffer.from(buf);
     bad[bad.length - 1]! ^= 0xff;

@@ -1,0 +1,65 @@
+// What the Store API reports about volumes, snapshots and the store: ZFS-style space per node
+// (referenced, used, written; README.md "Diff and accounting"), the info records, and the
+// store's allocated and live bytes. Reads the catalog and the chunk store; changes nothing.
+import { isSlot } from './block-map.ts';
+import type { Catalog, Node, Volume } from './catalog.ts';
+import type { DataStore } from './chunk-store.ts';
+import type { FileIo } from './file-io.ts';
+import { journalFile, SUPERBLOCK_FILE } from './format.ts';
+import type { SnapshotInfo, Space, StoreStats, VolumeInfo } from './types.ts';
+
+/** ISO 8601 UTC to the second. */
+export function isoTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+export function spaceOf(node: Node): Space {
+  const chunkSize = node.vol.chunkSize;
+  const cls = node.vol.chunkClass;
+  const l1Alone = node.map.l1.refs === 1;
+  let prevEpoch = 0;
+  const snaps = node.vol.snaps;
+  if (node.kind === 'head') prevEpoch = snaps.length > 0 ? (snaps[snaps.length - 1] as Node).epoch : 0;
+  else {
+    const i = snaps.indexOf(node);
+    prevEpoch = i > 0 ? (snaps[i - 1] as Node).epoch : 0;
+  }
+  let referenced = 0;
+  let used = 0;
+  let written = 0;
+  node.map.forEachMapped((_c, s, birth, page) => {
+    if (!isSlot(s)) return;
+    referenced += chunkSize;
+    if (l1Alone && page.refs === 1 && cls.count(s) === 1) used += chunkSize;
+    if (birth > prevEpoch) written += chunkSize;
+  });
+  return { referenced, used, written };
+}
+
+export function volumeInfo(v: Volume): VolumeInfo {
+  return {
+    name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing ? v.backing.path : null,
+    origin: v.origin ? { ...v.origin } : null, created: isoTime(v.createdMs), snapshots: v.snaps.length,
+    space: spaceOf(v.head),
+  };
+}
+
+export function snapshotInfo(catalog: Catalog, s: Node): SnapshotInfo {
+  return {
+    volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.vol.size,
+    space: spaceOf(s), clones: catalog.clonesOf(s), durable: s.durable,
+  };
+}
+
+export function storeStats(io: FileIo, dataDir: string, journalGen: number, chunks: DataStore, catalog: Catalog): StoreStats {
+  let allocated = 0;
+  for (const name of [SUPERBLOCK_FILE, journalFile(journalGen)]) allocated += io.statSync(`${dataDir}/${name}`)?.allocated ?? 0;
+  let live = 0;
+  for (const c of chunks.classes.values()) {
+    live += c.liveSlots() * c.chunkSize;
+    for (const s of c.segments.values()) allocated += io.statSync(s.path)?.allocated ?? 0;
+  }
+  let snapshots = 0;
+  for (const v of catalog.volumes()) snapshots += v.snaps.length;
+  return { allocatedBytes: allocated, liveBytes: live, volumes: catalog.volumeCount, snapshots };
+}

@@ -1,0 +1,132 @@
+// The catalog as journal records, both ways: `serializeCheckpoint` writes the whole state (a
+// checkpoint), `applyRecord` replays one committed record into it (recovery). Map pages and L1s
+// are written once however many nodes share them, so a checkpoint keeps the sharing.
+import { isSlot, L1, NodeMap, Page, UNMAPPED } from './block-map.ts';
+import type { Catalog } from './catalog.ts';
+import { nodeRecord } from './catalog.ts';
+import type { DataStore } from './chunk-store.ts';
+import { Rec, type RecordReader } from './format.ts';
+import {
+  decodeL1, decodeMapRun, decodeNode, decodePage, decodeRollback, decodeState, decodeVolume, encodeL1, encodeNode, encodePage,
+  encodeState, encodeVolume,
+} from './records.ts';
+
+/** Pages and L1s of the checkpoint being replayed, by their record ids. */
+export interface CheckpointTables {
+  pages: Map<number, Page>;
+  l1s: Map<number, L1>;
+}
+
+/** The whole state as records (a checkpoint), built synchronously so it is one instant. */
+export function serializeCheckpoint(catalog: Catalog): Buffer[] {
+  const out: Buffer[] = [encodeState(catalog.epoch, catalog.nextId)];
+  for (const v of catalog.volumes()) out.push(encodeVolume(v));
+  const pageIds = new Map<Page, number>();
+  const l1Ids = new Map<L1, number>();
+  for (const n of catalog.allNodes()) {
+    const l1 = n.map.l1;
+    let l1Id = l1Ids.get(l1);
+    if (l1Id === undefined) {
+      const pairs: number[] = [];
+      for (let i = 0; i < l1.pages.length; i++) {
+        const p = l1.pages[i];
+        if (!p) continue;
+        let pid = pageIds.get(p);
+        if (pid === undefined) {
+          pid = pageIds.size + 1;
+          pageIds.set(p, pid);
+          out.push(encodePage(pid, n.vol.chunkSize, p.entries));
+        }
+        pairs.push(i, pid);
+      }
+      l1Id = l1Ids.size + 1;
+      l1Ids.set(l1, l1Id);
+      out.push(encodeL1(l1Id, l1.pages.length, pairs));
+    }
+    out.push(encodeNode(Rec.NodeCp, nodeRecord(n), l1Id));
+  }
+  return out;
+}
+
+/**
+ * Applies one committed record to the catalog. `cp` holds the tables of the checkpoint being
+ * read, null for the log after it (Page, L1 and NodeCp records belong to checkpoints only).
+ * Throws on a record that names what does not exist (the caller reports the journal corrupt).
+ */
+export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader, cp: CheckpointTables | null): void {
+  switch (r.type) {
+    case Rec.State: {
+      const s = decodeState(r);
+      catalog.setCounters(s.epoch, s.nextId);
+      return;
+    }
+    case Rec.Volume:
+      catalog.addVolume(decodeVolume(r));
+      return;
+    case Rec.VolumeDelete:
+      catalog.dropVolume(catalog.volumeById(r.u32()));
+      return;
+    case Rec.Node:
+    case Rec.NodeCp: {
+      const { node, source } = decodeNode(r);
+      const vol = catalog.volumeById(node.volumeId);
+      let map: NodeMap;
+      if (r.type === Rec.NodeCp) {
+        const l1 = cp?.l1s.get(source);
+        if (!l1) throw new Error(`node ${node.id} names unknown L1 ${source}`);
+        l1.refs++;
+        map = new NodeMap(vol.nChunks, vol.chunkClass, l1);
+      } else if (source === 0) map = new NodeMap(vol.nChunks, vol.chunkClass);
+      else map = catalog.node(source).map.share();
+      catalog.addNode(node, vol, map);
+      return;
+    }
+    case Rec.NodeDelete:
+      catalog.dropNode(catalog.node(r.u32()));
+      return;
+    case Rec.MapRun: {
+      const run = decodeMapRun(r);
+      const map = catalog.node(run.nodeId).map;
+      const e = run.entries;
+      for (let i = 0; i < run.n; i++) map.set(run.first + i, e[i * 2] as number, e[i * 2 + 1] as number);
+      return;
+    }
+    case Rec.Rollback: {
+      const rb = decodeRollback(r);
+      catalog.assignMap(catalog.node(rb.headId), catalog.node(rb.snapshotId));
+      return;
+    }
+    case Rec.Page: {
+      if (!cp) throw new Error('PAGE record outside a checkpoint');
+      const rec = decodePage(r);
+      const p = new Page();
+      p.refs = 0;
+      p.entries.set(rec.entries);
+      const cls = chunks.classOf(rec.chunkSize);
+      for (let i = 0; i < p.entries.length; i += 2) {
+        const s = p.entries[i] as number;
+        if (s !== UNMAPPED) p.mapped++;
+        if (isSlot(s)) cls.ref(s);
+      }
+      cp.pages.set(rec.id, p);
+      return;
+    }
+    case Rec.L1: {
+      if (!cp) throw new Error('L1 record outside a checkpoint');
+      const rec = decodeL1(r);
+      const l1 = new L1(rec.len);
+      l1.refs = 0;
+      for (let i = 0; i < rec.pairs.length; i += 2) {
+        const idx = rec.pairs[i] as number;
+        const p = cp.pages.get(rec.pairs[i + 1] as number);
+        if (!p || idx >= rec.len) throw new Error(`L1 ${rec.id} entry ${idx} is bad`);
+        p.refs++;
+        l1.pages[idx] = p;
+      }
+      cp.l1s.set(rec.id, l1);
+      return;
+    }
+    default:
+      throw new Error(`unknown record type ${r.type}`);
+  }
+}

@@ -1,0 +1,175 @@
+// The catalog: every volume with its head and snapshots, by name and by id, plus the store's
+// epoch and id counter. It owns this state; control operations (engine.ts) and replay
+// (catalog-records.ts) change it only through the methods here. A Volume or Node is its
+// persisted record (records.ts) plus what exists only in memory: the map, the chunk class, the
+// write gate and range lock of the data path, the backing file handle, the devices.
+import { NodeMap } from './block-map.ts';
+import type { ChunkClass, DataStore } from './chunk-store.ts';
+import type { BlockDevice } from './device.ts';
+import type { IoFile } from './file-io.ts';
+import { RangeLock } from './range-lock.ts';
+import type { NodeKind, NodeRecord, VolumeRecord } from './records.ts';
+import { StoreError, StoreErrorCode } from './types.ts';
+import { WriteGate } from './write-gate.ts';
+
+export interface Volume extends VolumeRecord {
+  readonly nChunks: number;
+  /** The chunk class of its chunk size (shared with its clones). */
+  readonly chunkClass: ChunkClass;
+  head: Node;
+  /** Oldest first. */
+  readonly snaps: Node[];
+  deleted: boolean;
+  /** Runtime only: the snapshot barrier and the chunk locks of the data path (data-path.ts). */
+  readonly gate: WriteGate;
+  readonly locks: RangeLock;
+  /** Runtime only: the opened backing file, or why it cannot be used (backing.ts). */
+  backingFile: IoFile | null;
+  backingError: StoreError | null;
+  /** The head's device, made on first use (devices.ts). */
+  device: BlockDevice | null;
+}
+
+export interface Node extends Omit<NodeRecord, 'volumeId'> {
+  readonly vol: Volume;
+  readonly kind: NodeKind;
+  readonly map: NodeMap;
+  /** A snapshot's read-only device, made on first use (devices.ts). */
+  view: BlockDevice | null;
+  deleted: boolean;
+  /** False from a snapshot's creation until a commit holding its Node record succeeded. */
+  durable: boolean;
+}
+
+export function nodeRecord(n: Node): NodeRecord {
+  return { id: n.id, volumeId: n.vol.id, kind: n.kind, name: n.name, description: n.description, createdMs: n.createdMs, epoch: n.epoch };
+}
+
+export class Catalog {
+  private readonly byName = new Map<string, Volume>();
+  private readonly byId = new Map<number, Volume>();
+  private readonly nodes = new Map<number, Node>();
+  private readonly chunks: DataStore;
+  private epochNow = 1;
+  private nextIdNow = 1;
+
+  constructor(chunks: DataStore) {
+    this.chunks = chunks;
+  }
+
+  /** The current epoch: entries written now are born in it; a snapshot freezes it and bumps it. */
+  get epoch(): number {
+    return this.epochNow;
+  }
+
+  get nextId(): number {
+    return this.nextIdNow;
+  }
+
+  /** A checkpoint's State record. */
+  setCounters(epoch: number, nextId: number): void {
+    this.epochNow = epoch;
+    this.nextIdNow = nextId;
+  }
+
+  newId(): number {
+    return this.nextIdNow++;
+  }
+
+  addVolume(rec: VolumeRecord): Volume {
+    const vol: Volume = {
+      ...rec, nChunks: Math.ceil(rec.size / rec.chunkSize), chunkClass: this.chunks.classOf(rec.chunkSize),
+      head: null as unknown as Node, snaps: [], deleted: false,
+      gate: new WriteGate(), locks: new RangeLock(), backingFile: null, backingError: null, device: null,
+    };
+    this.byName.set(vol.name, vol);
+    this.byId.set(vol.id, vol);
+    if (vol.id >= this.nextIdNow) this.nextIdNow = vol.id + 1;
+    return vol;
+  }
+
+  addNode(rec: Omit<NodeRecord, 'volumeId'>, vol: Volume, map: NodeMap): Node {
+    const node: Node = { ...rec, vol, map, view: null, deleted: false, durable: true };
+    this.nodes.set(node.id, node);
+    if (node.kind === 'head') vol.head = node;
+    else {
+      vol.snaps.push(node);
+      if (node.epoch + 1 > this.epochNow) this.epochNow = node.epoch + 1;
+    }
+    if (node.id >= this.nextIdNow) this.nextIdNow = node.id + 1;
+    return node;
+  }
+
+  dropNode(node: Node): void {
+    node.map.release();
+    node.deleted = true;
+    this.nodes.delete(node.id);
+    const i = node.vol.snaps.indexOf(node);
+    if (i >= 0) node.vol.snaps.splice(i, 1);
+  }
+
+  dropVolume(vol: Volume): void {
+    for (const s of [...vol.snaps]) this.dropNode(s);
+    this.dropNode(vol.head);
+    vol.deleted = true;
+    this.byName.delete(vol.name);
+    this.byId.delete(vol.id);
+  }
+
+  /** The head becomes the snapshot's content (a rollback). */
+  assignMap(head: Node, from: Node): void {
+    head.map.assign(from.map);
+  }
+
+  // ------------------------------------------------------------------ lookups
+
+  findVolume(name: string): Volume | undefined {
+    return this.byName.get(name);
+  }
+
+  /** For the Store API: a missing name is the caller's error. */
+  volume(name: string): Volume {
+    const v = this.byName.get(name);
+    if (!v) throw new StoreError(StoreErrorCode.VolumeNotFound, `volume '${name}' not found`);
+    return v;
+  }
+
+  snapshot(volume: string, name: string): Node {
+    const s = this.volume(volume).snaps.find((n) => n.name === name);
+    if (!s) throw new StoreError(StoreErrorCode.SnapshotNotFound, `snapshot '${volume}@${name}' not found`);
+    return s;
+  }
+
+  /** For replay: an unknown id is a corrupt journal. */
+  volumeById(id: number): Volume {
+    const v = this.byId.get(id);
+    if (!v) throw new Error(`unknown volume id ${id}`);
+    return v;
+  }
+
+  node(id: number): Node {
+    const n = this.nodes.get(id);
+    if (!n) throw new Error(`unknown node id ${id}`);
+    return n;
+  }
+
+  volumes(): IterableIterator<Volume> {
+    return this.byName.values();
+  }
+
+  get volumeCount(): number {
+    return this.byName.size;
+  }
+
+  /** Every node of every volume, by ascending id. */
+  allNodes(): Node[] {
+    return [...this.nodes.values()].sort((a, b) => a.id - b.id);
+  }
+
+  /** Volumes cloned from a snapshot. */
+  clonesOf(s: Node): string[] {
+    const out: string[] = [];
+    for (const v of this.byName.values()) if (v.origin && v.origin.volume === s.vol.name && v.origin.snapshot === s.name) out.push(v.name);
+    return out;
+  }
+}

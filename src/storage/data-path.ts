@@ -1,0 +1,343 @@
+// The data path: read, write, zero/trim and block status of one node, between the devices
+// (devices.ts) and the chunk store. Per request: the volume's write gate (write-gate.ts) counts
+// it in unless a snapshot barrier is up, its range lock (range-lock.ts) holds the chunks it
+// touches, chunks go in place or to fresh slots (README.md "Write path"), and the map changes
+// become MapRun records for the next commit. It reaches the catalog, the allocator and the
+// journal only through the narrow interfaces below, and owns nothing but its `closed` flag.
+// Hot paths: no await when the gate is open and the chunks are unlocked, one I/O per run.
+import { ENTRIES_PER_PAGE, isSlot, PAGE_SHIFT, UNMAPPED, ZERO, ZERO_ALLOCATED } from './block-map.ts';
+import { readBacking } from './backing.ts';
+import type { Node, Volume } from './catalog.ts';
+import type { DataStore } from './chunk-store.ts';
+import { appendExtent, StorageError, type Extent, type ZeroOptions } from './device.ts';
+import { CrashPoint, type FileIo } from './file-io.ts';
+import type { Journal } from './journal.ts';
+import { encodeMapRun } from './records.ts';
+import { runEnd } from './runs.ts';
+import { StoreClosedError } from './types.ts';
+
+/** Extents per extents() answer; the NBD client asks again for the rest. */
+export const EXTENTS_MAX = 4096;
+const ZERO_BUF_LEN = 1024 * 1024;
+/** Shared, never handed out for mutation: the source of the zeros a partial chunk is written with. */
+const ZEROES = Buffer.alloc(ZERO_BUF_LEN);
+
+/** What the data path needs of the chunk store: slot I/O, read generations, never-mapped slots back. */
+export type ChunkIo = Pick<DataStore, 'read' | 'write' | 'releaseUnmapped' | 'beginRead' | 'endRead'>;
+/** What it needs of the catalog: the epoch new entries are born in. */
+export interface EpochSource {
+  readonly epoch: number;
+}
+/** What it needs of the transaction manager: queue map records, commit for FUA and FLUSH. */
+export type RecordLog = Pick<Journal, 'log' | 'commit'>;
+
+export class DataPath {
+  private readonly io: Pick<FileIo, 'point'>;
+  private readonly chunks: ChunkIo;
+  private readonly catalog: EpochSource;
+  private readonly journal: RecordLog;
+  private closed = false;
+
+  constructor(io: Pick<FileIo, 'point'>, chunks: ChunkIo, catalog: EpochSource, journal: RecordLog) {
+    this.io = io;
+    this.chunks = chunks;
+    this.catalog = catalog;
+    this.journal = journal;
+  }
+
+  /** Every later request fails with StoreClosedError (ESHUTDOWN to NBD clients). */
+  shutDown(): void {
+    this.closed = true;
+  }
+
+  /** Every write resolved before the call is durable when this resolves. */
+  flush(): Promise<void> {
+    return this.journal.commit();
+  }
+
+  private live(vol: Volume): void {
+    if (this.closed) throw new StoreClosedError();
+    if (vol.deleted) throw new StorageError('EIO', `volume '${vol.name}' was deleted`);
+    if (vol.backingError) throw new StorageError('EIO', vol.backingError.message);
+  }
+
+  /** Waits while a barrier is up, then counts the request in (no await between check and count). */
+  private async enter(vol: Volume): Promise<void> {
+    const gate = vol.gate;
+    while (gate.barrier) await gate.barrier;
+    this.live(vol);
+    gate.enter();
+  }
+
+  /** Reads [offset, offset+len) of a node into into[off..]: one I/O per run of contiguous slots. */
+  async read(node: Node, offset: number, len: number, into: Buffer, off = 0): Promise<void> {
+    const vol = node.vol;
+    this.live(vol);
+    if (node.deleted) throw new StorageError('EIO', `snapshot '${vol.name}@${node.name}' was deleted`);
+    if (offset < 0 || len < 0 || offset + len > vol.size) throw new StorageError('EINVAL', `read [${offset}, +${len}) past the end (${vol.size})`);
+    if (len === 0) return;
+    const chunks = this.chunks;
+    const g = chunks.beginRead();
+    try {
+      const chunkSize = vol.chunkSize;
+      const map = node.map;
+      const chunkClass = vol.chunkClass;
+      const ios: Promise<void>[] = [];
+      // Current run: kind 0 none, 1 slots, 2 backing.
+      let kind = 0;
+      let runSlot = 0;
+      let runInner = 0;
+      let runPos = 0;
+      let runOff = 0;
+      let runLen = 0;
+      const flushRun = (): void => {
+        if (kind === 1) ios.push(chunks.read(chunkClass, runSlot, runInner, runLen, into, runOff));
+        else if (kind === 2) ios.push(readBacking(vol, runPos, runLen, into, runOff));
+        kind = 0;
+      };
+      const end = offset + len;
+      let pos = offset;
+      while (pos < end) {
+        const c = Math.floor(pos / chunkSize);
+        const cStart = c * chunkSize;
+        const n = Math.min(end, cStart + chunkSize) - pos;
+        const s = map.slot(c);
+        const o = off + pos - offset;
+        if (isSlot(s)) {
+          if (kind === 1 && chunkClass.continuesRun(runSlot, runInner + runLen, s)) {
+            runLen += n;
+          } else {
+            flushRun();
+            kind = 1;
+            runSlot = s;
+            runInner = pos - cStart;
+            runOff = o;
+            runLen = n;
+          }
+        } else if (s === UNMAPPED && vol.backing && pos < vol.backing.size) {
+          if (kind === 2) runLen += n;
+          else {
+            flushRun();
+            kind = 2;
+            runPos = pos;
+            runOff = o;
+            runLen = n;
+          }
+        } else {
+          flushRun();
+          into.fill(0, o, o + n);
+        }
+        pos += n;
+      }
+      flushRun();
+      if (ios.length === 1) await ios[0];
+      else if (ios.length > 1) await Promise.all(ios);
+    } finally {
+      chunks.endRead(g);
+    }
+  }
+
+  async write(vol: Volume, offset: number, data: Buffer, len: number, fua: boolean): Promise<void> {
+    if (offset < 0 || offset + len > vol.size) throw new StorageError('ENOSPC', `write [${offset}, +${len}) past the end (${vol.size})`);
+    if (len > 0) {
+      const gate = vol.gate;
+      if (gate.barrier) await this.enter(vol);
+      else {
+        this.live(vol);
+        gate.enter();
+      }
+      try {
+        const first = Math.floor(offset / vol.chunkSize);
+        const last = Math.floor((offset + len - 1) / vol.chunkSize);
+        const unlock = vol.locks.tryLock(first, last) ?? (await vol.locks.lock(first, last));
+        try {
+          await this.writeLocked(vol, offset, data, len);
+        } finally {
+          unlock();
+        }
+      } finally {
+        gate.leave();
+      }
+    }
+    if (fua) await this.journal.commit();
+  }
+
+  /** The write path proper; the caller holds the chunk locks. `data` may be shorter-lived than us. */
+  private async writeLocked(vol: Volume, offset: number, data: Buffer, len: number): Promise<void> {
+    const chunkSize = vol.chunkSize;
+    const chunkClass = vol.chunkClass;
+    const map = vol.head.map;
+    const epoch = this.catalog.epoch;
+    const end = offset + len;
+    // Planned I/O runs; `fresh` are chunks redirected to new slots (mapped after the data lands).
+    const runs: { slot: number; inner: number; src: Buffer; srcOff: number; len: number }[] = [];
+    const fresh: { c: number; slot: number }[] = [];
+    const rebirth: number[] = [];
+    const merges: Promise<void>[] = [];
+    let pos = offset;
+    try {
+      while (pos < end) {
+        const c = Math.floor(pos / chunkSize);
+        const cStart = c * chunkSize;
+        const inner = pos - cStart;
+        const n = Math.min(end, cStart + chunkSize) - pos;
+        let slot: number;
+        let src = data;
+        let srcOff = pos - offset;
+        let ioInner = inner;
+        let ioLen = n;
+        // Not in place into a segment being compacted: its chunk may be being copied right now.
+        if (map.exclusive(c) && !chunkClass.isEvacuating(map.slot(c))) {
+          slot = map.slot(c);
+          if (map.birth(c) !== epoch) rebirth.push(c);
+        } else {
+          slot = chunkClass.alloc();
+          fresh.push({ c, slot });
+          if (n !== chunkSize) {
+            // Partial chunk: merge with the old content (slot, backing or zeros) into a whole one.
+            const buf = Buffer.allocUnsafe(chunkSize);
+            const from = pos - offset;
+            const tail = vol.size - cStart;
+            merges.push(this.read(vol.head, cStart, Math.min(chunkSize, tail), buf, 0).then(() => {
+              if (tail < chunkSize) buf.fill(0, tail);
+              data.copy(buf, inner, from, from + n);
+            }));
+            src = buf;
+            srcOff = 0;
+            ioInner = 0;
+            ioLen = chunkSize;
+          }
+        }
+        const prev = runs[runs.length - 1];
+        if (prev && prev.src === src && src === data && prev.srcOff + prev.len === srcOff && ioInner === 0 &&
+          chunkClass.continuesRun(prev.slot, prev.inner + prev.len, slot)) {
+          prev.len += ioLen;
+        } else runs.push({ slot, inner: ioInner, src, srcOff, len: ioLen });
+        pos += n;
+      }
+      if (merges.length > 0) await Promise.all(merges);
+      if (runs.length === 1) {
+        const r = runs[0]!;
+        await this.chunks.write(chunkClass, r.slot, r.inner, r.src, r.srcOff, r.len);
+      } else {
+        // All settled before a failure releases the fresh slots: no write may land in a slot
+        // that another write was given meanwhile.
+        const done = await Promise.allSettled(runs.map((r) => this.chunks.write(chunkClass, r.slot, r.inner, r.src, r.srcOff, r.len)));
+        for (const d of done) if (d.status === 'rejected') throw d.reason;
+      }
+      this.io.point(CrashPoint.DataWritten);
+    } catch (e) {
+      this.chunks.releaseUnmapped(chunkClass, fresh.map((f) => f.slot)); // never mapped: free at once
+      throw e;
+    }
+    if (vol.deleted) {
+      this.chunks.releaseUnmapped(chunkClass, fresh.map((f) => f.slot));
+      return;
+    }
+    // The data is in place: now map it (records go to the next commit).
+    if (fresh.length > 0) {
+      const ep = this.catalog.epoch;
+      for (const f of fresh) map.set(f.c, f.slot, ep);
+      this.logEntries(vol.head, fresh.map((f) => f.c));
+    }
+    if (rebirth.length > 0) {
+      const ep = this.catalog.epoch;
+      for (const c of rebirth) map.set(c, map.slot(c), ep);
+      this.logEntries(vol.head, rebirth);
+    }
+  }
+
+  /** Queues MapRun records for chunks of a node (sorted, grouped into runs). */
+  private logEntries(node: Node, chunks: number[]): void {
+    for (let i = 0; i < chunks.length; ) {
+      const j = runEnd(chunks, i);
+      this.journal.log(encodeMapRun(node.id, chunks[i] as number, j - i, node.map));
+      i = j;
+    }
+  }
+
+  /**
+   * TRIM (`noHole` false) and WRITE_ZEROES: whole chunks are remapped to UNMAPPED, ZERO (where the
+   * backing file would show through) or ZERO_ALLOCATED (`noHole`); partial ends are written with
+   * zeros. So FAST_ZERO always holds: zeroing is never slower than writing.
+   */
+  async zeroRange(vol: Volume, offset: number, len: number, opts: ZeroOptions): Promise<void> {
+    if (offset < 0 || offset + len > vol.size) throw new StorageError('ENOSPC', `zero [${offset}, +${len}) past the end (${vol.size})`);
+    if (len > 0) {
+      await this.enter(vol);
+      try {
+        const chunkSize = vol.chunkSize;
+        const first = Math.floor(offset / chunkSize);
+        const last = Math.floor((offset + len - 1) / chunkSize);
+        const unlock = vol.locks.tryLock(first, last) ?? (await vol.locks.lock(first, last));
+        try {
+          const end = offset + len;
+          const changed: number[] = [];
+          const map = vol.head.map;
+          const backingSize = vol.backing ? vol.backing.size : 0;
+          let pos = offset;
+          try {
+            while (pos < end) {
+              const c = Math.floor(pos / chunkSize);
+              const cStart = c * chunkSize;
+              const n = Math.min(end, cStart + chunkSize) - pos;
+              const wholeChunk = pos === cStart && (n === chunkSize || cStart + n === vol.size);
+              if (!wholeChunk) {
+                await this.writeLocked(vol, pos, ZEROES, n);
+              } else {
+                // NO_HOLE: zeros that block status reports as data-allocated, still without data.
+                const target = opts.noHole ? ZERO_ALLOCATED : cStart < backingSize ? ZERO : UNMAPPED;
+                if (map.slot(c) !== target) {
+                  map.set(c, target, this.catalog.epoch);
+                  changed.push(c);
+                }
+              }
+              pos += n;
+            }
+          } finally {
+            // Also when the partial tail failed (ENOSPC): the chunks already remapped must reach
+            // the journal, or memory and the committed store would disagree after a reopen.
+            if (changed.length > 0) this.logEntries(vol.head, changed);
+          }
+        } finally {
+          unlock();
+        }
+      } finally {
+        vol.gate.leave();
+      }
+    }
+    if (opts.fua) await this.journal.commit();
+  }
+
+  /** Block status of [offset, offset+len): at most EXTENTS_MAX extents, merged. */
+  async extents(node: Node, offset: number, len: number): Promise<Extent[]> {
+    const vol = node.vol;
+    this.live(vol);
+    if (offset < 0 || len <= 0 || offset + len > vol.size) throw new StorageError('EINVAL', `extents [${offset}, +${len}) out of range`);
+    const chunkSize = vol.chunkSize;
+    const backingSize = vol.backing ? vol.backing.size : 0;
+    const out: Extent[] = [];
+    const push = (n: number, hole: boolean, zero: boolean): void => appendExtent(out, n, hole, zero);
+    const pages = node.map.l1.pages;
+    const end = offset + len;
+    let pos = offset;
+    while (pos < end && out.length < EXTENTS_MAX) {
+      const c = Math.floor(pos / chunkSize);
+      const page = pages[c >>> PAGE_SHIFT];
+      // A missing page: ENTRIES_PER_PAGE unmapped chunks in one step.
+      const stepEnd = page ? Math.min(end, (c + 1) * chunkSize) : Math.min(end, ((c >>> PAGE_SHIFT) + 1) * ENTRIES_PER_PAGE * chunkSize);
+      const s = page ? (page.entries[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number) : UNMAPPED;
+      if (isSlot(s)) push(stepEnd - pos, false, false);
+      else if (s === ZERO) push(stepEnd - pos, true, true);
+      else if (s === ZERO_ALLOCATED) push(stepEnd - pos, false, true);
+      else if (pos >= backingSize) push(stepEnd - pos, true, true);
+      else if (stepEnd <= backingSize) push(stepEnd - pos, true, false);
+      else {
+        push(backingSize - pos, true, false);
+        push(stepEnd - backingSize, true, true);
+      }
+      pos = stepEnd;
+    }
+    return out;
+  }
+}

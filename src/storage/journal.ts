@@ -1,0 +1,307 @@
+// The transaction manager: the records waiting for the next commit, the commit itself (data
+// sync, journal append, sync), the checkpoint (a new journal generation, then the superblock
+// flip), and the generations and sequence numbers that tie them together. It owns the journal
+// and superblock files and every counter about them; recovery.ts hands it the state it found at
+// open. README.md "Commit protocol" is the specification; durability can be reviewed here alone.
+import type { DataStore } from './chunk-store.ts';
+import { StorageError, UncommittedChangeError } from './device.ts';
+import { CrashPoint, type FileIo, type IoFile } from './file-io.ts';
+import { commitRecord, encodeJournalHeader, encodeSuperblock, FORMAT_VERSION, journalFile, SUPERBLOCK_SLOT } from './format.ts';
+import { StoreClosedError, StoreError } from './types.ts';
+
+/**
+ * Background commit for clients that never FLUSH (NBD promises nothing for unflushed writes):
+ * bounds the work a crash can lose and the memory of pending records. 5 s like ext4's commit=5
+ * and ZFS's txg timeout; at 1 s the data fdatasyncs halved write throughput (bench/README.md).
+ */
+export const COMMIT_INTERVAL_DEFAULT_MS = 5000;
+/** Journal length beyond which a commit writes a new checkpoint (also at 2x the last checkpoint). */
+export const JOURNAL_COMPACT_BYTES_DEFAULT = 32 * 1024 * 1024;
+
+/** Where the journal stood when recovery finished (or zeros for a store being created). */
+export interface JournalState {
+  sbFile: IoFile;
+  /** Null only while a new store has no first checkpoint yet. */
+  journal: IoFile | null;
+  sbSeq: number;
+  journalGen: number;
+  /** Bytes of the journal file that hold committed transactions. */
+  journalEnd: number;
+  checkpointLen: number;
+  commitSeq: number;
+}
+
+export interface JournalOptions {
+  io: FileIo;
+  dataDir: string;
+  /** The data side: dirty segments are synced first, pending frees travel with the commit. */
+  chunks: DataStore;
+  /** The whole catalog as records, for a checkpoint (catalog-records.ts). */
+  serializeCheckpoint: () => Buffer[];
+  journalCompactBytes: number;
+}
+
+/** Something that becomes durable with the next successful commit (a new snapshot). */
+export interface Durable {
+  durable: boolean;
+}
+
+export class Journal {
+  private readonly io: FileIo;
+  private readonly dataDir: string;
+  private readonly chunks: DataStore;
+  private readonly serialize: () => Buffer[];
+  private readonly compactBytes: number;
+  private readonly sbFile: IoFile;
+  private journal: IoFile | null;
+  private sbSeq: number;
+  private gen: number;
+  private end: number;
+  private cpLen: number;
+  private commitSeq: number;
+  /** The journal generation the last checkpoint attempt used (failed attempts included). */
+  private triedGen = 0;
+  private pending: Buffer[] = [];
+  private commitRunning: Promise<void> | null = null;
+  private commitQueued: Promise<void> | null = null;
+  private forceCheckpoint = false;
+  /** Snapshots created since the last commit swap (durable once a commit after it succeeds). */
+  private undurable = new Set<Durable>();
+  private closed = false;
+  private timer: NodeJS.Timeout | null = null;
+  /** Called after a commit whose frees became durable (the compactor looks for sparse segments). */
+  onFreed: (() => void) | null = null;
+
+  constructor(opts: JournalOptions, state: JournalState) {
+    this.io = opts.io;
+    this.dataDir = opts.dataDir;
+    this.chunks = opts.chunks;
+    this.serialize = opts.serializeCheckpoint;
+    this.compactBytes = opts.journalCompactBytes;
+    this.sbFile = state.sbFile;
+    this.journal = state.journal;
+    this.sbSeq = state.sbSeq;
+    this.gen = state.journalGen;
+    this.end = state.journalEnd;
+    this.cpLen = state.checkpointLen;
+    this.commitSeq = state.commitSeq;
+  }
+
+  get journalGen(): number {
+    return this.gen;
+  }
+
+  get journalEnd(): number {
+    return this.end;
+  }
+
+  get checkpointLen(): number {
+    return this.cpLen;
+  }
+
+  /** Queues records for the next commit (a change already made in memory). */
+  log(record: Buffer): void {
+    this.pending.push(record);
+  }
+
+  /** `node.durable` turns true with the next successful commit (until then its snapshot reads `creating`). */
+  trackDurable(node: Durable): void {
+    node.durable = false;
+    this.undurable.add(node);
+  }
+
+  /** The node was deleted before it became durable. */
+  untrack(node: Durable): void {
+    this.undurable.delete(node);
+  }
+
+  /** A new store: its first checkpoint and superblock (generation 1). */
+  async create(): Promise<void> {
+    await this.writeCheckpoint(this.serialize());
+  }
+
+  startPeriodicCommit(intervalMs: number, log: (msg: string) => void): void {
+    if (intervalMs <= 0) return;
+    this.timer = setInterval(() => {
+      // Only metadata needs the background commit. Data overwritten in place references no new
+      // metadata, so like any page-cache server we sync it when a client FLUSHes (or FUA), not
+      // on a timer: the timer's fdatasyncs were the write-throughput limit (bench/README.md).
+      if (!this.hasPendingMetadata()) return;
+      this.commit().catch((e: unknown) => log(`periodic commit failed: ${(e as Error).message}`));
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  stopPeriodicCommit(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private hasPendingMetadata(): boolean {
+    if (this.pending.length > 0) return true;
+    for (const c of this.chunks.classes.values()) if (c.pendingFree.length > 0) return true;
+    return false;
+  }
+
+  private hasPending(): boolean {
+    return this.chunks.dirty.size > 0 || this.hasPendingMetadata();
+  }
+
+  /** Makes every write resolved before the call durable. Concurrent callers share commits. */
+  commit(): Promise<void> {
+    if (this.closed) return Promise.reject(new StoreClosedError());
+    if (!this.commitRunning) return this.startCommit();
+    // The running commit may have swapped its batch before our writes: wait for the next one.
+    if (!this.commitQueued) {
+      this.commitQueued = this.commitRunning.catch(() => undefined).then(() => {
+        this.commitQueued = null;
+        return this.startCommit();
+      });
+    }
+    return this.commitQueued;
+  }
+
+  /** Writes a checkpoint at the next commit (tests and the compactor's switch use it). */
+  async checkpoint(): Promise<void> {
+    this.forceCheckpoint = true;
+    await this.commit();
+  }
+
+  /**
+   * The commit of a control operation that already changed the in-memory state. If it fails, the
+   * change stays (its records wait for the next commit: undoing it could not be made atomic with
+   * what writes did since), and the caller learns exactly that.
+   */
+  async commitChange(what: string): Promise<void> {
+    try {
+      await this.commit();
+    } catch (e) {
+      const errno = e instanceof StorageError ? e.errno : 'EIO';
+      throw new UncommittedChangeError(errno, `${what}: ${(e as Error).message}; the change is applied but not yet durable: ` +
+        'the next successful commit (a FLUSH, or the periodic commit) makes it durable', { cause: e });
+    }
+  }
+
+  private startCommit(): Promise<void> {
+    const p: Promise<void> = this.doCommit().finally(() => {
+      if (this.commitRunning === p) this.commitRunning = null;
+    });
+    this.commitRunning = p;
+    return p;
+  }
+
+  private async doCommit(): Promise<void> {
+    const wantCp = this.forceCheckpoint || this.end > Math.max(this.compactBytes, this.cpLen * 2);
+    if (!wantCp && !this.hasPending()) return;
+    const data = this.chunks;
+    // The swap: everything below is one instant of the in-memory state.
+    const records = this.pending;
+    this.pending = [];
+    const frees = data.takePendingFrees();
+    const dirty = data.takeDirty();
+    const cp = wantCp ? this.serialize() : null;
+    this.forceCheckpoint = false;
+    const becomeDurable = this.undurable;
+    this.undurable = new Set<Durable>();
+    const oldEnd = this.end;
+    try {
+      this.io.point(CrashPoint.BeforeDataSync);
+      // One fdatasync at a time: each holds a libuv pool thread for as long as the disk takes,
+      // and a pool full of them starved every read and write behind them (500 ms stalls).
+      for (const s of dirty.segments) if (s.file) await s.file.datasync();
+      if (dirty.dir) await this.io.syncDir(this.dataDir);
+      this.io.point(CrashPoint.AfterDataSync);
+      if (cp) await this.writeCheckpoint(cp);
+      else if (records.length > 0) await this.append(records);
+    } catch (e) {
+      this.pending = records.concat(this.pending);
+      data.restorePendingFrees(frees);
+      data.restoreDirty(dirty);
+      if (cp) this.forceCheckpoint = true;
+      for (const n of becomeDurable) this.undurable.add(n);
+      if (this.journal && this.end === oldEnd) await this.journal.truncate(oldEnd).catch(() => undefined);
+      throw e instanceof StoreError || e instanceof StorageError ? e : new StorageError('EIO', `commit failed: ${(e as Error).message}`, { cause: e });
+    }
+    data.committedFrees(frees);
+    for (const n of becomeDurable) n.durable = true;
+    if (frees.length > 0) this.onFreed?.();
+  }
+
+  private async append(records: Buffer[]): Promise<void> {
+    const seq = this.commitSeq + 1;
+    // Not pushed onto `records`: a failed append hands them back to `pending` for the next try,
+    // and a Commit record left among them would end that transaction early on replay.
+    const buf = joinRecords([...records, commitRecord(seq)]);
+    const len = buf.length;
+    const j = this.journal!;
+    // Two writes so that a crash test can cut the append in the middle.
+    const half = Math.floor(len / 2);
+    await j.write(buf, 0, half, this.end);
+    this.io.point(CrashPoint.JournalAppendMid);
+    await j.write(buf, half, len - half, this.end + half);
+    this.io.point(CrashPoint.BeforeJournalSync);
+    await j.datasync();
+    this.io.point(CrashPoint.AfterJournalSync);
+    this.end += len;
+    this.commitSeq = seq;
+  }
+
+  /** Compaction of the metadata: a new journal generation starting with a full checkpoint. */
+  private async writeCheckpoint(records: Buffer[]): Promise<void> {
+    // A new generation for every attempt: a failed one may have left its superblock durable,
+    // naming its file, which a retry must then not truncate (stale files go at the next open).
+    const gen = Math.max(this.gen, this.triedGen) + 1;
+    this.triedGen = gen;
+    const seq = this.commitSeq + 1;
+    const path = `${this.dataDir}/${journalFile(gen)}`;
+    const buf = joinRecords([encodeJournalHeader(gen), ...records, commitRecord(seq)]);
+    const len = buf.length;
+    const f = await this.io.open(path, 'create');
+    try {
+      await f.truncate(0);
+      await f.write(buf, 0, len, 0);
+      this.io.point(CrashPoint.CheckpointWritten);
+      await f.datasync();
+      await this.io.syncDir(this.dataDir);
+      const sb = encodeSuperblock({ version: FORMAT_VERSION, seq: this.sbSeq + 1, journalGen: gen, checkpointLen: len, segmentBytes: this.chunks.segmentBytes });
+      const slot = (this.sbSeq + 1) % 2;
+      await this.sbFile.write(sb, 0, sb.length, slot * SUPERBLOCK_SLOT);
+      this.io.point(CrashPoint.SuperblockWritten);
+      await this.sbFile.datasync();
+      this.io.point(CrashPoint.AfterSuperblockSync);
+    } catch (e) {
+      await f.close().catch(() => undefined);
+      throw e;
+    }
+    const old = this.journal;
+    const oldGen = this.gen;
+    this.journal = f;
+    this.gen = gen;
+    this.end = len;
+    this.cpLen = len;
+    this.sbSeq++;
+    this.commitSeq = seq;
+    if (old) {
+      await old.close().catch(() => undefined);
+      await this.io.unlink(`${this.dataDir}/${journalFile(oldGen)}`).catch(() => undefined);
+    }
+  }
+
+  /** No commit after this one; closes the files (`abandon`: without waiting, as a kill would). */
+  async close(): Promise<void> {
+    this.stopPeriodicCommit();
+    this.closed = true;
+    await this.journal?.close().catch(() => undefined);
+    await this.sbFile.close().catch(() => undefined);
+  }
+}
+
+/** One buffer holding `parts` back to back (a journal append or checkpoint is one write). */
+function joinRecords(parts: Buffer[]): Buffer {
+  let len = 0;
+  for (const r of parts) len += r.length;
+  const buf = Buffer.allocUnsafe(len);
+  let at = 0;
+  for (const r of parts) at += r.copy(buf, at);
+  return buf;
+}

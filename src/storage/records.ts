@@ -1,0 +1,150 @@
+// The persisted catalog records and their codec: what a Volume, a Node and each change to them
+// look like in the journal (byte layouts in README.md "On-disk format"). Pure: no I/O, no catalog.
+// Each encoder has its mirror decoder; catalog-records.ts applies decoded records to the catalog.
+import { ENTRIES_PER_PAGE } from './block-map.ts';
+import { Rec, RecordWriter, type RecordReader } from './format.ts';
+
+/** Fingerprint of a backing file taken at volume creation (backing.ts compares it at open). */
+export interface BackingRecord {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  /** crc32 over evenly spread samples (backing.ts, sampleChecksum). */
+  sample: number;
+}
+
+export interface OriginRecord {
+  volume: string;
+  snapshot: string;
+}
+
+/** A volume as the journal holds it (`Volume 2`). */
+export interface VolumeRecord {
+  id: number;
+  name: string;
+  size: number;
+  chunkSize: number;
+  createdMs: number;
+  backing: BackingRecord | null;
+  /** The snapshot a clone was made from. */
+  origin: OriginRecord | null;
+}
+
+export type NodeKind = 'head' | 'snap';
+
+/** A head or snapshot as the journal holds it (`Node 4`, `NodeCp 11`). */
+export interface NodeRecord {
+  id: number;
+  volumeId: number;
+  kind: NodeKind;
+  name: string;
+  description: string;
+  createdMs: number;
+  /** Snapshots: the epoch they froze (entries born later are not in them). Heads: 0. */
+  epoch: number;
+}
+
+const NODE_HEAD = 0;
+const NODE_SNAP = 1;
+
+export function encodeState(epoch: number, nextId: number): Buffer {
+  return new RecordWriter(Rec.State).u32(epoch).u32(nextId).finish();
+}
+
+export function decodeState(r: RecordReader): { epoch: number; nextId: number } {
+  return { epoch: r.u32(), nextId: r.u32() };
+}
+
+export function encodeVolume(v: VolumeRecord): Buffer {
+  const w = new RecordWriter(Rec.Volume).u32(v.id).str(v.name).u64(v.size).u32(v.chunkSize).f64(v.createdMs);
+  if (v.backing) w.u8(1).str(v.backing.path).u64(v.backing.size).f64(v.backing.mtimeMs).u32(v.backing.sample);
+  else w.u8(0);
+  if (v.origin) w.u8(1).str(v.origin.volume).str(v.origin.snapshot);
+  else w.u8(0);
+  return w.finish();
+}
+
+export function decodeVolume(r: RecordReader): VolumeRecord {
+  const id = r.u32();
+  const name = r.str();
+  const size = r.u64();
+  const chunkSize = r.u32();
+  const createdMs = r.f64();
+  let backing: BackingRecord | null = null;
+  if (r.u8()) backing = { path: r.str(), size: r.u64(), mtimeMs: r.f64(), sample: r.u32() };
+  let origin: OriginRecord | null = null;
+  if (r.u8()) origin = { volume: r.str(), snapshot: r.str() };
+  return { id, name, size, chunkSize, createdMs, backing, origin };
+}
+
+/**
+ * `source`: for `Node`, the node whose map the new one shares (0 = an empty map); for `NodeCp`
+ * (checkpoint), the id of its L1 record.
+ */
+export function encodeNode(type: typeof Rec.Node | typeof Rec.NodeCp, n: NodeRecord, source: number): Buffer {
+  return new RecordWriter(type).u32(n.id).u32(n.volumeId).u8(n.kind === 'head' ? NODE_HEAD : NODE_SNAP)
+    .str(n.name).str(n.description).f64(n.createdMs).u32(n.epoch).u32(source).finish();
+}
+
+export function decodeNode(r: RecordReader): { node: NodeRecord; source: number } {
+  const id = r.u32();
+  const volumeId = r.u32();
+  const kind: NodeKind = r.u8() === NODE_HEAD ? 'head' : 'snap';
+  const name = r.str();
+  const description = r.str();
+  const createdMs = r.f64();
+  const epoch = r.u32();
+  const source = r.u32();
+  return { node: { id, volumeId, kind, name, description, createdMs, epoch }, source };
+}
+
+/** `VolumeDelete 3` and `NodeDelete 5` carry just the id. */
+export function encodeDelete(type: typeof Rec.VolumeDelete | typeof Rec.NodeDelete, id: number): Buffer {
+  return new RecordWriter(type).u32(id).finish();
+}
+
+export function encodeRollback(headId: number, snapshotId: number): Buffer {
+  return new RecordWriter(Rec.Rollback).u32(headId).u32(snapshotId).finish();
+}
+
+export function decodeRollback(r: RecordReader): { headId: number; snapshotId: number } {
+  return { headId: r.u32(), snapshotId: r.u32() };
+}
+
+/** The entries of chunks first..first+n-1 of a node, read from its map. */
+export function encodeMapRun(nodeId: number, first: number, n: number, map: { slot(c: number): number; birth(c: number): number }): Buffer {
+  const w = new RecordWriter(Rec.MapRun, 16 + n * 8).u32(nodeId).u64(first).u32(n);
+  for (let c = first; c < first + n; c++) w.u32(map.slot(c)).u32(map.birth(c));
+  return w.finish();
+}
+
+/** `entries` = n × (slot, birth). */
+export function decodeMapRun(r: RecordReader): { nodeId: number; first: number; n: number; entries: Uint32Array } {
+  const nodeId = r.u32();
+  const first = r.u64();
+  const n = r.u32();
+  return { nodeId, first, n, entries: r.u32s(n * 2) };
+}
+
+/** A checkpoint's map page: its id and the chunk size of the slots it names. */
+export function encodePage(id: number, chunkSize: number, entries: Uint32Array): Buffer {
+  return new RecordWriter(Rec.Page, 8 + ENTRIES_PER_PAGE * 8).u32(id).u32(chunkSize).u32s(entries, 0, entries.length).finish();
+}
+
+export function decodePage(r: RecordReader): { id: number; chunkSize: number; entries: Uint32Array } {
+  return { id: r.u32(), chunkSize: r.u32(), entries: r.u32s(ENTRIES_PER_PAGE * 2) };
+}
+
+/** A checkpoint's L1: its id, its length, and (index, page id) pairs for the pages present. */
+export function encodeL1(id: number, len: number, pairs: number[]): Buffer {
+  const w = new RecordWriter(Rec.L1, 12 + pairs.length * 4).u32(id).u32(len).u32(pairs.length / 2);
+  for (const x of pairs) w.u32(x);
+  return w.finish();
+}
+
+export function decodeL1(r: RecordReader): { id: number; len: number; pairs: Uint32Array } {
+  const id = r.u32();
+  const len = r.u32();
+  const count = r.u32();
+  return { id, len, pairs: r.u32s(count * 2) };
+}

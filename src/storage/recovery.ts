@@ -1,0 +1,197 @@
+// Opening a data dir: create a new store, or choose the newest valid superblock, replay its
+// journal (the checkpoint, then every intact in-sequence transaction), cut the torn tail, derive
+// the slot state from the reference counts, and delete what no committed state references
+// (stale journals, empty segment files, segment tails). Recovery writes nothing that changes the
+// committed state, so it is deterministic and idempotent (README.md "Recovery"). The result is
+// the catalog, the chunk store and the transaction manager (journal.ts), ready to use.
+import { Catalog } from './catalog.ts';
+import { applyRecord, serializeCheckpoint, type CheckpointTables } from './catalog-records.ts';
+import { DataStore, SEGMENT_FILE_RE } from './chunk-store.ts';
+import type { FileIo, IoFile } from './file-io.ts';
+import {
+  decodeJournalHeader, decodeSuperblock, FORMAT_VERSION, JOURNAL_FILE_RE, JOURNAL_HEADER_LEN, journalFile, Rec, scanRecords,
+  SUPERBLOCK_FILE, SUPERBLOCK_SLOT, type RecordReader, type Superblock,
+} from './format.ts';
+import { Journal, type JournalState } from './journal.ts';
+import { StoreError, StoreErrorCode } from './types.ts';
+
+export type LogFn = (level: 'error' | 'warn' | 'info' | 'debug', msg: string) => void;
+
+export interface OpenOptions {
+  fileIo: FileIo;
+  log: LogFn;
+  /** Segment file size for a new store (existing stores keep theirs). */
+  segmentBytes: number;
+  journalCompactBytes: number;
+  /** Open for offline checking: no writes at all (no tail truncation, no reclaim). */
+  inspectOnly: boolean;
+}
+
+export interface OpenedStore {
+  catalog: Catalog;
+  chunks: DataStore;
+  journal: Journal;
+  /** True when the data dir held no store and one was created. */
+  created: boolean;
+  /** Bytes of uncommitted journal tail found at open (check reports them). */
+  tornTail: number;
+}
+
+export function corrupt(file: string, why: string, cause?: unknown): StoreError {
+  return new StoreError(StoreErrorCode.StoreCorrupt, `${file}: ${why}`, cause === undefined ? undefined : { cause });
+}
+
+/** Opens (or creates) the store in `dataDir`; a corrupt, foreign or newer store is refused with STORE_CORRUPT. */
+export async function openStoreFiles(dataDir: string, opts: OpenOptions): Promise<OpenedStore> {
+  const io = opts.fileIo;
+  const sbPath = `${dataDir}/${SUPERBLOCK_FILE}`;
+  if (!opts.inspectOnly) await io.mkdirp(dataDir);
+  const st = await io.stat(sbPath);
+  if (!st) return createStore(dataDir, opts);
+  const sbFile = await io.open(sbPath, opts.inspectOnly ? 'r' : 'rw');
+  const sb = await chooseSuperblock(sbFile, sbPath);
+  const chunks = new DataStore(io, dataDir, sb.segmentBytes);
+  const catalog = new Catalog(chunks);
+  const replayed = await replayJournal(dataDir, sb, catalog, chunks, opts);
+  const journal = new Journal(journalOptions(dataDir, opts, chunks, catalog), {
+    sbFile, journal: replayed.file, sbSeq: sb.seq, journalGen: sb.journalGen, journalEnd: replayed.end,
+    checkpointLen: sb.checkpointLen, commitSeq: replayed.commitSeq,
+  });
+  if (!opts.inspectOnly) await reclaimFiles(io, dataDir, sb.journalGen, chunks, opts.log);
+  return { catalog, chunks, journal, created: false, tornTail: replayed.tornTail };
+}
+
+function journalOptions(dataDir: string, opts: OpenOptions, chunks: DataStore, catalog: Catalog) {
+  return { io: opts.fileIo, dataDir, chunks, serializeCheckpoint: () => serializeCheckpoint(catalog), journalCompactBytes: opts.journalCompactBytes };
+}
+
+async function createStore(dataDir: string, opts: OpenOptions): Promise<OpenedStore> {
+  const io = opts.fileIo;
+  const sbPath = `${dataDir}/${SUPERBLOCK_FILE}`;
+  const names = await io.readdir(dataDir);
+  const ours = names.filter((n) => JOURNAL_FILE_RE.test(n) || SEGMENT_FILE_RE.test(n));
+  if (ours.length > 0) throw corrupt(sbPath, `superblock file missing but store files exist (${ours.slice(0, 3).join(', ')})`);
+  if (opts.inspectOnly) throw corrupt(sbPath, 'no store here (superblock file missing)');
+  const chunks = new DataStore(io, dataDir, opts.segmentBytes);
+  const catalog = new Catalog(chunks);
+  const state: JournalState = { sbFile: await io.open(sbPath, 'create'), journal: null, sbSeq: 0, journalGen: 0, journalEnd: 0, checkpointLen: 0, commitSeq: 0 };
+  const journal = new Journal(journalOptions(dataDir, opts, chunks, catalog), state);
+  await journal.create();
+  await io.syncDir(dataDir);
+  return { catalog, chunks, journal, created: true, tornTail: 0 };
+}
+
+/** The valid copy with the highest sequence; one good copy is enough (the other may be torn). */
+async function chooseSuperblock(sbf: IoFile, sbPath: string): Promise<Superblock> {
+  const sbBuf = Buffer.alloc(SUPERBLOCK_SLOT * 2);
+  const n = await sbf.read(sbBuf, 0, sbBuf.length, 0);
+  let best: Superblock | null = null;
+  const whys: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const r = decodeSuperblock(sbBuf.subarray(i * SUPERBLOCK_SLOT, Math.min(n, (i + 1) * SUPERBLOCK_SLOT)));
+    if (r.ok) {
+      if (!best || r.sb.seq > best.seq) best = r.sb;
+    } else {
+      if (r.why === 'newer') throw corrupt(sbPath, `format version ${r.version} is newer than this snapnbd supports (${FORMAT_VERSION})`);
+      whys.push(r.why);
+    }
+  }
+  // None good: say why.
+  if (!best && whys.every((w) => w === 'foreign' || w === 'empty') && whys.includes('foreign')) throw corrupt(sbPath, 'not a snapnbd store (bad magic)');
+  if (!best) throw corrupt(sbPath, `no valid superblock (${whys.map((w, i) => `copy ${i}: ${w}`).join('; ')})`);
+  return best;
+}
+
+/** Applies the checkpoint and every intact, in-sequence transaction after it; cuts the torn tail. */
+async function replayJournal(dataDir: string, sb: Superblock, catalog: Catalog, chunks: DataStore, opts: OpenOptions):
+  Promise<{ file: IoFile; end: number; commitSeq: number; tornTail: number }> {
+  const io = opts.fileIo;
+  const jPath = `${dataDir}/${journalFile(sb.journalGen)}`;
+  const st = await io.stat(jPath);
+  if (!st) throw corrupt(jPath, 'journal file named by the superblock is missing');
+  const jf = await io.open(jPath, opts.inspectOnly ? 'r' : 'rw');
+  const buf = Buffer.alloc(st.size);
+  const got = await jf.read(buf, 0, st.size, 0);
+  const b = buf.subarray(0, got);
+  const h = decodeJournalHeader(b);
+  if (typeof h === 'string') throw corrupt(jPath, h);
+  if (h.gen !== sb.journalGen) throw corrupt(jPath, `journal generation ${h.gen}, superblock expects ${sb.journalGen}`);
+  if (b.length < sb.checkpointLen) throw corrupt(jPath, `truncated: ${b.length} bytes, checkpoint needs ${sb.checkpointLen}`);
+  // The checkpoint must be whole: it was synced before the superblock named it.
+  let txn: RecordReader[] = [];
+  let end = JOURNAL_HEADER_LEN;
+  let commitSeq = 0;
+  let cpDone = false;
+  const cp: CheckpointTables = { pages: new Map(), l1s: new Map() };
+  try {
+    for (const r of scanRecords(b.subarray(0, sb.checkpointLen), JOURNAL_HEADER_LEN)) {
+      if (r.rec.type === Rec.Commit) {
+        const seq = r.rec.u64();
+        for (const rec of txn) applyRecord(catalog, chunks, rec, cp);
+        txn = [];
+        commitSeq = seq;
+        end = r.end;
+        cpDone = true;
+        break;
+      }
+      txn.push(r.rec);
+    }
+  } catch (e) {
+    throw corrupt(jPath, `bad checkpoint record: ${(e as Error).message}`, e);
+  }
+  if (!cpDone || end !== sb.checkpointLen) throw corrupt(jPath, 'checkpoint damaged (checksum or length mismatch)');
+  txn = [];
+  try {
+    for (const r of scanRecords(b, end)) {
+      if (r.rec.type === Rec.Commit) {
+        const seq = r.rec.u64();
+        if (seq !== commitSeq + 1) break; // a stale commit from an earlier, truncated tail
+        for (const rec of txn) applyRecord(catalog, chunks, rec, null);
+        txn = [];
+        commitSeq = seq;
+        end = r.end;
+        continue;
+      }
+      txn.push(r.rec);
+    }
+  } catch (e) {
+    throw corrupt(jPath, `bad log record: ${(e as Error).message}`, e);
+  }
+  const tornTail = b.length - end;
+  if (tornTail > 0 && !opts.inspectOnly) {
+    opts.log('warn', `${jPath}: ignoring ${tornTail} bytes of uncommitted journal tail`);
+    await jf.truncate(end);
+    await jf.datasync();
+  }
+  for (const c of chunks.classes.values()) c.deriveState();
+  return { file: jf, end, commitSeq, tornTail };
+}
+
+/** Deletes what no committed state references: stale journals, empty segment files, segment tails. */
+async function reclaimFiles(io: FileIo, dataDir: string, journalGen: number, chunks: DataStore, log: LogFn): Promise<void> {
+  for (const name of await io.readdir(dataDir)) {
+    const jm = JOURNAL_FILE_RE.exec(name);
+    if (jm && Number(jm[1]) !== journalGen) {
+      log('info', `removing stale journal ${name}`);
+      await io.unlink(`${dataDir}/${name}`);
+      continue;
+    }
+    const sm = SEGMENT_FILE_RE.exec(name);
+    if (!sm) continue;
+    const cls = chunks.classes.get(Number(sm[1]));
+    const seg = Number(sm[2]);
+    if (!cls || (cls.segUse[seg] ?? 0) === 0) {
+      log('info', `reclaiming unreferenced segment ${name}`);
+      await io.unlink(`${dataDir}/${name}`);
+      continue;
+    }
+    const end = cls.usedEnd(seg);
+    const st = await io.stat(`${dataDir}/${name}`);
+    if (st && st.size > end) {
+      log('info', `reclaiming ${st.size - end} unreferenced bytes at the end of ${name}`);
+      const f = await io.open(`${dataDir}/${name}`, 'rw');
+      await f.truncate(end);
+      await f.close();
+    }
+  }
+}

@@ -1,0 +1,80 @@
+// Gives space back to the file system at run time: a segment whose last slot became free is
+// closed and unlinked; one that lost its tail slots is truncated after its last in-use slot.
+// The chunk store (chunk-store.ts) calls these when slots are released; the work runs one file
+// at a time in the background, and no slot of a segment being cut is allocated meanwhile.
+import type { ChunkClass, DataStore } from './chunk-store.ts';
+import { segmentFile } from './chunk-store.ts';
+import { CrashPoint, type FileIo } from './file-io.ts';
+
+export class SegmentReclaimer {
+  private readonly io: FileIo;
+  private readonly dataDir: string;
+  private readonly chunks: DataStore;
+  private readonly warn: (msg: string) => void;
+  /** The chain of deletions and truncations, one at a time. */
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(io: FileIo, dataDir: string, chunks: DataStore, warn: (msg: string) => void) {
+    this.io = io;
+    this.dataDir = dataDir;
+    this.chunks = chunks;
+    this.warn = warn;
+  }
+
+  /** Resolves when every queued deletion and truncation has finished. */
+  settle(): Promise<void> {
+    return this.queue;
+  }
+
+  /** Unlinks a segment whose slots are all free (unless one was allocated again meanwhile). */
+  deleteSegment(cls: ChunkClass, seg: number): void {
+    cls.deleting.add(seg);
+    this.queue = this.queue.then(async () => {
+      try {
+        if ((cls.segUse[seg] ?? 0) !== 0) return;
+        cls.deleting.add(seg);
+        const s = cls.segments.get(seg);
+        cls.segments.delete(seg);
+        if (s) {
+          this.chunks.dirty.delete(s);
+          const f = s.file ?? (s.opening ? await s.opening.catch(() => null) : null);
+          // A commit that swapped this segment into its dirty set earlier skips it from now on
+          // (it syncs only segments with a file) instead of syncing a closed descriptor.
+          s.file = null;
+          s.opening = null;
+          if (f) await f.close().catch(() => undefined);
+        }
+        await this.io.unlink(`${this.dataDir}/${segmentFile(cls.log2, seg)}`);
+        this.io.point(CrashPoint.SegmentDeleted);
+      } catch (e) {
+        this.warn(`could not delete segment ${seg}: ${(e as Error).message}`);
+      } finally {
+        cls.deleting.delete(seg);
+        if ((cls.segUse[seg] ?? 0) === 0) cls.evacuating.delete(seg); // compacted: its slots are free again
+        cls.resetHint(seg);
+      }
+    });
+  }
+
+  /** Truncates a segment file after its last in-use slot (freed tails go back to the file system). */
+  trimSegment(cls: ChunkClass, seg: number): void {
+    if (cls.deleting.has(seg)) return;
+    cls.deleting.add(seg); // no allocation in this segment while we cut it
+    this.queue = this.queue.then(async () => {
+      try {
+        const end = cls.usedEnd(seg);
+        if (end === 0) return;
+        const s = cls.segments.get(seg);
+        const f = s?.file ?? (s?.opening ? await s.opening.catch(() => null) : null);
+        if (!f) return;
+        if ((await f.size()) > end) await f.truncate(end);
+      } catch (e) {
+        this.warn(`could not truncate segment ${seg}: ${(e as Error).message}`);
+      } finally {
+        cls.deleting.delete(seg);
+        cls.resetHint(seg); // allocations during the cut passed over its free slots
+        if (cls.segUse[seg] === 0) this.deleteSegment(cls, seg);
+      }
+    });
+  }
+}

@@ -1,0 +1,65 @@
+// What the control socket answers about volumes, snapshots and the server, shared by the control
+// methods (src/control/methods.ts) and the CLI (src/cli/control-commands.ts), which reads them
+// back from JSON. Types only.
+import type { ExportCounters } from '../server/exports.ts';
+import type { StoreStats } from '../storage/types.ts';
+
+export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting' } as const;
+export type SnapshotState = (typeof SnapshotState)[keyof typeof SnapshotState];
+
+/** A snapshot as the control socket lists it. */
+export interface SnapshotView {
+  volume: string;
+  name: string;
+  created: string;
+  state: SnapshotState;
+  description: string;
+  size: number;
+  referenced: number;
+  used: number;
+  written: number;
+  /** Export names of this snapshot that have NBD connections now (e.g. ["vm1@s1"]). */
+  exports: string[];
+  connections: number;
+  /** Volumes cloned from this snapshot. */
+  clones: string[];
+}
+
+/** A volume as the control socket lists it. */
+export interface VolumeView {
+  name: string;
+  size: number;
+  chunkSize: number;
+  backing: string | null;
+  origin: { volume: string; snapshot: string } | null;
+  created: string;
+  snapshots: number;
+  referenced: number;
+  used: number;
+  written: number;
+  readOnly: boolean;
+  /** NBD connections to the head now. */
+  connections: number;
+}
+
+export interface ExportStats extends ExportCounters {
+  name: string;
+  volume: string;
+  snapshot: string | null;
+}
+
+/** `server.stats`. */
+export interface RegistryStats {
+  exports: ExportStats[];
+  volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number }[];
+  store: StoreStats;
+}
+
+/** `snapshot.diff`: one page of changed extents; `next` is the cursor of the following page. */
+export interface DiffResult {
+  volume: string;
+  from: string;
+  to: string | null;
+  extents: { offset: number; length: number }[];
+  next: string | null;
+}

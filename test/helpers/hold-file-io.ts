@@ -1,0 +1,62 @@
+// A FileIo that passes everything to another one, except that a chosen read, write or fdatasync
+// of a file waits until the test lets it go on (or fail): for tests that must stop the engine
+// at one exact I/O (a read holding an old slot, a commit inside a segment's fdatasync).
+import type { CrashPoint, FileIo, IoFile } from '../../src/storage/file-io.ts';
+
+export type HeldOp = 'read' | 'write' | 'datasync';
+
+export class HoldFileIo implements FileIo {
+  private readonly inner: FileIo;
+  private readonly holds: { suffix: string; op: HeldOp; reached: () => void; gate: Promise<Error | null> }[] = [];
+
+  constructor(inner: FileIo) {
+    this.inner = inner;
+  }
+
+  /** The next `op` on a file whose path ends with `suffix` waits; `reached` resolves when it does. */
+  hold(suffix: string, op: HeldOp): { reached: Promise<void>; release: (err?: Error) => void } {
+    let reached!: () => void;
+    let release!: (err: Error | null) => void;
+    const r = new Promise<void>((res) => (reached = res));
+    const gate = new Promise<Error | null>((res) => (release = res));
+    this.holds.push({ suffix, op, reached, gate });
+    return { reached: r, release: (err) => release(err ?? null) };
+  }
+
+  private async gate(path: string, op: HeldOp): Promise<void> {
+    const i = this.holds.findIndex((h) => h.op === op && path.endsWith(h.suffix));
+    if (i < 0) return;
+    const [h] = this.holds.splice(i, 1);
+    h!.reached();
+    const err = await h!.gate;
+    if (err) throw err;
+  }
+
+  open = async (path: string, mode: Parameters<FileIo['open']>[1]): Promise<IoFile> => {
+    const f = await this.inner.open(path, mode);
+    const read = f.read.bind(f);
+    const write = f.write.bind(f);
+    const datasync = f.datasync.bind(f);
+    f.read = async (buf, off, len, pos) => {
+      await this.gate(path, 'read');
+      return read(buf, off, len, pos);
+    };
+    f.write = async (buf, off, len, pos) => {
+      await this.gate(path, 'write');
+      return write(buf, off, len, pos);
+    };
+    f.datasync = async () => {
+      await this.gate(path, 'datasync');
+      return datasync();
+    };
+    return f;
+  };
+  stat = (p: string): ReturnType<FileIo['stat']> => this.inner.stat(p);
+  statSync = (p: string): ReturnType<FileIo['statSync']> => this.inner.statSync(p);
+  readdir = (d: string): ReturnType<FileIo['readdir']> => this.inner.readdir(d);
+  mkdirp = (d: string): ReturnType<FileIo['mkdirp']> => this.inner.mkdirp(d);
+  unlink = (p: string): ReturnType<FileIo['unlink']> => this.inner.unlink(p);
+  syncDir = (d: string): ReturnType<FileIo['syncDir']> => this.inner.syncDir(d);
+  freeBytes = (d: string): ReturnType<FileIo['freeBytes']> => this.inner.freeBytes(d);
+  point = (n: CrashPoint): void => this.inner.point(n);
+}
