@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { startControlServer, type ControlServer } from '../control/server.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
 import { openStore } from '../storage/index.ts';
-import { NAME_PATTERN, type Store } from '../storage/types.ts';
+import { NAME_PATTERN, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
 import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
 import { parseSize } from '../util/size.ts';
@@ -110,10 +110,16 @@ export async function runServe(argv: string[]): Promise<number> {
 async function serve(config: ServeConfig): Promise<number> {
   mkdirSync(config.dataDir, { recursive: true });
   const startedAt = new Date();
+  const listeners: string[] = [];
   let store: Store;
   try {
-    store = await openStore(config.dataDir);
+    // The store lock comes first: a second server on this store stops here, before any socket.
+    store = await openStore(config.dataDir, { holder: () => ({ command: 'snapnbd serve', control: config.controlPath, listeners: listenerNames(listeners) }) });
   } catch (e) {
+    if (e instanceof StoreError && e.code === StoreErrorCode.StoreLocked) {
+      process.stderr.write(`snapnbd serve: ${e.message}\n`);
+      return 1;
+    }
     // A corrupt, foreign or newer store: say which file and why, touch nothing.
     process.stderr.write(`snapnbd serve: cannot open the store in ${config.dataDir}: ${(e as Error).message}\n`);
     return 1;
@@ -127,7 +133,6 @@ async function serve(config: ServeConfig): Promise<number> {
   }
   const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly });
   const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections });
-  const listeners: string[] = [];
   let control: ControlServer;
   try {
     for (const addr of config.listen) {
@@ -173,6 +178,11 @@ async function serve(config: ServeConfig): Promise<number> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+}
+
+/** The NBD listeners among `listeners` ("nbd ADDR"), for the store lock's holder answer. */
+function listenerNames(listeners: string[]): string[] {
+  return listeners.filter((l) => l.startsWith('nbd '));
 }
 
 /** --volume NAME=SIZE and IMAGE volumes that do not exist yet; `default` in an empty store. */

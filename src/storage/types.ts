@@ -16,6 +16,8 @@ export const StoreErrorCode = {
   NoSpace: 'NO_SPACE',
   StoreCorrupt: 'STORE_CORRUPT',
   BackingChanged: 'BACKING_CHANGED',
+  /** Another process (or this one) has the store open: a store belongs to one process at a time. */
+  StoreLocked: 'STORE_LOCKED',
   Closed: 'STORE_CLOSED',
 } as const;
 export type StoreErrorCode = (typeof StoreErrorCode)[keyof typeof StoreErrorCode];
