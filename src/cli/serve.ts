@@ -9,7 +9,8 @@ import { openStore } from '../storage/index.ts';
 import { NAME_PATTERN, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
 import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
-import { parseSize } from '../util/size.ts';
+import { formatSize, parseSize } from '../util/size.ts';
+import { backingAdvice } from '../volumes/state.ts';
 import { SERVE_USAGE, VERSION } from './usage.ts';
 
 export class UsageError extends Error {}
@@ -152,8 +153,13 @@ async function serve(config: ServeConfig): Promise<number> {
     await store.close();
     return 1;
   }
+  const volumes = store.listVolumes();
+  for (const v of volumes) {
+    if (v.unavailable !== null) log.error(`volume '${v.name}' is unavailable (not served): ${v.unavailable}; ${backingAdvice(v.name)}`);
+  }
   process.stdout.write('ready\n');
-  log.info(`serving ${registry.list().map((e) => e.name).join(', ')} from ${config.dataDir}`);
+  const served = volumes.filter((v) => v.unavailable === null).map((v) => v.name);
+  log.info(`serving ${served.length ? served.join(', ') : 'no volume'} from ${config.dataDir}`);
 
   return new Promise<number>((resolveExit) => {
     let signals = 0;
@@ -185,10 +191,21 @@ function listenerNames(listeners: string[]): string[] {
   return listeners.filter((l) => l.startsWith('nbd '));
 }
 
-/** --volume NAME=SIZE and IMAGE volumes that do not exist yet; `default` in an empty store. */
+/**
+ * --volume NAME=SIZE and IMAGE volumes that do not exist yet; `default` in an empty store. An
+ * existing volume of another size is left as it is, with a warning: data is never changed here.
+ */
 async function ensureVolumes(store: Store, config: ServeConfig): Promise<void> {
-  const have = new Set(store.listVolumes().map((v) => v.name));
-  for (const v of config.volumes) if (!have.has(v.name)) await store.createVolume({ name: v.name, size: v.size });
+  const have = new Map(store.listVolumes().map((v) => [v.name, v]));
+  for (const v of config.volumes) {
+    const old = have.get(v.name);
+    if (!old) await store.createVolume({ name: v.name, size: v.size });
+    else if (old.size !== v.size) {
+      log.warn(`volume '${v.name}' exists with ${formatSize(old.size)} (${old.size} bytes); --volume asks for ` +
+        `${formatSize(v.size)} (${v.size} bytes): it is served as it is, nothing changed ` +
+        `(to change its size: snapnbd volume resize ${v.name} SIZE)`);
+    }
+  }
   for (const img of config.images) if (!have.has(img.name)) await store.createVolume({ name: img.name, backing: img.path });
   if (store.listVolumes().length === 0) await store.createVolume({ name: DEFAULT_VOLUME_NAME, size: DEFAULT_VOLUME_SIZE });
 }

@@ -1508,7 +1508,7 @@ export class CowStore implements Store {
     return {
       name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing ? v.backing.path : null,
       origin: v.origin ? { ...v.origin } : null, created: isoTime(v.createdMs), snapshots: v.snaps.length,
-      space: this.spaceOf(v.head),
+      space: this.spaceOf(v.head), unavailable: v.backingError?.message ?? null,
     };
   }
 
@@ -1569,6 +1569,37 @@ export class CowStore implements Store {
     });
   }
 
+  /**
+   * Records the volume's backing file as it is now (a new fingerprint, made durable by a
+   * checkpoint) and serves the volume again. Dangerous: the volume's chunks were written over
+   * the old content. `accepted` is what had changed (null: nothing had).
+   */
+  async acceptBacking(name: string): Promise<{ info: VolumeInfo; accepted: string | null }> {
+    this.checkOpen();
+    return this.serial(async () => {
+      const vol = this.vol(name);
+      if (!vol.backing) throw new StoreError(StoreErrorCode.InvalidArgument, `volume '${name}' has no backing file`);
+      const path = vol.backing.path;
+      const check = await this.openBacking(vol.backing);
+      const st = await this.io.stat(path);
+      if (!st) throw new StoreError(StoreErrorCode.BackingChanged, `backing file ${path} is missing: there is nothing to accept; put it back`);
+      const f = check.f ?? (await this.io.open(path, 'r'));
+      const release = await this.quiesce([vol]);
+      try {
+        const old = vol.backingFile;
+        vol.backing = { path, size: st.size, mtimeMs: st.mtimeMs, sample: await sampleChecksum(f, st.size) };
+        vol.backingFile = f;
+        vol.backingError = null;
+        if (old && ![...this.volumes.values()].some((v) => v.backingFile === old)) await old.close().catch(() => undefined);
+        this.forceCheckpoint = true; // a Volume record's fingerprint changes only by a checkpoint
+        await this.commitChange(`accept the backing file of '${name}'`);
+      } finally {
+        release();
+      }
+      return { info: this.info(vol), accepted: check.err?.message ?? null };
+    });
+  }
+
   head(volume: string): BlockDevice {
     const v = this.vol(volume);
     if (v.backingError) throw v.backingError;
@@ -1591,7 +1622,7 @@ export class CowStore implements Store {
     }
     return {
       volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.vol.size,
-      space: this.spaceOf(s), clones, durable: s.durable,
+      space: this.spaceOf(s), clones, durable: s.durable, unavailable: s.vol.backingError?.message ?? null,
     };
   }
 

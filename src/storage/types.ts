@@ -12,6 +12,8 @@ export const StoreErrorCode = {
   InvalidName: 'INVALID_NAME',
   InvalidArgument: 'INVALID_ARGUMENT',
   VolumeBusy: 'VOLUME_BUSY',
+  /** Deleting a volume that has snapshots needs withSnapshots (they would go with it). */
+  VolumeHasSnapshots: 'VOLUME_HAS_SNAPSHOTS',
   SnapshotBusy: 'SNAPSHOT_BUSY',
   NoSpace: 'NO_SPACE',
   StoreCorrupt: 'STORE_CORRUPT',
@@ -68,6 +70,8 @@ export interface VolumeInfo {
   created: string; // ISO 8601 UTC
   snapshots: number;
   space: Space;
+  /** Why the volume cannot be served (its backing file changed or is missing), or null. */
+  unavailable: string | null;
 }
 
 export interface SnapshotInfo {
@@ -81,6 +85,8 @@ export interface SnapshotInfo {
   clones: string[];
   /** False while its creation is not yet committed (a failed commit; the next one makes it so). */
   durable: boolean;
+  /** Why it cannot be read (its volume's backing file changed or is missing), or null. */
+  unavailable: string | null;
 }
 
 export interface ChangedExtent {
@@ -109,8 +115,16 @@ export interface Store {
   listVolumes(): VolumeInfo[];
   volumeInfo(name: string): VolumeInfo;
   createVolume(spec: VolumeSpec): Promise<VolumeInfo>;
-  /** Deletes the head and every snapshot of the volume; clones of it survive. */
+  /** Deletes the head and every snapshot of the volume; clones of it survive. (The registry asks first.) */
   deleteVolume(name: string): Promise<void>;
+
+  /**
+   * Records the volume's backing file as it is now, so a volume refused for a changed backing
+   * file is served again (dangerous: its chunks were written over the old content). `accepted`
+   * says what had changed, null when nothing had. INVALID_ARGUMENT without a backing file,
+   * BACKING_CHANGED when the file is missing.
+   */
+  acceptBacking(name: string): Promise<{ info: VolumeInfo; accepted: string | null }>;
 
   /** The writable head. The same object for every caller, so all connections share one cache. */
   head(volume: string): BlockDevice;

@@ -5,7 +5,10 @@
 //   - rollback refuses a volume whose head is exported (VOLUME_BUSY) unless forced; forced, it
 //     revokes those leases (the sessions finish in-flight requests and close) and waits for them;
 //   - deleting an exported snapshot is refused (SNAPSHOT_BUSY);
-//   - deleting an exported volume is refused (VOLUME_BUSY) unless forced.
+//   - deleting an exported volume is refused (VOLUME_BUSY) unless forced;
+//   - deleting a volume that has snapshots needs `withSnapshots` (VOLUME_HAS_SNAPSHOTS).
+// A volume whose backing file changed is kept and listed as `unavailable` with the reason
+// (state.ts); NBD clients asking for it are told that reason instead of "unknown export".
 // Changes to one volume are serialised (KeyedMutex); different volumes proceed in parallel.
 import type { BlockDevice } from '../storage/device.ts';
 import {
@@ -16,6 +19,7 @@ import type { ExportCounters, ExportDescription, ExportLease, ExportResolver, Re
 import { formatSize } from '../util/size.ts';
 import { KeyedMutex } from './keyed-mutex.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
+import { VolumeState, unavailableExportMessage } from './state.ts';
 
 /** How long a forced rollback or delete waits for revoked sessions to close before giving up. */
 export const REVOKE_WAIT_MS = 30_000;
@@ -23,7 +27,7 @@ export const REVOKE_WAIT_MS = 30_000;
 export const SNAPSHOT_SEPARATOR = '@';
 export const NAME_MAX = 128;
 
-export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting' } as const;
+export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting', Unavailable: 'unavailable' } as const;
 export type SnapshotState = (typeof SnapshotState)[keyof typeof SnapshotState];
 
 export interface RegistryOptions {
@@ -43,6 +47,8 @@ export interface SnapshotView {
   name: string;
   created: string;
   state: SnapshotState;
+  /** Why it is `unavailable` (its volume's backing file changed), else null. */
+  reason: string | null;
   description: string;
   size: number;
   referenced: number;
@@ -63,6 +69,10 @@ export interface VolumeView {
   backing: string | null;
   origin: { volume: string; snapshot: string } | null;
   created: string;
+  /** `ready`, or `unavailable` (not served: see `reason`). */
+  state: VolumeState;
+  /** Why it is `unavailable` (backing file changed or missing, and what changed), else null. */
+  reason: string | null;
   snapshots: number;
   referenced: number;
   used: number;
@@ -70,6 +80,15 @@ export interface VolumeView {
   readOnly: boolean;
   /** NBD connections to the head now. */
   connections: number;
+}
+
+/** What volume.delete destroyed. */
+export interface VolumeDeleted {
+  disconnected: number;
+  /** The snapshots deleted with it. */
+  snapshots: string[];
+  /** Volumes cloned from those snapshots: they survive. */
+  clones: string[];
 }
 
 export interface ExportStats extends ExportCounters {
@@ -189,6 +208,19 @@ export class VolumeRegistry implements ExportResolver {
     }
   }
 
+  unavailable(name: string): string | undefined {
+    const real = name === '' ? this.opts.defaultExport : name;
+    const { volume, snapshot } = parseExportName(real);
+    if (!isValidName(volume) || (snapshot !== null && !isValidName(snapshot))) return undefined;
+    try {
+      const reason = snapshot === null ? this.store.volumeInfo(volume).unavailable : this.store.snapshotInfo(volume, snapshot).unavailable;
+      return reason === null ? undefined : unavailableExportMessage(real, volume, reason);
+    } catch (e) {
+      if (e instanceof StoreError) return undefined;
+      throw e;
+    }
+  }
+
   acquire(name: string, onRevoke: (reason: string) => void): ExportLease | undefined {
     if (this.closing) return undefined;
     const resolved = this.lookup(name);
@@ -244,15 +276,27 @@ export class VolumeRegistry implements ExportResolver {
     return this.mutex.run([spec.name], async () => this.volumeView(await this.store.createVolume(spec)));
   }
 
-  /** Deletes a volume and its snapshots; clones survive. Refused while exported unless `force`. */
-  async deleteVolume(name: string, force: boolean): Promise<{ disconnected: number }> {
+  /**
+   * Deletes a volume and its snapshots; clones survive. Refused while exported unless `force`, and
+   * while it has snapshots unless `withSnapshots` (the refusal names them and the clones that
+   * would survive). Returns what was destroyed.
+   */
+  async deleteVolume(name: string, force: boolean, withSnapshots = false): Promise<VolumeDeleted> {
     checkName('volume', name);
     return this.mutex.run([name], async () => {
       this.store.volumeInfo(name); // VOLUME_NOT_FOUND before anything else
+      const snaps = this.store.listSnapshots(name);
+      const clones = snaps.flatMap((s) => s.clones.map((c) => `${c} (from ${exportNameOf(name, s.name)})`));
       const held = this.leasesWhere((l) => l.volume === name);
       if (held.length > 0 && !force) {
         throw new StoreError(StoreErrorCode.VolumeBusy,
           `volume '${name}' has ${held.length} NBD connection(s) (${describeHolders(held)}); disconnect them or use force`);
+      }
+      if (snaps.length > 0 && !withSnapshots) {
+        throw new StoreError(StoreErrorCode.VolumeHasSnapshots,
+          `volume '${name}' has ${snaps.length} snapshot(s) (${snaps.map((s) => s.name).join(', ')}), which deleting it would delete too; ` +
+          `confirm with --with-snapshots (control: "withSnapshots": true)` +
+          (clones.length > 0 ? `; these clones would survive: ${clones.join(', ')}` : '; no clone depends on them'));
       }
       this.fenced.add(name);
       try {
@@ -262,7 +306,29 @@ export class VolumeRegistry implements ExportResolver {
         this.fenced.delete(name);
       }
       for (const key of [...this.counters.keys()]) if (parseExportName(key).volume === name) this.counters.delete(key);
-      return { disconnected: held.length };
+      return { disconnected: held.length, snapshots: snaps.map((s) => s.name), clones: snaps.flatMap((s) => s.clones) };
+    });
+  }
+
+  /**
+   * Accepts the volume's backing file as it is now (see Store.acceptBacking: dangerous). Refused
+   * with VOLUME_BUSY while NBD clients hold the volume or its snapshots.
+   */
+  async acceptBacking(name: string): Promise<VolumeView & { accepted: string | null }> {
+    checkName('volume', name);
+    return this.mutex.run([name], async () => {
+      this.store.volumeInfo(name);
+      const held = this.leasesWhere((l) => l.volume === name);
+      if (held.length > 0) {
+        throw new StoreError(StoreErrorCode.VolumeBusy, `volume '${name}' has ${held.length} NBD connection(s) (${describeHolders(held)}); disconnect them first`);
+      }
+      this.fenced.add(name);
+      try {
+        const r = await this.store.acceptBacking(name);
+        return { ...this.volumeView(r.info), accepted: r.accepted };
+      } finally {
+        this.fenced.delete(name);
+      }
     });
   }
 
@@ -296,7 +362,7 @@ export class VolumeRegistry implements ExportResolver {
       if (p.volume !== volume || p.state !== SnapshotState.Creating) continue;
       if (out.some((s) => s.name === p.name)) continue;
       out.push({
-        volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating,
+        volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
         description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
         exports: [], connections: 0, clones: [],
       });
@@ -483,7 +549,9 @@ export class VolumeRegistry implements ExportResolver {
   private volumeView(v: VolumeInfo): VolumeView {
     return {
       name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing, origin: v.origin,
-      created: v.created, snapshots: v.snapshots,
+      created: v.created,
+      state: v.unavailable === null ? VolumeState.Ready : VolumeState.Unavailable, reason: v.unavailable,
+      snapshots: v.snapshots,
       referenced: v.space.referenced, used: v.space.used, written: v.space.written,
       readOnly: this.opts.readOnly,
       connections: this.connections(v.name),
@@ -495,7 +563,9 @@ export class VolumeRegistry implements ExportResolver {
     const connections = this.connections(key);
     return {
       volume: s.volume, name: s.name, created: s.created,
-      state: state ?? this.pending.get(key)?.state ?? (s.durable ? SnapshotState.Ready : SnapshotState.Creating),
+      state: state ?? this.pending.get(key)?.state
+        ?? (s.unavailable !== null ? SnapshotState.Unavailable : s.durable ? SnapshotState.Ready : SnapshotState.Creating),
+      reason: s.unavailable,
       description: s.description, size: s.size,
       referenced: s.space.referenced, used: s.space.used, written: s.space.written,
       exports: connections > 0 ? [key] : [],
@@ -510,11 +580,13 @@ export class VolumeRegistry implements ExportResolver {
     if (v.origin !== null) parts.push(`clone of ${exportNameOf(v.origin.volume, v.origin.snapshot)}`);
     parts.push(`${v.snapshots} snapshot${v.snapshots === 1 ? '' : 's'}`);
     if (this.opts.readOnly) parts.push('read-only');
+    if (v.unavailable !== null) parts.push(`UNAVAILABLE: ${v.unavailable}`);
     return `volume ${v.name}: ${parts.join(', ')}`;
   }
 
   private describeSnapshot(s: SnapshotInfo): string {
-    const text = `${formatSize(s.size)} snapshot of ${s.volume} taken ${s.created}, read-only`;
+    const text = `${formatSize(s.size)} snapshot of ${s.volume} taken ${s.created}, read-only`
+      + (s.unavailable !== null ? `, UNAVAILABLE: ${s.unavailable}` : '');
     return s.description === '' ? text : `${text}: ${s.description}`;
   }
 }
