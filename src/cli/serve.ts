@@ -157,11 +157,9 @@ async function serve(config: ServeConfig): Promise<number> {
   for (const v of volumes) {
     if (v.unavailable !== null) log.error(`volume '${v.name}' is unavailable (not served): ${v.unavailable}; ${backingAdvice(v.name)}`);
   }
-  process.stdout.write('ready\n');
   const served = volumes.filter((v) => v.unavailable === null).map((v) => v.name);
-  log.info(`serving ${served.length ? served.join(', ') : 'no volume'} from ${config.dataDir}`);
 
-  return new Promise<number>((resolveExit) => {
+  const stopped = new Promise<number>((resolveExit) => {
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals): void => {
       signals++;
@@ -184,6 +182,11 @@ async function serve(config: ServeConfig): Promise<number> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+  // Only now: whoever starts us may send SIGTERM as soon as it reads "ready" (the pipe write can
+  // wake it before our next line runs), and the default action would kill us unflushed.
+  process.stdout.write('ready\n');
+  log.info(`serving ${served.length ? served.join(', ') : 'no volume'} from ${config.dataDir}`);
+  return stopped;
 }
 
 /** The NBD listeners among `listeners` ("nbd ADDR"), for the store lock's holder answer. */

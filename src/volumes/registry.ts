@@ -99,7 +99,7 @@ export interface ExportStats extends ExportCounters {
 
 export interface RegistryStats {
   exports: ExportStats[];
-  volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number }[];
+  volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number; state: VolumeState; reason: string | null }[];
   store: StoreStats;
 }
 
@@ -454,7 +454,7 @@ export class VolumeRegistry implements ExportResolver {
     }
     return {
       exports,
-      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots })),
+      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots, ...stateOf(v) })),
       store: this.store.stats(),
     };
   }
@@ -550,7 +550,7 @@ export class VolumeRegistry implements ExportResolver {
     return {
       name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing, origin: v.origin,
       created: v.created,
-      state: v.unavailable === null ? VolumeState.Ready : VolumeState.Unavailable, reason: v.unavailable,
+      ...stateOf(v),
       snapshots: v.snapshots,
       referenced: v.space.referenced, used: v.space.used, written: v.space.written,
       readOnly: this.opts.readOnly,
@@ -589,6 +589,10 @@ export class VolumeRegistry implements ExportResolver {
       + (s.unavailable !== null ? `, UNAVAILABLE: ${s.unavailable}` : '');
     return s.description === '' ? text : `${text}: ${s.description}`;
   }
+}
+
+function stateOf(v: VolumeInfo): { state: VolumeState; reason: string | null } {
+  return { state: v.unavailable === null ? VolumeState.Ready : VolumeState.Unavailable, reason: v.unavailable };
 }
 
 function describeHolders(held: LeaseRecord[]): string {

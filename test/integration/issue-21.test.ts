@@ -157,6 +157,10 @@ describe('a volume whose backing image changed', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/^snapnbd: BACKING_CHANGED: backing file .* is missing: there is nothing to accept/);
     expect(await codeOf(ctl.call('volume.acceptBacking', { name: 'other' }))).toBe('INVALID_ARGUMENT');
+    // The third way forward: an unavailable volume can be deleted (its snapshot with it).
+    const del = await snapnbd(['volume', 'delete', 'base', '--with-snapshots', ...C]);
+    expect(del).toMatchObject({ code: 0, stdout: 'deleted volume base and its 1 snapshot (s1)\n' });
+    expect(await codeOf(ctl.call('volume.info', { name: 'base' }))).toBe('VOLUME_NOT_FOUND');
     renameSync(`${image}.away`, image);
   });
 });
