@@ -1,12 +1,14 @@
 // `snapnbd check --data-dir DIR [--repair] [--json]`: offline verification of a stopped server's
-// store. Exit 0 clean (or everything found was repaired), 1 problems remain, 2 usage error.
+// store. Exit 0 clean (or everything found was repaired), 1 problems remain (or the store is in use), 2 usage error.
 import { parseArgs } from 'node:util';
 import { checkStore } from '../storage/check.ts';
+import { StoreError, StoreErrorCode } from '../storage/types.ts';
 
 export const CHECK_USAGE = `Usage: snapnbd check --data-dir DIR [--repair] [--json]
 
-Verifies the store in DIR offline (stop the server first): superblocks, journal, every map and
-reference count, segment files and backing files. Reports leaks and inconsistencies.
+Verifies the store in DIR offline: superblocks, journal, every map and reference count, segment
+files and backing files. Reports leaks and inconsistencies. A store belongs to one process at a
+time: a store a running server has open is refused (naming the server).
 
 Options:
   --data-dir DIR   the store to check (required)
@@ -14,7 +16,8 @@ Options:
   --json           print {"ok", "problems", "repaired"} as JSON
   -h, --help       this text
 
-Exit status: 0 clean (or all problems repaired), 1 problems found, 2 usage error.
+Exit status: 0 clean (or all problems repaired), 1 problems found or the store is in use,
+2 usage error.
 `;
 
 export async function runCheck(argv: string[]): Promise<number> {
@@ -44,7 +47,14 @@ export async function runCheck(argv: string[]): Promise<number> {
     process.stderr.write('snapnbd check: --data-dir DIR is required (see snapnbd check --help)\n');
     return 2;
   }
-  const r = await checkStore(dir, { repair: values.repair === true });
+  let r;
+  try {
+    r = await checkStore(dir, { repair: values.repair === true });
+  } catch (e) {
+    if (!(e instanceof StoreError && e.code === StoreErrorCode.StoreLocked)) throw e;
+    process.stderr.write(`snapnbd check: ${e.message}\n`);
+    return 1;
+  }
   if (values.json) process.stdout.write(JSON.stringify(r) + '\n');
   else {
     for (const p of r.problems) process.stdout.write(`problem: ${p}\n`);

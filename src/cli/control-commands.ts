@@ -9,12 +9,14 @@ import { formatSize, parseSize } from '../util/size.ts';
 import { parseExportName } from '../volumes/export-name.ts';
 import type { DiffResult, SnapshotView, VolumeView } from '../volumes/views.ts';
 import { UsageError } from './usage.ts';
+import { formatState } from '../volumes/state.ts';
 
 export const CONTROL_USAGE = `Usage:
   snapnbd volume create NAME --size SIZE [--backing FILE] [--chunk-size SIZE]
   snapnbd volume list
   snapnbd volume info NAME
-  snapnbd volume delete NAME [--force]
+  snapnbd volume delete NAME [--force] [--with-snapshots]
+  snapnbd volume accept-backing NAME                           (dangerous: see below)
   snapnbd snapshot create VOLUME[@NAME] [--description TEXT]   (no @NAME: a generated name)
   snapnbd snapshot list VOLUME
   snapnbd snapshot info VOLUME@NAME
@@ -33,6 +35,13 @@ Common options:
 
 SIZE takes binary suffixes: 512, 64K, 20G, 1T. Exit status: 0 ok, 1 the server refused
 (reason on stderr), 2 usage error, 3 the server cannot be reached.
+
+States (volume list/info, snapshot list/info): ready; unavailable: REASON (its backing file
+changed or is missing: the volume is kept but not served); creating, deleting (snapshots).
+volume delete of a volume with snapshots needs --with-snapshots (they are deleted with it; clones
+made from them survive). volume accept-backing records a volume's changed backing file as it is
+now and serves the volume again: only when you are sure the change is harmless, because the
+volume's data was written over the old image (put the original back instead when you can).
 `;
 
 export const ExitCode = { Ok: 0, ServerError: 1, Usage: 2, Unreachable: 3 } as const;
@@ -55,6 +64,7 @@ const OPTIONS = {
   backing: { type: 'string' },
   'chunk-size': { type: 'string' },
   force: { type: 'boolean' },
+  'with-snapshots': { type: 'boolean' },
   description: { type: 'string' },
 } as const;
 type OptionName = keyof typeof OPTIONS;
@@ -109,6 +119,7 @@ function keyValues(pairs: [string, string][]): string {
 function volumeDetails(v: VolumeView): string {
   return keyValues([
     ['name', v.name],
+    ['state', formatState(v.state, v.reason)],
     ['size', `${formatSize(v.size)} (${v.size} bytes)`],
     ['chunk size', formatSize(v.chunkSize)],
     ['backing', v.backing ?? '-'],
@@ -127,7 +138,7 @@ function snapshotDetails(s: SnapshotView): string {
   return keyValues([
     ['snapshot', `${s.volume}@${s.name}`],
     ['created', s.created],
-    ['state', s.state],
+    ['state', formatState(s.state, s.reason)],
     ['description', s.description === '' ? '-' : s.description],
     ['size', formatSize(s.size)],
     ['referenced', formatSize(s.referenced)],
@@ -161,9 +172,9 @@ const COMMANDS: Record<string, Command> = {
     async run(_a, _v, c, out) {
       const r = await c.request('volume.list');
       out.result(r, () => table(
-        ['NAME', 'SIZE', 'USED', 'REFER', 'SNAPSHOTS', 'CONNS', 'ORIGIN', 'BACKING'],
+        ['NAME', 'SIZE', 'USED', 'REFER', 'SNAPSHOTS', 'CONNS', 'ORIGIN', 'BACKING', 'STATE'],
         r.volumes.map((x) => [x.name, formatSize(x.size), formatSize(x.used), formatSize(x.referenced), String(x.snapshots),
-          String(x.connections), x.origin ? `${x.origin.volume}@${x.origin.snapshot}` : '-', x.backing ?? '-']),
+          String(x.connections), x.origin ? `${x.origin.volume}@${x.origin.snapshot}` : '-', x.backing ?? '-', formatState(x.state, x.reason)]),
       ));
     },
   },
@@ -177,10 +188,25 @@ const COMMANDS: Record<string, Command> = {
   },
   'volume delete': {
     args: { min: 1, max: 1, names: 'NAME' },
-    options: ['force'],
+    options: ['force', 'with-snapshots'],
     async run([name], v, c, out) {
-      const r = await c.request('volume.delete', { name: name!, ...(v.force ? { force: true } : {}) });
-      out.result(r, () => `deleted volume ${r.name}${r.disconnected ? ` (disconnected ${r.disconnected} NBD client${r.disconnected === 1 ? '' : 's'})` : ''}\n`);
+      const r = await c.request('volume.delete', {
+        name: name!, ...(v.force ? { force: true } : {}), ...(v['with-snapshots'] ? { withSnapshots: true } : {}),
+      });
+      out.result(r, () => `deleted volume ${r.name}`
+        + (r.snapshots.length ? ` and its ${plural(r.snapshots.length, 'snapshot')} (${r.snapshots.join(', ')})` : ' (it had no snapshots)')
+        + (r.clones.length ? `; clones kept: ${r.clones.join(', ')}` : '')
+        + (r.disconnected ? `; disconnected ${plural(r.disconnected, 'NBD client')}` : '') + '\n');
+    },
+  },
+  'volume accept-backing': {
+    args: { min: 1, max: 1, names: 'NAME' },
+    options: [],
+    async run([name], _v, c, out) {
+      const r = await c.request('volume.acceptBacking', { name: name! });
+      out.result(r, () => r.accepted === null
+        ? `volume ${r.name}: its backing file ${r.backing} was unchanged; nothing to accept\n`
+        : `volume ${r.name}: accepted its backing file ${r.backing} as it is now (it was refused because: ${r.accepted}); state ${formatState(r.state, r.reason)}\n`);
     },
   },
   'snapshot create': {
@@ -203,7 +229,7 @@ const COMMANDS: Record<string, Command> = {
       const r = await c.request('snapshot.list', { volume: volume! });
       out.result(r, () => table(
         ['NAME', 'CREATED', 'STATE', 'USED', 'REFER', 'WRITTEN', 'EXPORTS', 'CLONES', 'DESCRIPTION'],
-        r.snapshots.map((s) => [s.name, s.created, s.state, formatSize(s.used), formatSize(s.referenced), formatSize(s.written),
+        r.snapshots.map((s) => [s.name, s.created, formatState(s.state, s.reason), formatSize(s.used), formatSize(s.referenced), formatSize(s.written),
           s.connections ? String(s.connections) : '-', s.clones.length ? s.clones.join(',') : '-', s.description || '-']),
       ));
     },
@@ -222,8 +248,10 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     async run([spec], _v, c, out) {
       const { volume, snapshot } = splitAt(spec!, 'snapshot delete', true);
+      const before = await c.request('snapshot.info', { volume, name: snapshot });
       const r = await c.request('snapshot.delete', { volume, name: snapshot });
-      out.result(r, () => `deleted snapshot ${volume}@${snapshot}\n`);
+      out.result(r, () => `deleted snapshot ${volume}@${snapshot} (taken ${before.created}; ${formatSize(before.used)} only it held is freed)`
+        + (before.clones.length ? `; clones kept: ${before.clones.join(', ')}` : '') + '\n');
     },
   },
   'snapshot rollback': {
@@ -231,8 +259,18 @@ const COMMANDS: Record<string, Command> = {
     options: ['force'],
     async run([spec], v, c, out) {
       const { volume, snapshot } = splitAt(spec!, 'snapshot rollback', true);
+      // What the rollback destroys: the head's changes since the snapshot (chunk-granular).
+      let discarded = 0;
+      let cursor: string | null = null;
+      do {
+        const page: DiffResult = await c.request('snapshot.diff', { volume, from: snapshot, ...(cursor !== null ? { cursor } : {}) });
+        for (const e of page.extents) discarded += e.length;
+        cursor = page.next;
+      } while (cursor !== null);
       const r = await c.request('snapshot.rollback', { volume, name: snapshot, ...(v.force ? { force: true } : {}) });
-      out.result(r, () => `rolled back ${volume} to ${volume}@${snapshot}${r.disconnected ? ` (disconnected ${r.disconnected} NBD client${r.disconnected === 1 ? '' : 's'})` : ''}\n`);
+      out.result(r, () => `rolled back ${volume} to ${volume}@${snapshot}: `
+        + (discarded ? `discarded the head's changes since that snapshot (${formatSize(discarded)})` : 'the head had not changed since that snapshot')
+        + (r.disconnected ? `; disconnected ${plural(r.disconnected, 'NBD client')}` : '') + '\n');
     },
   },
   'snapshot diff': {
@@ -346,6 +384,10 @@ export async function runControlCli(argv: string[]): Promise<number> {
   } finally {
     client?.close();
   }
+}
+
+function plural(n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? '' : 's'}`;
 }
 
 function usage(message: string): number {

@@ -6,10 +6,11 @@ import { parseArgs } from 'node:util';
 import { startControlServer, type ControlServer } from '../control/server.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
 import { openStore } from '../storage/index.ts';
-import { isValidName, type Store } from '../storage/types.ts';
+import { isValidName, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
 import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
-import { parseSize } from '../util/size.ts';
+import { formatSize, parseSize } from '../util/size.ts';
+import { backingAdvice } from '../volumes/state.ts';
 import { SERVE_USAGE, UsageError, VERSION } from './usage.ts';
 
 export interface ServeConfig {
@@ -108,10 +109,16 @@ export async function runServe(argv: string[]): Promise<number> {
 async function serve(config: ServeConfig): Promise<number> {
   mkdirSync(config.dataDir, { recursive: true });
   const startedAt = new Date();
+  const listeners: string[] = [];
   let store: Store;
   try {
-    store = await openStore(config.dataDir);
+    // The store lock comes first: a second server on this store stops here, before any socket.
+    store = await openStore(config.dataDir, { holder: () => ({ command: 'snapnbd serve', control: config.controlPath, listeners: listenerNames(listeners) }) });
   } catch (e) {
+    if (e instanceof StoreError && e.code === StoreErrorCode.StoreLocked) {
+      process.stderr.write(`snapnbd serve: ${e.message}\n`);
+      return 1;
+    }
     // A corrupt, foreign or newer store: say which file and why, touch nothing.
     process.stderr.write(`snapnbd serve: cannot open the store in ${config.dataDir}: ${(e as Error).message}\n`);
     return 1;
@@ -125,7 +132,6 @@ async function serve(config: ServeConfig): Promise<number> {
   }
   const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly });
   const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections });
-  const listeners: string[] = [];
   let control: ControlServer;
   try {
     for (const addr of config.listen) {
@@ -145,10 +151,13 @@ async function serve(config: ServeConfig): Promise<number> {
     await store.close();
     return 1;
   }
-  process.stdout.write('ready\n');
-  log.info(`serving ${registry.list().map((e) => e.name).join(', ')} from ${config.dataDir}`);
+  const volumes = store.listVolumes();
+  for (const v of volumes) {
+    if (v.unavailable !== null) log.error(`volume '${v.name}' is unavailable (not served): ${v.unavailable}; ${backingAdvice(v.name)}`);
+  }
+  const served = volumes.filter((v) => v.unavailable === null).map((v) => v.name);
 
-  return new Promise<number>((resolveExit) => {
+  const stopped = new Promise<number>((resolveExit) => {
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals): void => {
       signals++;
@@ -171,12 +180,33 @@ async function serve(config: ServeConfig): Promise<number> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+  // Only now: whoever starts us may send SIGTERM as soon as it reads "ready" (the pipe write can
+  // wake it before our next line runs), and the default action would kill us unflushed.
+  process.stdout.write('ready\n');
+  log.info(`serving ${served.length ? served.join(', ') : 'no volume'} from ${config.dataDir}`);
+  return stopped;
 }
 
-/** --volume NAME=SIZE and IMAGE volumes that do not exist yet; `default` in an empty store. */
+/** The NBD listeners among `listeners` ("nbd ADDR"), for the store lock's holder answer. */
+function listenerNames(listeners: string[]): string[] {
+  return listeners.filter((l) => l.startsWith('nbd '));
+}
+
+/**
+ * --volume NAME=SIZE and IMAGE volumes that do not exist yet; `default` in an empty store. An
+ * existing volume of another size is left as it is, with a warning: data is never changed here.
+ */
 async function ensureVolumes(store: Store, config: ServeConfig): Promise<void> {
-  const have = new Set(store.listVolumes().map((v) => v.name));
-  for (const v of config.volumes) if (!have.has(v.name)) await store.createVolume({ name: v.name, size: v.size });
+  const have = new Map(store.listVolumes().map((v) => [v.name, v]));
+  for (const v of config.volumes) {
+    const old = have.get(v.name);
+    if (!old) await store.createVolume({ name: v.name, size: v.size });
+    else if (old.size !== v.size) {
+      log.warn(`volume '${v.name}' exists with ${formatSize(old.size)} (${old.size} bytes); --volume asks for ` +
+        `${formatSize(v.size)} (${v.size} bytes): it is served as it is, nothing changed ` +
+        `(to change its size: snapnbd volume resize ${v.name} SIZE)`);
+    }
+  }
   for (const img of config.images) if (!have.has(img.name)) await store.createVolume({ name: img.name, backing: img.path });
   if (store.listVolumes().length === 0) await store.createVolume({ name: DEFAULT_VOLUME_NAME, size: DEFAULT_VOLUME_SIZE });
 }

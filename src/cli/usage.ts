@@ -8,8 +8,8 @@ export const MAIN_USAGE = `snapnbd ${VERSION}: an NBD server with copy-on-write 
 
 Usage:
   snapnbd serve [options] [IMAGE...]     run the server (see: snapnbd serve --help)
-  snapnbd check --data-dir DIR [--repair] verify a stopped server's store
-  snapnbd volume create|list|info|delete ...
+  snapnbd check --data-dir DIR [--repair] verify a store no server has open
+  snapnbd volume create|list|info|delete|accept-backing ...
   snapnbd snapshot create|list|info|delete|rollback|diff ...
   snapnbd clone VOLUME@SNAPSHOT NEWVOLUME
   snapnbd stats
@@ -29,7 +29,8 @@ Options:
   --data-dir DIR         where volumes and snapshots live (default ./data)
   --listen ADDR          HOST:PORT, [IPv6]:PORT or unix:/path; repeatable
                          (default 127.0.0.1:10809; port 0 picks a free port)
-  --volume NAME=SIZE     create an empty volume if it does not exist (e.g. vm1=20G); repeatable
+  --volume NAME=SIZE     create an empty volume if it does not exist (e.g. vm1=20G); repeatable;
+                         an existing volume of another size is served as it is (a warning)
   --default-export NAME  the export an empty export name reaches (default: default)
   --control PATH         control socket (default DATA_DIR/control.sock)
   --read-only            serve every export read-only

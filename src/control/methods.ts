@@ -81,10 +81,12 @@ export const METHODS = {
 
   'volume.info': def({ name }, (p, ctx) => ctx.registry.volumeInfo(p.name)),
 
-  'volume.delete': def({ name, force: optBool }, async (p, ctx) => {
-    const r = await ctx.registry.deleteVolume(p.name, p.force ?? false);
-    return { name: p.name, deleted: true, disconnected: r.disconnected };
+  'volume.delete': def({ name, force: optBool, withSnapshots: optBool }, async (p, ctx) => {
+    const r = await ctx.registry.deleteVolume(p.name, p.force ?? false, p.withSnapshots ?? false);
+    return { name: p.name, deleted: true, disconnected: r.disconnected, snapshots: r.snapshots, clones: r.clones };
   }),
+
+  'volume.acceptBacking': def({ name }, (p, ctx) => ctx.registry.acceptBacking(p.name)),
 
   'volume.clone': def({ volume: name, snapshot: name, name }, (p, ctx) =>
     ctx.registry.clone(p.volume, p.snapshot, p.name)),

@@ -86,7 +86,7 @@ async function claimSocketPath(path: string): Promise<void> {
   }
   if (!st.isSocket()) throw new Error(`control socket path ${path} exists and is not a socket; refusing to replace it`);
   if (await isLive(path)) {
-    throw new Error(`control socket ${path} is in use by another running server (stop it, or choose another path with --control)`);
+    throw new Error(`control socket ${path} is in use by another running server; each server needs its own control socket`);
   }
   log.info(`control socket ${path}: replacing a stale socket file`);
   unlinkSync(path);

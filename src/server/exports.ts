@@ -35,6 +35,12 @@ export interface ExportResolver {
   /** Resolve without holding anything (NBD_OPT_INFO). undefined: no such export. */
   lookup(name: string): ResolvedExport | undefined;
   /**
+   * For a name lookup() does not resolve: why, when the export exists but cannot be served
+   * (e.g. its backing file changed), as the text of the client's error reply. undefined: no such
+   * export (or no reason known).
+   */
+  unavailable?(name: string): string | undefined;
+  /**
    * Resolve and hold (NBD_OPT_GO / EXPORT_NAME). `onRevoke` is called when the registry needs the
    * session gone (forced rollback, volume deleted, server stopping): the session finishes what is
    * in flight, then closes. undefined: no such export.

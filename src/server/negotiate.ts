@@ -2,7 +2,7 @@
 // given the negotiation state and one option, the replies to send and where to go next.
 // No sockets here; the session writes the replies and acts on `next`.
 import {
-  BASE_ALLOCATION_ID, ClientFlag, CmdFlag, HandshakeFlag, Info, MAX_OPTIONS, MAX_PAYLOAD,
+  BASE_ALLOCATION_ID, ClientFlag, CmdFlag, HandshakeFlag, Info, MAX_OPTIONS, MAX_PAYLOAD, MAX_STRING_LEN,
   META_CONTEXT_BASE_ALLOCATION, Opt, Rep, TxFlag,
 } from '../protocol/constants.ts';
 import {
@@ -71,8 +71,26 @@ export function allowedCommandFlags(structuredReplies: boolean): { read: number;
   };
 }
 
-const err = (opt: number, type: number, message: string): Buffer => encodeOptionReply(opt, type, Buffer.from(message, 'utf8'));
+/** An error reply; its text is cut to MAX_STRING_LEN bytes (libnbd drops a longer one, and the connection). */
+const err = (opt: number, type: number, message: string): Buffer => encodeOptionReply(opt, type, utf8Prefix(message, MAX_STRING_LEN));
+
+/** The longest prefix of `text` that fits in `max` UTF-8 bytes without splitting a character. */
+export function utf8Prefix(text: string, max: number): Buffer {
+  const b = Buffer.from(text, 'utf8');
+  if (b.length <= max) return b;
+  let end = max;
+  while (end > 0 && ((b.readUInt8(end) & 0xc0) === 0x80)) end--; // b[end] continues a character: back off
+  return b.subarray(0, end);
+}
 const ack = (opt: number): Buffer => encodeOptionReply(opt, Rep.ACK);
+
+/**
+ * The text of the refusal of an export lookup() did not resolve: why it cannot be served when it
+ * exists (NBD_REP_ERR_UNKNOWN is "the requested export is not available"), else unknown.
+ */
+function notServed(ctx: NegotiationContext, name: string): string {
+  return ctx.exports.unavailable?.(name) ?? `unknown export '${name}'`;
+}
 
 export function negotiate(state: NegotiationState, ctx: NegotiationContext, opt: number, data: Buffer): NegotiationResult {
   state.optionCount++;
@@ -92,7 +110,7 @@ export function negotiate(state: NegotiationState, ctx: NegotiationContext, opt:
       const name = data.toString('utf8');
       const exp = ctx.exports.lookup(name);
       // No error reply exists for EXPORT_NAME: the spec says terminate.
-      if (!exp) return { next: 'close', replies: [], reason: `unknown export '${name}'` };
+      if (!exp) return { next: 'close', replies: [], reason: notServed(ctx, name) };
       return {
         next: 'transmission',
         replies: [encodeExportNameReply(exp.device.size, transmissionFlags(exp, state.structuredReplies), state.noZeroes)],
@@ -116,7 +134,7 @@ export function negotiate(state: NegotiationState, ctx: NegotiationContext, opt:
       const req = decodeInfoRequest(data);
       if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed INFO/GO request')] };
       const exp = ctx.exports.lookup(req.name);
-      if (!exp) return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, `unknown export '${req.name}'`)] };
+      if (!exp) return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, notServed(ctx, req.name))] };
       // We send every info type, asked or not (the Linux client asks for none).
       const replies = [
         encodeInfo({ type: Info.EXPORT, size: exp.device.size, flags: transmissionFlags(exp, state.structuredReplies) }),
@@ -156,7 +174,7 @@ function metaContext(state: NegotiationState, ctx: NegotiationContext, opt: numb
   const req = decodeMetaContextRequest(data);
   if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed meta context request')] };
   if (!ctx.exports.lookup(req.exportName)) {
-    return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, `unknown export '${req.exportName}'`)] };
+    return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, notServed(ctx, req.exportName))] };
   }
   let match: boolean;
   if (req.queries.length === 0) match = !isSet; // LIST with no query lists all; SET selects none

@@ -40,14 +40,14 @@ export function volumeInfo(v: Volume): VolumeInfo {
   return {
     name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing ? v.backing.path : null,
     origin: v.origin ? { ...v.origin } : null, created: isoTime(v.createdMs), snapshots: v.snaps.length,
-    space: spaceOf(v.head),
+    space: spaceOf(v.head), unavailable: v.backingError?.message ?? null,
   };
 }
 
 export function snapshotInfo(catalog: Catalog, s: Node): SnapshotInfo {
   return {
     volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.vol.size,
-    space: spaceOf(s), clones: catalog.clonesOf(s), durable: s.durable,
+    space: spaceOf(s), clones: catalog.clonesOf(s), durable: s.durable, unavailable: s.vol.backingError?.message ?? null,
   };
 }
 

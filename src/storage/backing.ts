@@ -42,7 +42,7 @@ export async function openBackings(io: FileIo, volumes: Iterable<Volume>, log: (
     const key = `${v.backing.path}\0${v.backing.size}\0${v.backing.mtimeMs}\0${v.backing.sample}`;
     let r = checked.get(key);
     if (!r) {
-      r = await openBacking(io, v.backing);
+      r = await checkBacking(io, v.backing);
       checked.set(key, r);
     }
     v.backingFile = r.f;
@@ -51,7 +51,8 @@ export async function openBackings(io: FileIo, volumes: Iterable<Volume>, log: (
   }
 }
 
-async function openBacking(io: FileIo, b: BackingRecord): Promise<{ f: IoFile | null; err: StoreError | null }> {
+/** Opens a recorded backing file if it is still the same; else the reason it is not. */
+export async function checkBacking(io: FileIo, b: BackingRecord): Promise<{ f: IoFile | null; err: StoreError | null }> {
   const st = await io.stat(b.path);
   if (!st) return { f: null, err: new StoreError(StoreErrorCode.BackingChanged, `backing file ${b.path} is missing`) };
   const f = await io.open(b.path, 'r');

@@ -2,6 +2,7 @@
 // every reference count from the maps and compares, checks every mapped slot lies in an existing
 // segment, and lists leaks (files or file tails nothing references, stale journals, an
 // uncommitted journal tail). `repair` removes leaks; inconsistencies it cannot fix are reported.
+// It takes the store lock (store-lock.ts) like any opener: a store a server has open is refused.
 import { isSlot, type L1, type Page } from './block-map.ts';
 import { SEGMENT_FILE_RE, segmentFile } from './chunk-store.ts';
 import { SEGMENT_BYTES_DEFAULT } from './chunk-store.ts';
@@ -9,6 +10,7 @@ import { CowStore } from './engine.ts';
 import { realFileIo, type FileIo } from './file-io.ts';
 import { JOURNAL_FILE_RE, journalFile } from './format.ts';
 import { COMMIT_INTERVAL_DEFAULT_MS, JOURNAL_COMPACT_BYTES_DEFAULT } from './journal.ts';
+import { lockStoreFor } from './store-lock.ts';
 import { StoreError } from './types.ts';
 
 export interface CheckResult {
@@ -17,9 +19,25 @@ export interface CheckResult {
   repaired: string[];
 }
 
+/** Throws StoreError STORE_LOCKED (naming the holder) when another process has the store open. */
 export async function checkStore(dataDir: string, opts: { repair: boolean; fileIo?: FileIo }): Promise<CheckResult> {
   const io = opts.fileIo ?? realFileIo;
   const dir = dataDir.replace(/\/+$/, '') || '/';
+  let lock;
+  try {
+    lock = await lockStoreFor(dir, io, () => ({ command: opts.repair ? 'snapnbd check --repair' : 'snapnbd check' }));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { ok: false, problems: [`${dir}: no such directory (no store here)`], repaired: [] };
+    throw e;
+  }
+  try {
+    return await checkLocked(dir, io, opts.repair);
+  } finally {
+    await lock?.release();
+  }
+}
+
+async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<CheckResult> {
   const problems: string[] = [];
   const repaired: string[] = [];
   let unrepaired = 0;
@@ -94,7 +112,7 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
       if (st && st.size < end) bad(`segment ${name} is ${st.size} bytes, live chunks reach ${end}`);
       else if (st && st.size > end) {
         problems.push(`leak: ${st.size - end} bytes past the last live chunk of ${name}`);
-        if (opts.repair) {
+        if (repair) {
           const f = await io.open(`${dir}/${name}`, 'rw');
           await f.truncate(end);
           await f.datasync();
@@ -108,7 +126,7 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
       const stale = (SEGMENT_FILE_RE.test(name) && !liveEnd.has(name)) || (JOURNAL_FILE_RE.test(name) && name !== journalFile(state.journalGen));
       if (!stale) continue;
       problems.push(`leak: ${name} is not referenced`);
-      if (opts.repair) {
+      if (repair) {
         await io.unlink(`${dir}/${name}`);
         repaired.push(`removed ${name}`);
       } else unrepaired++;
@@ -117,7 +135,7 @@ export async function checkStore(dataDir: string, opts: { repair: boolean; fileI
     if (state.tornTail > 0) {
       const name = journalFile(state.journalGen);
       problems.push(`journal ${name} has ${state.tornTail} bytes of uncommitted tail`);
-      if (opts.repair) {
+      if (repair) {
         const f = await io.open(`${dir}/${name}`, 'rw');
         await f.truncate(state.journalEnd);
         await f.datasync();

@@ -9,7 +9,7 @@
 import { NodeMap } from './block-map.ts';
 import { Catalog, nodeRecord, type Node, type Volume } from './catalog.ts';
 import { snapshotInfo, spaceOf, storeStats, volumeInfo } from './accounting.ts';
-import { closeBackings, fingerprintBacking, openBackings } from './backing.ts';
+import { checkBacking, closeBackings, fingerprintBacking, openBackings } from './backing.ts';
 import { ChunkClass, DataStore } from './chunk-store.ts';
 import { Compactor, type CompactStats } from './compactor.ts';
 import { DataPath } from './data-path.ts';
@@ -239,6 +239,36 @@ export class CowStore implements Store {
       } finally {
         release();
       }
+    });
+  }
+
+  /**
+   * Records the volume's backing file as it is now (a new fingerprint, made durable by a
+   * checkpoint) and serves the volume again. Dangerous: the volume's chunks were written over
+   * the old content. `accepted` is what had changed (null: nothing had).
+   */
+  async acceptBacking(name: string): Promise<{ info: VolumeInfo; accepted: string | null }> {
+    this.checkOpen();
+    return this.serial(async () => {
+      const vol = this.catalog.volume(name);
+      if (!vol.backing) throw new StoreError(StoreErrorCode.InvalidArgument, `volume '${name}' has no backing file`);
+      const path = vol.backing.path;
+      const check = await checkBacking(this.io, vol.backing);
+      await check.f?.close();
+      if (!(await this.io.stat(path))) throw new StoreError(StoreErrorCode.BackingChanged, `backing file ${path} is missing: there is nothing to accept; put it back`);
+      const { record, file } = await fingerprintBacking(this.io, path);
+      const release = await holdAll([vol.gate]);
+      try {
+        const old = vol.backingFile;
+        vol.backing = record;
+        vol.backingFile = file;
+        vol.backingError = null;
+        if (old && ![...this.catalog.volumes()].some((v) => v.backingFile === old)) await old.close().catch(() => undefined);
+        await this.journal.checkpoint(); // a Volume record's fingerprint changes only by a checkpoint
+      } finally {
+        release();
+      }
+      return { info: volumeInfo(vol), accepted: check.err?.message ?? null };
     });
   }
 

@@ -12,10 +12,14 @@ export const StoreErrorCode = {
   InvalidName: 'INVALID_NAME',
   InvalidArgument: 'INVALID_ARGUMENT',
   VolumeBusy: 'VOLUME_BUSY',
+  /** Deleting a volume that has snapshots needs withSnapshots (they would go with it). */
+  VolumeHasSnapshots: 'VOLUME_HAS_SNAPSHOTS',
   SnapshotBusy: 'SNAPSHOT_BUSY',
   NoSpace: 'NO_SPACE',
   StoreCorrupt: 'STORE_CORRUPT',
   BackingChanged: 'BACKING_CHANGED',
+  /** Another process (or this one) has the store open: a store belongs to one process at a time. */
+  StoreLocked: 'STORE_LOCKED',
   Closed: 'STORE_CLOSED',
 } as const;
 export type StoreErrorCode = (typeof StoreErrorCode)[keyof typeof StoreErrorCode];
@@ -107,6 +111,8 @@ export interface VolumeInfo {
   created: string; // ISO 8601 UTC
   snapshots: number;
   space: Space;
+  /** Why the volume cannot be served (its backing file changed or is missing), or null. */
+  unavailable: string | null;
 }
 
 export interface SnapshotInfo {
@@ -120,6 +126,8 @@ export interface SnapshotInfo {
   clones: string[];
   /** False while its creation is not yet committed (a failed commit; the next one makes it so). */
   durable: boolean;
+  /** Why it cannot be read (its volume's backing file changed or is missing), or null. */
+  unavailable: string | null;
 }
 
 export interface ChangedExtent {
@@ -148,8 +156,16 @@ export interface Store {
   listVolumes(): VolumeInfo[];
   volumeInfo(name: string): VolumeInfo;
   createVolume(spec: VolumeSpec): Promise<VolumeInfo>;
-  /** Deletes the head and every snapshot of the volume; clones of it survive. */
+  /** Deletes the head and every snapshot of the volume; clones of it survive. (The registry asks first.) */
   deleteVolume(name: string): Promise<void>;
+
+  /**
+   * Records the volume's backing file as it is now, so a volume refused for a changed backing
+   * file is served again (dangerous: its chunks were written over the old content). `accepted`
+   * says what had changed, null when nothing had. INVALID_ARGUMENT without a backing file,
+   * BACKING_CHANGED when the file is missing.
+   */
+  acceptBacking(name: string): Promise<{ info: VolumeInfo; accepted: string | null }>;
 
   /** The writable head. The same object for every caller, so all connections share one cache. */
   head(volume: string): BlockDevice;

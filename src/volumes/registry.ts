@@ -4,12 +4,15 @@
 //   - rollback refuses a volume whose head is exported (VOLUME_BUSY) unless forced; forced, it
 //     revokes those leases (the sessions finish in-flight requests and close) and waits for them;
 //   - deleting an exported snapshot is refused (SNAPSHOT_BUSY);
-//   - deleting an exported volume is refused (VOLUME_BUSY) unless forced.
+//   - deleting an exported volume is refused (VOLUME_BUSY) unless forced;
+//   - deleting a volume that has snapshots needs `withSnapshots` (VOLUME_HAS_SNAPSHOTS).
+// A volume whose backing file changed is kept and listed as `unavailable` with the reason
+// (state.ts); NBD clients asking for it are told that reason instead of "unknown export".
 // Changes to one volume are serialised (KeyedMutex); different volumes proceed in parallel.
 // What it answers (VolumeView, SnapshotView, ...) is declared in views.ts.
 import type { BlockDevice } from '../storage/device.ts';
 import {
-  checkName, StoreError, StoreErrorCode,
+  checkName, isValidName, StoreError, StoreErrorCode,
   type DiffPage, type SnapshotInfo, type Store, type VolumeInfo, type VolumeSpec,
 } from '../storage/types.ts';
 import type { ExportDescription, ExportLease, ExportResolver, ResolvedExport } from '../server/exports.ts';
@@ -18,12 +21,13 @@ import { exportNameOf, generatedSnapshotBase, isValidExportName, parseExportName
 import { KeyedMutex } from './keyed-mutex.ts';
 import { describeHolders, LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
-import { SnapshotState, type ExportStats, type RegistryStats, type SnapshotView, type VolumeView } from './views.ts';
+import { VolumeState, unavailableExportMessage } from './state.ts';
+import { SnapshotState, type ExportStats, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
 
 // Re-exported for callers that know only the registry.
 export { exportNameOf, generatedSnapshotBase, parseExportName, SNAPSHOT_SEPARATOR } from './export-name.ts';
 export { REVOKE_WAIT_MS } from './leases.ts';
-export { SnapshotState, type ExportStats, type RegistryStats, type SnapshotView, type VolumeView } from './views.ts';
+export { SnapshotState, type ExportStats, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
 export { checkName, isValidName, NAME_MAX } from '../storage/types.ts';
 
 export interface RegistryOptions {
@@ -106,6 +110,19 @@ export class VolumeRegistry implements ExportResolver {
     }
   }
 
+  unavailable(name: string): string | undefined {
+    const real = name === '' ? this.opts.defaultExport : name;
+    const { volume, snapshot } = parseExportName(real);
+    if (!isValidName(volume) || (snapshot !== null && !isValidName(snapshot))) return undefined;
+    try {
+      const reason = snapshot === null ? this.store.volumeInfo(volume).unavailable : this.store.snapshotInfo(volume, snapshot).unavailable;
+      return reason === null ? undefined : unavailableExportMessage(real, volume, reason);
+    } catch (e) {
+      if (e instanceof StoreError) return undefined;
+      throw e;
+    }
+  }
+
   acquire(name: string, onRevoke: (reason: string) => void): ExportLease | undefined {
     if (this.closing) return undefined;
     const resolved = this.lookup(name);
@@ -144,15 +161,27 @@ export class VolumeRegistry implements ExportResolver {
     return this.mutex.run([spec.name], async () => this.volumeView(await this.store.createVolume(spec)));
   }
 
-  /** Deletes a volume and its snapshots; clones survive. Refused while exported unless `force`. */
-  async deleteVolume(name: string, force: boolean): Promise<{ disconnected: number }> {
+  /**
+   * Deletes a volume and its snapshots; clones survive. Refused while exported unless `force`, and
+   * while it has snapshots unless `withSnapshots` (the refusal names them and the clones that
+   * would survive). Returns what was destroyed.
+   */
+  async deleteVolume(name: string, force: boolean, withSnapshots = false): Promise<VolumeDeleted> {
     checkName('volume', name);
     return this.mutex.run([name], async () => {
       this.store.volumeInfo(name); // VOLUME_NOT_FOUND before anything else
+      const snaps = this.store.listSnapshots(name);
+      const clones = snaps.flatMap((s) => s.clones.map((c) => `${c} (from ${exportNameOf(name, s.name)})`));
       const held = this.leases.where((l) => l.volume === name);
       if (held.length > 0 && !force) {
         throw new StoreError(StoreErrorCode.VolumeBusy,
           `volume '${name}' has ${held.length} NBD connection(s) (${describeHolders(held)}); disconnect them or use force`);
+      }
+      if (snaps.length > 0 && !withSnapshots) {
+        throw new StoreError(StoreErrorCode.VolumeHasSnapshots,
+          `volume '${name}' has ${snaps.length} snapshot(s) (${snaps.map((s) => s.name).join(', ')}), which deleting it would delete too; ` +
+          `confirm with --with-snapshots (control: "withSnapshots": true)` +
+          (clones.length > 0 ? `; these clones would survive: ${clones.join(', ')}` : '; no clone depends on them'));
       }
       this.fenced.add(name);
       try {
@@ -162,7 +191,29 @@ export class VolumeRegistry implements ExportResolver {
         this.fenced.delete(name);
       }
       this.leases.forgetCounters((key) => parseExportName(key).volume === name);
-      return { disconnected: held.length };
+      return { disconnected: held.length, snapshots: snaps.map((s) => s.name), clones: snaps.flatMap((s) => s.clones) };
+    });
+  }
+
+  /**
+   * Accepts the volume's backing file as it is now (see Store.acceptBacking: dangerous). Refused
+   * with VOLUME_BUSY while NBD clients hold the volume or its snapshots.
+   */
+  async acceptBacking(name: string): Promise<VolumeView & { accepted: string | null }> {
+    checkName('volume', name);
+    return this.mutex.run([name], async () => {
+      this.store.volumeInfo(name);
+      const held = this.leases.where((l) => l.volume === name);
+      if (held.length > 0) {
+        throw new StoreError(StoreErrorCode.VolumeBusy, `volume '${name}' has ${held.length} NBD connection(s) (${describeHolders(held)}); disconnect them first`);
+      }
+      this.fenced.add(name);
+      try {
+        const r = await this.store.acceptBacking(name);
+        return { ...this.volumeView(r.info), accepted: r.accepted };
+      } finally {
+        this.fenced.delete(name);
+      }
     });
   }
 
@@ -196,7 +247,7 @@ export class VolumeRegistry implements ExportResolver {
       if (p.volume !== volume || p.state !== SnapshotState.Creating) continue;
       if (out.some((s) => s.name === p.name)) continue;
       out.push({
-        volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating,
+        volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
         description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
         exports: [], connections: 0, clones: [],
       });
@@ -288,7 +339,7 @@ export class VolumeRegistry implements ExportResolver {
     }
     return {
       exports,
-      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots })),
+      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots, ...stateOf(v) })),
       store: this.store.stats(),
     };
   }
@@ -330,7 +381,9 @@ export class VolumeRegistry implements ExportResolver {
   private volumeView(v: VolumeInfo): VolumeView {
     return {
       name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing, origin: v.origin,
-      created: v.created, snapshots: v.snapshots,
+      created: v.created,
+      ...stateOf(v),
+      snapshots: v.snapshots,
       referenced: v.space.referenced, used: v.space.used, written: v.space.written,
       readOnly: this.opts.readOnly,
       connections: this.connections(v.name),
@@ -342,7 +395,9 @@ export class VolumeRegistry implements ExportResolver {
     const connections = this.connections(key);
     return {
       volume: s.volume, name: s.name, created: s.created,
-      state: state ?? this.pending.get(key)?.state ?? (s.durable ? SnapshotState.Ready : SnapshotState.Creating),
+      state: state ?? this.pending.get(key)?.state
+        ?? (s.unavailable !== null ? SnapshotState.Unavailable : s.durable ? SnapshotState.Ready : SnapshotState.Creating),
+      reason: s.unavailable,
       description: s.description, size: s.size,
       referenced: s.space.referenced, used: s.space.used, written: s.space.written,
       exports: connections > 0 ? [key] : [],
@@ -357,11 +412,17 @@ export class VolumeRegistry implements ExportResolver {
     if (v.origin !== null) parts.push(`clone of ${exportNameOf(v.origin.volume, v.origin.snapshot)}`);
     parts.push(`${v.snapshots} snapshot${v.snapshots === 1 ? '' : 's'}`);
     if (this.opts.readOnly) parts.push('read-only');
+    if (v.unavailable !== null) parts.push(`UNAVAILABLE: ${v.unavailable}`);
     return `volume ${v.name}: ${parts.join(', ')}`;
   }
 
   private describeSnapshot(s: SnapshotInfo): string {
-    const text = `${formatSize(s.size)} snapshot of ${s.volume} taken ${s.created}, read-only`;
+    const text = `${formatSize(s.size)} snapshot of ${s.volume} taken ${s.created}, read-only`
+      + (s.unavailable !== null ? `, UNAVAILABLE: ${s.unavailable}` : '');
     return s.description === '' ? text : `${text}: ${s.description}`;
   }
+}
+
+function stateOf(v: VolumeInfo): { state: VolumeState; reason: string | null } {
+  return { state: v.unavailable === null ? VolumeState.Ready : VolumeState.Unavailable, reason: v.unavailable };
 }

@@ -3,8 +3,9 @@
 // back from JSON. Types only.
 import type { ExportCounters } from '../server/exports.ts';
 import type { StoreStats } from '../storage/types.ts';
+import type { VolumeState } from './state.ts';
 
-export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting' } as const;
+export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting', Unavailable: 'unavailable' } as const;
 export type SnapshotState = (typeof SnapshotState)[keyof typeof SnapshotState];
 
 /** A snapshot as the control socket lists it. */
@@ -13,6 +14,8 @@ export interface SnapshotView {
   name: string;
   created: string;
   state: SnapshotState;
+  /** Why it is `unavailable` (its volume's backing file changed), else null. */
+  reason: string | null;
   description: string;
   size: number;
   referenced: number;
@@ -33,6 +36,10 @@ export interface VolumeView {
   backing: string | null;
   origin: { volume: string; snapshot: string } | null;
   created: string;
+  /** `ready`, or `unavailable` (not served: see `reason`). */
+  state: VolumeState;
+  /** Why it is `unavailable` (backing file changed or missing, and what changed), else null. */
+  reason: string | null;
   snapshots: number;
   referenced: number;
   used: number;
@@ -40,6 +47,15 @@ export interface VolumeView {
   readOnly: boolean;
   /** NBD connections to the head now. */
   connections: number;
+}
+
+/** What volume.delete destroyed. */
+export interface VolumeDeleted {
+  disconnected: number;
+  /** The snapshots deleted with it. */
+  snapshots: string[];
+  /** Volumes cloned from those snapshots: they survive. */
+  clones: string[];
 }
 
 export interface ExportStats extends ExportCounters {
@@ -51,7 +67,7 @@ export interface ExportStats extends ExportCounters {
 /** `server.stats`. */
 export interface RegistryStats {
   exports: ExportStats[];
-  volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number }[];
+  volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number; state: VolumeState; reason: string | null }[];
   store: StoreStats;
 }
 

@@ -15,8 +15,13 @@ export const VARYING_FIELDS = new Set([
 ]);
 const GENERATED_NAME = /^([A-Za-z0-9_][A-Za-z0-9._-]*)-\d{8}T\d{6}Z$/;
 
-export function readExamples(path = join(REPO_ROOT, 'protocol', 'control.md')): ExampleStep[] {
-  const md = readFileSync(path, 'utf8');
+/** The placeholder for the replay server's data dir in the examples (a path without JSON specials). */
+export const DATA_DIR_PLACEHOLDER = 'DATA_DIR';
+
+/** The examples in order; `dataDir` replaces DATA_DIR_PLACEHOLDER everywhere when given. */
+export function readExamples(path = join(REPO_ROOT, 'protocol', 'control.md'), dataDir?: string): ExampleStep[] {
+  let md = readFileSync(path, 'utf8');
+  if (dataDir !== undefined) md = md.replaceAll(DATA_DIR_PLACEHOLDER, dataDir);
   const steps: ExampleStep[] = [];
   const fence = /^```([^\n]*)\n([\s\S]*?)^```\s*$/gm;
   let m: RegExpExecArray | null;

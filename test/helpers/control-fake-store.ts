@@ -78,7 +78,7 @@ export class FakeStore implements Store {
     const chunkSize = spec.chunkSize ?? CHUNK_SIZE_DEFAULT;
     await this.pass();
     this.volumes.set(spec.name, {
-      info: { name: spec.name, size, chunkSize, backing: spec.backing ?? null, origin: null, created: this.now(), snapshots: 0, space: { referenced: 0, used: 0, written: 0 } },
+      info: { name: spec.name, size, chunkSize, backing: spec.backing ?? null, origin: null, created: this.now(), snapshots: 0, space: { referenced: 0, used: 0, written: 0 }, unavailable: null },
       head: new MemDevice(Buffer.alloc(size), false, chunkSize),
       snaps: new Map(),
     });
@@ -93,10 +93,19 @@ export class FakeStore implements Store {
     this.log.push(`deleteVolume ${name}`);
   }
 
-  head(volume: string): BlockDevice { return this.vol(volume).head; }
+  head(volume: string): BlockDevice { return this.available(volume).head; }
   /** The head's bytes (tests look inside). */
   headData(volume: string): Buffer { return this.vol(volume).head.data; }
-  snapshotView(volume: string, snapshot: string): BlockDevice { return this.snap(volume, snapshot).view; }
+  snapshotView(volume: string, snapshot: string): BlockDevice {
+    this.available(volume);
+    return this.snap(volume, snapshot).view;
+  }
+
+  private available(volume: string): Vol {
+    const v = this.vol(volume);
+    if (v.info.unavailable !== null) throw new StoreError(StoreErrorCode.BackingChanged, v.info.unavailable);
+    return v;
+  }
 
   async createSnapshot(volume: string, name: string, description?: string): Promise<SnapshotInfo> {
     const v = this.vol(volume);
@@ -105,15 +114,28 @@ export class FakeStore implements Store {
     const data = Buffer.from(v.head.data);
     const info: SnapshotInfo = {
       volume, name, created: this.now(), description: description ?? '', size: data.length,
-      space: { referenced: data.length, used: 0, written: 0 }, clones: [], durable: true,
+      space: { referenced: data.length, used: 0, written: 0 }, clones: [], durable: true, unavailable: null,
     };
     v.snaps.set(name, { info, data, view: new MemDevice(data, true, v.info.chunkSize) });
     this.log.push(`createSnapshot ${volume}@${name}`);
     return { ...info };
   }
 
-  listSnapshots(volume: string): SnapshotInfo[] { return [...this.vol(volume).snaps.values()].map((s) => ({ ...s.info })); }
-  snapshotInfo(volume: string, name: string): SnapshotInfo { return { ...this.snap(volume, name).info }; }
+  listSnapshots(volume: string): SnapshotInfo[] { return [...this.vol(volume).snaps.values()].map((s) => this.snapshotInfo(volume, s.info.name)); }
+  snapshotInfo(volume: string, name: string): SnapshotInfo { return { ...this.snap(volume, name).info, unavailable: this.vol(volume).info.unavailable }; }
+
+  /** Marks a volume unavailable as the engine does for a changed backing file (tests). */
+  makeUnavailable(volume: string, reason: string): void { this.vol(volume).info.unavailable = reason; }
+
+  async acceptBacking(name: string): Promise<{ info: VolumeInfo; accepted: string | null }> {
+    const v = this.vol(name);
+    if (v.info.backing === null) throw new StoreError(StoreErrorCode.InvalidArgument, `volume '${name}' has no backing file`);
+    await this.pass();
+    const accepted = v.info.unavailable;
+    v.info.unavailable = null;
+    this.log.push(`acceptBacking ${name}`);
+    return { info: this.volumeInfo(name), accepted };
+  }
 
   async deleteSnapshot(volume: string, name: string): Promise<void> {
     this.snap(volume, name);
@@ -135,7 +157,7 @@ export class FakeStore implements Store {
     await this.pass();
     const chunkSize = this.vol(volume).info.chunkSize;
     this.volumes.set(newName, {
-      info: { name: newName, size: s.data.length, chunkSize, backing: null, origin: { volume, snapshot }, created: this.now(), snapshots: 0, space: { referenced: 0, used: 0, written: 0 } },
+      info: { name: newName, size: s.data.length, chunkSize, backing: null, origin: { volume, snapshot }, created: this.now(), snapshots: 0, space: { referenced: 0, used: 0, written: 0 }, unavailable: null },
       head: new MemDevice(Buffer.from(s.data), false, chunkSize),
       snaps: new Map(),
     });

@@ -124,7 +124,7 @@ describe('snapshots through the CLI, data through NBD', () => {
 
     // Forced: the client is disconnected cleanly, then the head is the snapshot again.
     r = await cli(['snapshot', 'rollback', 'vm1@s1', '--force', ...C()]);
-    expect(r).toMatchObject({ code: 0, stdout: 'rolled back vm1 to vm1@s1 (disconnected 1 NBD client)\n' });
+    expect(r).toMatchObject({ code: 0, stdout: 'rolled back vm1 to vm1@s1: discarded the head\'s changes since that snapshot (192 KiB); disconnected 1 NBD client\n' });
     await holder.closed;
     expect(holder.isOpen).toBe(false);
     expect(nbdcopyOut(server.uri('vm1'), join(work, 'head2.raw')).equals(image)).toBe(true);
@@ -216,7 +216,7 @@ describe('forced rollback under writes, and backing files', () => {
     expect(w.isOpen).toBe(false);
     expect(nbdcopyOut(server.uri('rb'), join(work, 'rb.raw')).equals(base)).toBe(true);
     console.log(`forced rollback under load: ${answered} writes answered before the disconnect, ${failed} cut off`);
-    await ctl.call('volume.delete', { name: 'rb' });
+    await ctl.call('volume.delete', { name: 'rb', withSnapshots: true });
   });
 
   it('volume delete: VOLUME_BUSY while exported (head or snapshot), force disconnects and deletes', async () => {
@@ -228,8 +228,8 @@ describe('forced rollback under writes, and backing files', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^snapnbd: VOLUME_BUSY: /);
     expect((await ctl.call<{ snapshots: number }>('volume.info', { name: 'gone' })).snapshots).toBe(1);
-    r = await cli(['volume', 'delete', 'gone', '--force', '--control', controlPath]);
-    expect(r).toMatchObject({ code: 0, stdout: 'deleted volume gone (disconnected 2 NBD clients)\n' });
+    r = await cli(['volume', 'delete', 'gone', '--force', '--with-snapshots', '--control', controlPath]);
+    expect(r).toMatchObject({ code: 0, stdout: 'deleted volume gone and its 1 snapshot (s); disconnected 2 NBD clients\n' });
     await Promise.all([head.closed, view.closed]);
     await expect(ctl.call('volume.info', { name: 'gone' })).rejects.toMatchObject({ code: 'VOLUME_NOT_FOUND' });
     await expect(NbdTestClient.connect(server.port, 'gone')).rejects.toThrow(/refused/);
@@ -252,7 +252,7 @@ describe('forced rollback under writes, and backing files', () => {
     const diff = await ctl.call<{ extents: unknown[] }>('snapshot.diff', { volume: 'img', from: 'pristine' });
     expect(diff.extents).toEqual([{ offset: MiB, length: 16384 }]);
     expect(readFileSync(file).equals(content)).toBe(true);
-    await ctl.call('volume.delete', { name: 'img' });
+    await ctl.call('volume.delete', { name: 'img', withSnapshots: true });
     expect(readFileSync(file).equals(content)).toBe(true);
   });
 });
@@ -276,7 +276,7 @@ describe('many clients at once', () => {
         (i % 2 === 0 ? c.call('snapshot.delete', { volume: 'busy', name: `n${i}` }) : c.call('snapshot.create', { volume: 'busy', name: `n${i - 1}` }))
           .then(() => 'ok', (e: { code?: string }) => e.code ?? 'ERR')));
       expect(results.every((r) => r === 'ok' || r === 'NAME_TAKEN' || r === 'SNAPSHOT_NOT_FOUND')).toBe(true);
-      await ctl.call('volume.delete', { name: 'busy' });
+      await ctl.call('volume.delete', { name: 'busy', withSnapshots: true });
     } finally {
       for (const c of clients) c.close();
     }

@@ -22,7 +22,7 @@ describe('protocol/control.md examples, replayed', () => {
   });
 
   it('answers every example as documented', async () => {
-    const steps = readExamples();
+    const steps = readExamples(undefined, server.dataDir);
     expect(steps.length).toBeGreaterThan(25);
     for (const step of steps) {
       if (step.kind === 'sh') {

@@ -85,14 +85,14 @@ describe('commands', () => {
     r = await cli('clone', 'vm1@s1', 'c1', ...C());
     expect(r.out).toBe('cloned vm1@s1 to volume c1 (1 MiB)\n');
     r = await cli('snapshot', 'rollback', 'vm1@s1', ...C());
-    expect(r).toMatchObject({ code: 0, out: 'rolled back vm1 to vm1@s1\n' });
+    expect(r).toMatchObject({ code: 0, out: 'rolled back vm1 to vm1@s1: discarded the head\'s changes since that snapshot (128 KiB)\n' });
     expect(store.headData('vm1').readUInt8(3 * 65536)).toBe(0);
     r = await cli('snapshot', 'delete', 'vm1@s1', ...C());
-    expect(r.out).toBe('deleted snapshot vm1@s1\n');
+    expect(r.out).toMatch(/^deleted snapshot vm1@s1 \(taken 2026-\S+Z; 0 B only it held is freed\); clones kept: c1\n$/);
     r = await cli('stats', ...C());
     expect(r.out).toMatch(/^EXPORT\s+CONNS/);
     r = await cli('volume', 'delete', 'c1', ...C(), '--json');
-    expect(JSON.parse(r.out)).toEqual({ name: 'c1', deleted: true, disconnected: 0 });
+    expect(JSON.parse(r.out)).toEqual({ name: 'c1', deleted: true, disconnected: 0, snapshots: [], clones: [] });
   });
 
   it('fetches every page of a long diff', async () => {

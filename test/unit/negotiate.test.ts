@@ -9,8 +9,9 @@ import {
   encodeMetaContextRequest, encodeOptionReply, type OptionReply,
 } from '../../src/protocol/handshake.ts';
 import {
-  applyClientFlags, initialNegotiationState, negotiate, transmissionFlags, type NegotiationResult, type NegotiationState,
+  applyClientFlags, initialNegotiationState, negotiate, transmissionFlags, utf8Prefix, type NegotiationResult, type NegotiationState,
 } from '../../src/server/negotiate.ts';
+import type { ExportResolver } from '../../src/server/exports.ts';
 import { StaticExports } from '../../src/server/static-exports.ts';
 import { MemoryDevice } from '../helpers/memory-device.ts';
 
@@ -160,6 +161,24 @@ describe('INFO and GO', () => {
       expect(r.next).toBe('options');
       expect(decoded(r).map((x) => [x.opt, x.type])).toEqual([[opt, Rep.ERR_UNKNOWN]]);
     }
+  });
+  it('an export that exists but cannot be served -> ERR_UNKNOWN whose text says why (cut to 4096 bytes)', () => {
+    const why = (n: string): string | undefined => (n === 'broken' ? "export 'broken' is unavailable: backing file /b changed" : n === 'long' ? `a${'é'.repeat(3000)}` : undefined);
+    const table = exportsTable();
+    const resolver: ExportResolver = { list: () => table.list(), lookup: (n) => table.lookup(n), acquire: (n, r) => table.acquire(n, r), unavailable: why };
+    for (const opt of [Opt.INFO, Opt.GO]) {
+      const r = negotiate(state(), { exports: resolver, shuttingDown: false }, opt, encodeInfoRequest('broken', []));
+      expect(decoded(r).map((x) => [x.type >>> 0, x.data.toString('utf8')])).toEqual([[Rep.ERR_UNKNOWN, "export 'broken' is unavailable: backing file /b changed"]]);
+      const unknown = negotiate(state(), { exports: resolver, shuttingDown: false }, opt, encodeInfoRequest('nope', []));
+      expect(decoded(unknown)[0]!.data.toString('utf8')).toBe("unknown export 'nope'");
+      const long = decoded(negotiate(state(), { exports: resolver, shuttingDown: false }, opt, encodeInfoRequest('long', [])))[0]!.data;
+      expect(long.length).toBe(4095); // byte 4096 would be half of a two-byte character
+      expect(long.toString('utf8')).toBe(`a${'é'.repeat(2047)}`);
+    }
+    const closed = negotiate(state(), { exports: resolver, shuttingDown: false }, Opt.EXPORT_NAME, Buffer.from('broken'));
+    expect(closed).toMatchObject({ next: 'close', replies: [], reason: "export 'broken' is unavailable: backing file /b changed" });
+    expect(utf8Prefix('aé', 2).toString('utf8')).toBe('a');
+    expect(utf8Prefix('abc', 3).toString('utf8')).toBe('abc');
   });
   it('malformed request -> ERR_INVALID', () => {
     for (const data of [Buffer.alloc(0), Buffer.from('00000004646973', 'hex'), Buffer.concat([encodeInfoRequest('disk', []), Buffer.from([0])])]) {

@@ -238,7 +238,10 @@ describe('busy rules', () => {
     const view = reg.acquire('vm1@s1', () => { revoked.push('view'); queueMicrotask(() => view.release()); })!;
     expect(await codeOf(reg.deleteVolume('vm1', false))).toBe('VOLUME_BUSY');
     expect(store.volumes.has('vm1')).toBe(true);
-    expect(await reg.deleteVolume('vm1', true)).toEqual({ disconnected: 2 });
+    // Its snapshot goes with it only when asked, and a refusal revokes nobody.
+    expect(await codeOf(reg.deleteVolume('vm1', true))).toBe('VOLUME_HAS_SNAPSHOTS');
+    expect(revoked).toEqual([]);
+    expect(await reg.deleteVolume('vm1', true, true)).toEqual({ disconnected: 2, snapshots: ['s1'], clones: [] });
     expect(revoked).toEqual(['head', 'view']);
     expect(store.volumes.has('vm1')).toBe(false);
     expect(reg.list().map((e) => e.name)).toEqual(['vm2']);

@@ -1,0 +1,25 @@
+// The state of a volume or snapshot, one vocabulary for every place that shows it (volume
+// list/info, snapshot list/info, the control socket, an NBD client's refusal, the startup log):
+// `ready`, or `unavailable` with the reason (its backing file changed or is missing, and what
+// changed). Other states (`creating`, `deleting` for snapshots) come from the operations that
+// set them.
+
+export const VolumeState = { Ready: 'ready', Unavailable: 'unavailable' } as const;
+export type VolumeState = (typeof VolumeState)[keyof typeof VolumeState];
+
+/** How a person reads a state: `ready`, `unavailable: backing file ... changed (...)`. */
+export function formatState(state: string, reason: string | null): string {
+  return reason === null ? state : `${state}: ${reason}`;
+}
+
+/** The ways forward for a volume refused for its backing file, stated wherever the refusal is. */
+export function backingAdvice(volume: string): string {
+  return `put the original file back and restart the server; or, once you are sure the change is harmless, ` +
+    `'snapnbd volume accept-backing ${volume}' (dangerous: the volume's data was written over the old image); ` +
+    `or delete the volume`;
+}
+
+/** What an NBD client asking for an unavailable export is told. */
+export function unavailableExportMessage(exportName: string, volume: string, reason: string): string {
+  return `export '${exportName}' is unavailable: ${reason}; ${backingAdvice(volume)}`;
+}
