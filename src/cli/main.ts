@@ -3,7 +3,8 @@
 import { runCheck } from './check.ts';
 import { runControlCli } from './control-commands.ts';
 import { runServe } from './serve.ts';
-import { MAIN_USAGE, VERSION } from './usage.ts';
+import { MAIN_USAGE } from './usage.ts';
+import { versionLine } from './version.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -16,7 +17,7 @@ export async function main(argv: string[]): Promise<void> {
       code = 0;
       break;
     case '--version':
-      process.stdout.write(`snapnbd ${VERSION}\n`);
+      process.stdout.write(versionLine() + '\n');
       code = 0;
       break;
     case 'serve':

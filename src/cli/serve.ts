@@ -10,7 +10,8 @@ import { NAME_PATTERN, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
 import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
 import { parseSize } from '../util/size.ts';
-import { SERVE_USAGE, VERSION } from './usage.ts';
+import { SERVE_USAGE } from './usage.ts';
+import { VERSION } from './version.ts';
 
 export class UsageError extends Error {}
 

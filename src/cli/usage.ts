@@ -1,5 +1,5 @@
 // Usage texts, kept beside each other so --help stays complete.
-export const VERSION = '0.1.0';
+import { VERSION } from './version.ts';
 
 export const MAIN_USAGE = `snapnbd ${VERSION}: an NBD server with copy-on-write snapshots
 

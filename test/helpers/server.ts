@@ -19,6 +19,9 @@ export interface ServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Pipe the server's stderr to ours (debugging). */
   verbose?: boolean;
+  /** Another snapnbd to run (an installed one, through its `#!/usr/bin/env node` line), in this
+   *  directory, with exactly `env` (not ours plus `env`). Default: this checkout's bin/snapnbd. */
+  installed?: { bin: string; cwd: string };
 }
 
 export interface RunningServer {
@@ -50,9 +53,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const args = ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--log-level', 'warn'];
   if (opts.unixSocket) args.push('--listen', `unix:${opts.unixSocket}`);
   args.push(...(opts.args ?? []));
-  const proc = spawn(process.execPath, [SNAPNBD_BIN, ...args], {
+  const inst = opts.installed;
+  const proc = spawn(inst ? inst.bin : process.execPath, inst ? args : [SNAPNBD_BIN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...opts.env },
+    env: inst ? opts.env : { ...process.env, ...opts.env },
+    ...(inst ? { cwd: inst.cwd } : {}),
   });
   live.add(proc);
   proc.once('exit', () => live.delete(proc));
