@@ -11,7 +11,11 @@ import { VolumeRegistry } from '../volumes/registry.ts';
 import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
 import { parseSize } from '../util/size.ts';
 import { SERVE_USAGE } from './usage.ts';
-import { VERSION } from './version.ts';
+import { VERSION, buildInfo } from './version.ts';
+import { MetricsCollector, StoreActivity } from '../http/metrics.ts';
+import { startMetricsServer, type MetricsServer } from '../http/metrics-server.ts';
+import { RequestMetrics } from '../server/request-metrics.ts';
+import { OperationMetrics } from '../util/operation-metrics.ts';
 
 export class UsageError extends Error {}
 
@@ -24,6 +28,8 @@ export interface ServeConfig {
   controlPath: string;
   readOnly: boolean;
   maxConnections: number;
+  /** `--metrics HOST:PORT`: serve Prometheus metrics there. */
+  metrics: { host: string; port: number } | null;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -46,6 +52,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         'read-only': { type: 'boolean' },
         'max-connections': { type: 'string' },
         'log-level': { type: 'string' },
+        metrics: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -81,12 +88,19 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   const level = v['log-level'] ?? 'info';
   if (!isLogLevelName(level)) throw new UsageError(`--log-level: '${level}' is not error, warn, info or debug`);
   setLogLevel(level);
+  let metrics: ServeConfig['metrics'] = null;
+  if (v.metrics !== undefined) {
+    const a = parseListenAddress(v.metrics);
+    if (!a || a.kind !== 'tcp') throw new UsageError(`--metrics: '${v.metrics}' is not HOST:PORT or [IPv6]:PORT`);
+    metrics = { host: a.host, port: a.port };
+  }
   const defaultExport = v['default-export'] ?? DEFAULT_VOLUME_NAME;
   return {
     dataDir, listen, volumes, images, defaultExport,
     controlPath: resolve(v.control ?? join(dataDir, 'control.sock')),
     readOnly: v['read-only'] ?? false,
     maxConnections,
+    metrics,
   };
 }
 
@@ -111,9 +125,13 @@ export async function runServe(argv: string[]): Promise<number> {
 async function serve(config: ServeConfig): Promise<number> {
   mkdirSync(config.dataDir, { recursive: true });
   const startedAt = new Date();
+  // Figures for --metrics, filled by the engine, the sessions and the registry as they work.
+  const activity = config.metrics ? new StoreActivity() : null;
+  const requests = config.metrics ? new RequestMetrics() : null;
+  const operations = config.metrics ? new OperationMetrics() : undefined;
   let store: Store;
   try {
-    store = await openStore(config.dataDir);
+    store = await openStore(config.dataDir, activity ? { observer: activity } : {});
   } catch (e) {
     // A corrupt, foreign or newer store: say which file and why, touch nothing.
     process.stderr.write(`snapnbd serve: cannot open the store in ${config.dataDir}: ${(e as Error).message}\n`);
@@ -126,10 +144,11 @@ async function serve(config: ServeConfig): Promise<number> {
     await store.close();
     return 1;
   }
-  const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly });
-  const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections });
+  const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly, ...(operations ? { operations } : {}) });
+  const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections, session: { metrics: requests } });
   const listeners: string[] = [];
   let control: ControlServer;
+  let metrics: { server: MetricsServer; collector: MetricsCollector } | null = null;
   try {
     for (const addr of config.listen) {
       const bound = await server.listen(addr);
@@ -142,8 +161,21 @@ async function serve(config: ServeConfig): Promise<number> {
     });
     listeners.push(`control ${control.path}`);
     process.stdout.write(`listening control ${control.path}\n`);
+    if (config.metrics && activity && requests && operations) {
+      const { version, commit } = buildInfo();
+      const collector = new MetricsCollector({
+        registry, requests, operations, store: activity, dataDir: config.dataDir,
+        connections: () => server.connectionCounts, build: { version, commit },
+      });
+      metrics = { collector, server: await startMetricsServer(config.metrics.host, config.metrics.port, collector) };
+      const where = formatListenAddress({ kind: 'tcp', host: config.metrics.host, port: metrics.server.port });
+      listeners.push(`metrics http://${where}/metrics`);
+      process.stdout.write(`listening metrics ${where}\n`);
+    }
   } catch (e) {
     log.error('cannot start', e);
+    metrics?.collector.stop();
+    await metrics?.server.close();
     server.destroyAll();
     await store.close();
     return 1;
@@ -162,6 +194,8 @@ async function serve(config: ServeConfig): Promise<number> {
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
         await control.close(); // no admin operation starts while we stop
+        await metrics?.server.close();
+        metrics?.collector.stop();
         await server.stop();
         await registry.revokeAll('server stopping');
         await store.close();

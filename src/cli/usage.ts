@@ -32,10 +32,11 @@ Options:
   --read-only            serve every export read-only
   --max-connections N    refuse connections beyond N (default 0: unlimited)
   --log-level LEVEL      error, warn, info or debug (default info)
+  --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics
   -h, --help             this text
 
 When the data dir has no volume, a 1 GiB volume named 'default' is created.
 When ready, one line per listener goes to stdout ('listening nbd HOST:PORT', 'listening control
-PATH'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop gracefully (in-flight requests
-finish, data is flushed, exit 0); a second signal exits at once.
+PATH', 'listening metrics HOST:PORT'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop
+gracefully (in-flight requests finish, data is flushed, exit 0); a second signal exits at once.
 `;

@@ -30,6 +30,8 @@ export interface EngineOptions {
   journalCompactBytes: number;
   /** Open for offline checking: no writes at all (no tail truncation, no reclaim, no timer). */
   inspectOnly: boolean;
+  /** Told of each commit and compaction pass (the metrics endpoint). */
+  observer?: { commit(seconds: number): void; compactionPass(bytesMoved: number): void };
 }
 
 /**
@@ -649,6 +651,7 @@ export class CowStore implements Store {
   private async doCommit(): Promise<void> {
     const wantCp = this.forceCheckpoint || this.journalEnd > Math.max(this.opts.journalCompactBytes, this.checkpointLen * 2);
     if (!wantCp && !this.hasPending()) return;
+    const t0 = performance.now();
     // The swap: everything below is one instant of the in-memory state.
     const records = this.pending;
     this.pending = [];
@@ -684,6 +687,7 @@ export class CowStore implements Store {
     this.data.committedFrees(frees);
     for (const n of becomeDurable) n.durable = true;
     if (frees.length > 0) this.scheduleCompaction(this.compactDelayMs);
+    this.opts.observer?.commit((performance.now() - t0) / 1000);
   }
 
   /**
@@ -896,6 +900,7 @@ export class CowStore implements Store {
     // The next background pass waits 3x this one: the compactor takes at most COMPACT_DUTY_MAX.
     this.compactNotBefore = Date.now() + this.lastPassMs * (1 / COMPACT_DUTY_MAX - 1);
     if (r) {
+      this.opts.observer?.compactionPass(r.bytesMoved);
       this.opts.log('info', `compaction emptied ${r.segments} of ${v.segs.length} segments of ${v.cls.chunkSize}-byte chunks: ` +
         `moved ${r.chunksMoved} chunks (${r.bytesMoved} bytes) in ${this.lastPassMs.toFixed(1)} ms, writes held ${r.maxHoldMs.toFixed(2)} ms`);
     }

@@ -16,6 +16,13 @@ export interface OpenStoreOptions {
   segmentBytes?: number;
   /** Journal length that triggers a new checkpoint. */
   journalCompactBytes?: number;
+  /** Told of each commit (with its duration) and compaction pass (with the bytes it moved). */
+  observer?: StoreObserver;
+}
+
+export interface StoreObserver {
+  commit(seconds: number): void;
+  compactionPass(bytesMoved: number): void;
 }
 
 /**
@@ -35,5 +42,6 @@ export async function openCowStore(dataDir: string, opts: OpenStoreOptions = {})
     segmentBytes: opts.segmentBytes ?? SEGMENT_BYTES_DEFAULT,
     journalCompactBytes: opts.journalCompactBytes ?? JOURNAL_COMPACT_BYTES_DEFAULT,
     inspectOnly: false,
+    ...(opts.observer ? { observer: opts.observer } : {}),
   });
 }

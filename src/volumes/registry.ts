@@ -16,6 +16,7 @@ import type { ExportCounters, ExportDescription, ExportLease, ExportResolver, Re
 import { formatSize } from '../util/size.ts';
 import { KeyedMutex } from './keyed-mutex.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
+import { timed, type OperationMetrics } from '../util/operation-metrics.ts';
 
 /** How long a forced rollback or delete waits for revoked sessions to close before giving up. */
 export const REVOKE_WAIT_MS = 30_000;
@@ -35,6 +36,8 @@ export interface RegistryOptions {
   now?: () => Date;
   /** Override REVOKE_WAIT_MS (tests). */
   revokeWaitMs?: number;
+  /** Records snapshot create/delete durations for the metrics endpoint. */
+  operations?: OperationMetrics;
 }
 
 /** A snapshot as the control socket lists it. */
@@ -280,7 +283,7 @@ export class VolumeRegistry implements ExportResolver {
       }
       this.pending.set(key, { state: SnapshotState.Creating, volume, name: snapName, description: description ?? '', started: this.now() });
       try {
-        const info = await this.store.createSnapshot(volume, snapName, description);
+        const info = await timed(this.opts.operations, 'snapshot_create', () => this.store.createSnapshot(volume, snapName, description));
         return this.snapshotView(info, SnapshotState.Ready);
       } finally {
         this.pending.delete(key);
@@ -324,7 +327,7 @@ export class VolumeRegistry implements ExportResolver {
       }
       this.pending.set(key, { state: SnapshotState.Deleting, volume, name, description: info.description, started: this.now() });
       try {
-        await this.store.deleteSnapshot(volume, name);
+        await timed(this.opts.operations, 'snapshot_delete', () => this.store.deleteSnapshot(volume, name));
       } finally {
         this.pending.delete(key);
       }

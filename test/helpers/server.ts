@@ -30,6 +30,8 @@ export interface RunningServer {
   host: string;
   dataDir: string;
   controlPath: string;
+  /** The --metrics port, when the server was given one (0 otherwise). */
+  metricsPort: number;
   /** nbd://127.0.0.1:PORT/NAME */
   uri(exportName?: string): string;
   /** Everything the server printed to stderr so far. */
@@ -68,6 +70,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     if (opts.verbose) process.stderr.write(d);
   });
   let port = 0;
+  let metricsPort = 0;
   let controlPath = join(dataDir, 'control.sock');
   await new Promise<void>((resolveReady, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not become ready in 60 s:\n${err}`)), 60_000);
@@ -78,6 +81,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         if (nbd && port === 0) port = Number(nbd[1]);
         const ctl = /^listening control (.+)$/.exec(line);
         if (ctl) controlPath = ctl[1]!;
+        const met = /^listening metrics .*:(\d+)$/.exec(line);
+        if (met) metricsPort = Number(met[1]);
         if (line === 'ready') { clearTimeout(timer); resolveReady(); }
       }
     });
@@ -89,7 +94,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     return code;
   };
   return {
-    proc, port, host: '127.0.0.1', dataDir, controlPath,
+    proc, port, host: '127.0.0.1', dataDir, controlPath, metricsPort,
     uri: (name = '') => `nbd://127.0.0.1:${port}/${name}`,
     stderr: () => err,
     async stop() {
