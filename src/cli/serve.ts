@@ -8,7 +8,8 @@ import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress 
 import { openStore } from '../storage/index.ts';
 import { NAME_PATTERN, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
-import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
+import { isLogFormat, isLogLevelName, log, setLogFormat, setLogLevel, type LogLevelName } from '../util/log.ts';
+import { Reloader, logLevelHook } from './reload.ts';
 import { parseSize } from '../util/size.ts';
 import { SERVE_USAGE } from './usage.ts';
 import { VERSION, buildInfo } from './version.ts';
@@ -28,6 +29,9 @@ export interface ServeConfig {
   controlPath: string;
   readOnly: boolean;
   maxConnections: number;
+  /** `--config FILE`: settings re-read on SIGHUP. */
+  configPath: string | null;
+  logLevel: LogLevelName;
   /** `--metrics HOST:PORT`: serve Prometheus metrics there. */
   metrics: { host: string; port: number } | null;
 }
@@ -53,6 +57,8 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         'max-connections': { type: 'string' },
         'log-level': { type: 'string' },
         metrics: { type: 'string' },
+        'log-format': { type: 'string' },
+        config: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -88,6 +94,9 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   const level = v['log-level'] ?? 'info';
   if (!isLogLevelName(level)) throw new UsageError(`--log-level: '${level}' is not error, warn, info or debug`);
   setLogLevel(level);
+  const logFormat = v['log-format'] ?? 'text';
+  if (!isLogFormat(logFormat)) throw new UsageError(`--log-format: '${logFormat}' is not text or json`);
+  setLogFormat(logFormat);
   let metrics: ServeConfig['metrics'] = null;
   if (v.metrics !== undefined) {
     const a = parseListenAddress(v.metrics);
@@ -101,6 +110,8 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     readOnly: v['read-only'] ?? false,
     maxConnections,
     metrics,
+    configPath: v.config === undefined ? null : resolve(v.config),
+    logLevel: level,
   };
 }
 
@@ -123,6 +134,17 @@ export async function runServe(argv: string[]): Promise<number> {
 }
 
 async function serve(config: ServeConfig): Promise<number> {
+  const reloader = new Reloader();
+  if (config.configPath) {
+    const hook = logLevelHook(config.configPath, config.logLevel);
+    try {
+      await hook.reload(); // the file's settings apply from the start
+    } catch (e) {
+      process.stderr.write(`snapnbd serve: ${(e as Error).message}\n`);
+      return 1;
+    }
+    reloader.add(hook);
+  }
   mkdirSync(config.dataDir, { recursive: true });
   const startedAt = new Date();
   // Figures for --metrics, filled by the engine, the sessions and the registry as they work.
@@ -180,8 +202,6 @@ async function serve(config: ServeConfig): Promise<number> {
     await store.close();
     return 1;
   }
-  process.stdout.write('ready\n');
-  log.info(`serving ${registry.list().map((e) => e.name).join(', ')} from ${config.dataDir}`);
 
   return new Promise<number>((resolveExit) => {
     let signals = 0;
@@ -207,6 +227,14 @@ async function serve(config: ServeConfig): Promise<number> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // Without a handler SIGHUP would kill the server (`systemctl reload` sends it).
+    process.on('SIGHUP', () => {
+      log.info(`SIGHUP: reloading${config.configPath ? ` ${config.configPath}` : ' (nothing to reload without --config)'}`);
+      void reloader.reload();
+    });
+    // Only now: a signal sent the moment 'ready' is read must find its handler.
+    process.stdout.write('ready\n');
+    log.info(`serving ${registry.list().map((e) => e.name).join(', ')} from ${config.dataDir}`);
   });
 }
 

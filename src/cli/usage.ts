@@ -32,6 +32,9 @@ Options:
   --read-only            serve every export read-only
   --max-connections N    refuse connections beyond N (default 0: unlimited)
   --log-level LEVEL      error, warn, info or debug (default info)
+  --log-format FORMAT    text (default) or json: one JSON object per line
+  --config FILE          KEY=VALUE settings re-read on SIGHUP (SNAPNBD_LOG_LEVEL overrides
+                         --log-level); the /etc/default/snapnbd format
   --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics
   -h, --help             this text
 
@@ -39,4 +42,5 @@ When the data dir has no volume, a 1 GiB volume named 'default' is created.
 When ready, one line per listener goes to stdout ('listening nbd HOST:PORT', 'listening control
 PATH', 'listening metrics HOST:PORT'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop
 gracefully (in-flight requests finish, data is flushed, exit 0); a second signal exits at once.
+SIGHUP reloads what can change without a restart (the --config file's log level) and logs it.
 `;
