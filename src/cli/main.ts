@@ -2,6 +2,7 @@
 // the process ends when its work is done.
 import { runCheck } from './check.ts';
 import { runControlCli } from './control-commands.ts';
+import { runHealth } from './health.ts';
 import { runServe } from './serve.ts';
 import { MAIN_USAGE } from './usage.ts';
 import { versionLine } from './version.ts';
@@ -25,6 +26,9 @@ export async function main(argv: string[]): Promise<void> {
       break;
     case 'check':
       code = await runCheck(rest);
+      break;
+    case 'health':
+      code = await runHealth(rest);
       break;
     case 'volume':
     case 'snapshot':

@@ -150,7 +150,7 @@ async function serve(config: ServeConfig): Promise<number> {
   // Figures for --metrics, filled by the engine, the sessions and the registry as they work.
   const activity = config.metrics ? new StoreActivity() : null;
   const requests = config.metrics ? new RequestMetrics() : null;
-  const operations = config.metrics ? new OperationMetrics() : undefined;
+  const operations = new OperationMetrics(); // metrics and `snapnbd health` read it
   let store: Store;
   try {
     store = await openStore(config.dataDir, activity ? { observer: activity } : {});
@@ -166,7 +166,7 @@ async function serve(config: ServeConfig): Promise<number> {
     await store.close();
     return 1;
   }
-  const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly, ...(operations ? { operations } : {}) });
+  const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly, operations });
   const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections, session: { metrics: requests } });
   const listeners: string[] = [];
   let control: ControlServer;
@@ -180,10 +180,11 @@ async function serve(config: ServeConfig): Promise<number> {
     control = await startControlServer(config.controlPath, {
       registry,
       serverInfo: () => ({ version: VERSION, listeners, startedAt }),
+      health: { dataDir: config.dataDir, operations },
     });
     listeners.push(`control ${control.path}`);
     process.stdout.write(`listening control ${control.path}\n`);
-    if (config.metrics && activity && requests && operations) {
+    if (config.metrics && activity && requests) {
       const { version, commit } = buildInfo();
       const collector = new MetricsCollector({
         registry, requests, operations, store: activity, dataDir: config.dataDir,

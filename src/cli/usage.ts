@@ -10,6 +10,7 @@ Usage:
   snapnbd snapshot create|list|info|delete|rollback|diff ...
   snapnbd clone VOLUME@SNAPSHOT NEWVOLUME
   snapnbd stats
+  snapnbd health [--min-free PERCENT]    exit 0 healthy, 1 degraded, 3 unreachable
   snapnbd --help | --version
 
 The volume, snapshot, clone and stats commands talk to a running server's control socket

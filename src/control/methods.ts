@@ -5,6 +5,7 @@ import { isAbsolute } from 'node:path';
 import { CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, StoreError, StoreErrorCode } from '../storage/types.ts';
 import type { VolumeRegistry } from '../volumes/registry.ts';
 import { invalidParams } from './errors.ts';
+import { checkHealth, type HealthReport, type HealthSources } from './health.ts';
 import { validateParams, type Params, type ParamsSchema } from './validate.ts';
 
 /** Extents per snapshot.diff page unless `limit` says otherwise, and the most it may say. */
@@ -26,6 +27,8 @@ export interface ServerInfo {
 export interface ControlContext {
   registry: VolumeRegistry;
   serverInfo(): ServerInfo;
+  /** What server.health checks; without it (a server that never set it up) it answers degraded. */
+  health?: HealthSources;
 }
 
 interface MethodDef<S extends ParamsSchema> {
@@ -55,6 +58,11 @@ export const METHODS = {
   }),
 
   'server.stats': def({}, (_p, ctx) => ctx.registry.stats()),
+
+  'server.health': def({ minFreePercent: { type: 'integer', required: false, min: 0, max: 100 } }, async (p, ctx): Promise<HealthReport> => {
+    if (!ctx.health) return { status: 'degraded', checks: [] };
+    return checkHealth(ctx.health, p.minFreePercent);
+  }),
 
   'volume.create': def({
     name,

@@ -7,19 +7,23 @@ export interface OperationFigures {
   /** Every run, failed or not. */
   duration: Histogram;
   failures: number;
+  /** The last run's error, or null when it succeeded (`snapnbd health` reports it). */
+  lastError: string | null;
 }
 
 export class OperationMetrics {
   private readonly ops = new Map<string, OperationFigures>();
 
-  observe(op: string, seconds: number, ok: boolean): void {
+  /** `error`: null for a success, else what went wrong. */
+  observe(op: string, seconds: number, error: string | null): void {
     let f = this.ops.get(op);
     if (!f) {
-      f = { duration: new Histogram(OPERATION_BUCKETS_SECONDS), failures: 0 };
+      f = { duration: new Histogram(OPERATION_BUCKETS_SECONDS), failures: 0, lastError: null };
       this.ops.set(op, f);
     }
     f.duration.observe(seconds);
-    if (!ok) f.failures++;
+    f.lastError = error;
+    if (error !== null) f.failures++;
   }
 
   all(): ReadonlyMap<string, OperationFigures> {
@@ -33,10 +37,10 @@ export async function timed<T>(metrics: OperationMetrics | undefined, op: string
   const t0 = performance.now();
   try {
     const r = await fn();
-    metrics.observe(op, (performance.now() - t0) / 1000, true);
+    metrics.observe(op, (performance.now() - t0) / 1000, null);
     return r;
   } catch (e) {
-    metrics.observe(op, (performance.now() - t0) / 1000, false);
+    metrics.observe(op, (performance.now() - t0) / 1000, e instanceof Error ? e.message : String(e));
     throw e;
   }
 }
