@@ -10,6 +10,7 @@ import { NAME_PATTERN, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
 import { isLogFormat, isLogLevelName, log, setLogFormat, setLogLevel, type LogLevelName } from '../util/log.ts';
 import { Reloader, logLevelHook } from './reload.ts';
+import { notifySystemd } from './service-notify.ts';
 import { parseSize } from '../util/size.ts';
 import { SERVE_USAGE } from './usage.ts';
 import { VERSION, buildInfo } from './version.ts';
@@ -214,6 +215,7 @@ async function serve(config: ServeConfig): Promise<number> {
       }
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
+        await notifySystemd(['STOPPING=1']);
         await control.close(); // no admin operation starts while we stop
         await metrics?.server.close();
         metrics?.collector.stop();
@@ -235,7 +237,9 @@ async function serve(config: ServeConfig): Promise<number> {
     });
     // Only now: a signal sent the moment 'ready' is read must find its handler.
     process.stdout.write('ready\n');
-    log.info(`serving ${registry.list().map((e) => e.name).join(', ')} from ${config.dataDir}`);
+    const exportNames = registry.list().map((e) => e.name);
+    log.info(`serving ${exportNames.join(', ')} from ${config.dataDir}`);
+    void notifySystemd(['READY=1', `STATUS=serving ${exportNames.length} export(s) on ${listeners.filter((l) => l.startsWith('nbd ')).map((l) => l.slice(4)).join(', ')}`]);
   });
 }
 
