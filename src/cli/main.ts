@@ -2,8 +2,10 @@
 // the process ends when its work is done.
 import { runCheck } from './check.ts';
 import { runControlCli } from './control-commands.ts';
+import { runHealth } from './health.ts';
 import { runServe } from './serve.ts';
-import { MAIN_USAGE, VERSION } from './usage.ts';
+import { MAIN_USAGE } from './usage.ts';
+import { versionLine } from './version.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -16,7 +18,7 @@ export async function main(argv: string[]): Promise<void> {
       code = 0;
       break;
     case '--version':
-      process.stdout.write(`snapnbd ${VERSION}\n`);
+      process.stdout.write(versionLine() + '\n');
       code = 0;
       break;
     case 'serve':
@@ -24,6 +26,9 @@ export async function main(argv: string[]): Promise<void> {
       break;
     case 'check':
       code = await runCheck(rest);
+      break;
+    case 'health':
+      code = await runHealth(rest);
       break;
     case 'volume':
     case 'snapshot':

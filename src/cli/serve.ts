@@ -8,10 +8,17 @@ import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress 
 import { openStore } from '../storage/index.ts';
 import { isValidName, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
-import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
+import { isLogFormat, isLogLevelName, log, setLogFormat, setLogLevel, type LogLevelName } from '../util/log.ts';
+import { Reloader, logLevelHook } from './reload.ts';
+import { notifySystemd } from './service-notify.ts';
 import { formatSize, parseSize } from '../util/size.ts';
 import { backingAdvice } from '../volumes/state.ts';
-import { SERVE_USAGE, UsageError, VERSION } from './usage.ts';
+import { SERVE_USAGE, UsageError } from './usage.ts';
+import { VERSION, buildInfo } from './version.ts';
+import { MetricsCollector, StoreActivity } from '../http/metrics.ts';
+import { startMetricsServer, type MetricsServer } from '../http/metrics-server.ts';
+import { RequestMetrics } from '../server/request-metrics.ts';
+import { OperationMetrics } from '../util/operation-metrics.ts';
 
 export interface ServeConfig {
   dataDir: string;
@@ -22,6 +29,11 @@ export interface ServeConfig {
   controlPath: string;
   readOnly: boolean;
   maxConnections: number;
+  /** `--config FILE`: settings re-read on SIGHUP. */
+  configPath: string | null;
+  logLevel: LogLevelName;
+  /** `--metrics HOST:PORT`: serve Prometheus metrics there. */
+  metrics: { host: string; port: number } | null;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -44,6 +56,9 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         'read-only': { type: 'boolean' },
         'max-connections': { type: 'string' },
         'log-level': { type: 'string' },
+        metrics: { type: 'string' },
+        'log-format': { type: 'string' },
+        config: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -79,12 +94,24 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   const level = v['log-level'] ?? 'info';
   if (!isLogLevelName(level)) throw new UsageError(`--log-level: '${level}' is not error, warn, info or debug`);
   setLogLevel(level);
+  const logFormat = v['log-format'] ?? 'text';
+  if (!isLogFormat(logFormat)) throw new UsageError(`--log-format: '${logFormat}' is not text or json`);
+  setLogFormat(logFormat);
+  let metrics: ServeConfig['metrics'] = null;
+  if (v.metrics !== undefined) {
+    const a = parseListenAddress(v.metrics);
+    if (!a || a.kind !== 'tcp') throw new UsageError(`--metrics: '${v.metrics}' is not HOST:PORT or [IPv6]:PORT`);
+    metrics = { host: a.host, port: a.port };
+  }
   const defaultExport = v['default-export'] ?? DEFAULT_VOLUME_NAME;
   return {
     dataDir, listen, volumes, images, defaultExport,
     controlPath: resolve(v.control ?? join(dataDir, 'control.sock')),
     readOnly: v['read-only'] ?? false,
     maxConnections,
+    metrics,
+    configPath: v.config === undefined ? null : resolve(v.config),
+    logLevel: level,
   };
 }
 
@@ -107,13 +134,31 @@ export async function runServe(argv: string[]): Promise<number> {
 }
 
 async function serve(config: ServeConfig): Promise<number> {
+  const reloader = new Reloader();
+  if (config.configPath) {
+    const hook = logLevelHook(config.configPath, config.logLevel);
+    try {
+      await hook.reload(); // the file's settings apply from the start
+    } catch (e) {
+      process.stderr.write(`snapnbd serve: ${(e as Error).message}\n`);
+      return 1;
+    }
+    reloader.add(hook);
+  }
   mkdirSync(config.dataDir, { recursive: true });
   const startedAt = new Date();
   const listeners: string[] = [];
+  // Figures for --metrics, filled by the engine, the sessions and the registry as they work.
+  const activity = config.metrics ? new StoreActivity() : null;
+  const requests = config.metrics ? new RequestMetrics() : null;
+  const operations = new OperationMetrics(); // metrics and `snapnbd health` read it
   let store: Store;
   try {
     // The store lock comes first: a second server on this store stops here, before any socket.
-    store = await openStore(config.dataDir, { holder: () => ({ command: 'snapnbd serve', control: config.controlPath, listeners: listenerNames(listeners) }) });
+    store = await openStore(config.dataDir, {
+      holder: () => ({ command: 'snapnbd serve', control: config.controlPath, listeners: listenerNames(listeners) }),
+      ...(activity ? { observer: activity } : {}),
+    });
   } catch (e) {
     if (e instanceof StoreError && e.code === StoreErrorCode.StoreLocked) {
       process.stderr.write(`snapnbd serve: ${e.message}\n`);
@@ -130,9 +175,10 @@ async function serve(config: ServeConfig): Promise<number> {
     await store.close();
     return 1;
   }
-  const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly });
-  const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections });
+  const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly, operations });
+  const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections, session: { metrics: requests } });
   let control: ControlServer;
+  let metrics: { server: MetricsServer; collector: MetricsCollector } | null = null;
   try {
     for (const addr of config.listen) {
       const bound = await server.listen(addr);
@@ -142,11 +188,25 @@ async function serve(config: ServeConfig): Promise<number> {
     control = await startControlServer(config.controlPath, {
       registry,
       serverInfo: () => ({ version: VERSION, listeners, startedAt }),
+      health: { dataDir: config.dataDir, operations },
     });
     listeners.push(`control ${control.path}`);
     process.stdout.write(`listening control ${control.path}\n`);
+    if (config.metrics && activity && requests) {
+      const { version, commit } = buildInfo();
+      const collector = new MetricsCollector({
+        registry, requests, operations, store: activity, dataDir: config.dataDir,
+        connections: () => server.connectionCounts, build: { version, commit },
+      });
+      metrics = { collector, server: await startMetricsServer(config.metrics.host, config.metrics.port, collector) };
+      const where = formatListenAddress({ kind: 'tcp', host: config.metrics.host, port: metrics.server.port });
+      listeners.push(`metrics http://${where}/metrics`);
+      process.stdout.write(`listening metrics ${where}\n`);
+    }
   } catch (e) {
     log.error('cannot start', e);
+    metrics?.collector.stop();
+    await metrics?.server.close();
     server.destroyAll();
     await store.close();
     return 1;
@@ -167,7 +227,10 @@ async function serve(config: ServeConfig): Promise<number> {
       }
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
+        await notifySystemd(['STOPPING=1']);
         await control.close(); // no admin operation starts while we stop
+        await metrics?.server.close();
+        metrics?.collector.stop();
         await server.stop();
         await registry.revokeAll('server stopping');
         await store.close();
@@ -179,6 +242,16 @@ async function serve(config: ServeConfig): Promise<number> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // Without a handler SIGHUP would kill the server (`systemctl reload` sends it).
+    process.on('SIGHUP', () => {
+      log.info(`SIGHUP: reloading${config.configPath ? ` ${config.configPath}` : ' (nothing to reload without --config)'}`);
+      void reloader.reload();
+    });
+    // Only now: a signal sent the moment 'ready' is read must find its handler.
+    process.stdout.write('ready\n');
+    const exportNames = registry.list().map((e) => e.name);
+    log.info(`serving ${exportNames.join(', ')} from ${config.dataDir}`);
+    void notifySystemd(['READY=1', `STATUS=serving ${exportNames.length} export(s) on ${listeners.filter((l) => l.startsWith('nbd ')).map((l) => l.slice(4)).join(', ')}`]);
   });
   // Only now: whoever starts us may send SIGTERM as soon as it reads "ready" (the pipe write can
   // wake it before our next line runs), and the default action would kill us unflushed.

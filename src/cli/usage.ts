@@ -1,5 +1,5 @@
 // Usage texts, kept beside each other so --help stays complete, and the error of a bad command line.
-export const VERSION = '0.1.0';
+import { VERSION } from './version.ts';
 
 /** A bad command line: the command reports it with its usage text. */
 export class UsageError extends Error {}
@@ -13,6 +13,7 @@ Usage:
   snapnbd snapshot create|list|info|delete|rollback|diff ...
   snapnbd clone VOLUME@SNAPSHOT NEWVOLUME
   snapnbd stats
+  snapnbd health [--min-free PERCENT]    exit 0 healthy, 1 degraded, 3 unreachable
   snapnbd --help | --version
 
 The volume, snapshot, clone and stats commands talk to a running server's control socket
@@ -36,10 +37,15 @@ Options:
   --read-only            serve every export read-only
   --max-connections N    refuse connections beyond N (default 0: unlimited)
   --log-level LEVEL      error, warn, info or debug (default info)
+  --log-format FORMAT    text (default) or json: one JSON object per line
+  --config FILE          KEY=VALUE settings re-read on SIGHUP (SNAPNBD_LOG_LEVEL overrides
+                         --log-level); the /etc/default/snapnbd format
+  --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics
   -h, --help             this text
 
 When the data dir has no volume, a 1 GiB volume named 'default' is created.
 When ready, one line per listener goes to stdout ('listening nbd HOST:PORT', 'listening control
-PATH'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop gracefully (in-flight requests
-finish, data is flushed, exit 0); a second signal exits at once.
+PATH', 'listening metrics HOST:PORT'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop
+gracefully (in-flight requests finish, data is flushed, exit 0); a second signal exits at once.
+SIGHUP reloads what can change without a restart (the --config file's log level) and logs it.
 `;

@@ -6,6 +6,7 @@ import { checkChunkSize, checkVolumeSize, StoreError, StoreErrorCode } from '../
 import type { VolumeRegistry } from '../volumes/registry.ts';
 import type { DiffResult } from '../volumes/views.ts';
 import { invalidParams } from './errors.ts';
+import { checkHealth, type HealthReport, type HealthSources } from './health.ts';
 import { validateParams, type Params, type ParamsSchema } from './validate.ts';
 
 /** Extents per snapshot.diff page unless `limit` says otherwise, and the most it may say. */
@@ -25,6 +26,8 @@ export interface ServerInfo {
 export interface ControlContext {
   registry: VolumeRegistry;
   serverInfo(): ServerInfo;
+  /** What server.health checks; without it (a server that never set it up) it answers degraded. */
+  health?: HealthSources;
 }
 
 interface MethodDef<S extends ParamsSchema, R = unknown> {
@@ -54,6 +57,11 @@ export const METHODS = {
   }),
 
   'server.stats': def({}, (_p, ctx) => ctx.registry.stats()),
+
+  'server.health': def({ minFreePercent: { type: 'integer', required: false, min: 0, max: 100 } }, async (p, ctx): Promise<HealthReport> => {
+    if (!ctx.health) return { status: 'degraded', checks: [] };
+    return checkHealth(ctx.health, p.minFreePercent);
+  }),
 
   'volume.create': def({
     name,

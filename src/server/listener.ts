@@ -30,7 +30,7 @@ export interface NbdServerOptions {
   exports: ExportResolver;
   /** 0 = unlimited. */
   maxConnections: number;
-  session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'maxInFlight' | 'maxInFlightBytes'>>;
+  session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'maxInFlight' | 'maxInFlightBytes' | 'metrics'>>;
 }
 
 export class NbdServer {
@@ -40,6 +40,8 @@ export class NbdServer {
   private stopping = false;
   /** Bound addresses (port 0 resolved). */
   readonly addresses: ListenAddress[] = [];
+  /** Connections accepted and refused since start (the metrics endpoint). */
+  readonly connectionCounts = { accepted: 0, refused: 0 };
 
   constructor(opts: NbdServerOptions) {
     this.opts = opts;
@@ -68,8 +70,10 @@ export class NbdServer {
     if (this.stopping || (this.opts.maxConnections > 0 && this.sessions.size >= this.opts.maxConnections)) {
       log.warn(`${label}: refused: ${this.stopping ? 'server stopping' : `at --max-connections ${this.opts.maxConnections}`}`);
       socket.destroy();
+      this.connectionCounts.refused++;
       return;
     }
+    this.connectionCounts.accepted++;
     socket.on('error', () => {}); // reported by the session; never let it escape
     const session = new Session(socket, {
       exports: this.opts.exports,

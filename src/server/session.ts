@@ -28,6 +28,7 @@ import {
   type NegotiationState,
 } from './negotiate.ts';
 import { ReplyWriter } from './reply-writer.ts';
+import type { RequestMetrics } from './request-metrics.ts';
 
 export const Phase = { Dead: 0, ClientDone: 1, ShuttingDown: 2, Options: 3, Transmission: 4 } as const;
 export type Phase = (typeof Phase)[keyof typeof Phase];
@@ -48,6 +49,8 @@ export interface SessionOptions {
   exports: ExportResolver;
   label: string;
   isShuttingDown: () => boolean;
+  /** Per-export request figures for the metrics endpoint (serve --metrics). */
+  metrics?: RequestMetrics | null;
   handshakeTimeoutMs?: number;
   maxInFlight?: number;
   maxInFlightBytes?: number;
@@ -81,6 +84,7 @@ export class Session implements InboundHandler {
       handshakeTimeoutMs: SESSION_DEFAULTS.handshakeTimeoutMs,
       maxInFlight: SESSION_DEFAULTS.maxInFlight,
       maxInFlightBytes: SESSION_DEFAULTS.maxInFlightBytes,
+      metrics: null,
       ...opts,
     };
     this.decoder = new InboundDecoder(this);
@@ -198,11 +202,14 @@ export class Session implements InboundHandler {
       return;
     }
     lease.counters.requests++;
+    const m = this.opts.metrics;
+    const t0 = m ? m.start(lease.name) : 0;
     const invalid = this.validate(h, payload);
     if (invalid) {
       lease.counters.errors++;
       log.debug(`${this.opts.label}: ${nameOfCmd(h.type)} rejected: ${nameOfErrno(invalid.errno)} ${invalid.message}`);
       this.replyError(h, invalid.errno, invalid.message);
+      m?.finish(lease.name, h.type, h.length, invalid.errno, t0);
       return;
     }
     const cost = (h.type === Cmd.READ || h.type === Cmd.WRITE) ? h.length : 0;
@@ -210,12 +217,16 @@ export class Session implements InboundHandler {
     this.inFlightBytes += cost;
     this.updateFlow();
     this.execute(h, payload ?? EMPTY).then(
-      () => this.complete(cost),
+      () => {
+        m?.finish(lease.name, h.type, h.length, NbdErrno.OK, t0);
+        this.complete(cost);
+      },
       (e: unknown) => {
         lease.counters.errors++;
         const errno = toNbdErrno(e, h.flags);
         log.warn(`${this.opts.label}: ${nameOfCmd(h.type)} offset ${h.offset} length ${h.length} failed: ${nameOfErrno(errno)}`, e);
         this.replyError(h, errno, e instanceof Error ? e.message : String(e));
+        m?.finish(lease.name, h.type, h.length, errno, t0);
         this.complete(cost);
       },
     );

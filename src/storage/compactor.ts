@@ -44,6 +44,8 @@ export interface CompactorDeps {
   /** Runs `fn` as a control operation (one at a time; rejects once the store is closed). */
   serial: <T>(fn: () => Promise<T>) => Promise<T>;
   log: LogFn;
+  /** Told the bytes each pass moved (the metrics endpoint). */
+  onPass?: (bytesMoved: number) => void;
 }
 
 /** A chunk class as the planner sees it. */
@@ -149,6 +151,7 @@ export class Compactor {
     // The next background pass waits 3x this one: the compactor takes at most COMPACT_DUTY_MAX.
     this.notBefore = Date.now() + passMs * (1 / COMPACT_DUTY_MAX - 1);
     if (r) {
+      this.d.onPass?.(r.bytesMoved);
       log('info', `compaction emptied ${r.segments} of ${plan.segs.length} segments of ${cls.chunkSize}-byte chunks: ` +
         `moved ${r.chunksMoved} chunks (${r.bytesMoved} bytes) in ${passMs.toFixed(1)} ms, writes held ${r.maxHoldMs.toFixed(2)} ms`);
     }

@@ -34,8 +34,15 @@ export { COMMIT_INTERVAL_DEFAULT_MS, JOURNAL_COMPACT_BYTES_DEFAULT } from './jou
 export { COMPACT_SPACE_MARGIN_BYTES } from './compactor.ts';
 export { SEGMENT_BYTES_DEFAULT } from './chunk-store.ts';
 
+export interface StoreObserver {
+  commit(seconds: number): void;
+  compactionPass(bytesMoved: number): void;
+}
+
 export interface EngineOptions extends OpenOptions {
   commitIntervalMs: number;
+  /** Told of each commit and compaction pass (the metrics endpoint). */
+  observer?: StoreObserver;
 }
 
 /** Largest map: 2^32 chunks (16 TiB at 4 KiB chunks, 256 TiB at 64 KiB). */
@@ -91,7 +98,9 @@ export class CowStore implements Store {
     this.compactor = new Compactor({
       io: this.io, dataDir, chunks: this.chunks, catalog: this.catalog, journal: this.journal, reclaimer: this.reclaimer,
       serial: (fn) => this.serial(fn), log: opts.log,
+      ...(opts.observer ? { onPass: (bytes: number) => opts.observer!.compactionPass(bytes) } : {}),
     });
+    if (opts.observer) this.journal.onCommitted = (s) => opts.observer!.commit(s);
     if (opts.inspectOnly) this.compactor.stop();
     this.journal.onFreed = () => this.compactor.schedule();
   }

@@ -1,6 +1,8 @@
 // The storage engine's entry points: open (or create) the store of a data dir, and check one.
 import { SEGMENT_BYTES_DEFAULT } from './chunk-store.ts';
-import { CowStore } from './engine.ts';
+import { CowStore, type StoreObserver } from './engine.ts';
+
+export type { StoreObserver } from './engine.ts';
 import { COMMIT_INTERVAL_DEFAULT_MS, JOURNAL_COMPACT_BYTES_DEFAULT } from './journal.ts';
 import type { LogFn } from './recovery.ts';
 import { realFileIo, type FileIo } from './file-io.ts';
@@ -22,6 +24,8 @@ export interface OpenStoreOptions {
   journalCompactBytes?: number;
   /** Who holds the store, as a second opener's refusal names it (serve adds its sockets). */
   holder?: () => HolderDetails;
+  /** Told of each commit (with its duration) and compaction pass (with the bytes it moved). */
+  observer?: StoreObserver;
 }
 
 /**
@@ -49,6 +53,7 @@ export async function openCowStore(dataDir: string, opts: OpenStoreOptions = {})
       segmentBytes: opts.segmentBytes ?? SEGMENT_BYTES_DEFAULT,
       journalCompactBytes: opts.journalCompactBytes ?? JOURNAL_COMPACT_BYTES_DEFAULT,
       inspectOnly: false,
+      ...(opts.observer ? { observer: opts.observer } : {}),
     });
   } catch (e) {
     await lock?.release();

@@ -71,6 +71,8 @@ export class Journal {
   private timer: NodeJS.Timeout | null = null;
   /** Called after a commit whose frees became durable (the compactor looks for sparse segments). */
   onFreed: (() => void) | null = null;
+  /** Told each commit's duration in seconds (the metrics endpoint). */
+  onCommitted: ((seconds: number) => void) | null = null;
 
   constructor(opts: JournalOptions, state: JournalState) {
     this.io = opts.io;
@@ -193,6 +195,7 @@ export class Journal {
   private async doCommit(): Promise<void> {
     const wantCp = this.forceCheckpoint || this.end > Math.max(this.compactBytes, this.cpLen * 2);
     if (!wantCp && !this.hasPending()) return;
+    const t0 = performance.now();
     const data = this.chunks;
     // The swap: everything below is one instant of the in-memory state.
     const records = this.pending;
@@ -225,6 +228,7 @@ export class Journal {
     data.committedFrees(frees);
     for (const n of becomeDurable) n.durable = true;
     if (frees.length > 0) this.onFreed?.();
+    this.onCommitted?.((performance.now() - t0) / 1000);
   }
 
   private async append(records: Buffer[]): Promise<void> {

@@ -23,6 +23,7 @@ import { describeHolders, LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
 import { VolumeState, unavailableExportMessage } from './state.ts';
 import { SnapshotState, type ExportStats, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
+import { timed, type OperationMetrics } from '../util/operation-metrics.ts';
 
 // Re-exported for callers that know only the registry.
 export { exportNameOf, generatedSnapshotBase, parseExportName, SNAPSHOT_SEPARATOR } from './export-name.ts';
@@ -39,6 +40,8 @@ export interface RegistryOptions {
   now?: () => Date;
   /** Override REVOKE_WAIT_MS (tests). */
   revokeWaitMs?: number;
+  /** Records snapshot create/delete durations for the metrics endpoint. */
+  operations?: OperationMetrics;
 }
 
 /** A snapshot being created or deleted (listed as such; its export name resolves to nothing). */
@@ -231,7 +234,7 @@ export class VolumeRegistry implements ExportResolver {
       }
       this.pending.set(key, { state: SnapshotState.Creating, volume, name: snapName, description: description ?? '', started: this.now() });
       try {
-        const info = await this.store.createSnapshot(volume, snapName, description);
+        const info = await timed(this.opts.operations, 'snapshot_create', () => this.store.createSnapshot(volume, snapName, description));
         return this.snapshotView(info, SnapshotState.Ready);
       } finally {
         this.pending.delete(key);
@@ -275,7 +278,7 @@ export class VolumeRegistry implements ExportResolver {
       }
       this.pending.set(key, { state: SnapshotState.Deleting, volume, name, description: info.description, started: this.now() });
       try {
-        await this.store.deleteSnapshot(volume, name);
+        await timed(this.opts.operations, 'snapshot_delete', () => this.store.deleteSnapshot(volume, name));
       } finally {
         this.pending.delete(key);
       }

@@ -7,7 +7,8 @@ const PACKAGE_OF: Record<string, string> = {
   nbdkit: 'nbdkit', 'qemu-img': 'qemu-utils', 'qemu-io': 'qemu-utils', 'qemu-nbd': 'qemu-utils',
   fio: 'fio', 'qemu-system-x86_64': 'qemu-system-x86', 'nbd-client': 'nbd-client',
   busybox: 'busybox-static', 'mkfs.ext4': 'e2fsprogs', losetup: 'mount', fusermount3: 'fuse3',
-  cpio: 'cpio', vagrant: 'vagrant', modinfo: 'kmod',
+  cpio: 'cpio', vagrant: 'vagrant', modinfo: 'kmod', git: 'git', promtool: 'prometheus', prometheus: 'prometheus',
+  'systemd-analyze': 'systemd',
 };
 
 export function requires(...tools: string[]): void {

@@ -19,6 +19,9 @@ export interface ServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Pipe the server's stderr to ours (debugging). */
   verbose?: boolean;
+  /** Another snapnbd to run (an installed one, through its `#!/usr/bin/env node` line), in this
+   *  directory, with exactly `env` (not ours plus `env`). Default: this checkout's bin/snapnbd. */
+  installed?: { bin: string; cwd: string };
 }
 
 export interface RunningServer {
@@ -27,6 +30,8 @@ export interface RunningServer {
   host: string;
   dataDir: string;
   controlPath: string;
+  /** The --metrics port, when the server was given one (0 otherwise). */
+  metricsPort: number;
   /** nbd://127.0.0.1:PORT/NAME */
   uri(exportName?: string): string;
   /** Everything the server printed to stderr so far. */
@@ -50,9 +55,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const args = ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--log-level', 'warn'];
   if (opts.unixSocket) args.push('--listen', `unix:${opts.unixSocket}`);
   args.push(...(opts.args ?? []));
-  const proc = spawn(process.execPath, [SNAPNBD_BIN, ...args], {
+  const inst = opts.installed;
+  const proc = spawn(inst ? inst.bin : process.execPath, inst ? args : [SNAPNBD_BIN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...opts.env },
+    env: inst ? opts.env : { ...process.env, ...opts.env },
+    ...(inst ? { cwd: inst.cwd } : {}),
   });
   live.add(proc);
   proc.once('exit', () => live.delete(proc));
@@ -63,6 +70,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     if (opts.verbose) process.stderr.write(d);
   });
   let port = 0;
+  let metricsPort = 0;
   let controlPath = join(dataDir, 'control.sock');
   await new Promise<void>((resolveReady, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not become ready in 60 s:\n${err}`)), 60_000);
@@ -73,6 +81,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         if (nbd && port === 0) port = Number(nbd[1]);
         const ctl = /^listening control (.+)$/.exec(line);
         if (ctl) controlPath = ctl[1]!;
+        const met = /^listening metrics .*:(\d+)$/.exec(line);
+        if (met) metricsPort = Number(met[1]);
         if (line === 'ready') { clearTimeout(timer); resolveReady(); }
       }
     });
@@ -84,7 +94,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     return code;
   };
   return {
-    proc, port, host: '127.0.0.1', dataDir, controlPath,
+    proc, port, host: '127.0.0.1', dataDir, controlPath, metricsPort,
     uri: (name = '') => `nbd://127.0.0.1:${port}/${name}`,
     stderr: () => err,
     async stop() {

@@ -33,7 +33,7 @@ describe('snapnbd command line', () => {
     for (const word of ['serve', 'check', 'volume', 'snapshot', 'clone', 'stats']) expect(top.stdout).toContain(word);
     const serve = await snapnbd(['serve', '--help']);
     expect(serve.code).toBe(0);
-    for (const flag of ['--data-dir', '--listen', '--volume', '--default-export', '--control', '--read-only', '--max-connections', '--log-level']) {
+    for (const flag of ['--data-dir', '--listen', '--volume', '--default-export', '--control', '--read-only', '--max-connections', '--log-level', '--metrics']) {
       expect(serve.stdout).toContain(flag);
     }
   });
@@ -45,6 +45,8 @@ describe('snapnbd command line', () => {
     [['serve', '--volume', 'vm1=lots']],
     [['serve', '--max-connections', '-3']],
     [['serve', '--log-level', 'loud']],
+    [['serve', '--metrics', 'unix:/tmp/m.sock']],
+    [['serve', '--metrics', '9100']],
     [['frobnicate']],
     [[]],
   ])('refuses %j with one line and exit code 2', async (args) => {

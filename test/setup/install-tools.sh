@@ -9,7 +9,8 @@ declare -A NEED=(
   [nbdkit]=nbdkit [qemu-img]=qemu-utils [qemu-io]=qemu-utils [qemu-nbd]=qemu-utils
   [fio]=fio [qemu-system-x86_64]=qemu-system-x86 [nbd-client]=nbd-client
   [busybox]=busybox-static [mkfs.ext4]=e2fsprogs [losetup]=mount [fusermount3]=fuse3
-  [cpio]=cpio [vagrant]=vagrant [modinfo]=kmod
+  [cpio]=cpio [vagrant]=vagrant [modinfo]=kmod [git]=git [promtool]=prometheus [prometheus]=prometheus
+  [systemd-analyze]=systemd
 )
 # Packages installed without recommends (vagrant's pull in a kernel and an initramfs rebuild).
 missing=()

@@ -8,6 +8,8 @@ import { answerFrame } from '../../src/control/server.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { FakeStore } from '../helpers/control-fake-store.ts';
 import { parseSize } from '../../src/util/size.ts';
+import { OperationMetrics } from '../../src/util/operation-metrics.ts';
+import { tempDir } from '../helpers/server.ts';
 
 describe('protocol/control.md examples', () => {
   const steps = readExamples();
@@ -55,7 +57,10 @@ describe('protocol/control.md examples against the in-memory store', () => {
     const store = new FakeStore();
     const registry = new VolumeRegistry(store, { defaultExport: 'vm1', readOnly: false });
     await registry.createVolume({ name: 'vm1', size: 64 * 1024 * 1024 });
-    const ctx = { registry, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }) };
+    const ctx = {
+      registry, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }),
+      health: { dataDir: tempDir(), operations: new OperationMetrics() },
+    };
     let replayed = 0;
     for (const step of readExamples(undefined, store.dataDir)) {
       if (step.kind === 'sh') {
