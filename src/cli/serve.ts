@@ -3,7 +3,11 @@
 import { mkdirSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { ControlContext } from '../control/methods.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
+import { isLoopbackHost } from '../http/console/guard.ts';
+import { startConsole, type ConsoleServer } from '../http/console/server.ts';
+import { loadOrCreateToken, loginUrl } from '../http/console/token.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
 import { openStore } from '../storage/index.ts';
 import { NAME_PATTERN, type Store } from '../storage/types.ts';
@@ -23,6 +27,8 @@ export interface ServeConfig {
   controlPath: string;
   readOnly: boolean;
   maxConnections: number;
+  /** The web console's address (--http), or null. */
+  http: { host: string; port: number } | null;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -45,6 +51,8 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         'read-only': { type: 'boolean' },
         'max-connections': { type: 'string' },
         'log-level': { type: 'string' },
+        http: { type: 'string' },
+        'http-insecure': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -81,12 +89,28 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   if (!isLogLevelName(level)) throw new UsageError(`--log-level: '${level}' is not error, warn, info or debug`);
   setLogLevel(level);
   const defaultExport = v['default-export'] ?? DEFAULT_VOLUME_NAME;
+  const http = parseHttpOption(v.http, v['http-insecure'] ?? false);
   return {
     dataDir, listen, volumes, images, defaultExport,
     controlPath: resolve(v.control ?? join(dataDir, 'control.sock')),
     readOnly: v['read-only'] ?? false,
     maxConnections,
+    http,
   };
+}
+
+/** --http HOST:PORT: loopback only, unless --http-insecure (the console has no TLS yet). */
+function parseHttpOption(value: string | undefined, insecure: boolean): ServeConfig['http'] {
+  if (value === undefined) {
+    if (insecure) throw new UsageError('--http-insecure needs --http ADDR');
+    return null;
+  }
+  const a = parseListenAddress(value);
+  if (!a || a.kind !== 'tcp') throw new UsageError(`--http: '${value}' is not HOST:PORT or [IPv6]:PORT`);
+  if (!isLoopbackHost(a.host) && !insecure) {
+    throw new UsageError(`--http: ${value} is not a loopback address and the console has no TLS: add --http-insecure to serve it in the clear anyway`);
+  }
+  return { host: a.host, port: a.port };
 }
 
 export async function runServe(argv: string[]): Promise<number> {
@@ -128,21 +152,32 @@ async function serve(config: ServeConfig): Promise<number> {
   const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly });
   const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections });
   const listeners: string[] = [];
-  let control: ControlServer;
+  const ctx: ControlContext = { registry, serverInfo: () => ({ version: VERSION, listeners, startedAt }) };
+  let control: ControlServer | null = null;
+  let web: ConsoleServer | null = null;
   try {
     for (const addr of config.listen) {
       const bound = await server.listen(addr);
       listeners.push(`nbd ${formatListenAddress(bound)}`);
       process.stdout.write(`listening nbd ${formatListenAddress(bound)}\n`);
     }
-    control = await startControlServer(config.controlPath, {
-      registry,
-      serverInfo: () => ({ version: VERSION, listeners, startedAt }),
-    });
+    control = await startControlServer(config.controlPath, ctx);
     listeners.push(`control ${control.path}`);
     process.stdout.write(`listening control ${control.path}\n`);
+    if (config.http) {
+      const { token } = loadOrCreateToken(config.dataDir);
+      web = await startConsole({ host: config.http.host, port: config.http.port, token, ctx });
+      const where = formatListenAddress({ kind: 'tcp', host: web.host, port: web.port });
+      listeners.push(`http ${where}`);
+      process.stdout.write(`listening http ${where}\n`);
+      // The login link, once per start; later: `snapnbd console url`. The token is in the
+      // fragment, which browsers never send to a server.
+      process.stdout.write(`console ${loginUrl(where, token)}\n`);
+    }
   } catch (e) {
     log.error('cannot start', e);
+    await web?.close();
+    await control?.close();
     server.destroyAll();
     await store.close();
     return 1;
@@ -160,7 +195,8 @@ async function serve(config: ServeConfig): Promise<number> {
       }
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
-        await control.close(); // no admin operation starts while we stop
+        await web?.close();
+        await control?.close(); // no admin operation starts while we stop
         await server.stop();
         await registry.revokeAll('server stopping');
         await store.close();

@@ -10,6 +10,7 @@ Usage:
   snapnbd snapshot create|list|info|delete|rollback|diff ...
   snapnbd clone VOLUME@SNAPSHOT NEWVOLUME
   snapnbd stats
+  snapnbd console url [--data-dir DIR]   the web console's login link (see serve --http)
   snapnbd --help | --version
 
 The volume, snapshot, clone and stats commands talk to a running server's control socket
@@ -32,10 +33,13 @@ Options:
   --read-only            serve every export read-only
   --max-connections N    refuse connections beyond N (default 0: unlimited)
   --log-level LEVEL      error, warn, info or debug (default info)
+  --http ADDR            serve the web console on HOST:PORT (a loopback address, e.g.
+                         127.0.0.1:8080); its login token is DATA_DIR/console.token (mode 0600)
+  --http-insecure        allow --http on a non-loopback address (plain HTTP: no TLS yet)
   -h, --help             this text
 
 When the data dir has no volume, a 1 GiB volume named 'default' is created.
 When ready, one line per listener goes to stdout ('listening nbd HOST:PORT', 'listening control
-PATH'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop gracefully (in-flight requests
+PATH', 'listening http HOST:PORT' and the console's login link 'console URL'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop gracefully (in-flight requests
 finish, data is flushed, exit 0); a second signal exits at once.
 `;
