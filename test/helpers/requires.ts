@@ -8,6 +8,7 @@ const PACKAGE_OF: Record<string, string> = {
   fio: 'fio', 'qemu-system-x86_64': 'qemu-system-x86', 'nbd-client': 'nbd-client',
   busybox: 'busybox-static', 'mkfs.ext4': 'e2fsprogs', losetup: 'mount', fusermount3: 'fuse3',
   cpio: 'cpio', vagrant: 'vagrant', modinfo: 'kmod',
+  chromium: 'chromium',
 };
 
 export function requires(...tools: string[]): void {

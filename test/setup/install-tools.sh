@@ -10,6 +10,7 @@ declare -A NEED=(
   [fio]=fio [qemu-system-x86_64]=qemu-system-x86 [nbd-client]=nbd-client
   [busybox]=busybox-static [mkfs.ext4]=e2fsprogs [losetup]=mount [fusermount3]=fuse3
   [cpio]=cpio [vagrant]=vagrant [modinfo]=kmod
+  [chromium]=chromium
 )
 # Packages installed without recommends (vagrant's pull in a kernel and an initramfs rebuild).
 missing=()
