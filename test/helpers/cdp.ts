@@ -196,13 +196,20 @@ export class Page {
     const base = code !== undefined
       ? { key, code: key, windowsVirtualKeyCode: code, nativeVirtualKeyCode: code }
       : { key, text: key, unmodifiedText: key };
-    await this.call('Input.dispatchKeyEvent', { type: code !== undefined ? 'rawKeyDown' : 'keyDown', ...base, ...(key === 'Enter' ? { text: '\r' } : {}) });
+    // As a keyboard does: a key that types (Enter types '\r') sends keyDown, others rawKeyDown.
+    const types = code === undefined || key === 'Enter';
+    await this.call('Input.dispatchKeyEvent', { type: types ? 'keyDown' : 'rawKeyDown', ...base, ...(key === 'Enter' ? { text: '\r' } : {}) });
     await this.call('Input.dispatchKeyEvent', { type: 'keyUp', ...base });
   }
 
   /** Types text into the focused element. */
   async type(text: string): Promise<void> {
     await this.call('Input.insertText', { text });
+  }
+
+  async close(): Promise<void> {
+    const { targetInfo } = await this.call<{ targetInfo: { targetId: string } }>('Target.getTargetInfo');
+    await this.browser.call('Target.closeTarget', { targetId: targetInfo.targetId });
   }
 
   async screenshot(path: string): Promise<void> {

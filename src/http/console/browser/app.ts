@@ -62,6 +62,9 @@ function route(): { page: 'volumes' } | { page: 'volume'; name: string } {
 
 function render(): void {
   if (getToken() === null) return;
+  // Not under an open dialog: closing it gives focus back to the button that opened it, which
+  // must still be in the page. The dialog's close event renders what arrived meanwhile.
+  if ((document.getElementById('dialog') as HTMLDialogElement).open) return;
   const focused = (document.activeElement as HTMLElement | null)?.dataset?.key;
   const r = route();
   let nodes: Node[];
@@ -103,7 +106,7 @@ async function start(): Promise<void> {
     return showLogin(`Cannot reach the server: ${(e as Error).message}`);
   }
   document.body.classList.remove('logged-out');
-  document.getElementById('version')!.textContent = `snapnbd ${server.version}`;
+  document.getElementById('version')!.textContent = `v${server.version}`;
   render();
   stopEvents?.();
   setLive('connecting…', false);
@@ -125,6 +128,7 @@ function boot(): void {
     history.replaceState(null, '', `${location.pathname}#/`); // out of the address bar and history
   }
   window.addEventListener('hashchange', render);
+  document.getElementById('dialog')!.addEventListener('close', render);
   document.getElementById('logout')!.addEventListener('click', () => logout(null));
   if (getToken() === null) showLogin(null);
   else void start();
