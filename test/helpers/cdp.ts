@@ -212,8 +212,14 @@ export class Page {
     await this.browser.call('Target.closeTarget', { targetId: targetInfo.targetId });
   }
 
-  async screenshot(path: string): Promise<void> {
-    const { data } = await this.call<{ data: string }>('Page.captureScreenshot', { format: 'png' });
+  /** A PNG of the viewport, or with `fullPage` of the whole document. */
+  async screenshot(path: string, fullPage = false): Promise<void> {
+    let clip = {};
+    if (fullPage) {
+      const m = await this.call<{ cssContentSize: { width: number; height: number } }>('Page.getLayoutMetrics');
+      clip = { clip: { x: 0, y: 0, width: m.cssContentSize.width, height: m.cssContentSize.height, scale: 1 }, captureBeyondViewport: true };
+    }
+    const { data } = await this.call<{ data: string }>('Page.captureScreenshot', { format: 'png', ...clip });
     writeFileSync(path, Buffer.from(data, 'base64'));
   }
 }

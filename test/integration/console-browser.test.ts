@@ -169,7 +169,8 @@ describe('the web console in chromium', () => {
     expect(caption).toMatch(new RegExp(`^64 KiB changed \\(0\\.4% of 16 MiB\\) in 1 extent from vm1@${newest} to vm1 \\(live\\)$`));
     const rects = await page.eval<{ x: number; w: number }[]>(`[...document.querySelectorAll('svg.strip rect.strip-changed')].map((r) => ({ x: +r.getAttribute('x'), w: +r.getAttribute('width') }))`);
     expect(rects).toEqual([{ x: 500, w: 4 }]);
-    await page.screenshot(join(shots, 'volume.png'));
+    await page.eval(`document.getElementById('toast').textContent = ''`);
+    await page.screenshot(join(shots, 'volume.png'), true);
   });
 
   it('copies the nbd:// URI of a snapshot', async () => {

@@ -3,6 +3,7 @@
 // disk with a million small changes still draws a few hundred rectangles.
 import { rpc } from './api.ts';
 import { formatSize, h, plural, svg } from './dom.ts';
+import { changedColumns } from './strip.ts';
 
 /** Extents asked for per page, and the most pages read for one picture. */
 export const DIFF_PAGE_LIMIT = 4096;
@@ -45,20 +46,6 @@ export async function loadDiff(volume: string, from: string, to: string | null, 
   return { volume, from, to, size, extents, bytes, complete: cursor === null };
 }
 
-/** Runs of changed columns, [first, last] inclusive. */
-export function changedColumns(extents: DiffResult['extents'], size: number, columns = STRIP_COLUMNS): [number, number][] {
-  const runs: [number, number][] = [];
-  if (size <= 0) return runs;
-  for (const e of extents) {
-    const first = Math.min(columns - 1, Math.floor((e.offset / size) * columns));
-    const last = Math.min(columns - 1, Math.max(first, Math.ceil(((e.offset + e.length) / size) * columns) - 1));
-    const prev = runs[runs.length - 1];
-    if (prev !== undefined && first <= prev[1] + 1) prev[1] = Math.max(prev[1], last);
-    else runs.push([first, last]);
-  }
-  return runs;
-}
-
 export function diffSummary(d: DiffResult): string {
   const to = d.to === null ? `${d.volume} (live)` : `${d.volume}@${d.to}`;
   const pct = d.size > 0 ? ` (${((d.bytes / d.size) * 100).toFixed(d.bytes === 0 ? 0 : 1)}% of ${formatSize(d.size)})` : '';
@@ -70,7 +57,7 @@ export function diffStrip(d: DiffResult): HTMLElement {
   const strip = svg('svg', {
     class: 'strip', viewBox: `0 0 ${STRIP_COLUMNS} ${STRIP_HEIGHT}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': label,
   }, svg('title', {}, label), svg('rect', { class: 'strip-bg', x: 0, y: 0, width: STRIP_COLUMNS, height: STRIP_HEIGHT }));
-  for (const [a, b] of changedColumns(d.extents, d.size)) {
+  for (const [a, b] of changedColumns(d.extents, d.size, STRIP_COLUMNS)) {
     strip.append(svg('rect', { class: 'strip-changed', x: a, y: 0, width: b - a + 1, height: STRIP_HEIGHT }));
   }
   return h('figure', { class: 'diff' },
