@@ -1,6 +1,7 @@
 // Who may use the console API, decided from request headers alone (pure, no I/O):
-//  - Host must name this server (a loopback listener answers only to loopback names), so a page
-//    that re-points its own DNS name at 127.0.0.1 (DNS rebinding) is refused;
+//  - a loopback listener answers only to loopback Host names (any port: an ssh tunnel may
+//    forward another), so a page that re-points its own DNS name at 127.0.0.1 (DNS rebinding)
+//    is refused;
 //  - a browser request from another origin is refused (Origin and Sec-Fetch-Site), whatever it
 //    carries: the API never answers cross-site, and sends no CORS headers;
 //  - every API request carries the token as `Authorization: Bearer TOKEN`. There are no cookies,
@@ -31,16 +32,12 @@ export function isLoopbackHost(host: string): boolean {
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
-/** Host header values a listener on host:port answers to; null: any (a non-loopback listener). */
-export function allowedHosts(host: string, port: number): ReadonlySet<string> | null {
-  if (!isLoopbackHost(host)) return null;
-  const bound = host.includes(':') ? `[${host}]` : host;
-  return new Set([bound, '127.0.0.1', 'localhost', '[::1]'].map((h) => `${h.toLowerCase()}:${port}`));
-}
-
-export function checkHost(facts: RequestFacts, allowed: ReadonlySet<string> | null): Refusal | null {
+/** `loopbackOnly`: the listener is on a loopback address (a wider one answers to any name). */
+export function checkHost(facts: RequestFacts, loopbackOnly: boolean): Refusal | null {
   if (facts.host === undefined) return { status: 400, code: RefusalCode.BadHost, message: 'missing Host header' };
-  if (allowed !== null && !allowed.has(facts.host.toLowerCase())) {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+)(?::\d{1,5})?$/.exec(facts.host);
+  if (!m) return { status: 400, code: RefusalCode.BadHost, message: `malformed Host '${facts.host}'` };
+  if (loopbackOnly && !isLoopbackHost(m[1]!)) {
     return { status: 403, code: RefusalCode.BadHost, message: `Host '${facts.host}' is not this console's address` };
   }
   return null;

@@ -9,7 +9,7 @@ import type { ControlContext } from '../../control/methods.ts';
 import { answerFrame } from '../../control/server.ts';
 import { log } from '../../util/log.ts';
 import { findAssetDir, loadAssets, type Asset } from './assets.ts';
-import { allowedHosts, checkHost, checkSameOrigin, checkToken, type Refusal, type RequestFacts } from './guard.ts';
+import { checkHost, checkSameOrigin, isLoopbackHost, checkToken, type Refusal, type RequestFacts } from './guard.ts';
 import { ConsoleWatch } from './watch.ts';
 
 export const RPC_PATH = '/api/rpc';
@@ -57,7 +57,7 @@ export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer>
   const assets = loadAssets(opts.assetDir ?? findAssetDir());
   const watch = new ConsoleWatch(opts.ctx, opts.watchIntervalMs);
   const streams = new Set<http.ServerResponse>();
-  let hosts: ReadonlySet<string> | null = null;
+  const loopbackOnly = isLoopbackHost(opts.host);
 
   const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
     handle(req, res).catch((e: unknown) => {
@@ -75,7 +75,7 @@ export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer>
       secFetchSite: header(req, 'sec-fetch-site'),
     };
     const path = (req.url ?? '/').split('?')[0]!;
-    const hostRefusal = checkHost(facts, hosts);
+    const hostRefusal = checkHost(facts, loopbackOnly);
     if (hostRefusal) return refuse(res, hostRefusal);
     if (!path.startsWith('/api/')) return serveAsset(req, res, assets.get(path));
     const refusal = checkSameOrigin(facts) ?? checkToken(req.headers.authorization, opts.token);
@@ -142,7 +142,6 @@ export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer>
   });
   server.on('error', (e) => log.error('console listener', e));
   const bound = server.address() as AddressInfo;
-  hosts = allowedHosts(opts.host, bound.port);
   return {
     host: opts.host,
     port: bound.port,
