@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SseParser, type SseEvent } from '../../src/http/console/browser/sse.ts';
 import { changedColumns } from '../../src/http/console/browser/strip.ts';
+import { formatSize as browserFormatSize, stateText } from '../../src/http/console/browser/text.ts';
+import { formatSize } from '../../src/util/size.ts';
 import { checkHost, checkSameOrigin, checkToken, isLoopbackHost } from '../../src/http/console/guard.ts';
 import { loadOrCreateToken, loginUrl, readToken, TOKEN_PATTERN } from '../../src/http/console/token.ts';
 import { Prng } from '../helpers/prng.ts';
@@ -122,5 +124,27 @@ describe('changes strip columns', () => {
     expect(changedColumns([{ offset: 0, length: 16 * MiB }], 16 * MiB, 1000)).toEqual([[0, 999]]);
     expect(changedColumns([{ offset: 16 * MiB - 1, length: 1 }], 16 * MiB, 1000)).toEqual([[999, 999]]);
     expect(changedColumns([{ offset: 0, length: 4096 }, { offset: 15 * MiB, length: 4096 }], 16 * MiB, 10)).toEqual([[0, 0], [9, 9]]);
+  });
+});
+
+describe('texts', () => {
+  it('shows any state as text, with progress and a failure reason, including states it does not know', () => {
+    expect(stateText('ready')).toBe('ready');
+    expect(stateText('backing-up', 0.42)).toBe('backing-up 42%');
+    expect(stateText('restoring', 37)).toBe('restoring 37%');
+    expect(stateText('backing-up 42%', 0.5)).toBe('backing-up 42%');
+    expect(stateText({ state: 'failed', reason: 'bucket gone' })).toBe('failed: bucket gone');
+    expect(stateText({ state: 'backing-up', progress: 0.999 })).toBe('backing-up 99%');
+    expect(stateText('frobnicating')).toBe('frobnicating');
+    expect(stateText({ phase: 2 })).toBe('{"phase":2}');
+    expect(stateText(undefined)).toBe('—');
+  });
+
+  it('formats sizes exactly as the CLI does', () => {
+    const rng = new Prng(5);
+    for (let i = 0; i < 2000; i++) {
+      const n = i < 100 ? 2 ** (i % 53) : rng.int(0, 2 ** 31) * 2 ** rng.int(0, 20);
+      expect(browserFormatSize(n)).toBe(formatSize(n));
+    }
   });
 });

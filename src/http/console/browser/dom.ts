@@ -1,5 +1,7 @@
-// Building DOM nodes without HTML strings (nothing from the server is ever parsed as markup),
-// and the few formats the pages share.
+// Building DOM nodes without HTML strings (nothing from the server is ever parsed as markup).
+import { stateText } from './text.ts';
+
+export { formatSize, formatTime, plural, stateText } from './text.ts';
 
 type Attr = string | number | boolean | undefined | ((e: Event) => void);
 export type Child = Node | string | null | undefined | false;
@@ -26,50 +28,6 @@ function setAttrs(el: Element, attrs: Record<string, Attr>): void {
     if (typeof v === 'function') el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
-}
-
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-
-export function formatSize(bytes: number): string {
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < UNITS.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2).replace(/\.?0+$/, '')} ${UNITS[i]}`;
-}
-
-/** `2026-11-30 07:40:12` in the browser's time zone. */
-export function formatTime(iso: string): string {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return iso;
-  const p = (n: number): string => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
-export function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
-}
-
-/**
- * Any state as text: a string as it is, an object's `state` (with `reason` when it failed), and a
- * `progress` (0..1 or a percentage) appended. States this page has never heard of still show.
- */
-export function stateText(state: unknown, progress?: unknown): string {
-  let text: string;
-  if (state === undefined || state === null) text = '—';
-  else if (typeof state === 'string' || typeof state === 'number' || typeof state === 'boolean') text = String(state);
-  else if (typeof state === 'object') {
-    const o = state as Record<string, unknown>;
-    if (o.state !== undefined) return stateText(o.state, o.progress ?? progress) + (typeof o.reason === 'string' ? `: ${o.reason}` : '');
-    text = JSON.stringify(state);
-  } else text = String(state);
-  if (typeof progress === 'number' && Number.isFinite(progress) && !text.includes('%')) {
-    const pct = progress <= 1 ? progress * 100 : progress;
-    text += ` ${Math.floor(pct)}%`;
-  }
-  return text;
 }
 
 /** A state badge; its class (for colour) comes from the first word, the text says it all. */
