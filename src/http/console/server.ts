@@ -20,6 +20,8 @@ export const MAX_BODY_BYTES = MAX_LINE_BYTES;
 export const MAX_EVENT_STREAMS = 32;
 /** A comment line on idle streams so proxies and browsers keep them open. */
 export const EVENT_KEEPALIVE_MS = 15_000;
+/** Bytes queued for a stream whose reader stopped reading: beyond this it is closed (the page reconnects). */
+export const MAX_STREAM_BACKLOG = 1024 * 1024;
 /** Time to receive a whole request (headers and body). */
 export const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -120,10 +122,14 @@ export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer>
       'Cache-Control': 'no-store',
       'X-Accel-Buffering': 'no',
     });
-    res.write(': snapnbd console events\n\n');
+    const send = (text: string): void => {
+      if (res.writableLength > MAX_STREAM_BACKLOG) res.destroy();
+      else res.write(text);
+    };
+    send(': snapnbd console events\n\n');
     streams.add(res);
-    const unsubscribe = watch.subscribe((json) => res.write(`event: state\ndata: ${json}\n\n`));
-    const keepalive = setInterval(() => res.write(': keep-alive\n\n'), EVENT_KEEPALIVE_MS);
+    const unsubscribe = watch.subscribe((json) => send(`event: state\ndata: ${json}\n\n`));
+    const keepalive = setInterval(() => send(': keep-alive\n\n'), EVENT_KEEPALIVE_MS);
     const done = (): void => {
       clearInterval(keepalive);
       unsubscribe();
