@@ -1,6 +1,7 @@
 // The snapnbd command line: dispatches to the subcommands. Returns through process.exitCode so
 // the process ends when its work is done.
 import { runCheck } from './check.ts';
+import { runConsoleCli } from './console.ts';
 import { runControlCli } from './control-commands.ts';
 import { runHealth } from './health.ts';
 import { runServe } from './serve.ts';
@@ -29,6 +30,9 @@ export async function main(argv: string[]): Promise<void> {
       break;
     case 'health':
       code = await runHealth(rest);
+      break;
+    case 'console':
+      code = await runConsoleCli(rest);
       break;
     case 'volume':
     case 'snapshot':

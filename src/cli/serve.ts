@@ -3,7 +3,11 @@
 import { mkdirSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { ControlContext } from '../control/methods.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
+import { isLoopbackHost } from '../http/console/guard.ts';
+import { startConsole, type ConsoleServer } from '../http/console/server.ts';
+import { loadOrCreateToken, loginUrl } from '../http/console/token.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
 import { openStore } from '../storage/index.ts';
 import { isValidName, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
@@ -34,6 +38,8 @@ export interface ServeConfig {
   logLevel: LogLevelName;
   /** `--metrics HOST:PORT`: serve Prometheus metrics there. */
   metrics: { host: string; port: number } | null;
+  /** The web console's address (--http), or null. */
+  http: { host: string; port: number } | null;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -59,6 +65,8 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         metrics: { type: 'string' },
         'log-format': { type: 'string' },
         config: { type: 'string' },
+        http: { type: 'string' },
+        'http-insecure': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -104,6 +112,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     metrics = { host: a.host, port: a.port };
   }
   const defaultExport = v['default-export'] ?? DEFAULT_VOLUME_NAME;
+  const http = parseHttpOption(v.http, v['http-insecure'] ?? false);
   return {
     dataDir, listen, volumes, images, defaultExport,
     controlPath: resolve(v.control ?? join(dataDir, 'control.sock')),
@@ -112,7 +121,22 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     metrics,
     configPath: v.config === undefined ? null : resolve(v.config),
     logLevel: level,
+    http,
   };
+}
+
+/** --http HOST:PORT: loopback only, unless --http-insecure (the console has no TLS yet). */
+function parseHttpOption(value: string | undefined, insecure: boolean): ServeConfig['http'] {
+  if (value === undefined) {
+    if (insecure) throw new UsageError('--http-insecure needs --http ADDR');
+    return null;
+  }
+  const a = parseListenAddress(value);
+  if (!a || a.kind !== 'tcp') throw new UsageError(`--http: '${value}' is not HOST:PORT or [IPv6]:PORT`);
+  if (!isLoopbackHost(a.host) && !insecure) {
+    throw new UsageError(`--http: ${value} is not a loopback address and the console has no TLS: add --http-insecure to serve it in the clear anyway`);
+  }
+  return { host: a.host, port: a.port };
 }
 
 export async function runServe(argv: string[]): Promise<number> {
@@ -177,7 +201,11 @@ async function serve(config: ServeConfig): Promise<number> {
   }
   const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly, operations });
   const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections, session: { metrics: requests } });
-  let control: ControlServer;
+  const ctx: ControlContext = {
+    registry, serverInfo: () => ({ version: VERSION, listeners, startedAt }), health: { dataDir: config.dataDir, operations },
+  };
+  let control: ControlServer | null = null;
+  let web: ConsoleServer | null = null;
   let metrics: { server: MetricsServer; collector: MetricsCollector } | null = null;
   try {
     for (const addr of config.listen) {
@@ -185,11 +213,7 @@ async function serve(config: ServeConfig): Promise<number> {
       listeners.push(`nbd ${formatListenAddress(bound)}`);
       process.stdout.write(`listening nbd ${formatListenAddress(bound)}\n`);
     }
-    control = await startControlServer(config.controlPath, {
-      registry,
-      serverInfo: () => ({ version: VERSION, listeners, startedAt }),
-      health: { dataDir: config.dataDir, operations },
-    });
+    control = await startControlServer(config.controlPath, ctx);
     listeners.push(`control ${control.path}`);
     process.stdout.write(`listening control ${control.path}\n`);
     if (config.metrics && activity && requests) {
@@ -203,10 +227,22 @@ async function serve(config: ServeConfig): Promise<number> {
       listeners.push(`metrics http://${where}/metrics`);
       process.stdout.write(`listening metrics ${where}\n`);
     }
+    if (config.http) {
+      const { token } = loadOrCreateToken(config.dataDir);
+      web = await startConsole({ host: config.http.host, port: config.http.port, token, ctx });
+      const where = formatListenAddress({ kind: 'tcp', host: web.host, port: web.port });
+      listeners.push(`http ${where}`);
+      process.stdout.write(`listening http ${where}\n`);
+      // The login link, once per start; later: `snapnbd console url`. The token is in the
+      // fragment, which browsers never send to a server.
+      process.stdout.write(`console ${loginUrl(where, token)}\n`);
+    }
   } catch (e) {
     log.error('cannot start', e);
     metrics?.collector.stop();
     await metrics?.server.close();
+    await web?.close();
+    await control?.close();
     server.destroyAll();
     await store.close();
     return 1;
@@ -228,7 +264,8 @@ async function serve(config: ServeConfig): Promise<number> {
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
         await notifySystemd(['STOPPING=1']);
-        await control.close(); // no admin operation starts while we stop
+        await web?.close();
+        await control?.close(); // no admin operation starts while we stop
         await metrics?.server.close();
         metrics?.collector.stop();
         await server.stop();

@@ -14,6 +14,7 @@ Usage:
   snapnbd clone VOLUME@SNAPSHOT NEWVOLUME
   snapnbd stats
   snapnbd health [--min-free PERCENT]    exit 0 healthy, 1 degraded, 3 unreachable
+  snapnbd console url [--data-dir DIR]   the web console's login link (see serve --http)
   snapnbd --help | --version
 
 The volume, snapshot, clone and stats commands talk to a running server's control socket
@@ -41,11 +42,15 @@ Options:
   --config FILE          KEY=VALUE settings re-read on SIGHUP (SNAPNBD_LOG_LEVEL overrides
                          --log-level); the /etc/default/snapnbd format
   --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics
+  --http ADDR            serve the web console on HOST:PORT (a loopback address, e.g.
+                         127.0.0.1:8080); its login token is DATA_DIR/console.token (mode 0600)
+  --http-insecure        allow --http on a non-loopback address (plain HTTP: no TLS yet)
   -h, --help             this text
 
 When the data dir has no volume, a 1 GiB volume named 'default' is created.
 When ready, one line per listener goes to stdout ('listening nbd HOST:PORT', 'listening control
-PATH', 'listening metrics HOST:PORT'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop
-gracefully (in-flight requests finish, data is flushed, exit 0); a second signal exits at once.
+PATH', 'listening metrics HOST:PORT', 'listening http HOST:PORT' and the console's login link
+'console URL'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop gracefully (in-flight
+requests finish, data is flushed, exit 0); a second signal exits at once.
 SIGHUP reloads what can change without a restart (the --config file's log level) and logs it.
 `;

@@ -9,6 +9,7 @@ const PACKAGE_OF: Record<string, string> = {
   busybox: 'busybox-static', 'mkfs.ext4': 'e2fsprogs', losetup: 'mount', fusermount3: 'fuse3',
   cpio: 'cpio', vagrant: 'vagrant', modinfo: 'kmod', git: 'git', promtool: 'prometheus', prometheus: 'prometheus',
   'systemd-analyze': 'systemd',
+  chromium: 'chromium',
 };
 
 export function requires(...tools: string[]): void {

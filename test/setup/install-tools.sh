@@ -11,6 +11,7 @@ declare -A NEED=(
   [busybox]=busybox-static [mkfs.ext4]=e2fsprogs [losetup]=mount [fusermount3]=fuse3
   [cpio]=cpio [vagrant]=vagrant [modinfo]=kmod [git]=git [promtool]=prometheus [prometheus]=prometheus
   [systemd-analyze]=systemd
+  [chromium]=chromium
 )
 # Packages installed without recommends (vagrant's pull in a kernel and an initramfs rebuild).
 missing=()
