@@ -8,6 +8,8 @@ const PACKAGE_OF: Record<string, string> = {
   fio: 'fio', 'qemu-system-x86_64': 'qemu-system-x86', 'nbd-client': 'nbd-client',
   busybox: 'busybox-static', 'mkfs.ext4': 'e2fsprogs', losetup: 'mount', fusermount3: 'fuse3',
   cpio: 'cpio', vagrant: 'vagrant', modinfo: 'kmod',
+  'ceph-mon': 'ceph-mon', 'ceph-osd': 'ceph-osd', radosgw: 'radosgw', 'radosgw-admin': 'radosgw',
+  ceph: 'ceph-common', monmaptool: 'ceph-common', aws: 'awscli', restic: 'restic',
 };
 
 export function requires(...tools: string[]): void {

@@ -10,6 +10,8 @@ declare -A NEED=(
   [fio]=fio [qemu-system-x86_64]=qemu-system-x86 [nbd-client]=nbd-client
   [busybox]=busybox-static [mkfs.ext4]=e2fsprogs [losetup]=mount [fusermount3]=fuse3
   [cpio]=cpio [vagrant]=vagrant [modinfo]=kmod
+  [ceph-mon]=ceph-mon [ceph-mgr]=ceph-mgr [ceph-osd]=ceph-osd [radosgw]=radosgw [radosgw-admin]=radosgw
+  [ceph]=ceph-common [monmaptool]=ceph-common [aws]=awscli [restic]=restic
 )
 # Packages installed without recommends (vagrant's pull in a kernel and an initramfs rebuild).
 missing=()
