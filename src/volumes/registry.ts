@@ -5,7 +5,9 @@
 //   - rollback refuses a volume whose head is exported (VOLUME_BUSY) unless forced; forced, it
 //     revokes those leases (the sessions finish in-flight requests and close) and waits for them;
 //   - deleting an exported snapshot is refused (SNAPSHOT_BUSY);
-//   - deleting an exported volume is refused (VOLUME_BUSY) unless forced.
+//   - deleting an exported volume is refused (VOLUME_BUSY) unless forced;
+//   - a snapshot held by a running job (a backup reading it) cannot be deleted (SNAPSHOT_BUSY),
+//     nor can its volume (VOLUME_BUSY, even forced), until the job ends or is cancelled.
 // Changes to one volume are serialised (KeyedMutex); different volumes proceed in parallel.
 import type { BlockDevice } from '../storage/device.ts';
 import {
@@ -53,6 +55,8 @@ export interface SnapshotView {
   connections: number;
   /** Volumes cloned from this snapshot. */
   clones: string[];
+  /** Backup state (`backing-up 42%`, `backed-up`, `failed: reason`); absent when it has none. */
+  backup?: string;
 }
 
 /** A volume as the control socket lists it. */
@@ -141,6 +145,9 @@ export class VolumeRegistry implements ExportResolver {
   private readonly fenced = new Set<string>();
   private readonly readOnlyWrappers = new WeakMap<BlockDevice, ReadOnlyDevice>();
   private readonly releaseWaiters = new Set<() => void>();
+  /** Export name `VOLUME@SNAPSHOT` -> why it is held (e.g. "backup job j3"). */
+  private readonly holds = new Map<string, string[]>();
+  private annotate: ((volume: string, snapshot: string) => string | null) | null = null;
   private closing = false;
 
   constructor(store: Store, opts: RegistryOptions) {
@@ -228,6 +235,33 @@ export class VolumeRegistry implements ExportResolver {
     return n;
   }
 
+  // ---- holds (jobs reading a snapshot) ----
+
+  /** Keeps the snapshot from being deleted until the returned release is called. */
+  holdSnapshot(volume: string, name: string, reason: string): () => void {
+    this.store.snapshotInfo(volume, name); // SNAPSHOT_NOT_FOUND
+    const key = exportNameOf(volume, name);
+    if (this.pending.get(key)?.state === SnapshotState.Deleting) {
+      throw new StoreError(StoreErrorCode.SnapshotBusy, `snapshot '${key}' is being deleted`);
+    }
+    const list = this.holds.get(key) ?? [];
+    list.push(reason);
+    this.holds.set(key, list);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const l = this.holds.get(key) ?? [];
+      l.splice(l.indexOf(reason), 1);
+      if (l.length === 0) this.holds.delete(key);
+    };
+  }
+
+  /** Adds the `backup` field to snapshot views (the backup manager's state). */
+  setSnapshotAnnotator(fn: (volume: string, snapshot: string) => string | null): void {
+    this.annotate = fn;
+  }
+
   // ---- volumes ----
 
   listVolumes(): VolumeView[] {
@@ -249,6 +283,11 @@ export class VolumeRegistry implements ExportResolver {
     checkName('volume', name);
     return this.mutex.run([name], async () => {
       this.store.volumeInfo(name); // VOLUME_NOT_FOUND before anything else
+      const jobHolds = [...this.holds].filter(([k]) => parseExportName(k).volume === name);
+      if (jobHolds.length > 0) {
+        throw new StoreError(StoreErrorCode.VolumeBusy,
+          `volume '${name}' has snapshots in use by ${jobHolds.flatMap(([, r]) => r).join(', ')}; cancel first`);
+      }
       const held = this.leasesWhere((l) => l.volume === name);
       if (held.length > 0 && !force) {
         throw new StoreError(StoreErrorCode.VolumeBusy,
@@ -317,6 +356,11 @@ export class VolumeRegistry implements ExportResolver {
     await this.mutex.run([volume], async () => {
       const info = this.store.snapshotInfo(volume, name);
       const key = exportNameOf(volume, name);
+      const jobs = this.holds.get(key);
+      if (jobs) {
+        throw new StoreError(StoreErrorCode.SnapshotBusy,
+          `snapshot '${key}' is in use by ${jobs.join(', ')}; cancel it first (snapnbd backup cancel JOB)`);
+      }
       const held = this.leasesWhere((l) => l.exportName === key);
       if (held.length > 0) {
         throw new StoreError(StoreErrorCode.SnapshotBusy,
@@ -493,6 +537,7 @@ export class VolumeRegistry implements ExportResolver {
   private snapshotView(s: SnapshotInfo, state?: SnapshotState): SnapshotView {
     const key = exportNameOf(s.volume, s.name);
     const connections = this.connections(key);
+    const backup = this.annotate?.(s.volume, s.name) ?? null;
     return {
       volume: s.volume, name: s.name, created: s.created,
       state: state ?? this.pending.get(key)?.state ?? (s.durable ? SnapshotState.Ready : SnapshotState.Creating),
@@ -501,6 +546,7 @@ export class VolumeRegistry implements ExportResolver {
       exports: connections > 0 ? [key] : [],
       connections,
       clones: s.clones,
+      ...(backup !== null ? { backup } : {}),
     };
   }
 
