@@ -34,6 +34,8 @@ export interface JobContext {
 
 interface Job {
   view: JobView;
+  /** The error itself, for callers that wait and rethrow it. */
+  cause: unknown;
   controller: AbortController;
   done: Promise<void>;
 }
@@ -62,13 +64,16 @@ export class JobTable {
         view.etaSeconds = view.bytesPerSecond > 0 ? Math.ceil((p.bytesTotal - p.bytesDone) / view.bytesPerSecond) : null;
       },
     };
-    const done = (async () => {
+    const job: Job = { view, controller, done: Promise.resolve(), cause: null };
+    job.done = (async () => {
+      await Promise.resolve(); // the caller gets the job view before any of its work runs
       try {
         view.result = await run(ctx);
         view.state = JobState.Done;
         if (view.bytesTotal > 0) view.percent = 100;
         view.etaSeconds = 0;
       } catch (e) {
+        job.cause = e;
         const cancelled = controller.signal.aborted;
         view.state = cancelled ? JobState.Cancelled : JobState.Failed;
         view.error = cancelled
@@ -79,7 +84,7 @@ export class JobTable {
         this.trim();
       }
     })();
-    this.jobs.set(id, { view, controller, done });
+    this.jobs.set(id, job);
     return view;
   }
 
@@ -96,6 +101,15 @@ export class JobTable {
     const j = this.job(id);
     await j.done;
     return j.view;
+  }
+
+  /** The job's result once it is done; its own error if it failed or was cancelled. */
+  async result(id: string): Promise<unknown> {
+    const j = this.job(id);
+    await j.done;
+    if (j.view.state === JobState.Done) return j.view.result;
+    if (j.view.state === JobState.Cancelled) throw new BackupError(BackupErrorCode.Cancelled, `job ${id} was cancelled`);
+    throw j.cause;
   }
 
   cancel(id: string): JobView {

@@ -66,13 +66,18 @@ export class BackupManager {
     return [...this.o.targets].map(([name, spec]) => ({ name, url: spec.display, encrypted: spec.keyFile !== null }));
   }
 
-  private async repo(target: string): Promise<Repository> {
+  private spec(target: string): TargetSpec {
     const spec = this.o.targets.get(target);
     if (!spec) {
       const known = [...this.o.targets.keys()];
       throw new BackupError(BackupErrorCode.UnknownTarget,
         `no backup target '${target}' (${known.length ? `known: ${known.join(', ')}` : 'start serve with --backup-target NAME=URL'})`);
     }
+    return spec;
+  }
+
+  private async repo(target: string): Promise<Repository> {
+    const spec = this.spec(target);
     let p = this.repos.get(target);
     if (!p) {
       p = Repository.open((this.o.openObjectStore ?? defaultObjectStore)(spec), spec);
@@ -91,7 +96,8 @@ export class BackupManager {
   }
 
   create(p: { target: string; volume: string; snapshot: string }): JobView {
-    const info = this.o.store.snapshotInfo(p.volume, p.snapshot); // SNAPSHOT_NOT_FOUND now, not in the job
+    this.spec(p.target); // UNKNOWN_TARGET and SNAPSHOT_NOT_FOUND now, not in the job
+    const info = this.o.store.snapshotInfo(p.volume, p.snapshot);
     const key = exportNameOf(p.volume, p.snapshot);
     const release = this.o.registry.holdSnapshot(p.volume, p.snapshot, `a backup of ${key} to '${p.target}'`);
     const job = this.jobs.start({ kind: 'backup', target: p.target, volume: p.volume, snapshot: p.snapshot }, async (ctx) => {
@@ -141,6 +147,7 @@ export class BackupManager {
   }
 
   restore(p: { target: string; id: string; volume: string }): JobView {
+    this.spec(p.target);
     this.checkId(p.id);
     return this.jobs.start({ kind: 'restore', target: p.target, volume: p.volume }, async (ctx) => {
       const repo = await this.repo(p.target);
@@ -157,6 +164,7 @@ export class BackupManager {
   }
 
   verify(p: { target: string; id?: string; samplePct: number }): JobView {
+    this.spec(p.target);
     if (p.id !== undefined) this.checkId(p.id);
     return this.jobs.start({ kind: 'verify', target: p.target }, async (ctx) => {
       const repo = await this.repo(p.target);

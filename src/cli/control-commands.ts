@@ -92,7 +92,7 @@ function sizeOption(v: string | undefined, flag: string): number | undefined {
   return n;
 }
 
-function table(headers: string[], rows: string[][]): string {
+export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
@@ -111,6 +111,7 @@ interface VolumeView {
 interface SnapshotView {
   volume: string; name: string; created: string; state: string; description: string; size: number;
   referenced: number; used: number; written: number; exports: string[]; connections: number; clones: string[];
+  backup?: string;
 }
 interface DiffResult {
   volume: string; from: string; to: string | null; extents: { offset: number; length: number }[]; next: string | null;
@@ -217,9 +218,9 @@ const COMMANDS: Record<string, Command> = {
     async run([volume], _v, c, out) {
       const r = await c.call<{ snapshots: SnapshotView[] }>('snapshot.list', { volume });
       out.result(r, () => table(
-        ['NAME', 'CREATED', 'STATE', 'USED', 'REFER', 'WRITTEN', 'EXPORTS', 'CLONES', 'DESCRIPTION'],
+        ['NAME', 'CREATED', 'STATE', 'USED', 'REFER', 'WRITTEN', 'EXPORTS', 'CLONES', 'BACKUP', 'DESCRIPTION'],
         r.snapshots.map((s) => [s.name, s.created, s.state, formatSize(s.used), formatSize(s.referenced), formatSize(s.written),
-          s.connections ? String(s.connections) : '-', s.clones.length ? s.clones.join(',') : '-', s.description || '-']),
+          s.connections ? String(s.connections) : '-', s.clones.length ? s.clones.join(',') : '-', s.backup ?? '-', s.description || '-']),
       ));
     },
   },

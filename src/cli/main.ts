@@ -2,6 +2,7 @@
 // the process ends when its work is done.
 import { runCheck } from './check.ts';
 import { runControlCli } from './control-commands.ts';
+import { runBackupCli } from './backup-commands.ts';
 import { runServe } from './serve.ts';
 import { MAIN_USAGE, VERSION } from './usage.ts';
 
@@ -30,6 +31,9 @@ export async function main(argv: string[]): Promise<void> {
     case 'clone':
     case 'stats':
       code = await runControlCli(argv);
+      break;
+    case 'backup':
+      code = await runBackupCli(rest);
       break;
     case undefined:
       process.stderr.write('snapnbd: missing command (see snapnbd --help)\n');

@@ -8,6 +8,8 @@ import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress 
 import { openStore } from '../storage/index.ts';
 import { NAME_PATTERN, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
+import { BackupManager } from '../backup/manager.ts';
+import { parseTargetArg, type TargetSpec } from '../backup/target.ts';
 import { isLogLevelName, log, setLogLevel } from '../util/log.ts';
 import { parseSize } from '../util/size.ts';
 import { SERVE_USAGE, VERSION } from './usage.ts';
@@ -23,6 +25,8 @@ export interface ServeConfig {
   controlPath: string;
   readOnly: boolean;
   maxConnections: number;
+  /** `--backup-target NAME=URL`, by name. */
+  backupTargets: Map<string, TargetSpec>;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -44,6 +48,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         control: { type: 'string' },
         'read-only': { type: 'boolean' },
         'max-connections': { type: 'string' },
+        'backup-target': { type: 'string', multiple: true },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -81,7 +86,19 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   if (!isLogLevelName(level)) throw new UsageError(`--log-level: '${level}' is not error, warn, info or debug`);
   setLogLevel(level);
   const defaultExport = v['default-export'] ?? DEFAULT_VOLUME_NAME;
+  const backupTargets = new Map<string, TargetSpec>();
+  for (const arg of v['backup-target'] ?? []) {
+    let t;
+    try {
+      t = parseTargetArg(arg);
+    } catch (e) {
+      throw new UsageError(`--backup-target: ${(e as Error).message}`);
+    }
+    if (backupTargets.has(t.name)) throw new UsageError(`--backup-target: '${t.name}' is given twice`);
+    backupTargets.set(t.name, t.spec);
+  }
   return {
+    backupTargets,
     dataDir, listen, volumes, images, defaultExport,
     controlPath: resolve(v.control ?? join(dataDir, 'control.sock')),
     readOnly: v['read-only'] ?? false,
@@ -126,6 +143,7 @@ async function serve(config: ServeConfig): Promise<number> {
     return 1;
   }
   const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly });
+  const backups = new BackupManager({ store, registry, targets: config.backupTargets });
   const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections });
   const listeners: string[] = [];
   let control: ControlServer;
@@ -137,6 +155,7 @@ async function serve(config: ServeConfig): Promise<number> {
     }
     control = await startControlServer(config.controlPath, {
       registry,
+      backups,
       serverInfo: () => ({ version: VERSION, listeners, startedAt }),
     });
     listeners.push(`control ${control.path}`);
@@ -162,6 +181,7 @@ async function serve(config: ServeConfig): Promise<number> {
       void (async () => {
         await control.close(); // no admin operation starts while we stop
         await server.stop();
+        await backups.close(); // running jobs are cancelled; their markers removed
         await registry.revokeAll('server stopping');
         await store.close();
         resolveExit(0);
