@@ -144,10 +144,10 @@ export async function createBackup(o: CreateOptions): Promise<BackupResult> {
           if (pending) {
             await pending;
             r.blocksReused++;
-          } else if (known ? known.has(name) : await o.repo.hasBlock(name)) {
+          } else if (known ? known.has(name) : await o.repo.hasBlock(name, o.signal)) {
             r.blocksReused++;
           } else {
-            const p = o.repo.putBlock(name, buf);
+            const p = o.repo.putBlock(name, buf, o.signal);
             sent.set(name, p);
             await p;
             r.bytesUploaded += len;

@@ -81,18 +81,18 @@ export class Repository {
     return `${BLOCKS_PREFIX}${name.slice(0, 2)}/${name}`;
   }
 
-  async putBlock(name: string, plain: Buffer): Promise<void> {
-    await this.store.put(this.blockKey(name), this.sealer.seal(plain, `block:${name}`));
+  async putBlock(name: string, plain: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.store.put(this.blockKey(name), this.sealer.seal(plain, `block:${name}`), signal);
   }
 
-  hasBlock(name: string): Promise<boolean> {
-    return this.store.exists(this.blockKey(name));
+  hasBlock(name: string, signal?: AbortSignal): Promise<boolean> {
+    return this.store.exists(this.blockKey(name), signal);
   }
 
   /** The block's plain bytes, checked against its name; BACKUP_CORRUPT naming `what` and the object. */
-  async getBlock(name: string, what: string): Promise<Buffer> {
+  async getBlock(name: string, what: string, signal?: AbortSignal): Promise<Buffer> {
     const key = this.blockKey(name);
-    const raw = await this.store.get(key);
+    const raw = await this.store.get(key, signal);
     if (raw === null) throw new BackupError(BackupErrorCode.BackupCorrupt, `${what}: object ${key} is missing from ${this.store.display}`);
     const plain = this.sealer.open(raw, `block:${name}`, `${what}: object ${key}`);
     if (this.sealer.nameOf(plain) !== name) {

@@ -38,7 +38,7 @@ export async function restoreInto(o: RestoreOptions, newVolume: string): Promise
     const off = i * m.blockSize;
     const len = Math.min(m.blockSize, m.size - off);
     const what = `block ${i} (offset ${off}) of backup ${m.id}`;
-    const data = await o.repo.getBlock(m.blocks[i]!, what);
+    const data = await o.repo.getBlock(m.blocks[i]!, what, o.signal);
     if (data.length !== len) throw new BackupError(BackupErrorCode.BackupCorrupt, `${what}: object ${o.repo.blockKey(m.blocks[i]!)} holds ${data.length} bytes, expected ${len}`);
     await o.device.write(off, data, { fua: false });
     r.bytesWritten += len;

@@ -20,16 +20,16 @@ export class S3Target implements ObjectStore {
     return this.client.checkBucket(this.bucket);
   }
 
-  put(key: string, data: Buffer): Promise<void> {
-    return this.client.put(this.bucket, this.prefix + key, data);
+  put(key: string, data: Buffer, signal?: AbortSignal): Promise<void> {
+    return this.client.put(this.bucket, this.prefix + key, data, signal);
   }
 
-  get(key: string): Promise<Buffer | null> {
-    return this.client.get(this.bucket, this.prefix + key);
+  get(key: string, signal?: AbortSignal): Promise<Buffer | null> {
+    return this.client.get(this.bucket, this.prefix + key, signal);
   }
 
-  async exists(key: string): Promise<boolean> {
-    return (await this.client.head(this.bucket, this.prefix + key)) !== null;
+  async exists(key: string, signal?: AbortSignal): Promise<boolean> {
+    return (await this.client.head(this.bucket, this.prefix + key, signal)) !== null;
   }
 
   delete(key: string): Promise<void> {

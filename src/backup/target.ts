@@ -14,10 +14,11 @@ export interface ObjectEntry {
 export interface ObjectStore {
   /** How to name the target in messages: the URL without credentials or options. */
   readonly display: string;
-  put(key: string, data: Buffer): Promise<void>;
+  /** `signal` aborts a request in flight (a cancelled job). */
+  put(key: string, data: Buffer, signal?: AbortSignal): Promise<void>;
   /** null when the object does not exist. */
-  get(key: string): Promise<Buffer | null>;
-  exists(key: string): Promise<boolean>;
+  get(key: string, signal?: AbortSignal): Promise<Buffer | null>;
+  exists(key: string, signal?: AbortSignal): Promise<boolean>;
   delete(key: string): Promise<void>;
   /** Every object whose key starts with `prefix`, in key order. */
   list(prefix: string): AsyncIterable<ObjectEntry>;

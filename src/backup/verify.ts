@@ -1,7 +1,7 @@
 // Verifying a target: re-read blocks (all, or a random sample) and re-hash them; each bad or
 // missing block is reported with every backup it breaks.
 import { randomInt } from 'node:crypto';
-import { BackupError } from './errors.ts';
+import { BackupError, BackupErrorCode } from './errors.ts';
 import { runPool } from './pool.ts';
 import type { Repository } from './repository.ts';
 import type { Progress } from './create.ts';
@@ -49,9 +49,9 @@ export async function verifyTarget(repo: Repository, opts: { id?: string; sample
   let done = 0;
   await runPool(names, VERIFY_PARALLEL, opts.signal, async (name) => {
     try {
-      await repo.getBlock(name, 'block');
+      await repo.getBlock(name, 'block', opts.signal);
     } catch (e) {
-      if (!(e instanceof BackupError)) throw e;
+      if (!(e instanceof BackupError) || e.code !== BackupErrorCode.BackupCorrupt) throw e; // an outage is not a bad block
       const missing = /is missing/.test(e.message);
       bad.push({ object: repo.blockKey(name), problem: missing ? 'missing' : 'corrupt', backups: users.get(name)! });
     }

@@ -18,6 +18,8 @@ export interface FaultProxy {
   endpoint: string;
   /** Injects `fault` into the next `times` matching requests. */
   inject(fault: Fault, times: number, match?: (method: string, url: string) => boolean): void;
+  /** Drops every pending fault. */
+  clear(): void;
   /** Requests seen, as "METHOD url". */
   seen: string[];
   faultsServed: number;
@@ -77,6 +79,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     inject(fault, times, match = () => true) { rules.push({ fault, left: times, match }); },
+    clear() { rules.length = 0; },
     get seen() { return state.seen; },
     get faultsServed() { return state.faultsServed; },
     async close() {

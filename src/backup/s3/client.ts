@@ -47,6 +47,8 @@ interface Req {
   query?: Record<string, string>;
   body?: Buffer;
   headers?: Record<string, string>;
+  /** Aborts the request in flight and stops retrying (a cancelled job). */
+  signal?: AbortSignal | undefined;
 }
 
 interface Res {
@@ -93,19 +95,19 @@ export class S3Client {
     this.agent.destroy();
   }
 
-  async put(bucket: string, key: string, body: Buffer): Promise<void> {
-    if (body.length > this.multipartThreshold) return this.putMultipart(bucket, key, body);
-    await this.call({ method: 'PUT', bucket, key, body });
+  async put(bucket: string, key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
+    if (body.length > this.multipartThreshold) return this.putMultipart(bucket, key, body, signal);
+    await this.call({ method: 'PUT', bucket, key, body, signal });
   }
 
   /** The object's bytes; null when it does not exist. */
-  async get(bucket: string, key: string): Promise<Buffer | null> {
-    const r = await this.call({ method: 'GET', bucket, key }, [404]);
+  async get(bucket: string, key: string, signal?: AbortSignal): Promise<Buffer | null> {
+    const r = await this.call({ method: 'GET', bucket, key, signal }, [404]);
     return r.status === 404 ? null : r.body;
   }
 
-  async head(bucket: string, key: string): Promise<{ size: number } | null> {
-    const r = await this.call({ method: 'HEAD', bucket, key }, [404]);
+  async head(bucket: string, key: string, signal?: AbortSignal): Promise<{ size: number } | null> {
+    const r = await this.call({ method: 'HEAD', bucket, key, signal }, [404]);
     return r.status === 404 ? null : { size: Number(r.headers['content-length'] ?? 0) };
   }
 
@@ -139,8 +141,8 @@ export class S3Client {
     }
   }
 
-  private async putMultipart(bucket: string, key: string, body: Buffer): Promise<void> {
-    const init = await this.call({ method: 'POST', bucket, key, query: { uploads: '' } });
+  private async putMultipart(bucket: string, key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
+    const init = await this.call({ method: 'POST', bucket, key, query: { uploads: '' }, signal });
     const uploadId = xmlText(init.body.toString('utf8'), 'UploadId');
     if (!uploadId) throw new BackupError(BackupErrorCode.TargetUnavailable, `${this.endpointName}: no UploadId for '${bucket}/${key}'`);
     try {
@@ -148,7 +150,7 @@ export class S3Client {
       for (let off = 0, n = 1; off < body.length; off += this.partBytes, n++) {
         const partNumber = n;
         const chunk = body.subarray(off, Math.min(body.length, off + this.partBytes));
-        parts.push(this.call({ method: 'PUT', bucket, key, query: { partNumber: String(partNumber), uploadId }, body: chunk })
+        parts.push(this.call({ method: 'PUT', bucket, key, query: { partNumber: String(partNumber), uploadId }, body: chunk, signal })
           .then((r) => String(r.headers.etag ?? '')));
       }
       const etags = await Promise.all(parts);
@@ -167,6 +169,7 @@ export class S3Client {
     const what = `${req.method} ${req.bucket}/${req.key ?? ''}`;
     let lastCause = '';
     for (let attempt = 1; ; attempt++) {
+      if (req.signal?.aborted) throw new BackupError(BackupErrorCode.Cancelled, `${what}: cancelled`);
       await this.acquire();
       let res: Res;
       try {
@@ -242,6 +245,7 @@ export class S3Client {
       const r = mod.request({
         host: ep.hostname, port: ep.port || undefined, method: req.method,
         path: qs === '' ? path : `${path}?${qs}`, headers, agent: this.agent,
+        ...(req.signal ? { signal: req.signal } : {}),
       }, (res) => {
         const chunks: Buffer[] = [];
         let got = 0;
