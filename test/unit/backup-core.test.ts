@@ -2,7 +2,7 @@
 // reads only what the engine's diff names), restore byte for byte, verify naming bad objects,
 // encryption, prune and garbage collection, the busy rule for a snapshot being backed up.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BackupManager } from '../../src/backup/manager.ts';
@@ -180,5 +180,51 @@ describe('backups on a file target', () => {
       await run(b.bm, b.bm.restore({ target: 't', id: bk.id, volume: `r-${bk.snapshot}` }).id);
       expect((await read(b.store, `r-${bk.snapshot}`, null)).equals(await read(a.store, 'v', bk.snapshot))).toBe(true);
     }
+  });
+
+  it('garbage collection with another writer: a live marker skips the sweep, a stale one is removed, young blocks survive the grace', async () => {
+    const a = await server({ t: `file://${target}` });
+    await a.reg.createVolume({ name: 'v', size: 4 * MiB });
+    const head = a.store.head('v');
+    await head.write(0, randomBytes(MiB), { fua: false });
+    await a.reg.createSnapshot('v', 's1', undefined);
+    const first = await run<BackupResult>(a.bm, a.bm.create({ target: 't', volume: 'v', snapshot: 's1' }).id);
+    await head.write(0, randomBytes(MiB), { fua: false });
+    await a.reg.createSnapshot('v', 's2', undefined);
+    await run(a.bm, a.bm.create({ target: 't', volume: 'v', snapshot: 's2' }).id);
+    await a.bm.delete({ target: 't', id: first.id }); // s1's block is now garbage
+    mkdirSync(join(target, 'inprogress'), { recursive: true });
+    const marker = join(target, 'inprogress', '20261130T000000000Z-00000000');
+    writeFileSync(marker, JSON.stringify({ id: 'other-server-backup' }));
+    const policy = { keepLast: 5, keepDaily: 0, keepWeekly: 0, keepMonthly: 0 };
+    const skipped = await a.bm.prune({ target: 't', volume: 'v', policy, dryRun: false, graceMs: 0 });
+    expect(skipped.gc.skipped).toMatch(/in progress: other-server-backup/);
+    expect(skipped.gc.blocksDeleted).toBe(0);
+    const young = await a.bm.prune({ target: 't', volume: 'v', policy, dryRun: false, graceMs: 3_600_000 });
+    expect(young.gc.skipped).toMatch(/in progress/); // still live
+    const old = new Date(Date.now() - 2 * 3_600_000);
+    utimesSync(marker, old, old);
+    const graced = await a.bm.prune({ target: 't', volume: 'v', policy, dryRun: false, graceMs: 3_600_000 });
+    expect(graced.gc).toMatchObject({ skipped: null, staleMarkersRemoved: 1, blocksDeleted: 0 }); // the garbage block is younger than the grace
+    expect(existsSync(marker)).toBe(false);
+    const swept = await a.bm.prune({ target: 't', volume: 'v', policy, dryRun: false, graceMs: 0 });
+    expect(swept.gc).toMatchObject({ skipped: null, blocksDeleted: 1 });
+  });
+
+  it('a backup that starts while a collection holds the target waits for it to end', async () => {
+    const a = await server({ t: `file://${target}` });
+    await a.reg.createVolume({ name: 'v', size: 2 * MiB });
+    await a.store.head('v').write(0, randomBytes(MiB), { fua: false });
+    await a.reg.createSnapshot('v', 's', undefined);
+    expect((await a.bm.list({ target: 't' })).length).toBe(0); // creates the target's config
+    writeFileSync(join(target, 'gc.lock'), '{}');
+    const job = a.bm.create({ target: 't', volume: 'v', snapshot: 's' });
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(a.bm.jobs.get(job.id).state).toBe('running');
+    expect(existsSync(join(target, 'blocks'))).toBe(false);
+    expect(readdirSync(join(target, 'inprogress')).length).toBe(1); // its marker came first
+    rmSync(join(target, 'gc.lock'));
+    expect((await a.bm.jobs.wait(job.id)).state).toBe('done');
+    expect(readdirSync(join(target, 'inprogress')).length).toBe(0);
   });
 });
