@@ -105,7 +105,7 @@ function sizeOption(v: string | undefined, flag: string): number | undefined {
   return n;
 }
 
-function table(headers: string[], rows: string[][]): string {
+export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
@@ -228,9 +228,9 @@ const COMMANDS: Record<string, Command> = {
     async run([volume], _v, c, out) {
       const r = await c.request('snapshot.list', { volume: volume! });
       out.result(r, () => table(
-        ['NAME', 'CREATED', 'STATE', 'USED', 'REFER', 'WRITTEN', 'EXPORTS', 'CLONES', 'DESCRIPTION'],
+        ['NAME', 'CREATED', 'STATE', 'USED', 'REFER', 'WRITTEN', 'EXPORTS', 'CLONES', 'BACKUP', 'DESCRIPTION'],
         r.snapshots.map((s) => [s.name, s.created, formatState(s.state, s.reason), formatSize(s.used), formatSize(s.referenced), formatSize(s.written),
-          s.connections ? String(s.connections) : '-', s.clones.length ? s.clones.join(',') : '-', s.description || '-']),
+          s.connections ? String(s.connections) : '-', s.clones.length ? s.clones.join(',') : '-', s.backup ?? '-', s.description || '-']),
       ));
     },
   },

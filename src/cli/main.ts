@@ -4,6 +4,7 @@ import { runCheck } from './check.ts';
 import { runConsoleCli } from './console.ts';
 import { runControlCli } from './control-commands.ts';
 import { runHealth } from './health.ts';
+import { runBackupCli } from './backup-commands.ts';
 import { runServe } from './serve.ts';
 import { MAIN_USAGE } from './usage.ts';
 import { versionLine } from './version.ts';
@@ -39,6 +40,9 @@ export async function main(argv: string[]): Promise<void> {
     case 'clone':
     case 'stats':
       code = await runControlCli(argv);
+      break;
+    case 'backup':
+      code = await runBackupCli(rest);
       break;
     case undefined:
       process.stderr.write('snapnbd: missing command (see snapnbd --help)\n');

@@ -23,6 +23,8 @@ import { MetricsCollector, StoreActivity } from '../http/metrics.ts';
 import { startMetricsServer, type MetricsServer } from '../http/metrics-server.ts';
 import { RequestMetrics } from '../server/request-metrics.ts';
 import { OperationMetrics } from '../util/operation-metrics.ts';
+import { BackupManager } from '../backup/manager.ts';
+import { parseTargetArg, type TargetSpec } from '../backup/target.ts';
 
 export interface ServeConfig {
   dataDir: string;
@@ -40,6 +42,8 @@ export interface ServeConfig {
   metrics: { host: string; port: number } | null;
   /** The web console's address (--http), or null. */
   http: { host: string; port: number } | null;
+  /** `--backup-target NAME=URL`, by name. */
+  backupTargets: Map<string, TargetSpec>;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -61,6 +65,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         control: { type: 'string' },
         'read-only': { type: 'boolean' },
         'max-connections': { type: 'string' },
+        'backup-target': { type: 'string', multiple: true },
         'log-level': { type: 'string' },
         metrics: { type: 'string' },
         'log-format': { type: 'string' },
@@ -113,7 +118,19 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   }
   const defaultExport = v['default-export'] ?? DEFAULT_VOLUME_NAME;
   const http = parseHttpOption(v.http, v['http-insecure'] ?? false);
+  const backupTargets = new Map<string, TargetSpec>();
+  for (const arg of v['backup-target'] ?? []) {
+    let t;
+    try {
+      t = parseTargetArg(arg);
+    } catch (e) {
+      throw new UsageError(`--backup-target: ${(e as Error).message}`);
+    }
+    if (backupTargets.has(t.name)) throw new UsageError(`--backup-target: '${t.name}' is given twice`);
+    backupTargets.set(t.name, t.spec);
+  }
   return {
+    backupTargets,
     dataDir, listen, volumes, images, defaultExport,
     controlPath: resolve(v.control ?? join(dataDir, 'control.sock')),
     readOnly: v['read-only'] ?? false,
@@ -201,8 +218,9 @@ async function serve(config: ServeConfig): Promise<number> {
   }
   const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly, operations });
   const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections, session: { metrics: requests } });
+  const backups = new BackupManager({ store, registry, targets: config.backupTargets });
   const ctx: ControlContext = {
-    registry, serverInfo: () => ({ version: VERSION, listeners, startedAt }), health: { dataDir: config.dataDir, operations },
+    registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt }), health: { dataDir: config.dataDir, operations },
   };
   let control: ControlServer | null = null;
   let web: ConsoleServer | null = null;
@@ -269,6 +287,7 @@ async function serve(config: ServeConfig): Promise<number> {
         await metrics?.server.close();
         metrics?.collector.stop();
         await server.stop();
+        await backups.close(); // running jobs are cancelled; their markers removed
         await registry.revokeAll('server stopping');
         await store.close();
         resolveExit(0);

@@ -15,6 +15,7 @@ Usage:
   snapnbd stats
   snapnbd health [--min-free PERCENT]    exit 0 healthy, 1 degraded, 3 unreachable
   snapnbd console url [--data-dir DIR]   the web console's login link (see serve --http)
+  snapnbd backup create|list|restore|verify|delete|prune|cancel|jobs ...  (see: snapnbd backup --help)
   snapnbd --help | --version
 
 The volume, snapshot, clone and stats commands talk to a running server's control socket
@@ -37,6 +38,10 @@ Options:
   --control PATH         control socket (default DATA_DIR/control.sock)
   --read-only            serve every export read-only
   --max-connections N    refuse connections beyond N (default 0: unlimited)
+  --backup-target NAME=URL  a backup target: s3://BUCKET/PREFIX (endpoint, region and credentials
+                         the AWS CLI way: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+                         AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or file:///DIR; add
+                         ?encrypt=/path/keyfile (32 bytes or 64 hex digits) to encrypt; repeatable
   --log-level LEVEL      error, warn, info or debug (default info)
   --log-format FORMAT    text (default) or json: one JSON object per line
   --config FILE          KEY=VALUE settings re-read on SIGHUP (SNAPNBD_LOG_LEVEL overrides

@@ -3,6 +3,7 @@
 // `error.data.code` (the same strings as StoreErrorCode, so scripts match on one vocabulary).
 import { StorageError, UncommittedChangeError } from '../storage/device.ts';
 import { StoreError } from '../storage/types.ts';
+import { BackupError } from '../backup/errors.ts';
 
 export const RpcCode = {
   ParseError: -32700,
@@ -58,7 +59,7 @@ export function invalidParams(message: string, param?: string): RpcError {
 /** Any error a method threw, as the peer sees it. Unknown errors say only "internal error". */
 export function toRpcError(e: unknown): RpcError {
   if (e instanceof RpcError) return e;
-  if (e instanceof StoreError) return new RpcError(RpcCode.ApplicationError, e.code, e.message);
+  if (e instanceof StoreError || e instanceof BackupError) return new RpcError(RpcCode.ApplicationError, e.code, e.message);
   if (e instanceof StorageError) {
     // `applied`: the change happened and is kept; only its durability is pending (see protocol/control.md).
     const extra = e instanceof UncommittedChangeError ? { applied: true } : {};

@@ -5,6 +5,8 @@ import { isAbsolute } from 'node:path';
 import { checkChunkSize, checkVolumeSize, StoreError, StoreErrorCode } from '../storage/types.ts';
 import type { VolumeRegistry } from '../volumes/registry.ts';
 import type { DiffResult } from '../volumes/views.ts';
+import type { BackupManager } from '../backup/manager.ts';
+import { BACKUP_METHODS } from './backup-methods.ts';
 import { invalidParams } from './errors.ts';
 import { checkHealth, type HealthReport, type HealthSources } from './health.ts';
 import { validateParams, type Params, type ParamsSchema } from './validate.ts';
@@ -25,6 +27,8 @@ export interface ServerInfo {
 
 export interface ControlContext {
   registry: VolumeRegistry;
+  /** Backup targets and jobs (absent: the backup methods say there are no targets). */
+  backups?: BackupManager;
   serverInfo(): ServerInfo;
   /** What server.health checks; without it (a server that never set it up) it answers degraded. */
   health?: HealthSources;
@@ -142,6 +146,8 @@ export const METHODS = {
       next: page.next === null ? null : String(page.next),
     };
   }),
+
+  ...BACKUP_METHODS,
 } as const;
 
 export type MethodName = keyof typeof METHODS;

@@ -8,6 +8,8 @@
 //   - deleting a volume that has snapshots needs `withSnapshots` (VOLUME_HAS_SNAPSHOTS).
 // A volume whose backing file changed is kept and listed as `unavailable` with the reason
 // (state.ts); NBD clients asking for it are told that reason instead of "unknown export".
+//   - a snapshot held by a running job (a backup reading it) cannot be deleted (SNAPSHOT_BUSY),
+//     nor can its volume (VOLUME_BUSY, even forced), until the job ends or is cancelled.
 // Changes to one volume are serialised (KeyedMutex); different volumes proceed in parallel.
 // What it answers (VolumeView, SnapshotView, ...) is declared in views.ts.
 import type { BlockDevice } from '../storage/device.ts';
@@ -63,6 +65,10 @@ export class VolumeRegistry implements ExportResolver {
   /** Volumes whose head may not be acquired now (forced rollback or delete in progress). */
   private readonly fenced = new Set<string>();
   private readonly readOnlyWrappers = new WeakMap<BlockDevice, ReadOnlyDevice>();
+  private readonly releaseWaiters = new Set<() => void>();
+  /** Export name `VOLUME@SNAPSHOT` -> why it is held (e.g. "backup job j3"). */
+  private readonly holds = new Map<string, string[]>();
+  private annotate: ((volume: string, snapshot: string) => string | null) | null = null;
   private closing = false;
 
   constructor(store: Store, opts: RegistryOptions) {
@@ -148,6 +154,33 @@ export class VolumeRegistry implements ExportResolver {
     return this.leases.connections(exportName);
   }
 
+  // ---- holds (jobs reading a snapshot) ----
+
+  /** Keeps the snapshot from being deleted until the returned release is called. */
+  holdSnapshot(volume: string, name: string, reason: string): () => void {
+    this.store.snapshotInfo(volume, name); // SNAPSHOT_NOT_FOUND
+    const key = exportNameOf(volume, name);
+    if (this.pending.get(key)?.state === SnapshotState.Deleting) {
+      throw new StoreError(StoreErrorCode.SnapshotBusy, `snapshot '${key}' is being deleted`);
+    }
+    const list = this.holds.get(key) ?? [];
+    list.push(reason);
+    this.holds.set(key, list);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const l = this.holds.get(key) ?? [];
+      l.splice(l.indexOf(reason), 1);
+      if (l.length === 0) this.holds.delete(key);
+    };
+  }
+
+  /** Adds the `backup` field to snapshot views (the backup manager's state). */
+  setSnapshotAnnotator(fn: (volume: string, snapshot: string) => string | null): void {
+    this.annotate = fn;
+  }
+
   // ---- volumes ----
 
   listVolumes(): VolumeView[] {
@@ -173,6 +206,11 @@ export class VolumeRegistry implements ExportResolver {
     checkName('volume', name);
     return this.mutex.run([name], async () => {
       this.store.volumeInfo(name); // VOLUME_NOT_FOUND before anything else
+      const jobHolds = [...this.holds].filter(([k]) => parseExportName(k).volume === name);
+      if (jobHolds.length > 0) {
+        throw new StoreError(StoreErrorCode.VolumeBusy,
+          `volume '${name}' has snapshots in use by ${jobHolds.flatMap(([, r]) => r).join(', ')}; cancel first`);
+      }
       const snaps = this.store.listSnapshots(name);
       const clones = snaps.flatMap((s) => s.clones.map((c) => `${c} (from ${exportNameOf(name, s.name)})`));
       const held = this.leases.where((l) => l.volume === name);
@@ -271,6 +309,11 @@ export class VolumeRegistry implements ExportResolver {
     await this.mutex.run([volume], async () => {
       const info = this.store.snapshotInfo(volume, name);
       const key = exportNameOf(volume, name);
+      const jobs = this.holds.get(key);
+      if (jobs) {
+        throw new StoreError(StoreErrorCode.SnapshotBusy,
+          `snapshot '${key}' is in use by ${jobs.join(', ')}; cancel it first (snapnbd backup cancel JOB)`);
+      }
       const held = this.leases.where((l) => l.exportName === key);
       if (held.length > 0) {
         throw new StoreError(StoreErrorCode.SnapshotBusy,
@@ -396,6 +439,7 @@ export class VolumeRegistry implements ExportResolver {
   private snapshotView(s: SnapshotInfo, state?: SnapshotState): SnapshotView {
     const key = exportNameOf(s.volume, s.name);
     const connections = this.connections(key);
+    const backup = this.annotate?.(s.volume, s.name) ?? null;
     return {
       volume: s.volume, name: s.name, created: s.created,
       state: state ?? this.pending.get(key)?.state
@@ -406,6 +450,7 @@ export class VolumeRegistry implements ExportResolver {
       exports: connections > 0 ? [key] : [],
       connections,
       clones: s.clones,
+      ...(backup !== null ? { backup } : {}),
     };
   }
 

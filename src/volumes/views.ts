@@ -26,6 +26,8 @@ export interface SnapshotView {
   connections: number;
   /** Volumes cloned from this snapshot. */
   clones: string[];
+  /** Backup state (`backing-up 42%`, `backed-up`, `failed: reason`); absent when it has none. */
+  backup?: string;
 }
 
 /** A volume as the control socket lists it. */

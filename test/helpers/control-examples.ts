@@ -12,7 +12,18 @@ export type ExampleStep =
 export const VARYING_FIELDS = new Set([
   'created', 'startedAt', 'uptimeSeconds', 'pid', 'listeners', 'referenced', 'used', 'written',
   'allocatedBytes', 'liveBytes', 'next', 'detail',
+  // backups and jobs
+  'started', 'finished', 'bytesPerSecond', 'etaSeconds', 'source', 'url', 'bytesRead',
 ]);
+/** A backup id (time and random): any such id matches, and later requests get the real one. */
+const BACKUP_ID = /^\d{8}T\d{9}Z-[0-9a-f]{8}$/;
+
+/** Replaces documented backup ids in a request line by those the server really gave. */
+export function rewriteIds(line: string, ids: Map<string, string>): string {
+  let out = line;
+  for (const [doc, real] of ids) out = out.replaceAll(doc, real);
+  return out;
+}
 const GENERATED_NAME = /^([A-Za-z0-9_][A-Za-z0-9._-]*)-\d{8}T\d{6}Z$/;
 
 /** The placeholder for the replay server's data dir in the examples (a path without JSON specials). */
@@ -52,8 +63,15 @@ function jsonType(v: unknown): string {
 }
 
 /** Differences between an expected and an actual answer, by the doc's rules ([] = equal). */
-export function compareAnswer(expected: unknown, actual: unknown, path = '$'): string[] {
+export function compareAnswer(expected: unknown, actual: unknown, path = '$', ids: Map<string, string> = new Map()): string[] {
   const key = path.slice(path.lastIndexOf('.') + 1);
+  if (typeof expected === 'string' && BACKUP_ID.test(expected)) {
+    if (typeof actual !== 'string' || !BACKUP_ID.test(actual)) return [`${path}: expected a backup id, got ${JSON.stringify(actual)}`];
+    const known = ids.get(expected);
+    if (known !== undefined && known !== actual) return [`${path}: expected the backup id given earlier (${known}), got ${actual}`];
+    ids.set(expected, actual);
+    return [];
+  }
   if (VARYING_FIELDS.has(key) || path.endsWith('.error.message')) {
     return jsonType(expected) === jsonType(actual) ? [] : [`${path}: expected a ${jsonType(expected)}, got ${JSON.stringify(actual)}`];
   }
@@ -66,7 +84,7 @@ export function compareAnswer(expected: unknown, actual: unknown, path = '$'): s
   if (Array.isArray(expected)) {
     const a = actual as unknown[];
     if (a.length !== expected.length) return [`${path}: expected ${expected.length} elements, got ${a.length}: ${JSON.stringify(actual)}`];
-    return expected.flatMap((e, i) => compareAnswer(e, a[i], `${path}[${i}]`));
+    return expected.flatMap((e, i) => compareAnswer(e, a[i], `${path}[${i}]`, ids));
   }
   if (expected !== null && typeof expected === 'object') {
     const e = expected as Record<string, unknown>;
@@ -76,7 +94,7 @@ export function compareAnswer(expected: unknown, actual: unknown, path = '$'): s
     for (const k of keys) {
       if (!Object.hasOwn(a, k)) out.push(`${path}.${k}: missing`);
       else if (!Object.hasOwn(e, k)) out.push(`${path}.${k}: not in the documented answer (${JSON.stringify(a[k])})`);
-      else out.push(...compareAnswer(e[k], a[k], `${path}.${k}`));
+      else out.push(...compareAnswer(e[k], a[k], `${path}.${k}`, ids));
     }
     return out;
   }

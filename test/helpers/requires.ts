@@ -10,6 +10,8 @@ const PACKAGE_OF: Record<string, string> = {
   cpio: 'cpio', vagrant: 'vagrant', modinfo: 'kmod', git: 'git', promtool: 'prometheus', prometheus: 'prometheus',
   'systemd-analyze': 'systemd',
   chromium: 'chromium',
+  'ceph-mon': 'ceph-mon', 'ceph-osd': 'ceph-osd', radosgw: 'radosgw', 'radosgw-admin': 'radosgw',
+  ceph: 'ceph-common', monmaptool: 'ceph-common', aws: 'awscli', restic: 'restic',
 };
 
 export function requires(...tools: string[]): void {

@@ -12,6 +12,8 @@ declare -A NEED=(
   [cpio]=cpio [vagrant]=vagrant [modinfo]=kmod [git]=git [promtool]=prometheus [prometheus]=prometheus
   [systemd-analyze]=systemd
   [chromium]=chromium
+  [ceph-mon]=ceph-mon [ceph-mgr]=ceph-mgr [ceph-osd]=ceph-osd [radosgw]=radosgw [radosgw-admin]=radosgw
+  [ceph]=ceph-common [monmaptool]=ceph-common [aws]=awscli [restic]=restic
 )
 # Packages installed without recommends (vagrant's pull in a kernel and an initramfs rebuild).
 missing=()

@@ -3,13 +3,16 @@
 // parse. (The integration test replays them against the real server.)
 import { describe, expect, it } from 'vitest';
 import { METHODS } from '../../src/control/methods.ts';
-import { compareAnswer, readExamples } from '../helpers/control-examples.ts';
+import { rmSync } from 'node:fs';
+import { compareAnswer, readExamples, rewriteIds } from '../helpers/control-examples.ts';
+import { BackupManager } from '../../src/backup/manager.ts';
+import { parseTargetUrl } from '../../src/backup/target.ts';
+import { tempDir } from '../helpers/server.ts';
 import { answerFrame } from '../../src/control/server.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { FakeStore } from '../helpers/control-fake-store.ts';
 import { parseSize } from '../../src/util/size.ts';
 import { OperationMetrics } from '../../src/util/operation-metrics.ts';
-import { tempDir } from '../helpers/server.ts';
 
 describe('protocol/control.md examples', () => {
   const steps = readExamples();
@@ -57,10 +60,13 @@ describe('protocol/control.md examples against the in-memory store', () => {
     const store = new FakeStore();
     const registry = new VolumeRegistry(store, { defaultExport: 'vm1', readOnly: false });
     await registry.createVolume({ name: 'vm1', size: 64 * 1024 * 1024 });
+    const backupDir = tempDir('snapnbd-docs-target-');
+    const backups = new BackupManager({ store, registry, targets: new Map([['docs', parseTargetUrl(`file://${backupDir}`)]]) });
     const ctx = {
-      registry, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }),
+      registry, backups, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }),
       health: { dataDir: tempDir(), operations: new OperationMetrics() },
     };
+    const ids = new Map<string, string>();
     let replayed = 0;
     for (const step of readExamples(undefined, store.dataDir)) {
       if (step.kind === 'sh') {
@@ -74,14 +80,16 @@ describe('protocol/control.md examples against the in-memory store', () => {
         }
         continue;
       }
-      const got = await answerFrame({ kind: 'line', text: step.send }, ctx);
+      const got = await answerFrame({ kind: 'line', text: rewriteIds(step.send, ids) }, ctx);
       if (step.expect === null) {
         expect(got, step.send).toBeUndefined();
         continue;
       }
-      expect(compareAnswer(JSON.parse(step.expect), JSON.parse(JSON.stringify(got))), step.send).toEqual([]);
+      expect(compareAnswer(JSON.parse(step.expect), JSON.parse(JSON.stringify(got)), '$', ids), step.send).toEqual([]);
       replayed++;
     }
     expect(replayed).toBeGreaterThan(20);
+    await backups.close();
+    rmSync(backupDir, { recursive: true, force: true });
   });
 });

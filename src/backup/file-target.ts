@@ -1,0 +1,85 @@
+// A target in a directory (mounted disk, NAS). An object appears whole or not at all: written to
+// a temporary name, fsynced, renamed, and the directory fsynced.
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { BackupError, BackupErrorCode } from './errors.ts';
+import type { ObjectEntry, ObjectStore } from './target.ts';
+
+const TMP_SUFFIX = '.tmp-';
+
+export class FileTarget implements ObjectStore {
+  readonly display: string;
+  private readonly dir: string;
+
+  constructor(dir: string) {
+    this.dir = dir;
+    this.display = `file://${dir}`;
+  }
+
+  private path(key: string): string {
+    if (key.split('/').some((p) => p === '..' || p === '.' || p === '')) throw new Error(`bad object key '${key}'`);
+    return join(this.dir, key);
+  }
+
+  async check(): Promise<void> {
+    const st = await fs.stat(this.dir).catch(() => null);
+    if (!st?.isDirectory()) throw new BackupError(BackupErrorCode.TargetNotFound, `target directory ${this.dir} does not exist`);
+  }
+
+  async put(key: string, data: Buffer): Promise<void> {
+    const p = this.path(key);
+    await fs.mkdir(dirname(p), { recursive: true });
+    const tmp = `${p}${TMP_SUFFIX}${randomBytes(6).toString('hex')}`;
+    const f = await fs.open(tmp, 'w');
+    try {
+      await f.writeFile(data);
+      await f.sync();
+    } finally {
+      await f.close();
+    }
+    await fs.rename(tmp, p);
+    const d = await fs.open(dirname(p), 'r');
+    try { await d.sync(); } finally { await d.close(); }
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    try {
+      return await fs.readFile(this.path(key));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return (await fs.stat(this.path(key)).catch(() => null))?.isFile() ?? false;
+  }
+
+  async delete(key: string): Promise<void> {
+    await fs.rm(this.path(key), { force: true });
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectEntry> {
+    const out: ObjectEntry[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      const entries = await fs.readdir(join(this.dir, rel), { withFileTypes: true }).catch(() => []);
+      for (const e of entries) {
+        const key = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (e.isDirectory()) {
+          if (prefix.startsWith(`${key}/`) || key.startsWith(prefix)) await walk(key);
+        } else if (e.isFile() && key.startsWith(prefix) && !e.name.includes(TMP_SUFFIX)) {
+          const st = await fs.stat(join(this.dir, key)).catch(() => null);
+          if (st) out.push({ key, size: st.size, lastModified: st.mtime });
+        }
+      }
+    };
+    await walk('');
+    out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    yield* out;
+  }
+
+  close(): void {
+    // nothing held open
+  }
+}

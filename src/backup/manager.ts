@@ -1,0 +1,234 @@
+// The backup manager: the named targets of `serve --backup-target`, the jobs, and the rules that
+// join them to the volumes: one volume's backups run one at a time (several volumes at once),
+// a snapshot being backed up cannot be deleted, a restore that fails leaves no volume behind.
+// The control methods (src/control/backup-methods.ts) call only this.
+import { hostname } from 'node:os';
+import type { Store } from '../storage/types.ts';
+import { KeyedMutex } from '../volumes/keyed-mutex.ts';
+import { exportNameOf, type VolumeRegistry } from '../volumes/registry.ts';
+import { log } from '../util/log.ts';
+import { createBackup, type BackupResult } from './create.ts';
+import { BackupError, BackupErrorCode } from './errors.ts';
+import { FileTarget } from './file-target.ts';
+import { collectGarbage, GC_GRACE_MS_DEFAULT, GC_STALE_MS, type GcResult } from './gc.ts';
+import { JobTable, type JobView } from './jobs.ts';
+import { BACKUP_ID_PATTERN } from './manifest.ts';
+import { selectKept, type RetentionPolicy } from './prune-policy.ts';
+import { Repository } from './repository.ts';
+import { restoreInto } from './restore.ts';
+import { S3Target } from './s3-target.ts';
+import type { ObjectStore, TargetSpec } from './target.ts';
+import { verifyTarget } from './verify.ts';
+
+export interface BackupView {
+  id: string;
+  volume: string;
+  snapshot: string;
+  state: 'backed-up' | 'backing-up' | 'failed' | 'deleting';
+  created: string;
+  source: string;
+  size: number;
+  base: string | null;
+  bytesUploaded: number;
+  blocksReused: number;
+  blocks: number;
+}
+
+export interface BackupManagerOptions {
+  store: Store;
+  registry: VolumeRegistry;
+  targets: Map<string, TargetSpec>;
+  /** Opens a target's object store (tests pass S3 client options through this). */
+  openObjectStore?: (spec: TargetSpec) => ObjectStore;
+}
+
+export function defaultObjectStore(spec: TargetSpec): ObjectStore {
+  return spec.kind === 's3' ? new S3Target(spec.location, spec.prefix) : new FileTarget(spec.location);
+}
+
+export class BackupManager {
+  readonly jobs = new JobTable();
+  readonly source: string;
+  private readonly o: BackupManagerOptions;
+  private readonly repos = new Map<string, Promise<Repository>>();
+  private readonly volumeMutex = new KeyedMutex();
+  /** `VOLUME@SNAPSHOT` -> backup state shown by snapshot.list. */
+  private readonly snapState = new Map<string, string>();
+  private readonly deleting = new Set<string>();
+
+  constructor(o: BackupManagerOptions) {
+    this.o = o;
+    this.source = `${hostname()}:${o.store.dataDir}`;
+    o.registry.setSnapshotAnnotator((v, s) => this.snapshotState(v, s));
+  }
+
+  targets(): { name: string; url: string; encrypted: boolean }[] {
+    return [...this.o.targets].map(([name, spec]) => ({ name, url: spec.display, encrypted: spec.keyFile !== null }));
+  }
+
+  private spec(target: string): TargetSpec {
+    const spec = this.o.targets.get(target);
+    if (!spec) {
+      const known = [...this.o.targets.keys()];
+      throw new BackupError(BackupErrorCode.UnknownTarget,
+        `no backup target '${target}' (${known.length ? `known: ${known.join(', ')}` : 'start serve with --backup-target NAME=URL'})`);
+    }
+    return spec;
+  }
+
+  private async repo(target: string): Promise<Repository> {
+    const spec = this.spec(target);
+    let p = this.repos.get(target);
+    if (!p) {
+      p = Repository.open((this.o.openObjectStore ?? defaultObjectStore)(spec), spec);
+      this.repos.set(target, p);
+      p.catch(() => this.repos.delete(target));
+    }
+    return p;
+  }
+
+  snapshotState(volume: string, snapshot: string): string | null {
+    const key = exportNameOf(volume, snapshot);
+    for (const j of this.jobs.list()) {
+      if (j.kind === 'backup' && j.volume === volume && j.snapshot === snapshot && j.state === 'running') return `backing-up ${j.percent}%`;
+    }
+    return this.snapState.get(key) ?? null;
+  }
+
+  create(p: { target: string; volume: string; snapshot: string }): JobView {
+    this.spec(p.target); // UNKNOWN_TARGET and SNAPSHOT_NOT_FOUND now, not in the job
+    const info = this.o.store.snapshotInfo(p.volume, p.snapshot);
+    const key = exportNameOf(p.volume, p.snapshot);
+    const release = this.o.registry.holdSnapshot(p.volume, p.snapshot, `a backup of ${key} to '${p.target}'`);
+    const job = this.jobs.start({ kind: 'backup', target: p.target, volume: p.volume, snapshot: p.snapshot }, async (ctx) => {
+      try {
+        const repo = await this.repo(p.target);
+        const r = await this.volumeMutex.run([p.volume], () => createBackup({
+          store: this.o.store, repo, volume: p.volume, snapshot: p.snapshot, source: this.source,
+          signal: ctx.signal, progress: ctx.progress,
+        }));
+        if (this.o.store.snapshotInfo(p.volume, p.snapshot).created === info.created) this.snapState.set(key, 'backed-up');
+        return r satisfies BackupResult;
+      } catch (e) {
+        this.snapState.set(key, ctx.signal.aborted ? 'failed: cancelled' : `failed: ${(e as Error).message}`);
+        throw e;
+      } finally {
+        release();
+      }
+    });
+    return job;
+  }
+
+  async list(p: { target: string; volume?: string }): Promise<BackupView[]> {
+    const repo = await this.repo(p.target);
+    const out: BackupView[] = [];
+    for (const id of await repo.manifestIds()) {
+      const m = await repo.getManifest(id);
+      if (!m || (p.volume !== undefined && m.volume !== p.volume)) continue;
+      out.push({
+        id, volume: m.volume, snapshot: m.snapshot, state: this.deleting.has(id) ? 'deleting' : 'backed-up',
+        created: m.created, source: m.source, size: m.size, base: m.base,
+        bytesUploaded: m.bytesUploaded, blocksReused: m.blocksReused, blocks: m.blocks.length,
+      });
+      if (m.source === this.source && this.localSnapshotIs(m.volume, m.snapshot, m.snapshotCreated)) {
+        this.snapState.set(exportNameOf(m.volume, m.snapshot), 'backed-up');
+      }
+    }
+    for (const mk of await repo.markers()) {
+      const i = mk.info;
+      if (!i || (p.volume !== undefined && i.volume !== p.volume)) continue;
+      const live = Date.now() - mk.lastModified.getTime() <= GC_STALE_MS;
+      out.push({
+        id: i.id, volume: i.volume, snapshot: i.snapshot, state: live ? 'backing-up' : 'failed',
+        created: i.started, source: i.source, size: 0, base: null, bytesUploaded: 0, blocksReused: 0, blocks: 0,
+      });
+    }
+    return out.sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : 0));
+  }
+
+  restore(p: { target: string; id: string; volume: string }): JobView {
+    this.spec(p.target);
+    this.checkId(p.id);
+    return this.jobs.start({ kind: 'restore', target: p.target, volume: p.volume }, async (ctx) => {
+      const repo = await this.repo(p.target);
+      const m = await repo.getManifest(p.id);
+      if (!m) throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
+      await this.o.registry.createVolume({ name: p.volume, size: m.size, chunkSize: m.chunkSize });
+      try {
+        return await restoreInto({ repo, manifest: m, device: this.o.store.head(p.volume), signal: ctx.signal, progress: ctx.progress }, p.volume);
+      } catch (e) {
+        await this.o.registry.deleteVolume(p.volume, true).catch((d: unknown) => log.warn(`restore of ${p.id}: cannot remove the partial volume '${p.volume}'`, d));
+        throw e;
+      }
+    });
+  }
+
+  verify(p: { target: string; id?: string; samplePct: number }): JobView {
+    this.spec(p.target);
+    if (p.id !== undefined) this.checkId(p.id);
+    return this.jobs.start({ kind: 'verify', target: p.target }, async (ctx) => {
+      const repo = await this.repo(p.target);
+      if (p.id !== undefined && (await repo.getManifest(p.id).catch(() => true)) === null) {
+        throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
+      }
+      return verifyTarget(repo, { ...(p.id !== undefined ? { id: p.id } : {}), samplePct: p.samplePct, signal: ctx.signal, progress: ctx.progress });
+    });
+  }
+
+  /** Removes the manifest; its blocks go at the next prune (or gc) when nothing else names them. */
+  async delete(p: { target: string; id: string }): Promise<{ id: string; deleted: true }> {
+    this.checkId(p.id);
+    const repo = await this.repo(p.target);
+    const m = await repo.getManifest(p.id);
+    if (!m) throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
+    this.deleting.add(p.id);
+    try {
+      await repo.deleteManifest(p.id);
+    } finally {
+      this.deleting.delete(p.id);
+    }
+    this.forgetSnapshotState(m.volume, m.snapshot);
+    return { id: p.id, deleted: true };
+  }
+
+  async prune(p: { target: string; volume: string; policy: RetentionPolicy; dryRun: boolean; graceMs?: number }): Promise<{ kept: string[]; deleted: string[]; dryRun: boolean; gc: GcResult }> {
+    const repo = await this.repo(p.target);
+    const mine: { id: string; created: string; snapshot: string }[] = [];
+    for (const id of await repo.manifestIds()) {
+      const m = await repo.getManifest(id);
+      if (m && m.volume === p.volume) mine.push({ id, created: m.created, snapshot: m.snapshot });
+    }
+    const keep = selectKept(mine, p.policy);
+    const drop = mine.filter((b) => !keep.has(b.id));
+    if (!p.dryRun) {
+      for (const b of drop) {
+        await repo.deleteManifest(b.id);
+        this.forgetSnapshotState(p.volume, b.snapshot);
+      }
+    }
+    const gc = await collectGarbage(repo, { graceMs: p.graceMs ?? GC_GRACE_MS_DEFAULT, dryRun: p.dryRun, source: this.source });
+    return { kept: mine.filter((b) => keep.has(b.id)).map((b) => b.id).sort(), deleted: drop.map((b) => b.id).sort(), dryRun: p.dryRun, gc };
+  }
+
+  async close(): Promise<void> {
+    await this.jobs.cancelAll();
+    for (const p of this.repos.values()) (await p.catch(() => null))?.store.close();
+  }
+
+  private checkId(id: string): void {
+    if (!BACKUP_ID_PATTERN.test(id)) throw new BackupError(BackupErrorCode.BackupNotFound, `'${id}' is not a backup id (e.g. 20261130T080000123Z-0a1b2c3d)`);
+  }
+
+  private localSnapshotIs(volume: string, snapshot: string, created: string): boolean {
+    try {
+      return this.o.store.snapshotInfo(volume, snapshot).created === created;
+    } catch {
+      return false;
+    }
+  }
+
+  private forgetSnapshotState(volume: string, snapshot: string): void {
+    const key = exportNameOf(volume, snapshot);
+    if (this.snapState.get(key) === 'backed-up') this.snapState.delete(key);
+  }
+}

@@ -1,0 +1,163 @@
+// The layout of a target (documented in src/backup/README.md):
+//   snapnbd-backup.json         the target's format, block size, and whether (and with which key) it is encrypted
+//   blocks/NN/NAME              one block, NAME = SHA-256 (or keyed HMAC) of its plain bytes
+//   manifests/ID                one per complete backup, written after all its blocks
+//   inprogress/ID               a running backup's marker, rewritten as a heartbeat, removed at the end
+//   gc.lock                     present while a garbage collection runs
+// This file maps those names to objects and checks what it reads; the rules that use them live in
+// create.ts, restore.ts, verify.ts and gc.ts.
+import { BackupError, BackupErrorCode } from './errors.ts';
+import { keySealer, loadKey, plainSealer, type Sealer } from './crypto.ts';
+import { BACKUP_BLOCK_SIZE, decodeManifest, encodeManifest, type Manifest } from './manifest.ts';
+import type { ObjectEntry, ObjectStore, TargetSpec } from './target.ts';
+
+export const CONFIG_KEY = 'snapnbd-backup.json';
+export const BLOCKS_PREFIX = 'blocks/';
+export const MANIFESTS_PREFIX = 'manifests/';
+export const MARKERS_PREFIX = 'inprogress/';
+export const GC_LOCK_KEY = 'gc.lock';
+export const TARGET_FORMAT = 1;
+
+interface TargetConfig {
+  format: number;
+  blockSize: number;
+  encrypted: boolean;
+  keyCheck: string | null;
+}
+
+export interface MarkerInfo {
+  id: string;
+  volume: string;
+  snapshot: string;
+  source: string;
+  started: string;
+}
+
+export class Repository {
+  readonly store: ObjectStore;
+  readonly sealer: Sealer;
+  readonly blockSize: number;
+  /** Manifests are immutable: one read each. */
+  private readonly manifests = new Map<string, Manifest>();
+
+  private constructor(store: ObjectStore, sealer: Sealer, blockSize: number) {
+    this.store = store;
+    this.sealer = sealer;
+    this.blockSize = blockSize;
+  }
+
+  /** Opens the target, creating its config on first use; refuses a key that does not fit. */
+  static async open(store: ObjectStore, spec: TargetSpec): Promise<Repository> {
+    await store.check();
+    const sealer = spec.keyFile === null ? plainSealer : keySealer(loadKey(spec.keyFile));
+    const raw = await store.get(CONFIG_KEY);
+    let cfg: TargetConfig;
+    if (raw === null) {
+      cfg = { format: TARGET_FORMAT, blockSize: BACKUP_BLOCK_SIZE, encrypted: sealer.encrypted, keyCheck: sealer.keyCheck };
+      await store.put(CONFIG_KEY, Buffer.from(JSON.stringify(cfg) + '\n'));
+    } else {
+      try {
+        cfg = JSON.parse(raw.toString('utf8')) as TargetConfig;
+      } catch {
+        throw new BackupError(BackupErrorCode.BackupCorrupt, `${store.display}: ${CONFIG_KEY} is not JSON`);
+      }
+      if (cfg.format !== TARGET_FORMAT || !Number.isSafeInteger(cfg.blockSize) || cfg.blockSize <= 0) {
+        throw new BackupError(BackupErrorCode.BackupCorrupt, `${store.display}: ${CONFIG_KEY} has format ${String(cfg.format)}; this server reads ${TARGET_FORMAT}`);
+      }
+      if (cfg.encrypted && !sealer.encrypted) {
+        throw new BackupError(BackupErrorCode.KeyMismatch, `${store.display} is encrypted: give its key file (?encrypt=/path/keyfile)`);
+      }
+      if (!cfg.encrypted && sealer.encrypted) {
+        throw new BackupError(BackupErrorCode.KeyMismatch, `${store.display} is not encrypted, but a key file was given`);
+      }
+      if (cfg.encrypted && cfg.keyCheck !== sealer.keyCheck) {
+        throw new BackupError(BackupErrorCode.KeyMismatch, `${store.display} is encrypted with another key`);
+      }
+    }
+    return new Repository(store, sealer, cfg.blockSize);
+  }
+
+  blockKey(name: string): string {
+    return `${BLOCKS_PREFIX}${name.slice(0, 2)}/${name}`;
+  }
+
+  async putBlock(name: string, plain: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.store.put(this.blockKey(name), this.sealer.seal(plain, `block:${name}`), signal);
+  }
+
+  hasBlock(name: string, signal?: AbortSignal): Promise<boolean> {
+    return this.store.exists(this.blockKey(name), signal);
+  }
+
+  /** The block's plain bytes, checked against its name; BACKUP_CORRUPT naming `what` and the object. */
+  async getBlock(name: string, what: string, signal?: AbortSignal): Promise<Buffer> {
+    const key = this.blockKey(name);
+    const raw = await this.store.get(key, signal);
+    if (raw === null) throw new BackupError(BackupErrorCode.BackupCorrupt, `${what}: object ${key} is missing from ${this.store.display}`);
+    const plain = this.sealer.open(raw, `block:${name}`, `${what}: object ${key}`);
+    if (this.sealer.nameOf(plain) !== name) {
+      throw new BackupError(BackupErrorCode.BackupCorrupt, `${what}: object ${key} does not match its hash (corrupt)`);
+    }
+    return plain;
+  }
+
+  async *listBlocks(): AsyncIterable<ObjectEntry & { name: string }> {
+    for await (const o of this.store.list(BLOCKS_PREFIX)) {
+      const name = o.key.slice(o.key.lastIndexOf('/') + 1);
+      if (/^[0-9a-f]{64}$/.test(name)) yield { ...o, name };
+    }
+  }
+
+  async putManifest(m: Manifest): Promise<void> {
+    await this.store.put(MANIFESTS_PREFIX + m.id, this.sealer.seal(encodeManifest(m), `manifest:${m.id}`));
+    this.manifests.set(m.id, m);
+  }
+
+  async getManifest(id: string): Promise<Manifest | null> {
+    const cached = this.manifests.get(id);
+    if (cached) return cached;
+    const raw = await this.store.get(MANIFESTS_PREFIX + id);
+    if (raw === null) return null;
+    const what = `${MANIFESTS_PREFIX}${id}`;
+    const m = decodeManifest(this.sealer.open(raw, `manifest:${id}`, what), what);
+    if (m.id !== id) throw new BackupError(BackupErrorCode.BackupCorrupt, `manifest ${what} names itself ${m.id}`);
+    this.manifests.set(id, m);
+    return m;
+  }
+
+  async manifestIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const o of this.store.list(MANIFESTS_PREFIX)) ids.push(o.key.slice(MANIFESTS_PREFIX.length));
+    for (const id of [...this.manifests.keys()]) if (!ids.includes(id)) this.manifests.delete(id);
+    return ids;
+  }
+
+  async deleteManifest(id: string): Promise<void> {
+    await this.store.delete(MANIFESTS_PREFIX + id);
+    this.manifests.delete(id);
+  }
+
+  async putMarker(info: MarkerInfo): Promise<void> {
+    await this.store.put(MARKERS_PREFIX + info.id, Buffer.from(JSON.stringify(info)));
+  }
+
+  deleteMarker(id: string): Promise<void> {
+    return this.store.delete(MARKERS_PREFIX + id);
+  }
+
+  async markers(): Promise<(ObjectEntry & { info: MarkerInfo | null })[]> {
+    const out: (ObjectEntry & { info: MarkerInfo | null })[] = [];
+    for await (const o of this.store.list(MARKERS_PREFIX)) {
+      const raw = await this.store.get(o.key);
+      let info: MarkerInfo | null = null;
+      try { info = raw === null ? null : JSON.parse(raw.toString('utf8')) as MarkerInfo; } catch { info = null; }
+      out.push({ ...o, info });
+    }
+    return out;
+  }
+
+  async gcLock(): Promise<ObjectEntry | null> {
+    for await (const o of this.store.list(GC_LOCK_KEY)) if (o.key === GC_LOCK_KEY) return o;
+    return null;
+  }
+}

@@ -1,0 +1,91 @@
+// An HTTP proxy between the S3 client and RGW that misbehaves on demand: answers 500 or 503
+// SlowDown itself, resets the connection, stalls (never answers), or forwards the response but
+// cuts its body short. Each fault applies to the next N requests that match; the rest pass
+// through unchanged (the Host header too, so signatures stay valid).
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type Fault = 'status500' | 'slowdown' | 'reset' | 'stall' | 'truncate';
+
+interface Rule {
+  fault: Fault;
+  left: number;
+  match: (method: string, url: string) => boolean;
+}
+
+export interface FaultProxy {
+  endpoint: string;
+  /** Injects `fault` into the next `times` matching requests. */
+  inject(fault: Fault, times: number, match?: (method: string, url: string) => boolean): void;
+  /** Drops every pending fault. */
+  clear(): void;
+  /** Requests seen, as "METHOD url". */
+  seen: string[];
+  faultsServed: number;
+  close(): Promise<void>;
+}
+
+export async function startFaultProxy(target: string): Promise<FaultProxy> {
+  const to = new URL(target);
+  const rules: Rule[] = [];
+  const sockets = new Set<import('node:net').Socket>();
+  const state = { seen: [] as string[], faultsServed: 0 };
+  const server = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    state.seen.push(`${req.method} ${url}`);
+    const rule = rules.find((r) => r.left > 0 && r.match(req.method ?? '', url));
+    if (rule) { rule.left--; state.faultsServed++; }
+    const body: Buffer[] = [];
+    req.on('data', (d: Buffer) => body.push(d));
+    req.on('end', () => {
+      switch (rule?.fault) {
+        case 'status500':
+          res.writeHead(500, { 'content-type': 'application/xml' }).end('<Error><Code>InternalError</Code></Error>');
+          return;
+        case 'slowdown':
+          res.writeHead(503, { 'content-type': 'application/xml' }).end('<Error><Code>SlowDown</Code></Error>');
+          return;
+        case 'reset':
+          req.socket.resetAndDestroy();
+          return;
+        case 'stall':
+          return; // the client's idle timeout must end it
+        default:
+      }
+      const up = http.request({
+        host: to.hostname, port: to.port, method: req.method, path: url, headers: req.headers,
+      }, (upRes) => {
+        const chunks: Buffer[] = [];
+        upRes.on('data', (d: Buffer) => chunks.push(d));
+        upRes.on('end', () => {
+          const all = Buffer.concat(chunks);
+          res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+          if (rule?.fault === 'truncate' && all.length > 1) {
+            res.write(all.subarray(0, all.length >> 1), () => req.socket.destroy());
+            return;
+          }
+          res.end(all);
+        });
+      });
+      up.on('error', () => req.socket.destroy());
+      up.end(Buffer.concat(body));
+    });
+  });
+  server.on('connection', (s) => { sockets.add(s); s.once('close', () => sockets.delete(s)); });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    inject(fault, times, match = () => true) { rules.push({ fault, left: times, match }); },
+    clear() { rules.length = 0; },
+    get seen() { return state.seen; },
+    get faultsServed() { return state.faultsServed; },
+    async close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+      await once(server, 'close').catch(() => undefined);
+    },
+  };
+}
