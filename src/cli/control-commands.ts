@@ -110,7 +110,7 @@ interface VolumeView {
 }
 interface SnapshotView {
   volume: string; name: string; created: string; state: string; description: string; size: number;
-  referenced: number; used: number; written: number; exports: string[]; connections: number; clones: string[];
+  referenced: number; used: number; written: number; exports: string[]; connections: number; clones: string[]; guid: string;
 }
 interface DiffResult {
   volume: string; from: string; to: string | null; extents: { offset: number; length: number }[]; next: string | null;
@@ -150,6 +150,7 @@ function snapshotDetails(s: SnapshotView): string {
     ['written', formatSize(s.written)],
     ['exports', s.exports.length ? `${s.exports.join(', ')} (${s.connections} connection${s.connections === 1 ? '' : 's'})` : '-'],
     ['clones', s.clones.length ? s.clones.join(', ') : '-'],
+    ['guid', s.guid || '-'],
   ]);
 }
 

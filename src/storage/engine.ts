@@ -7,6 +7,7 @@ import { isSlot, L1, NodeMap, Page, UNMAPPED, ZERO, ZERO_ALLOCATED, ENTRIES_PER_
 import { ChunkClass, DataStore, SEGMENT_BYTES_DEFAULT, SEGMENT_FILE_RE, segmentFile, type Segment } from './chunk-store.ts';
 import { StorageError, UncommittedChangeError, type BlockDevice, type Extent, type WriteOptions, type ZeroOptions } from './device.ts';
 import { CrashPoint, type FileIo, type IoFile } from './file-io.ts';
+import { GUID_BYTES, GUID_PATTERN, legacyGuid, newGuid } from './guid.ts';
 import {
   commitRecord, decodeJournalHeader, decodeSuperblock, encodeJournalHeader, encodeSuperblock, FORMAT_VERSION,
   JOURNAL_HEADER_LEN, journalFile, Rec, RecordWriter, scanRecords, SUPERBLOCK_FILE, SUPERBLOCK_SLOT,
@@ -123,6 +124,8 @@ export interface NodeRec {
   deleted: boolean;
   /** False from a snapshot's creation until a commit holding its Node record succeeded. */
   durable: boolean;
+  /** Snapshots: identity (guid.ts), a trailing field of the Node record; '' for heads. */
+  guid: string;
 }
 
 const NODE_HEAD = 0;
@@ -444,7 +447,9 @@ export class CowStore implements Store {
           map = new NodeMap(vol.nChunks, vol.cls, l1);
         } else if (src === 0) map = new NodeMap(vol.nChunks, vol.cls);
         else map = this.node(src).map.share();
-        this.addNode(id, vol, kind, name, description, createdMs, epoch, map);
+        const node = this.addNode(id, vol, kind, name, description, createdMs, epoch, map);
+        if (r.remaining >= GUID_BYTES) node.guid = r.bytes(GUID_BYTES).toString('hex');
+        else if (kind === 'snap') node.guid = legacyGuid(vol.createdMs, vol.name, id, createdMs, name);
         return;
       }
       case Rec.NodeDelete:
@@ -533,7 +538,7 @@ export class CowStore implements Store {
 
   private addNode(id: number, vol: VolumeRec, kind: 'head' | 'snap', name: string, description: string,
     createdMs: number, epoch: number, map: NodeMap): NodeRec {
-    const node: NodeRec = { id, vol, kind, name, description, createdMs, epoch, map, view: null, deleted: false, durable: true };
+    const node: NodeRec = { id, vol, kind, name, description, createdMs, epoch, map, view: null, deleted: false, durable: true, guid: '' };
     this.nodes.set(id, node);
     if (kind === 'head') vol.head = node;
     else {
@@ -572,8 +577,11 @@ export class CowStore implements Store {
   }
 
   private nodeRecord(type: Rec, n: NodeRec, src: number): Buffer {
-    return new RecordWriter(type).u32(n.id).u32(n.vol.id).u8(n.kind === 'head' ? NODE_HEAD : NODE_SNAP)
-      .str(n.name).str(n.description).f64(n.createdMs).u32(n.epoch).u32(src).finish();
+    const w = new RecordWriter(type).u32(n.id).u32(n.vol.id).u8(n.kind === 'head' ? NODE_HEAD : NODE_SNAP)
+      .str(n.name).str(n.description).f64(n.createdMs).u32(n.epoch).u32(src);
+    // Trailing and optional: readers that predate it ignore bytes after the fields they know.
+    if (n.guid !== '') w.bytes(Buffer.from(n.guid, 'hex'));
+    return w.finish();
   }
 
   /** The whole state as records (a checkpoint), built synchronously so it is one instant. */
@@ -1591,13 +1599,14 @@ export class CowStore implements Store {
     }
     return {
       volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.vol.size,
-      space: this.spaceOf(s), clones, durable: s.durable,
+      space: this.spaceOf(s), clones, durable: s.durable, guid: s.guid,
     };
   }
 
-  async createSnapshot(volume: string, name: string, description = ''): Promise<SnapshotInfo> {
+  async createSnapshot(volume: string, name: string, description = '', guid?: string): Promise<SnapshotInfo> {
     this.checkOpen();
     this.checkName('snapshot', name);
+    if (guid !== undefined && !GUID_PATTERN.test(guid)) throw new StoreError(StoreErrorCode.InvalidArgument, `snapshot identity '${guid}' is not 32 lowercase hex digits`);
     return this.serial(async () => {
       const vol = this.vol(volume);
       if (vol.snaps.some((s) => s.name === name)) throw new StoreError(StoreErrorCode.NameTaken, `snapshot '${volume}@${name}' exists`);
@@ -1611,6 +1620,7 @@ export class CowStore implements Store {
       try {
         node = this.addNode(this.nextId++, vol, 'snap', name, description, Date.now(), this.epoch, vol.head.map.share());
         node.durable = false;
+        node.guid = guid ?? newGuid();
         this.undurable.add(node);
         this.pending.push(this.nodeRecord(Rec.Node, node, vol.head.id));
       } finally {

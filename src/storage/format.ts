@@ -151,6 +151,13 @@ export class RecordWriter {
     return this;
   }
 
+  bytes(b: Buffer): this {
+    this.room(b.length);
+    b.copy(this.buf, this.pos);
+    this.pos += b.length;
+    return this;
+  }
+
   u32s(a: Uint32Array, from: number, to: number): this {
     const n = to - from;
     this.room(n * 4);
@@ -209,6 +216,12 @@ export class RecordReader {
     const s = this.b.toString('utf8', this.pos, this.pos + n);
     this.pos += n;
     return s;
+  }
+  bytes(n: number): Buffer {
+    this.need(n);
+    const v = Buffer.from(this.b.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return v;
   }
   u32s(n: number): Uint32Array {
     this.need(n * 4);

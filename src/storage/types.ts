@@ -79,6 +79,8 @@ export interface SnapshotInfo {
   clones: string[];
   /** False while its creation is not yet committed (a failed commit; the next one makes it so). */
   durable: boolean;
+  /** Identity: 32 hex digits, random at creation (or a stream's, when imported), never reused. */
+  guid: string;
 }
 
 export interface ChangedExtent {
@@ -120,7 +122,7 @@ export interface Store {
    * commits durably, releases. Contains every write resolved before the call and none started
    * after it resolves.
    */
-  createSnapshot(volume: string, name: string, description?: string): Promise<SnapshotInfo>;
+  createSnapshot(volume: string, name: string, description?: string, guid?: string): Promise<SnapshotInfo>;
   listSnapshots(volume: string): SnapshotInfo[];
   snapshotInfo(volume: string, name: string): SnapshotInfo;
   deleteSnapshot(volume: string, name: string): Promise<void>;

@@ -53,6 +53,8 @@ export interface SnapshotView {
   connections: number;
   /** Volumes cloned from this snapshot. */
   clones: string[];
+  /** Identity (32 hex digits; '' while being created): what incremental streams check. */
+  guid: string;
 }
 
 /** A volume as the control socket lists it. */
@@ -298,7 +300,7 @@ export class VolumeRegistry implements ExportResolver {
       out.push({
         volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating,
         description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
-        exports: [], connections: 0, clones: [],
+        exports: [], connections: 0, clones: [], guid: '',
       });
     }
     return out;
@@ -501,6 +503,7 @@ export class VolumeRegistry implements ExportResolver {
       exports: connections > 0 ? [key] : [],
       connections,
       clones: s.clones,
+      guid: s.guid,
     };
   }
 
