@@ -18,6 +18,8 @@ export const CONTROL_USAGE = `Usage:
   snapnbd snapshot delete VOLUME@NAME
   snapnbd snapshot rollback VOLUME@NAME [--force]
   snapnbd snapshot diff VOLUME@FROM [VOLUME@TO]                (no TO: against the head)
+  snapnbd snapshot export VOLUME@NAME [--since BASE] [-o FILE]   (a stream; see --help there)
+  snapnbd volume import NAME [-i FILE]
   snapnbd clone VOLUME@NAME NEWVOLUME
   snapnbd stats
 

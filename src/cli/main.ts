@@ -3,6 +3,7 @@
 import { runCheck } from './check.ts';
 import { runControlCli } from './control-commands.ts';
 import { runServe } from './serve.ts';
+import { runStreamCli } from './stream-commands.ts';
 import { MAIN_USAGE, VERSION } from './usage.ts';
 
 export async function main(argv: string[]): Promise<void> {
@@ -27,6 +28,9 @@ export async function main(argv: string[]): Promise<void> {
       break;
     case 'volume':
     case 'snapshot':
+      code = (rest[0] === 'export' && command === 'snapshot') || (rest[0] === 'import' && command === 'volume')
+        ? await runStreamCli(argv) : await runControlCli(argv);
+      break;
     case 'clone':
     case 'stats':
       code = await runControlCli(argv);
