@@ -47,7 +47,7 @@ describe('issue 12: snapshot streams between two servers', () => {
   beforeAll(async () => {
     requires('qemu-io', 'nbdcopy', 'cmp');
     work = tempDir('snapnbd-streams-');
-    a = await startServer({ args: ['--volume', 'vm1=64M', '--default-export', 'vm1'] });
+    a = await startServer({ args: ['--volume', 'vm1=32M', '--default-export', 'vm1'] });
     b = await startServer({ args: ['--volume', 'other=1M', '--default-export', 'other'] });
   });
   afterAll(async () => {
@@ -57,13 +57,13 @@ describe('issue 12: snapshot streams between two servers', () => {
   });
 
   it('full, then three incrementals, piped between the servers, byte for byte', () => {
-    qemuWrite(a, 'vm1', ['write -P 0x11 0 4M', 'write -P 0x12 40M 1M']);
+    qemuWrite(a, 'vm1', ['write -P 0x11 0 4M', 'write -P 0x12 20M 1M']);
     ok(cli(a, 'snapshot create vm1@s1'));
-    qemuWrite(a, 'vm1', ['write -P 0x21 1M 256k', 'discard 40M 512k']);
+    qemuWrite(a, 'vm1', ['write -P 0x21 1M 256k', 'discard 20M 512k']);
     ok(cli(a, 'snapshot create vm1@s2'));
-    qemuWrite(a, 'vm1', ['write -P 0x31 63M 1M', 'write -z 0 64k']);
+    qemuWrite(a, 'vm1', ['write -P 0x31 31M 1M', 'write -z 0 64k']);
     ok(cli(a, 'snapshot create vm1@s3'));
-    qemuWrite(a, 'vm1', ['write -P 0x41 20M 3M']);
+    qemuWrite(a, 'vm1', ['write -P 0x41 12M 3M']);
     ok(cli(a, 'snapshot create vm1@s4'));
 
     ok(`${cli(a, 'snapshot export vm1@s1')} | ${cli(b, 'volume import vm1')}`);
@@ -125,8 +125,8 @@ describe('issue 12: snapshot streams between two servers', () => {
   });
 
   it('refuses an incremental on a base with the same name and another identity', () => {
-    ok(cli(b, 'volume create twin --size 64M'));
-    qemuWrite(b, 'twin', ['write -P 0x11 0 4M', 'write -P 0x12 40M 1M']); // the same bytes as vm1@s1
+    ok(cli(b, 'volume create twin --size 32M'));
+    qemuWrite(b, 'twin', ['write -P 0x11 0 4M', 'write -P 0x12 20M 1M']); // the same bytes as vm1@s1
     ok(cli(b, 'snapshot create twin@s1'));
     qemuWrite(a, 'vm1', ['write -P 0x61 0 16M']);
     ok(cli(a, 'snapshot create vm1@s6'));
