@@ -1,7 +1,7 @@
 // Export and import against the real engine, in process: full and a chain of incrementals round
 // trip byte for byte with the snapshots' identities; an incremental costs what changed; a cut,
 // a flipped byte, a wrong base and a written head are refused with nothing applied.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -162,6 +162,21 @@ describe('snapshot streams against the engine', () => {
     expect(c.listSnapshots('w').map((s) => s.name)).toEqual(['s1']);
     // A full stream onto an existing volume is refused too.
     await expect(importStream(c, 'w', pieces(await streamOf(a, { volume: 'v', snapshot: 's1', since: null })))).rejects.toMatchObject({ code: 'NAME_TAKEN' });
+  });
+
+  it('a full stream of a volume over a backing file carries the backing\'s bytes', async () => {
+    const img = join(dir, 'base.img');
+    await writeFile(img, fill(2 * MiB, 5));
+    const a = await store('a');
+    await a.createVolume({ name: 'v', backing: img, chunkSize: 64 * KiB });
+    await a.head('v').write(MiB, fill(64 * KiB, 6), { fua: false });
+    await a.createSnapshot('v', 's1');
+    const b = await store('b');
+    const full = await streamOf(a, { volume: 'v', snapshot: 's1', since: null });
+    expect(dataBytesOf(full)).toBe(2 * MiB);
+    await importStream(b, 'w', pieces(full));
+    expect(b.volumeInfo('w').backing).toBeNull();
+    expect((await contents(b.snapshotView('w', 's1'))).equals(await contents(a.snapshotView('v', 's1')))).toBe(true);
   });
 
   it('refuses --since a snapshot that is not older', async () => {
