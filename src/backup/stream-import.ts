@@ -11,7 +11,7 @@
 // stream in full first would cost a second copy of its size; rolling back costs nothing. A server
 // crash mid-import leaves what a crash leaves: the new volume without a snapshot, or the head
 // with part of the change on top of the base (roll back to the base, or delete, and retry).
-import { StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
+import { NAME_PATTERN, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
 import { StreamDecoder, StreamFormatError, type StreamHeader, type StreamTotals } from './stream-format.ts';
 
 export const ImportErrorCode = {
@@ -59,6 +59,8 @@ function exists(f: () => unknown): boolean {
 
 /** Checks the header against the target and prepares it; returns the undo. */
 async function prepare(store: ImportStore, name: string, h: StreamHeader): Promise<() => Promise<void>> {
+  // Checked now, not when the snapshot is created after the whole stream was applied.
+  if (!NAME_PATTERN.test(h.snapshot)) throw new StoreError(StoreErrorCode.InvalidName, `the stream's snapshot name '${h.snapshot}' is not a valid name`);
   if (h.base === null) {
     if (exists(() => store.volumeInfo(name))) {
       throw new StoreError(StoreErrorCode.NameTaken, `volume '${name}' exists; a full stream creates its volume (delete it, or import under another name)`);

@@ -25,6 +25,11 @@ const EXPORT_PARAMS = { volume: name, snapshot: name, since: { type: 'string', r
 const IMPORT_PARAMS = { name } as const;
 
 const NEWLINE = 0x0a;
+/**
+ * A stream connection on which nothing moves for this long is closed (an import is then rolled
+ * back): a stalled peer must not hold a volume's change lock, or its snapshots, for ever.
+ */
+export const STREAM_IDLE_TIMEOUT_MS = 10 * 60_000;
 
 function isStreamMethod(m: unknown): m is StreamMethod {
   return typeof m === 'string' && (STREAM_METHODS as readonly string[]).includes(m);
@@ -150,6 +155,7 @@ async function serveExport(socket: net.Socket, id: RpcId, p: { volume: string; s
       result: { volume: header.volume, snapshot: header.snapshot, guid: header.guid, since: header.base?.name ?? null, baseGuid: header.base?.guid ?? null, size: header.size },
     });
     let bytes = 0;
+    socket.setTimeout(STREAM_IDLE_TIMEOUT_MS, () => socket.destroy(new Error('idle stream connection')));
     try {
       for await (const bufs of exportStream(store, req, header)) {
         let ok = true;
@@ -176,7 +182,10 @@ async function serveImport(socket: net.Socket, id: RpcId, p: { name: string }, r
     // Not destroyed when the importer stops early: the error still has to be answered.
     for await (const chunk of socket.iterator({ destroyOnReturn: false })) yield chunk as Buffer;
   }
-  const result = await ctx.registry.exclusive(p.name, (store) => importStream(store, p.name, input()));
+  const result = await ctx.registry.exclusive(p.name, (store) => {
+    socket.setTimeout(STREAM_IDLE_TIMEOUT_MS, () => socket.destroy(new Error('idle stream connection')));
+    return importStream(store, p.name, input());
+  });
   log.info(`imported ${result.volume}@${result.snapshot}${result.base === null ? '' : ` onto ${result.base}`}: ${result.bytes} bytes`);
   writeLine(socket, { jsonrpc: '2.0', id, result });
   socket.end();
