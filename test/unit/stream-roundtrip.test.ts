@@ -11,6 +11,7 @@ import { PREAMBLE_LEN, RECORD_HEADER_LEN, StreamDecoder, StreamFormatError } fro
 import { openCowStore } from '../../src/storage/index.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
 import type { BlockDevice } from '../../src/storage/device.ts';
+import { Prng } from '../helpers/prng.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -162,6 +163,35 @@ describe('snapshot streams against the engine', () => {
     expect(c.listSnapshots('w').map((s) => s.name)).toEqual(['s1']);
     // A full stream onto an existing volume is refused too.
     await expect(importStream(c, 'w', pieces(await streamOf(a, { volume: 'v', snapshot: 's1', since: null })))).rejects.toMatchObject({ code: 'NAME_TAKEN' });
+  });
+
+  it('refuses randomly damaged incrementals (flips, cuts, inserted bytes) with nothing applied (seeded)', async () => {
+    const seed = Number(process.env.SNAPNBD_SEED ?? Date.now() % 1e9);
+    const rnd = new Prng(seed);
+    const a = await source();
+    const b = await store('b');
+    await importStream(b, 'w', pieces(await streamOf(a, { volume: 'v', snapshot: 's1', since: null })));
+    const before = await contents(b.head('w'));
+    const inc = await streamOf(a, { volume: 'v', snapshot: 's2', since: 's1' });
+    for (let round = 0; round < 40; round++) {
+      let bad: Buffer;
+      const at = rnd.int(0, inc.length - 1);
+      switch (round % 3) {
+        case 0:
+          bad = Buffer.from(inc);
+          bad.writeUInt8(bad.readUInt8(at) ^ (1 << rnd.int(0, 7)), at);
+          break;
+        case 1:
+          bad = inc.subarray(0, at);
+          break;
+        default:
+          bad = Buffer.concat([inc.subarray(0, at), Buffer.from([rnd.int(0, 255)]), inc.subarray(at)]);
+      }
+      const why = `seed ${seed} round ${round} at ${at}`;
+      await expect(importStream(b, 'w', pieces(bad, rnd.int(1, 70_000))), why).rejects.toBeInstanceOf(StreamFormatError);
+      expect(b.listSnapshots('w').map((x) => x.name), why).toEqual(['s1']);
+    }
+    expect((await contents(b.head('w'))).equals(before)).toBe(true);
   });
 
   it('a full stream of a volume over a backing file carries the backing\'s bytes', async () => {
