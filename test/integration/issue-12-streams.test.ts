@@ -138,4 +138,17 @@ describe('issue 12: snapshot streams between two servers', () => {
     expect(snapshots(b, 'twin')).toEqual(before);
     expect(volumes(b)).toContain('twin');
   });
+
+  it('CLI: usage errors exit 2, an unreachable server 3, a refused export 1 leaving no -o file', () => {
+    const bin = `${process.execPath} ${SNAPNBD_BIN}`;
+    expect(sh(`${bin} snapshot export vm1 --control ${a.controlPath} > /dev/null`).status).toBe(2);
+    expect(sh(`${bin} snapshot export vm1@s1 --since other@s0 --control ${a.controlPath} > /dev/null`).status).toBe(2);
+    expect(sh(`${bin} volume import --control ${b.controlPath} < /dev/null`).status).toBe(2);
+    expect(sh(`${bin} snapshot export vm1@s1 --control ${join(work, 'nope.sock')} > /dev/null`).status).toBe(3);
+    const out = join(work, 'refused.stream');
+    const r = sh(`${bin} snapshot export vm1@nosuch -o ${out} --control ${a.controlPath}`);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('SNAPSHOT_NOT_FOUND');
+    expect(sh(`test -e ${out}`).status).not.toBe(0);
+  });
 });
