@@ -11,7 +11,7 @@ import { exportHeader, exportStream } from '../backup/stream-export.ts';
 import { ImportError, importStream } from '../backup/stream-import.ts';
 import { StreamFormatError } from '../backup/stream-format.ts';
 import { log } from '../util/log.ts';
-import { RpcCode, RpcError, toRpcError } from './errors.ts';
+import { ControlErrorCode, RpcCode, RpcError, toRpcError } from './errors.ts';
 import { LineSplitter, MAX_LINE_BYTES } from './framing.ts';
 import type { ControlContext } from './methods.ts';
 import { answerFrame } from './server.ts';
@@ -130,7 +130,7 @@ async function serveStream(socket: net.Socket, msg: unknown, rest: Buffer, ctx: 
   try {
     const req = parseRequest(msg);
     id = req.id ?? null;
-    if (req.positional) throw new RpcError(RpcCode.InvalidParams, 'INVALID_PARAMS', `${req.method}: params must be an object (named parameters)`);
+    if (req.positional) throw new RpcError(RpcCode.InvalidParams, ControlErrorCode.InvalidParams, `${req.method}: params must be an object (named parameters)`);
     if (req.method === 'snapshot.export') await serveExport(socket, id, validateParams(req.method, EXPORT_PARAMS, req.params), ctx);
     else await serveImport(socket, id, validateParams(req.method, IMPORT_PARAMS, req.params), rest, ctx);
   } catch (e) {
