@@ -1,3 +1,4 @@
+// One file for the encoder and its mirror decoder (longer than most), so the two change together.
 // The snapshot stream (protocol/stream.md): what `snapnbd snapshot export` writes and `snapnbd
 // volume import` reads. A pure codec, no I/O: the writer turns events into buffers, the decoder
 // is a resumable push parser that turns any split of the bytes back into the same events, and
