@@ -8,6 +8,8 @@ import { DATA_RECORD_BYTES, StreamWriter, type StreamHeader } from './stream-for
 
 /** Diff extents asked for per page. */
 export const EXPORT_DIFF_PAGE = 4096;
+/** DATA records read ahead of the one being sent. */
+export const EXPORT_READ_AHEAD = 4;
 
 export interface ExportRequest {
   volume: string;
@@ -77,11 +79,25 @@ async function* extentsOf(w: StreamWriter, view: BlockDevice, offset: number, le
         yield w.zero(pos, runEnd - pos, r.hole);
       } else {
         // Allocated data, or a hole that reads through to a backing file: the bytes are needed.
-        for (let at = pos; at < runEnd; at += DATA_RECORD_BYTES) {
-          const n = Math.min(DATA_RECORD_BYTES, runEnd - at);
-          const buf = Buffer.allocUnsafe(n);
-          await view.read(at, n, buf);
-          yield w.data(at, buf);
+        // A few reads run ahead of the one being sent, so the disk and the socket overlap.
+        const ahead: { at: number; buf: Buffer; done: Promise<void> }[] = [];
+        let next = pos;
+        const issue = (): void => {
+          while (ahead.length < EXPORT_READ_AHEAD && next < runEnd) {
+            const n = Math.min(DATA_RECORD_BYTES, runEnd - next);
+            const buf = Buffer.allocUnsafe(n);
+            const done = view.read(next, n, buf);
+            done.catch(() => undefined); // awaited in order below; a later failure must not go unhandled
+            ahead.push({ at: next, buf, done });
+            next += n;
+          }
+        };
+        issue();
+        while (ahead.length > 0) {
+          const r0 = ahead.shift()!;
+          await r0.done;
+          issue();
+          yield w.data(r0.at, r0.buf);
         }
       }
       pos = runEnd;

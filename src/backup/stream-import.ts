@@ -45,6 +45,9 @@ export interface ImportResult {
   zeroBytes: number;
 }
 
+/** Writes to the volume in flight at once (the stream's extents never overlap). */
+export const IMPORT_WRITES_IN_FLIGHT = 8;
+
 export type ImportStore = Pick<Store, 'volumeInfo' | 'listSnapshots' | 'createVolume' | 'deleteVolume' | 'head' | 'diff' | 'rollback' | 'createSnapshot' | 'flush'>;
 
 function exists(f: () => unknown): boolean {
@@ -100,6 +103,18 @@ export async function importStream(store: ImportStore, name: string, input: Asyn
   let undo: (() => Promise<void>) | null = null;
   let totals: StreamTotals | null = null;
   let bytes = 0;
+  // Writes run a few at a time; the first failure is kept and thrown at the next step.
+  const inflight = new Set<Promise<void>>();
+  let failure: { e: unknown } | null = null;
+  const track = async (p: Promise<void>): Promise<void> => {
+    const t: Promise<void> = p.then(() => { inflight.delete(t); }, (e: unknown) => {
+      inflight.delete(t);
+      failure ??= { e };
+    });
+    inflight.add(t);
+    if (inflight.size >= IMPORT_WRITES_IN_FLIGHT) await Promise.race(inflight);
+    if (failure) throw failure.e;
+  };
   try {
     for await (const chunk of input) {
       bytes += chunk.length;
@@ -112,11 +127,11 @@ export async function importStream(store: ImportStore, name: string, input: Asyn
             undo = await prepare(store, name, header);
             break;
           case 'data':
-            await store.head(name).write(ev.offset, ev.data, { fua: false });
+            await track(store.head(name).write(ev.offset, ev.data, { fua: false }));
             break;
           case 'zero':
             // A new volume reads zeros already; on an existing one the range must become zeros.
-            if (header!.base !== null) await store.head(name).zero(ev.offset, ev.length, { fua: false, noHole: false, fast: false });
+            if (header!.base !== null) await track(store.head(name).zero(ev.offset, ev.length, { fua: false, noHole: false, fast: false }));
             break;
           case 'end':
             totals = ev.totals;
@@ -128,6 +143,8 @@ export async function importStream(store: ImportStore, name: string, input: Asyn
     }
     const err = dec.end();
     if (err) throw err;
+    await Promise.all(inflight);
+    if (failure) throw (failure as { e: unknown }).e;
     const h = header!;
     await store.flush();
     const snap = await store.createSnapshot(name, h.snapshot, h.description, h.guid);
@@ -138,6 +155,7 @@ export async function importStream(store: ImportStore, name: string, input: Asyn
       records: totals!.records, dataBytes: totals!.dataBytes, zeroBytes: totals!.zeroBytes,
     };
   } catch (e) {
+    await Promise.all(inflight); // never rejects: failures are kept apart
     if (undo) {
       try {
         await undo();

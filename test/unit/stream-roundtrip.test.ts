@@ -6,11 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { exportStream, type ExportRequest } from '../../src/backup/stream-export.ts';
-import { importStream } from '../../src/backup/stream-import.ts';
+import { importStream, type ImportStore } from '../../src/backup/stream-import.ts';
 import { PREAMBLE_LEN, RECORD_HEADER_LEN, StreamDecoder, StreamFormatError } from '../../src/backup/stream-format.ts';
 import { openCowStore } from '../../src/storage/index.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
-import type { BlockDevice } from '../../src/storage/device.ts';
+import { StorageError, type BlockDevice } from '../../src/storage/device.ts';
 import { Prng } from '../helpers/prng.ts';
 
 const KiB = 1024;
@@ -191,6 +191,40 @@ describe('snapshot streams against the engine', () => {
       await expect(importStream(b, 'w', pieces(bad, rnd.int(1, 70_000))), why).rejects.toBeInstanceOf(StreamFormatError);
       expect(b.listSnapshots('w').map((x) => x.name), why).toEqual(['s1']);
     }
+    expect((await contents(b.head('w'))).equals(before)).toBe(true);
+  });
+
+  it('rolls back when a write fails part-way (full: no volume; incremental: the base again)', async () => {
+    const a = await source();
+    const b = await store('b');
+    /** The store, with the head's 2nd write from now on failing (EIO). */
+    const failing = (s: CowStore): ImportStore => {
+      let writes = 0;
+      return {
+        volumeInfo: (n) => s.volumeInfo(n), listSnapshots: (n) => s.listSnapshots(n), createVolume: (v) => s.createVolume(v),
+        deleteVolume: (n) => s.deleteVolume(n), diff: (...x) => s.diff(...x), rollback: (v, n) => s.rollback(v, n),
+        createSnapshot: (...x) => s.createSnapshot(...x), flush: () => s.flush(),
+        head: (n) => {
+          const h = s.head(n);
+          return Object.assign(Object.create(h) as BlockDevice, {
+            write: async (off: number, data: Buffer, o: { fua: boolean }) => {
+              if (++writes === 2) throw new StorageError('EIO', 'injected write failure');
+              return h.write(off, data, o);
+            },
+          });
+        },
+      };
+    };
+    const full = await streamOf(a, { volume: 'v', snapshot: 's1', since: null });
+    await expect(importStream(failing(b), 'w', pieces(full))).rejects.toThrow(/injected/);
+    expect(b.listVolumes()).toEqual([]);
+    await importStream(b, 'w', pieces(full));
+    const before = await contents(b.head('w'));
+    await a.head('v').write(2 * MiB, fill(4 * MiB, 8), { fua: false }); // several DATA records
+    await a.createSnapshot('v', 's4');
+    const inc = await streamOf(a, { volume: 'v', snapshot: 's4', since: 's1' });
+    await expect(importStream(failing(b), 'w', pieces(inc))).rejects.toThrow(/injected/);
+    expect(b.listSnapshots('w').map((x) => x.name)).toEqual(['s1']);
     expect((await contents(b.head('w'))).equals(before)).toBe(true);
   });
 
