@@ -149,6 +149,8 @@ async function serveExport(socket: net.Socket, id: RpcId, p: { volume: string; s
   socket.resume(); // a client's half-close must be seen; it sends nothing more
   socket.on('data', () => undefined);
   await ctx.registry.holdingSnapshots(req.volume, held, async (store, revoked) => {
+    // Revoked (the server stops, a forced delete): end now, even if blocked on a slow reader.
+    revoked.addEventListener('abort', () => socket.destroy(), { once: true });
     const header = exportHeader(store, req);
     writeLine(socket, {
       jsonrpc: '2.0', id,
