@@ -152,4 +152,19 @@ describe('stream connections', () => {
     await done;
     await registry.deleteSnapshot('v', 's1');
   });
+
+  it('a forced volume delete ends an export blocked on a slow reader', async () => {
+    const s = await connect();
+    s.pause();
+    s.end(line('snapshot.export', { volume: 'v', snapshot: 's1' }));
+    await new Promise((r) => setTimeout(r, 200));
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    const t0 = Date.now();
+    await expect(registry.deleteVolume('v', false)).rejects.toMatchObject({ code: 'VOLUME_BUSY' });
+    expect(await registry.deleteVolume('v', true)).toEqual({ disconnected: 1 });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    s.resume();
+    await closed;
+    expect(store.listVolumes()).toEqual([]);
+  });
 });
