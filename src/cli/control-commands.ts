@@ -23,6 +23,8 @@ export const CONTROL_USAGE = `Usage:
   snapnbd snapshot delete VOLUME@NAME
   snapnbd snapshot rollback VOLUME@NAME [--force]
   snapnbd snapshot diff VOLUME@FROM [VOLUME@TO]                (no TO: against the head)
+  snapnbd snapshot export VOLUME@NAME [--since BASE] [-o FILE]   (a stream; see --help there)
+  snapnbd volume import NAME [-i FILE]
   snapnbd clone VOLUME@NAME NEWVOLUME
   snapnbd stats
 
@@ -146,6 +148,7 @@ function snapshotDetails(s: SnapshotView): string {
     ['written', formatSize(s.written)],
     ['exports', s.exports.length ? `${s.exports.join(', ')} (${s.connections} connection${s.connections === 1 ? '' : 's'})` : '-'],
     ['clones', s.clones.length ? s.clones.join(', ') : '-'],
+    ['guid', s.guid || '-'],
   ]);
 }
 

@@ -8,6 +8,7 @@ import { runBackupCli } from './backup-commands.ts';
 import { runServe } from './serve.ts';
 import { MAIN_USAGE } from './usage.ts';
 import { versionLine } from './version.ts';
+import { runStreamCli } from './stream-commands.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -37,6 +38,9 @@ export async function main(argv: string[]): Promise<void> {
       break;
     case 'volume':
     case 'snapshot':
+      code = (rest[0] === 'export' && command === 'snapshot') || (rest[0] === 'import' && command === 'volume')
+        ? await runStreamCli(argv) : await runControlCli(argv);
+      break;
     case 'clone':
     case 'stats':
       code = await runControlCli(argv);

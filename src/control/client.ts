@@ -28,6 +28,24 @@ export class ControlUnreachableError extends Error {
   }
 }
 
+/** Connects to the control socket; ControlUnreachableError says why not, for people. */
+export function connectControlSocket(path: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path);
+    socket.once('connect', () => {
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (e: NodeJS.ErrnoException) => {
+      const why = e.code === 'ENOENT' ? 'no such file (is the server running?)'
+        : e.code === 'ECONNREFUSED' ? 'connection refused (stale socket: the server is not running)'
+        : e.code === 'EACCES' ? 'permission denied (the socket is owner-only)'
+        : e.message;
+      reject(new ControlUnreachableError(path, why));
+    });
+  });
+}
+
 interface Pending {
   resolve(v: unknown): void;
   reject(e: Error): void;
@@ -56,21 +74,8 @@ export class ControlClient {
     socket.on('close', () => fail(new ControlUnreachableError(path, 'the server closed the connection')));
   }
 
-  static connect(path: string): Promise<ControlClient> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(path);
-      socket.once('connect', () => {
-        socket.removeAllListeners('error');
-        resolve(new ControlClient(path, socket));
-      });
-      socket.once('error', (e: NodeJS.ErrnoException) => {
-        const why = e.code === 'ENOENT' ? 'no such file (is the server running?)'
-          : e.code === 'ECONNREFUSED' ? 'connection refused (stale socket: the server is not running)'
-          : e.code === 'EACCES' ? 'permission denied (the socket is owner-only)'
-          : e.message;
-        reject(new ControlUnreachableError(path, why));
-      });
-    });
+  static async connect(path: string): Promise<ControlClient> {
+    return new ControlClient(path, await connectControlSocket(path));
   }
 
   /** A method of src/control/methods.ts, with its params and result types. */

@@ -9,6 +9,7 @@ import { log } from '../util/log.ts';
 import { ControlErrorCode, RpcCode, RpcError, toRpcError, type RpcErrorObject } from './errors.ts';
 import { LineSplitter, MAX_LINE_BYTES, type Frame } from './framing.ts';
 import { callMethod, isMethodName, type ControlContext } from './methods.ts';
+import { routeConnection } from './stream-connection.ts';
 import { InvalidRequestError, parseRequest, type RpcId } from './validate.ts';
 
 export type { ControlContext } from './methods.ts';
@@ -37,7 +38,7 @@ export async function startControlServer(path: string, ctx: ControlContext): Pro
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     connections.add(socket);
     socket.once('close', () => connections.delete(socket));
-    serveConnection(socket, ctx);
+    routeConnection(socket, ctx, (s) => serveConnection(s, ctx));
   });
   server.on('error', (e) => log.error(`control socket ${path}`, e));
   // The bind happens inside listen(), synchronously: a umask of 077 for that call means the file

@@ -6,6 +6,7 @@ import type { Catalog } from './catalog.ts';
 import { nodeRecord } from './catalog.ts';
 import type { DataStore } from './chunk-store.ts';
 import { Rec, type RecordReader } from './format.ts';
+import { legacyGuid } from './guid.ts';
 import {
   decodeL1, decodeMapRun, decodeNode, decodePage, decodeRollback, decodeState, decodeVolume, encodeL1, encodeNode, encodePage,
   encodeState, encodeVolume,
@@ -78,6 +79,7 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
         map = new NodeMap(vol.nChunks, vol.chunkClass, l1);
       } else if (source === 0) map = new NodeMap(vol.nChunks, vol.chunkClass);
       else map = catalog.node(source).map.share();
+      if (node.kind === 'snap' && node.guid === '') node.guid = legacyGuid(vol.createdMs, vol.name, node.id, node.createdMs, node.name);
       catalog.addNode(node, vol, map);
       return;
     }

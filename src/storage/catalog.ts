@@ -42,7 +42,7 @@ export interface Node extends Omit<NodeRecord, 'volumeId'> {
 }
 
 export function nodeRecord(n: Node): NodeRecord {
-  return { id: n.id, volumeId: n.vol.id, kind: n.kind, name: n.name, description: n.description, createdMs: n.createdMs, epoch: n.epoch };
+  return { id: n.id, volumeId: n.vol.id, kind: n.kind, name: n.name, description: n.description, createdMs: n.createdMs, epoch: n.epoch, guid: n.guid };
 }
 
 export class Catalog {

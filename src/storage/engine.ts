@@ -18,6 +18,7 @@ import { HeadDevice, SnapshotDevice } from './devices.ts';
 import { DIFF_LIMIT_DEFAULT, diffMaps } from './diff.ts';
 import type { FileIo, IoFile } from './file-io.ts';
 import { Rec } from './format.ts';
+import { GUID_PATTERN, newGuid } from './guid.ts';
 import { Journal } from './journal.ts';
 import { encodeDelete, encodeNode, encodeRollback, encodeVolume, type BackingRecord } from './records.ts';
 import { openStoreFiles, type LogFn, type OpenOptions } from './recovery.ts';
@@ -224,7 +225,7 @@ export class CowStore implements Store {
       }
       const vol = catalog.addVolume({ id: catalog.newId(), name: spec.name, size, chunkSize, createdMs: Date.now(), backing, origin: null });
       vol.backingFile = backingFile;
-      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0 },
+      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '' },
         vol, new NodeMap(vol.nChunks, vol.chunkClass));
       this.journal.log(encodeVolume(vol));
       this.journal.log(encodeNode(Rec.Node, nodeRecord(head), 0));
@@ -296,9 +297,10 @@ export class CowStore implements Store {
     return s.view;
   }
 
-  async createSnapshot(volume: string, name: string, description = ''): Promise<SnapshotInfo> {
+  async createSnapshot(volume: string, name: string, description = '', guid?: string): Promise<SnapshotInfo> {
     this.checkOpen();
     checkName('snapshot', name);
+    if (guid !== undefined && !GUID_PATTERN.test(guid)) throw new StoreError(StoreErrorCode.InvalidArgument, `snapshot identity '${guid}' is not 32 lowercase hex digits`);
     return this.serial(async () => {
       const catalog = this.catalog;
       const vol = catalog.volume(volume);
@@ -311,7 +313,7 @@ export class CowStore implements Store {
       const release = await holdAll([vol.gate]);
       let node: Node;
       try {
-        node = catalog.addNode({ id: catalog.newId(), kind: 'snap', name, description, createdMs: Date.now(), epoch: catalog.epoch },
+        node = catalog.addNode({ id: catalog.newId(), kind: 'snap', name, description, createdMs: Date.now(), epoch: catalog.epoch, guid: guid ?? newGuid() },
           vol, vol.head.map.share());
         this.journal.trackDurable(node);
         this.journal.log(encodeNode(Rec.Node, nodeRecord(node), vol.head.id));
@@ -380,7 +382,7 @@ export class CowStore implements Store {
       });
       vol.backingFile = src.backingFile;
       vol.backingError = src.backingError;
-      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0 },
+      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '' },
         vol, node.map.share());
       this.journal.log(encodeVolume(vol));
       this.journal.log(encodeNode(Rec.Node, nodeRecord(head), node.id));

@@ -154,6 +154,13 @@ export class RecordWriter {
     return this;
   }
 
+  bytes(b: Buffer): this {
+    this.room(b.length);
+    b.copy(this.buf, this.pos);
+    this.pos += b.length;
+    return this;
+  }
+
   u32s(a: Uint32Array, from: number, to: number): this {
     const n = to - from;
     this.room(n * 4);
@@ -184,6 +191,10 @@ export class RecordReader {
   private need(n: number): void {
     if (this.pos + n > this.b.length) throw new Error(`record type ${this.type} too short`);
   }
+  /** Bytes left: a trailing optional field is present when there is room for it. */
+  get remaining(): number {
+    return this.b.length - this.pos;
+  }
   u8(): number {
     this.need(1);
     return this.b.readUInt8(this.pos++);
@@ -212,6 +223,12 @@ export class RecordReader {
     const s = this.b.toString('utf8', this.pos, this.pos + n);
     this.pos += n;
     return s;
+  }
+  bytes(n: number): Buffer {
+    this.need(n);
+    const v = Buffer.from(this.b.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return v;
   }
   u32s(n: number): Uint32Array {
     this.need(n * 4);

@@ -3,6 +3,7 @@
 // Each encoder has its mirror decoder; catalog-records.ts applies decoded records to the catalog.
 import { ENTRIES_PER_PAGE } from './block-map.ts';
 import { Rec, RecordWriter, type RecordReader } from './format.ts';
+import { GUID_BYTES } from './guid.ts';
 
 /** Fingerprint of a backing file taken at volume creation (backing.ts compares it at open). */
 export interface BackingRecord {
@@ -42,6 +43,8 @@ export interface NodeRecord {
   createdMs: number;
   /** Snapshots: the epoch they froze (entries born later are not in them). Heads: 0. */
   epoch: number;
+  /** Snapshots: identity (guid.ts), a trailing optional field; '' for heads and when absent. */
+  guid: string;
 }
 
 const NODE_HEAD = 0;
@@ -82,8 +85,11 @@ export function decodeVolume(r: RecordReader): VolumeRecord {
  * (checkpoint), the id of its L1 record.
  */
 export function encodeNode(type: typeof Rec.Node | typeof Rec.NodeCp, n: NodeRecord, source: number): Buffer {
-  return new RecordWriter(type).u32(n.id).u32(n.volumeId).u8(n.kind === 'head' ? NODE_HEAD : NODE_SNAP)
-    .str(n.name).str(n.description).f64(n.createdMs).u32(n.epoch).u32(source).finish();
+  const w = new RecordWriter(type).u32(n.id).u32(n.volumeId).u8(n.kind === 'head' ? NODE_HEAD : NODE_SNAP)
+    .str(n.name).str(n.description).f64(n.createdMs).u32(n.epoch).u32(source);
+  // Trailing and optional: readers that predate it ignore bytes after the fields they know.
+  if (n.guid !== '') w.bytes(Buffer.from(n.guid, 'hex'));
+  return w.finish();
 }
 
 export function decodeNode(r: RecordReader): { node: NodeRecord; source: number } {
@@ -95,7 +101,8 @@ export function decodeNode(r: RecordReader): { node: NodeRecord; source: number 
   const createdMs = r.f64();
   const epoch = r.u32();
   const source = r.u32();
-  return { node: { id, volumeId, kind, name, description, createdMs, epoch }, source };
+  const guid = r.remaining >= GUID_BYTES ? r.bytes(GUID_BYTES).toString('hex') : '';
+  return { node: { id, volumeId, kind, name, description, createdMs, epoch, guid }, source };
 }
 
 /** `VolumeDelete 3` and `NodeDelete 5` carry just the id. */

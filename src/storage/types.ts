@@ -128,6 +128,8 @@ export interface SnapshotInfo {
   durable: boolean;
   /** Why it cannot be read (its volume's backing file changed or is missing), or null. */
   unavailable: string | null;
+  /** Identity: 32 hex digits, random at creation (or a stream's, when imported), never reused. */
+  guid: string;
 }
 
 export interface ChangedExtent {
@@ -177,7 +179,7 @@ export interface Store {
    * commits durably, releases. Contains every write resolved before the call and none started
    * after it resolves.
    */
-  createSnapshot(volume: string, name: string, description?: string): Promise<SnapshotInfo>;
+  createSnapshot(volume: string, name: string, description?: string, guid?: string): Promise<SnapshotInfo>;
   listSnapshots(volume: string): SnapshotInfo[];
   snapshotInfo(volume: string, name: string): SnapshotInfo;
   deleteSnapshot(volume: string, name: string): Promise<void>;

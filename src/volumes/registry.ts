@@ -290,7 +290,7 @@ export class VolumeRegistry implements ExportResolver {
       out.push({
         volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
         description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
-        exports: [], connections: 0, clones: [],
+        exports: [], connections: 0, clones: [], guid: '',
       });
     }
     return out;
@@ -354,6 +354,51 @@ export class VolumeRegistry implements ExportResolver {
       }
       return { disconnected: held.length };
     });
+  }
+
+  /**
+   * Runs `fn` on the store as the only user of `volume`: other changes to it wait, and its head
+   * is fenced from NBD clients. Refused with VOLUME_BUSY while clients hold the head (imports).
+   */
+  async exclusive<T>(volume: string, fn: (store: Store) => Promise<T>): Promise<T> {
+    checkName('volume', volume);
+    return this.mutex.run([volume], async () => {
+      const held = this.leases.where((l) => l.volume === volume && l.snapshot === null);
+      if (held.length > 0) {
+        throw new StoreError(StoreErrorCode.VolumeBusy,
+          `volume '${volume}' has ${held.length} NBD connection(s) to its head; disconnect them first`);
+      }
+      this.fenced.add(volume);
+      try {
+        return await fn(this.store);
+      } finally {
+        this.fenced.delete(volume);
+      }
+    });
+  }
+
+  /**
+   * Runs `fn` reading the given snapshots from the store, holding them as exports meanwhile (so
+   * deleting one is refused with SNAPSHOT_BUSY; exports). `revoked` fires when the server stops.
+   */
+  async holdingSnapshots<T>(volume: string, snapshots: string[], fn: (store: Store, revoked: AbortSignal) => Promise<T>): Promise<T> {
+    checkName('volume', volume);
+    const ac = new AbortController();
+    const leases: ExportLease[] = [];
+    try {
+      for (const s of snapshots) {
+        checkName('snapshot', s);
+        const lease = this.acquire(exportNameOf(volume, s), (reason) => ac.abort(new Error(reason)));
+        if (!lease) {
+          this.store.snapshotInfo(volume, s); // VOLUME_NOT_FOUND / SNAPSHOT_NOT_FOUND
+          throw new StoreError(StoreErrorCode.SnapshotBusy, `snapshot '${exportNameOf(volume, s)}' is being created or deleted, or the server is stopping`);
+        }
+        leases.push(lease);
+      }
+      return await fn(this.store, ac.signal);
+    } finally {
+      for (const l of leases) l.release();
+    }
   }
 
   async clone(volume: string, snapshot: string, newName: string): Promise<VolumeView> {
@@ -451,6 +496,7 @@ export class VolumeRegistry implements ExportResolver {
       connections,
       clones: s.clones,
       ...(backup !== null ? { backup } : {}),
+      guid: s.guid,
     };
   }
 

@@ -28,6 +28,8 @@ export interface SnapshotView {
   clones: string[];
   /** Backup state (`backing-up 42%`, `backed-up`, `failed: reason`); absent when it has none. */
   backup?: string;
+  /** Identity (32 hex digits; '' while being created): what incremental streams check. */
+  guid: string;
 }
 
 /** A volume as the control socket lists it. */

@@ -6,6 +6,7 @@ import {
   CHUNK_SIZE_DEFAULT, NAME_PATTERN, StoreError, StoreErrorCode,
   type DiffPage, type SnapshotInfo, type Store, type StoreStats, type VolumeInfo, type VolumeSpec,
 } from '../../src/storage/types.ts';
+import { newGuid } from '../../src/storage/guid.ts';
 
 class MemDevice implements BlockDevice {
   readonly readOnly: boolean;
@@ -107,14 +108,14 @@ export class FakeStore implements Store {
     return v;
   }
 
-  async createSnapshot(volume: string, name: string, description?: string): Promise<SnapshotInfo> {
+  async createSnapshot(volume: string, name: string, description?: string, guid?: string): Promise<SnapshotInfo> {
     const v = this.vol(volume);
     if (v.snaps.has(name)) throw new StoreError(StoreErrorCode.NameTaken, `snapshot '${volume}@${name}' exists`);
     await this.pass();
     const data = Buffer.from(v.head.data);
     const info: SnapshotInfo = {
       volume, name, created: this.now(), description: description ?? '', size: data.length,
-      space: { referenced: data.length, used: 0, written: 0 }, clones: [], durable: true, unavailable: null,
+      space: { referenced: data.length, used: 0, written: 0 }, clones: [], durable: true, unavailable: null, guid: guid ?? newGuid(),
     };
     v.snaps.set(name, { info, data, view: new MemDevice(data, true, v.info.chunkSize) });
     this.log.push(`createSnapshot ${volume}@${name}`);
