@@ -47,6 +47,8 @@ export interface HarnessOptions {
    * and must leave the store consistent; once space is back, a flush makes everything durable.
    */
   squeezeProbability?: number;
+  /** The engine sees the simulated file system through this (a test's faulty variant). */
+  wrapSim?: (sim: SimFileIo) => FileIo;
 }
 
 export class Harness {
@@ -74,7 +76,7 @@ export class Harness {
     this.opts = opts;
     this.rand = prng(opts.seed);
     this.sim = opts.io ? null : new SimFileIo();
-    this.io = opts.io ?? this.sim!;
+    this.io = opts.io ?? (opts.wrapSim ? opts.wrapSim(this.sim!) : this.sim!);
     this.dir = opts.dir ?? '/store';
   }
 
@@ -116,6 +118,7 @@ export class Harness {
       const f = await this.io.open(p, 'create');
       await f.write(b, 0, b.length, 0);
       await f.datasync();
+      await this.io.syncDir('/');
     });
   }
 
