@@ -759,6 +759,8 @@ export class CowStore implements Store {
       await old.close().catch(() => undefined);
       await this.io.unlink(`${this.dataDir}/${journalFile(oldGen)}`).catch(() => undefined);
     }
+    // Failed attempts' files (disk full): `check` after a clean close would call them leaks.
+    for (let g = oldGen + 1; g < gen; g++) await this.io.unlink(`${this.dataDir}/${journalFile(g)}`).catch(() => undefined);
   }
 
   /** Writes a checkpoint at the next commit (tests and the compactor use it). */

@@ -6,7 +6,7 @@ import { ClientFlag, Cmd, CmdFlag, Info, MAX_PAYLOAD, Opt } from '../../src/prot
 import { InboundDecoder } from '../../src/protocol/decoder.ts';
 import { encodeClientFlags, encodeInfoRequest, encodeMetaContextRequest, encodeOption } from '../../src/protocol/handshake.ts';
 import { encodeRequestHeader } from '../../src/protocol/transmission.ts';
-import { Prng, withSeed } from '../helpers/prng.ts';
+import { Prng, withSeeds } from '../helpers/prng.ts';
 
 const RANDOM_SPLITS = 300;
 /** Split points sampled inside the oversize WRITE's discarded payload (too long to try them all). */
@@ -177,7 +177,7 @@ describe('InboundDecoder under every split of a valid client stream', () => {
     expect(tried).toBeGreaterThan(S.stream.length - S.discardEnd + S.discardStart - 2);
   });
 
-  it('seeded random multi-splits', () => withSeed('decoder multi-split', (rng) => {
+  it('seeded random multi-splits', () => withSeeds('decoder multi-split', (rng) => {
     for (let i = 0; i < RANDOM_SPLITS; i++) {
       const k = rng.int(2, 40);
       const points = Array.from({ length: k }, () => rng.bool(0.2)
@@ -195,7 +195,7 @@ describe('InboundDecoder under every split of a valid client stream', () => {
     expectSameEvents(decode(chunks), 'byte by byte');
   });
 
-  it('pause()/resume() after any event, under random splits, loses and reorders nothing', () => withSeed('decoder pause/resume', (rng) => {
+  it('pause()/resume() after any event, under random splits, loses and reorders nothing', () => withSeeds('decoder pause/resume', (rng) => {
     for (let i = 0; i < 200; i++) {
       const points = Array.from({ length: rng.int(0, 20) }, () => rng.int(1, S.stream.length - 1));
       const p = rng.float();

@@ -239,6 +239,19 @@ describe('a control change whose commit fails', () => {
   });
 });
 
+describe('checkpoint attempts that failed', () => {
+  it('leave no journal file behind once one succeeds (check is clean after a clean close)', async () => {
+    const { sim, s } = await simStoreWithMiB();
+    sim.failDatasync = (p) => /journal-/.test(p);
+    await expect(s.checkpoint()).rejects.toThrow(/journal-/);
+    await expect(s.checkpoint()).rejects.toThrow(/journal-/);
+    sim.failDatasync = null;
+    await s.checkpoint();
+    await s.close();
+    expect((await checkStore('/s', { repair: false, fileIo: sim })).problems).toEqual([]);
+  });
+});
+
 describe('a checkpoint whose superblock sync failed', () => {
   it('is retried under a new journal generation: the superblock that may have landed keeps its journal', async () => {
     const { sim, s, dev } = await simStoreWithMiB();
