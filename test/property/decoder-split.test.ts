@@ -2,7 +2,7 @@
 // same events whatever the chunking (pg-protocol "split buffer", ws "spanning multiple writes"),
 // and pause()/resume() at any event neither loses nor reorders anything.
 import { describe, expect, it } from 'vitest';
-import { ClientFlag, Cmd, CmdFlag, Info, MAX_PAYLOAD, Opt } from '../../src/protocol/constants.ts';
+import { ClientFlag, Cmd, CmdFlag, Info, MAX_REQUEST, Opt } from '../../src/protocol/constants.ts';
 import { InboundDecoder } from '../../src/protocol/decoder.ts';
 import { encodeClientFlags, encodeInfoRequest, encodeMetaContextRequest, encodeOption } from '../../src/protocol/handshake.ts';
 import { encodeRequestHeader } from '../../src/protocol/transmission.ts';
@@ -64,7 +64,7 @@ function buildStream(): { stream: Buffer; discardStart: number; discardEnd: numb
   req(Cmd.BLOCK_STATUS, CmdFlag.REQ_ONE, 2 ** 40, 65536);
   req(Cmd.WRITE_ZEROES, CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO, 8192, 1 << 20);
   // Oversize WRITE: reported with a null payload, and its data discarded to keep framing.
-  const big = MAX_PAYLOAD + 1;
+  const big = MAX_REQUEST + 1;
   const bigCookie = cookie(++n);
   add(encodeRequestHeader({ type: Cmd.WRITE, flags: 0, cookie: bigCookie, offset: 0, length: big }));
   const discardStart = len;
