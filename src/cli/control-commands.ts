@@ -118,7 +118,7 @@ interface DiffResult {
 interface StatsResult {
   exports: { name: string; connections: number; requests: number; bytesRead: number; bytesWritten: number; errors: number }[];
   volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number }[];
-  store: { allocatedBytes: number; liveBytes: number; volumes: number; snapshots: number };
+  store: { allocatedBytes: number; liveBytes: number; volumes: number; snapshots: number; full: boolean; freeBytes: number };
 }
 
 function volumeDetails(v: VolumeView): string {
@@ -293,7 +293,8 @@ const COMMANDS: Record<string, Command> = {
         + '\n'
         + table(['VOLUME', 'SIZE', 'USED', 'REFER', 'WRITTEN', 'SNAPSHOTS'],
           r.volumes.map((v) => [v.name, formatSize(v.size), formatSize(v.used), formatSize(v.referenced), formatSize(v.written), String(v.snapshots)]))
-        + `\nstore: ${formatSize(r.store.allocatedBytes)} on disk, ${formatSize(r.store.liveBytes)} live, ${r.store.volumes} volumes, ${r.store.snapshots} snapshots\n`);
+        + `\nstore: ${formatSize(r.store.allocatedBytes)} on disk, ${formatSize(r.store.liveBytes)} live, ${r.store.volumes} volumes, ${r.store.snapshots} snapshots`
+        + (r.store.full ? `, FULL (${formatSize(r.store.freeBytes)} free, kept for metadata): writes that need new space fail with ENOSPC\n` : '\n'));
     },
   },
 };

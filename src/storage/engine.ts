@@ -4,7 +4,7 @@
 // on-disk format, the write path, the commit protocol and recovery.
 import { crc32 } from 'node:zlib';
 import { isSlot, L1, NodeMap, Page, UNMAPPED, ZERO, ZERO_ALLOCATED, ENTRIES_PER_PAGE, PAGE_SHIFT } from './block-map.ts';
-import { ChunkClass, DataStore, SEGMENT_BYTES_DEFAULT, SEGMENT_FILE_RE, segmentFile, type Segment } from './chunk-store.ts';
+import { ChunkClass, DataStore, METADATA_RESERVE_MIN_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_FILE_RE, segmentFile, type Segment } from './chunk-store.ts';
 import { StorageError, UncommittedChangeError, type BlockDevice, type Extent, type WriteOptions, type ZeroOptions } from './device.ts';
 import { CrashPoint, type FileIo, type IoFile } from './file-io.ts';
 import {
@@ -211,6 +211,9 @@ export class CowStore implements Store {
     this.data = new DataStore(this.io, dataDir, segmentBytes);
     this.data.onEmptySegment = (cls, seg) => this.deleteSegment(cls, seg);
     this.data.onShrunkSegment = (cls, seg) => this.trimSegment(cls, seg);
+    // Room for the journal to reach its checkpoint threshold, and for that checkpoint's new file.
+    this.data.metadataReserve = () => METADATA_RESERVE_MIN_BYTES + this.checkpointLen +
+      Math.max(0, Math.max(this.opts.journalCompactBytes, this.checkpointLen * 2) - this.journalEnd);
   }
 
   // ------------------------------------------------------------------ open / create
@@ -810,6 +813,7 @@ export class CowStore implements Store {
         const f = s?.file ?? (s?.opening ? await s.opening.catch(() => null) : null);
         if (!f) return;
         if ((await f.size()) > end) await f.truncate(end);
+        if (s) s.knownSize = end;
       } catch (e) {
         this.opts.log('warn', `could not truncate segment ${seg}: ${(e as Error).message}`);
       } finally {
@@ -1706,7 +1710,7 @@ export class CowStore implements Store {
     }
     let snapshots = 0;
     for (const v of this.volumes.values()) snapshots += v.snaps.length;
-    return { allocatedBytes: allocated, liveBytes: live, volumes: this.volumes.size, snapshots };
+    return { allocatedBytes: allocated, liveBytes: live, volumes: this.volumes.size, snapshots, full: this.data.full, freeBytes: this.data.lastFreeBytes };
   }
 
   async close(): Promise<void> {

@@ -11,7 +11,7 @@ export type ExampleStep =
 /** Fields whose values vary by run (protocol/control.md, "Examples"). */
 export const VARYING_FIELDS = new Set([
   'created', 'startedAt', 'uptimeSeconds', 'pid', 'listeners', 'referenced', 'used', 'written',
-  'allocatedBytes', 'liveBytes', 'next',
+  'allocatedBytes', 'liveBytes', 'freeBytes', 'next',
 ]);
 const GENERATED_NAME = /^([A-Za-z0-9_][A-Za-z0-9._-]*)-\d{8}T\d{6}Z$/;
 
