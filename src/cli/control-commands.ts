@@ -319,7 +319,8 @@ const COMMANDS: Record<string, Command> = {
         + '\n'
         + table(['VOLUME', 'SIZE', 'USED', 'REFER', 'WRITTEN', 'SNAPSHOTS'],
           r.volumes.map((v) => [v.name, formatSize(v.size), formatSize(v.used), formatSize(v.referenced), formatSize(v.written), String(v.snapshots)]))
-        + `\nstore: ${formatSize(r.store.allocatedBytes)} on disk, ${formatSize(r.store.liveBytes)} live, ${r.store.volumes} volumes, ${r.store.snapshots} snapshots\n`);
+        + `\nstore: ${formatSize(r.store.allocatedBytes)} on disk, ${formatSize(r.store.liveBytes)} live, ${r.store.volumes} volumes, ${r.store.snapshots} snapshots`
+        + (r.store.full ? `, FULL (${formatSize(r.store.freeBytes)} free, kept for metadata): writes that need new space fail with ENOSPC\n` : '\n'));
     },
   },
 };

@@ -136,8 +136,15 @@ export const MAX_OPTION_LEN = 64 * 1024;
 export const MAX_STRING_LEN = 4096;
 /** Meta context queries in one option. */
 export const MAX_META_QUERIES = 128;
-/** Largest READ/WRITE payload we serve (the kernel client sends up to 32 MiB). */
+/** Largest READ/WRITE payload we advertise (NBD_INFO_BLOCK_SIZE maximum; the kernel client sends up to 32 MiB). */
 export const MAX_PAYLOAD = 32 * 1024 * 1024;
+/**
+ * Largest READ/WRITE payload we serve, whatever we advertised: liberal in what we accept, as the
+ * reference server and nbdkit are (the reference project's test client sends ~48 MiB).
+ */
+export const MAX_REQUEST = 64 * 1024 * 1024;
+/** Largest unfragmented read a DF request is served (spec: >= 64 KiB). */
+export const MAX_DF_READ = MAX_REQUEST;
 /** Block status descriptors in one reply (spec: SHOULD <= 2^20). */
 export const MAX_BLOCK_STATUS_EXTENTS = 1 << 16;
 

@@ -9,7 +9,7 @@
 //  Payload        `length` bytes                Request
 //  Discard        `length` bytes, dropped       Request  (keeps framing for a refused WRITE)
 //  Dead           nothing                       -        (after a protocol error or close)
-import { Cmd, CLIENT_FLAGS_LEN, MAX_OPTION_LEN, MAX_PAYLOAD, OPTION_HEADER_LEN, REQUEST_HEADER_LEN } from './constants.ts';
+import { Cmd, CLIENT_FLAGS_LEN, MAX_OPTION_LEN, MAX_REQUEST, OPTION_HEADER_LEN, REQUEST_HEADER_LEN } from './constants.ts';
 import { ProtocolError } from './errors.ts';
 import { decodeOptionHeader } from './handshake.ts';
 import { decodeRequestHeader, type RequestHeader } from './transmission.ts';
@@ -32,7 +32,7 @@ export interface InboundHandler {
   onOption(opt: number, data: Buffer): void;
   /**
    * A request. `payload` is the WRITE data (a view or a single copy; never reused by the decoder),
-   * or null: no payload, or a WRITE over MAX_PAYLOAD whose data is being discarded (answer EINVAL).
+   * or null: no payload, or a WRITE over MAX_REQUEST whose data is being discarded (answer EINVAL).
    */
   onRequest(header: RequestHeader, payload: Buffer | null): void;
   onProtocolError(error: ProtocolError): void;
@@ -155,7 +155,7 @@ export class InboundDecoder {
         // The header is copied out: the cookie view must survive the chunk being released.
         h.cookie = Buffer.from(h.cookie);
         if (h.type === Cmd.WRITE && h.length > 0) {
-          if (h.length > MAX_PAYLOAD) {
+          if (h.length > MAX_REQUEST) {
             this.state = DecoderState.Discard;
             this.discardLeft = h.length;
             this.handler.onRequest(h, null);

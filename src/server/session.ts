@@ -10,7 +10,7 @@
 //  Dead           socket closed, lease released             -
 import type { Duplex } from 'node:stream';
 import {
-  BASE_ALLOCATION_ID, Cmd, CmdFlag, MAX_BLOCK_STATUS_EXTENTS, MAX_PAYLOAD, NbdErrno, ReplyFlag,
+  BASE_ALLOCATION_ID, Cmd, CmdFlag, MAX_BLOCK_STATUS_EXTENTS, MAX_DF_READ, MAX_REQUEST, NbdErrno, ReplyFlag,
   StateFlag, nameOfCmd, nameOfErrno, nameOfOpt,
 } from '../protocol/constants.ts';
 import { InboundDecoder, type InboundHandler } from '../protocol/decoder.ts';
@@ -248,7 +248,7 @@ export class Session implements InboundHandler {
         break;
       case Cmd.WRITE:
         writes = true;
-        if (payload === null && h.length > MAX_PAYLOAD) return bad(NbdErrno.EINVAL, `write of ${h.length} bytes exceeds ${MAX_PAYLOAD}`);
+        if (payload === null && h.length > MAX_REQUEST) return bad(NbdErrno.EINVAL, `write of ${h.length} bytes exceeds ${MAX_REQUEST}`);
         break;
       case Cmd.TRIM:
         writes = true;
@@ -277,8 +277,11 @@ export class Session implements InboundHandler {
       const errno = h.type === Cmd.WRITE || h.type === Cmd.WRITE_ZEROES ? NbdErrno.ENOSPC : NbdErrno.EINVAL;
       if (end > dev.size) return bad(errno, `request ends at ${end}, beyond the export size ${dev.size}`);
     }
-    if (h.type === Cmd.READ && h.length > MAX_PAYLOAD) {
-      return bad(h.flags & CmdFlag.DF ? NbdErrno.EOVERFLOW : NbdErrno.EINVAL, `read of ${h.length} bytes exceeds ${MAX_PAYLOAD}`);
+    if (h.type === Cmd.READ && h.flags & CmdFlag.DF && h.length > MAX_DF_READ) {
+      return bad(NbdErrno.EOVERFLOW, `DF read of ${h.length} bytes exceeds ${MAX_DF_READ}`);
+    }
+    if (h.type === Cmd.READ && h.length > MAX_REQUEST) {
+      return bad(NbdErrno.EINVAL, `read of ${h.length} bytes exceeds ${MAX_REQUEST}`);
     }
     return null;
   }

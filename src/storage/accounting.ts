@@ -61,5 +61,5 @@ export function storeStats(io: FileIo, dataDir: string, journalGen: number, chun
   }
   let snapshots = 0;
   for (const v of catalog.volumes()) snapshots += v.snaps.length;
-  return { allocatedBytes: allocated, liveBytes: live, volumes: catalog.volumeCount, snapshots };
+  return { allocatedBytes: allocated, liveBytes: live, volumes: catalog.volumeCount, snapshots, full: chunks.full, freeBytes: chunks.lastFreeBytes };
 }

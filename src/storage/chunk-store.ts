@@ -13,6 +13,12 @@ import type { SlotRefs } from './block-map.ts';
 import { SLOT_MAX } from './block-map.ts';
 
 export const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
+/**
+ * Free space kept back from data writes that grow a segment file, for the metadata (journal
+ * appends, a checkpoint): a full disk must never block the commit that frees space (a snapshot
+ * delete). The engine adds what its journal and checkpoint may still need (metadataReserve).
+ */
+export const METADATA_RESERVE_MIN_BYTES = 4 * 1024 * 1024;
 const INITIAL_SLOTS = 1024;
 
 export function segmentFile(log2: number, seg: number): string {
@@ -24,6 +30,8 @@ export const SEGMENT_FILE_RE = /^seg-(\d\d)-(\d{6})\.dat$/;
 export class Segment {
   readonly path: string;
   file: IoFile | null = null;
+  /** The file's size as last seen or grown to by us (-1: not known yet); see DataStore.write. */
+  knownSize = -1;
   opening: Promise<IoFile> | null = null;
   constructor(path: string) {
     this.path = path;
@@ -203,6 +211,12 @@ export class DataStore {
   dirty = new Set<Segment>();
   /** A segment file was created since the last commit: sync the directory too. */
   dirDirty = false;
+  /** Bytes data writes must leave free on the file system (set by the engine). */
+  metadataReserve: () => number = () => METADATA_RESERVE_MIN_BYTES;
+  /** The last write that needed more room was refused for the reserve (stats say full). */
+  full = false;
+  /** Free bytes at the last statfs, less what writes grew files by since (an underestimate). */
+  private freeEstimate = -Infinity;
 
   // Read generations: slots freed by a commit are reused only once every read that began before
   // that commit has finished (a read looks its slots up synchronously when it starts).
@@ -276,6 +290,11 @@ export class DataStore {
 
   /** The commit holding these frees is durable. */
   committedFrees(frees: { chunkClass: ChunkClass; slots: number[] }[]): void {
+    // Freed slots take writes without growing a file: not full now; look at statfs afresh.
+    if (frees.length > 0 && this.full) {
+      this.full = false;
+      this.freeEstimate = -Infinity;
+    }
     const gen = this.readGen++;
     for (const f of frees) this.quarantine.push({ gen, chunkClass: f.chunkClass, slots: f.slots });
     this.releaseQuarantine();
@@ -340,8 +359,35 @@ export class DataStore {
   async write(cls: ChunkClass, slot: number, inner: number, data: Buffer, off: number, len: number): Promise<void> {
     const s = cls.segment(cls.segmentOf(slot));
     const f = s.file ?? (await this.file(cls, cls.segmentOf(slot), true));
+    const pos = cls.posOf(slot) + inner;
+    if (pos + len > s.knownSize) {
+      if (s.knownSize < 0) s.knownSize = await f.size();
+      if (pos + len > s.knownSize) await this.takeRoom(pos + len - s.knownSize);
+    }
     this.dirty.add(s);
-    await f.write(data, off, len, cls.posOf(slot) + inner);
+    await f.write(data, off, len, pos);
+    if (pos + len > s.knownSize) s.knownSize = pos + len;
+  }
+
+  /**
+   * Claims `bytes` of file growth, or fails ENOSPC when that would eat into the metadata reserve.
+   * statfs only when the running estimate says the reserve is near (or full was said before).
+   */
+  private async takeRoom(bytes: number): Promise<void> {
+    const reserve = this.metadataReserve();
+    if (this.freeEstimate - bytes < reserve) this.freeEstimate = await this.io.freeBytes(this.dir);
+    if (this.freeEstimate - bytes < reserve) {
+      this.full = true;
+      throw new StorageError('ENOSPC', `no space left for data: ${this.freeEstimate} bytes free in ${this.dir}, ` +
+        `${reserve} kept for the store's metadata`);
+    }
+    this.freeEstimate -= bytes;
+    this.full = false;
+  }
+
+  /** Free bytes on the data dir's file system as last seen (stats). */
+  get lastFreeBytes(): number {
+    return Math.max(0, this.freeEstimate);
   }
 
   async closeAll(): Promise<void> {

@@ -10,7 +10,7 @@ import { NodeMap } from './block-map.ts';
 import { Catalog, nodeRecord, type Node, type Volume } from './catalog.ts';
 import { snapshotInfo, spaceOf, storeStats, volumeInfo } from './accounting.ts';
 import { checkBacking, closeBackings, fingerprintBacking, openBackings } from './backing.ts';
-import { ChunkClass, DataStore } from './chunk-store.ts';
+import { ChunkClass, DataStore, METADATA_RESERVE_MIN_BYTES } from './chunk-store.ts';
 import { Compactor, type CompactStats } from './compactor.ts';
 import { DataPath } from './data-path.ts';
 import type { BlockDevice } from './device.ts';
@@ -101,6 +101,9 @@ export class CowStore implements Store {
       serial: (fn) => this.serial(fn), log: opts.log,
       ...(opts.observer ? { onPass: (bytes: number) => opts.observer!.compactionPass(bytes) } : {}),
     });
+    // Room for the journal to reach its checkpoint threshold, and for that checkpoint's new file.
+    this.chunks.metadataReserve = () => METADATA_RESERVE_MIN_BYTES + this.journal.checkpointLen +
+      Math.max(0, Math.max(opts.journalCompactBytes, this.journal.checkpointLen * 2) - this.journal.journalEnd);
     if (opts.observer) this.journal.onCommitted = (s) => opts.observer!.commit(s);
     if (opts.inspectOnly) this.compactor.stop();
     this.journal.onFreed = () => this.compactor.schedule();

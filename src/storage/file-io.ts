@@ -57,6 +57,14 @@ export const CrashPoint = {
   CompactCopied: 'compact-copied',
   CompactSwitched: 'compact-switched',
   SegmentDeleted: 'segment-deleted',
+  // Hit by the simulated file system itself, before the operation: power cuts between the
+  // engine's metadata changes and the syncs that make them durable.
+  FsCreate: 'fs-create',
+  FsUnlink: 'fs-unlink',
+  FsRename: 'fs-rename',
+  FsTruncate: 'fs-truncate',
+  FsExtend: 'fs-extend',
+  FsSyncDir: 'fs-sync-dir',
 } as const;
 export type CrashPoint = (typeof CrashPoint)[keyof typeof CrashPoint];
 

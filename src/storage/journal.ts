@@ -289,6 +289,8 @@ export class Journal {
       await old.close().catch(() => undefined);
       await this.io.unlink(`${this.dataDir}/${journalFile(oldGen)}`).catch(() => undefined);
     }
+    // Failed attempts' files (disk full): `check` after a clean close would call them leaks.
+    for (let g = oldGen + 1; g < gen; g++) await this.io.unlink(`${this.dataDir}/${journalFile(g)}`).catch(() => undefined);
   }
 
   /** No commit after this one; closes the files (`abandon`: without waiting, as a kill would). */

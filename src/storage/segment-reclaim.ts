@@ -68,6 +68,7 @@ export class SegmentReclaimer {
         const f = s?.file ?? (s?.opening ? await s.opening.catch(() => null) : null);
         if (!f) return;
         if ((await f.size()) > end) await f.truncate(end);
+        if (s) s.knownSize = end;
       } catch (e) {
         this.warn(`could not truncate segment ${seg}: ${(e as Error).message}`);
       } finally {

@@ -1,14 +1,17 @@
-// A simulated file system for power-loss tests (the dm-log-writes model): every file has a durable
-// image and a current image; writes land in the current image and in a pending list until
-// fdatasync. `crash()` cuts the power: each pending write survives whole, is lost, or is torn to a
-// sector prefix, at random; the current images become the surviving durable ones. Directory
-// operations (create, unlink, truncate) are durable at once, like a journaling file
-// system's metadata. A crash plan stops the world at the Nth hit of a named crash point: from
-// then on every operation of that "boot" fails, so an abandoned engine cannot touch later boots.
+// A simulated file system for power-loss tests (the dm-log-writes model, metadata included):
+// every file has a durable image and a current one. Data writes and size changes (a write past
+// the end, a truncate) land in the current image and a pending list until fdatasync; creating,
+// unlinking a file change the current namespace and become durable only when its
+// directory is synced (syncDir). `crash()` cuts the power: each pending data write survives
+// whole, is lost, or is torn to a sector prefix; each pending truncate and each unsynced size
+// is kept or lost; each unsynced namespace change is kept or lost (in order), all at random.
+// The file system's own operations are crash points too (FsCreate, FsUnlink, ...). A crash plan
+// stops the world at the Nth hit of a named crash point: from then on every operation of that
+// "boot" fails, so an abandoned engine cannot touch later boots.
 import { Prng } from '../util/prng.ts';
 import { StorageError } from './device.ts';
 import { SECTOR } from './types.ts';
-import type { CrashPoint, FileIo, FileStat, IoFile, OpenMode } from './file-io.ts';
+import { CrashPoint, type FileIo, type FileStat, type IoFile, type OpenMode } from './file-io.ts';
 
 
 export class SimCrash extends Error {
@@ -18,16 +21,31 @@ export class SimCrash extends Error {
   }
 }
 
+/** A data write, or (data null) a truncate to `pos`. */
 interface Pending {
   pos: number;
-  data: Buffer;
+  data: Buffer | null;
 }
 
 class SimNode {
+  /** Durable content; its length is the durable size. */
   durable: Buffer = Buffer.alloc(0);
   cur: Buffer = Buffer.alloc(0);
   pending: Pending[] = [];
   mtimeMs = Date.now();
+}
+
+/** An unsynced namespace change: `to` null is an unlink, `from` null a create. */
+interface NameOp {
+  from: string | null;
+  to: string | null;
+  node: SimNode;
+}
+
+/** Decisions a test may force at a crash instead of drawing them (undefined: draw). */
+export interface CrashChoices {
+  /** Whether the pending data writes of `path` survive whole (true) or vanish (false). */
+  keepWrites?: (path: string) => boolean | undefined;
 }
 
 function grow(b: Buffer, len: number): Buffer {
@@ -37,6 +55,19 @@ function grow(b: Buffer, len: number): Buffer {
   return n;
 }
 
+function resize(b: Buffer, len: number): Buffer {
+  return b.length > len ? Buffer.from(b.subarray(0, len)) : grow(b, len);
+}
+
+function parentOf(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i <= 0 ? '/' : path.slice(0, i);
+}
+
+function sameDir(a: string, b: string): boolean {
+  return a.replace(/\/+$/, '') === b.replace(/\/+$/, '') || (a === '/' && b === '');
+}
+
 /** Uniform draws in [0, 1) from the seeded PRNG (src/util/prng.ts). */
 export function prng(seed: number): () => number {
   const g = new Prng(seed);
@@ -44,7 +75,11 @@ export function prng(seed: number): () => number {
 }
 
 export class SimFileIo implements FileIo {
+  /** The current namespace: path -> file. */
   readonly files = new Map<string, SimNode>();
+  /** The namespace a power loss falls back to (plus whichever unsynced changes survive). */
+  private readonly durableNames = new Map<string, SimNode>();
+  private nameOps: NameOp[] = [];
   readonly dirs = new Set<string>();
   /** Incremented by crash(): handles of an earlier boot fail. */
   boot = 0;
@@ -89,27 +124,56 @@ export class SimFileIo implements FileIo {
   }
 
   /**
-   * Power loss: unsynced writes survive, vanish or tear (sector granularity), chosen by `rand`.
-   * `mode` 'lose' drops all of them, 'keep' keeps all (like kill -9 with a live page cache).
+   * Power loss: every change not yet durable survives or vanishes (writes may tear at sector
+   * granularity), chosen by `rand`. `mode` 'lose' drops all of them, 'keep' keeps all (like
+   * kill -9 with a live page cache).
    */
-  crash(rand: () => number, mode: 'random' | 'lose' | 'keep' = 'random'): void {
-    for (const f of this.files.values()) {
+  crash(rand: () => number, mode: 'random' | 'lose' | 'keep' = 'random', choices: CrashChoices = {}): void {
+    const keepIt = (): boolean => mode === 'keep' || (mode === 'random' && rand() < 0.5);
+    // The namespace first: unsynced creates, unlinks and renames, each kept or lost, in order.
+    const names = new Map(this.durableNames);
+    for (const op of this.nameOps) {
+      if (!keepIt()) continue;
+      if (op.from === null) {
+        if (!names.has(op.to!)) names.set(op.to!, op.node);
+      } else if (names.get(op.from) === op.node) {
+        names.delete(op.from);
+        if (op.to !== null) names.set(op.to, op.node);
+      }
+    }
+    const nodes = new Set([...names.values(), ...this.files.values()]);
+    for (const f of nodes) {
+      const path = [...names.entries()].find(([, n]) => n === f)?.[0] ?? '';
+      const forced = choices.keepWrites?.(path);
+      let img = f.durable;
       for (const p of f.pending) {
+        if (p.data === null) {
+          if (keepIt()) img = resize(img, p.pos);
+          continue;
+        }
         let keep = p.data.length;
-        if (mode === 'lose') keep = 0;
-        else if (mode === 'random') {
+        if (forced === false || mode === 'lose') keep = 0;
+        else if (forced === undefined && mode === 'random') {
           const r = rand();
           if (r < 0.4) keep = 0;
           else if (r < 0.7) keep = Math.floor((rand() * p.data.length) / SECTOR) * SECTOR;
         }
         if (keep > 0) {
-          f.durable = grow(f.durable, p.pos + keep);
-          p.data.copy(f.durable, p.pos, 0, keep);
+          img = grow(img, p.pos + keep);
+          p.data.copy(img, p.pos, 0, keep);
         }
       }
+      // The file's size is the durable one or the current one (its inode update survived).
+      if (f.pending.length > 0) img = resize(img, keepIt() ? f.cur.length : f.durable.length);
       f.pending = [];
-      f.cur = Buffer.from(f.durable);
+      f.durable = img;
+      f.cur = Buffer.from(img);
     }
+    this.files.clear();
+    for (const [p, n] of names) this.files.set(p, n);
+    this.durableNames.clear();
+    for (const [p, n] of names) this.durableNames.set(p, n);
+    this.nameOps = [];
     this.boot++;
     this.dead = false;
     this.plan = null;
@@ -130,8 +194,10 @@ export class SimFileIo implements FileIo {
     let node = this.files.get(path);
     if (!node) {
       if (mode !== 'create') throw new StorageError('ENOENT', `open ${path}: no such file`);
+      this.point(CrashPoint.FsCreate);
       node = new SimNode();
       this.files.set(path, node);
+      this.nameOps.push({ from: null, to: path, node });
     }
     return new SimFile(this, path, node, this.boot, mode === 'r');
   }
@@ -175,11 +241,30 @@ export class SimFileIo implements FileIo {
 
   async unlink(path: string): Promise<void> {
     this.alive(this.boot);
+    const node = this.files.get(path);
+    if (!node) return;
+    this.point(CrashPoint.FsUnlink);
     this.files.delete(path);
+    this.nameOps.push({ from: path, to: null, node });
   }
 
-  async syncDir(): Promise<void> {
+  /** Makes the namespace changes of entries in `dir` durable (like fsync of a directory). */
+  async syncDir(dir: string): Promise<void> {
     this.alive(this.boot);
+    this.point(CrashPoint.FsSyncDir);
+    await Promise.resolve();
+    this.alive(this.boot);
+    const inDir = (p: string | null): boolean => p !== null && sameDir(parentOf(p), dir);
+    const rest: NameOp[] = [];
+    for (const op of this.nameOps) {
+      if (!inDir(op.from) && !inDir(op.to)) {
+        rest.push(op);
+        continue;
+      }
+      if (op.from !== null && this.durableNames.get(op.from) === op.node) this.durableNames.delete(op.from);
+      if (op.to !== null) this.durableNames.set(op.to, op.node);
+    }
+    this.nameOps = rest;
   }
 
   async freeBytes(): Promise<number> {
@@ -225,6 +310,7 @@ class SimFile implements IoFile {
     if (newLen > this.node.cur.length && this.fs.usedBytes() + newLen - this.node.cur.length > this.fs.capacity) {
       throw new StorageError('ENOSPC', `write ${this.path}: no space left on device`);
     }
+    if (newLen > this.node.cur.length) this.fs.point(CrashPoint.FsExtend);
     await Promise.resolve(); // a real write yields; so does this one
     this.fs.alive(this.boot);
     this.node.cur = grow(this.node.cur, newLen);
@@ -233,27 +319,22 @@ class SimFile implements IoFile {
     this.node.mtimeMs = Date.now();
   }
 
+  /** Data and size become durable (the file's directory entry does not: see syncDir). */
   async datasync(): Promise<void> {
     this.open('fdatasync');
     if (this.fs.failDatasync?.(this.path)) throw new StorageError('EIO', `fdatasync ${this.path}: input/output error`);
     await Promise.resolve();
     this.fs.alive(this.boot);
     const n = this.node;
-    n.durable = grow(n.durable, n.cur.length);
-    for (const p of n.pending) p.data.copy(n.durable, p.pos);
+    n.durable = Buffer.from(n.cur);
     n.pending = [];
-    if (n.durable.length > n.cur.length) n.durable = Buffer.from(n.durable.subarray(0, n.cur.length));
   }
 
   async truncate(len: number): Promise<void> {
     this.open('truncate');
-    const n = this.node;
-    const cut = (b: Buffer): Buffer => (b.length > len ? Buffer.from(b.subarray(0, len)) : grow(b, len));
-    n.cur = cut(n.cur);
-    n.durable = cut(n.durable);
-    n.pending = n.pending
-      .filter((p) => p.pos < len)
-      .map((p) => (p.pos + p.data.length > len ? { pos: p.pos, data: p.data.subarray(0, len - p.pos) } : p));
+    if (len !== this.node.cur.length) this.fs.point(CrashPoint.FsTruncate);
+    this.node.cur = resize(this.node.cur, len);
+    this.node.pending.push({ pos: len, data: null });
   }
 
   async size(): Promise<number> {

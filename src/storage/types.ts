@@ -150,6 +150,10 @@ export interface StoreStats {
   liveBytes: number;
   volumes: number;
   snapshots: number;
+  /** The last data write that needed room was refused: the file system is full (up to the metadata reserve). */
+  full: boolean;
+  /** Free bytes on the data dir's file system as last seen (0 until a write needed to look). */
+  freeBytes: number;
 }
 
 export interface Store {

@@ -1,6 +1,9 @@
 // Child process for the kill -9 test: opens the store in argv[2], then writes 4 KiB blocks with
 // self-describing content forever, flushing every few writes. Prints `W <block> <counter>` once a
-// write resolved (after `I <block> <counter>`/`Z ...` when it was issued) and `F <counter>` once a flush covering every write up to <counter> resolved.
+// write resolved (`U ...` for a FUA write; after `I <block> <counter>`/`Z ...` when it was issued),
+// `F <counter>` once a flush covering every write up to <counter> resolved, `S <name>` once a
+// snapshot create resolved (it holds every write up to the counter in its name), `X`/`D <name>`
+// when a snapshot delete was issued/resolved.
 // Block content: u32 magic, u32 block index, u32 counter, then bytes derived from the counter.
 import { writeSync } from 'node:fs';
 import { openStore } from '../../src/storage/index.ts';
@@ -48,8 +51,9 @@ async function main(): Promise<void> {
         say(`Z ${block} ${c}`);
         batch.push(dev.trim(block * BLOCK, BLOCK, { fua: false }).then(() => say(`T ${block} ${c}`)));
       } else {
+        const fua = rnd(20) === 0;
         say(`I ${block} ${c}`);
-        batch.push(dev.write(block * BLOCK, blockContent(block, c), { fua: rnd(20) === 0 }).then(() => say(`W ${block} ${c}`)));
+        batch.push(dev.write(block * BLOCK, blockContent(block, c), { fua }).then(() => say(`${fua ? 'U' : 'W'} ${block} ${c}`)));
       }
     }
     await Promise.all(batch);

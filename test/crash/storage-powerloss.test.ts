@@ -1,12 +1,14 @@
 // Power loss at every named crash point of the commit, checkpoint, segment-reclaim and data
-// compaction protocols, with the simulated file system (unsynced writes lost, kept or torn). After each crash the
-// store reopens and the harness checks DESIGN.md §3: committed writes read back, no sector shows
-// data it never held, snapshots unchanged, control operations all-or-nothing, allocated = mapped.
+// compaction protocols and of the file system's own metadata operations, with the simulated file
+// system (unsynced writes lost, kept or torn; unsynced creates, unlinks and size changes kept or
+// lost). After each crash the store reopens and the harness checks DESIGN.md §3: committed writes
+// read back, no sector shows data it never held, snapshots unchanged, control operations
+// all-or-nothing, allocated = mapped. A store that leaves out one directory sync fails it.
 // Replay: SEED=<n> npx vitest run test/crash/storage-powerloss.test.ts
 import { describe, expect, it } from 'vitest';
 import { checkStore } from '../../src/storage/check.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
-import { CrashPoint } from '../../src/storage/file-io.ts';
+import { CrashPoint, type FileIo, type IoFile, type OpenMode } from '../../src/storage/file-io.ts';
 import { openCowStore } from '../../src/storage/index.ts';
 import { prng, SimCrash, SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { buildSparseStore, Harness, runCheckOn, sha, verifyNodes, type NodeModel } from '../property/storage-model.ts';
@@ -16,6 +18,8 @@ const POINTS = [
   CrashPoint.BeforeJournalSync, CrashPoint.AfterJournalSync, CrashPoint.CheckpointWritten,
   CrashPoint.SuperblockWritten, CrashPoint.AfterSuperblockSync, CrashPoint.SegmentDeleted,
   CrashPoint.CompactCopied, CrashPoint.CompactSwitched,
+  // The file system's own metadata operations: a cut between one and the sync that makes it durable.
+  CrashPoint.FsCreate, CrashPoint.FsUnlink, CrashPoint.FsTruncate, CrashPoint.FsExtend, CrashPoint.FsSyncDir,
 ] as const;
 const BASE_SEED = Number(process.env['SEED'] ?? 100);
 
@@ -103,4 +107,74 @@ describe('power loss during compaction', () => {
       }
     }
   });
+});
+
+/**
+ * The engine as it would be with one directory sync left out: syncDir does nothing while the
+ * files created since the last sync match `skipWhen` (a new segment before its commit, a new
+ * journal before the superblock names it).
+ */
+class SkipOneDirSync implements FileIo {
+  private created: string[] = [];
+  skipped = 0;
+  private readonly sim: SimFileIo;
+  private readonly skipWhen: (created: string[]) => boolean;
+  constructor(sim: SimFileIo, skipWhen: (created: string[]) => boolean) {
+    this.sim = sim;
+    this.skipWhen = skipWhen;
+  }
+  open = async (p: string, mode: OpenMode): Promise<IoFile> => {
+    if (mode === 'create' && !this.sim.statSync(p)) this.created.push(p);
+    return this.sim.open(p, mode);
+  };
+  stat = (p: string): ReturnType<FileIo['stat']> => this.sim.stat(p);
+  statSync = (p: string): ReturnType<FileIo['statSync']> => this.sim.statSync(p);
+  readdir = (d: string): ReturnType<FileIo['readdir']> => this.sim.readdir(d);
+  mkdirp = (d: string): ReturnType<FileIo['mkdirp']> => this.sim.mkdirp(d);
+  unlink = (p: string): ReturnType<FileIo['unlink']> => this.sim.unlink(p);
+  syncDir = async (d: string): Promise<void> => {
+    if (this.skipWhen(this.created)) {
+      this.skipped++;
+      return;
+    }
+    this.created = [];
+    await this.sim.syncDir(d);
+  };
+  freeBytes = (): ReturnType<FileIo['freeBytes']> => this.sim.freeBytes();
+  point = (n: CrashPoint): void => this.sim.point(n);
+}
+
+const VARIANTS: [string, (created: string[]) => boolean][] = [
+  ['the commit that first references a new segment file', (c) => c.some((p) => p.includes('/seg-')) && !c.some((p) => p.includes('/journal-'))],
+  ['the checkpoint before the superblock names the new journal', (c) => c.some((p) => p.includes('/journal-')) && !c.some((p) => p.endsWith('.sb'))],
+];
+
+describe('a store that leaves out one directory sync', () => {
+  for (const [what, skipWhen] of VARIANTS) {
+    it(`fails the power-loss check (no sync in ${what})`, async () => {
+      // Several seeds: a power loss must strike while the entry is unsynced, and drop it.
+      const failures: string[] = [];
+      let skipped = 0;
+      for (let seed = BASE_SEED; seed < BASE_SEED + 6 && failures.length === 0; seed++) {
+        let wrapper: SkipOneDirSync | null = null;
+        const h = new Harness({
+          seed, ops: 400, crashPoints: [CrashPoint.AfterJournalSync, CrashPoint.AfterSuperblockSync, CrashPoint.FsCreate],
+          armProbability: 0.1, journalCompactBytes: 24 * 1024,
+          wrapSim: (sim) => (wrapper = new SkipOneDirSync(sim, skipWhen)),
+        });
+        try {
+          await h.setupSim();
+          await h.run();
+        } catch (e) {
+          failures.push(`seed ${seed}: ${(e as Error).message}`);
+        }
+        skipped += (wrapper as SkipOneDirSync | null)?.skipped ?? 0;
+        h.store?.abandon();
+      }
+      expect(skipped, 'directory syncs left out').toBeGreaterThan(0);
+      expect(failures.length, 'power-loss check failures').toBeGreaterThan(0);
+      expect(failures[0]).toMatch(/is missing/);
+      console.log(`without the directory sync in ${what}: ${failures[0]}`);
+    });
+  }
 });

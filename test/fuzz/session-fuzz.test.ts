@@ -18,13 +18,14 @@ import { Phase, Session } from '../../src/server/session.ts';
 import { StaticExports } from '../../src/server/static-exports.ts';
 import { setLogLevel } from '../../src/util/log.ts';
 import { MemoryDevice } from '../helpers/memory-device.ts';
-import { Prng, withSeed } from '../helpers/prng.ts';
+import { Prng, withSeeds } from '../helpers/prng.ts';
 import { FUZZ_DISK_SIZE, TRANSCRIPT_DIR, scenarios, type Scenario } from './make-transcripts.ts';
 import { duplexPair } from './wire.ts';
 
 /** Bounds of one run; raise them locally to hunt longer (SNAPNBD_FUZZ_CASES, SNAPNBD_FUZZ_MS). */
 const MAX_CASES = Number(process.env.SNAPNBD_FUZZ_CASES ?? 2000);
 const TIME_LIMIT_MS = Number(process.env.SNAPNBD_FUZZ_MS ?? 20_000);
+const FIXED_CASES = 300;
 /** A session that has all its input and no slow storage closes well within this. */
 const CLOSE_TIMEOUT_MS = 5_000;
 const KNOWN_ERRNOS = new Set<number>(Object.values(NbdErrno).filter((e) => e !== 0));
@@ -352,12 +353,14 @@ function mutate(rng: Prng, all: Scenario[]): { input: Buffer; how: string } {
 }
 
 describe('session fuzz: mutations and random tails of valid transcripts', () => {
-  it(`up to ${MAX_CASES} cases or ${TIME_LIMIT_MS / 1000} s`, () => withSeed('session fuzz', async (rng) => {
+  // The fixed seeds run a fixed number of cases (the same run every time); the fresh one runs
+  // until its case or time limit.
+  it(`${FIXED_CASES} cases per fixed seed, then up to ${MAX_CASES} cases or ${TIME_LIMIT_MS / 1000} s`, () => withSeeds('session fuzz', async (rng, fresh) => {
     const start = Date.now();
     let cases = 0;
     let closedByProtocolError = 0;
     let answered = 0;
-    while (cases < MAX_CASES && Date.now() - start < TIME_LIMIT_MS) {
+    while (fresh ? cases < MAX_CASES && Date.now() - start < TIME_LIMIT_MS : cases < FIXED_CASES) {
       const { input, how } = mutate(rng, SCENARIOS);
       // Deliver in random chunks.
       const chunks: Buffer[] = [];
@@ -370,7 +373,7 @@ describe('session fuzz: mutations and random tails of valid transcripts', () => 
       if (o.protocolError) closedByProtocolError++;
       answered += o.answered;
     }
-    console.log(`session fuzz: ${cases} cases in ${Date.now() - start} ms, ${closedByProtocolError} protocol errors, ${answered} replies`);
+    console.log(`session fuzz (${fresh ? 'fresh' : 'fixed'} seed): ${cases} cases in ${Date.now() - start} ms, ${closedByProtocolError} protocol errors, ${answered} replies`);
     // The mutations reach both outcomes: some streams are served, some are cut off.
     expect(cases).toBeGreaterThan(100);
     expect(answered).toBeGreaterThan(0);

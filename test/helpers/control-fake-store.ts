@@ -190,7 +190,7 @@ export class FakeStore implements Store {
   stats(): StoreStats {
     let snapshots = 0;
     for (const v of this.volumes.values()) snapshots += v.snaps.size;
-    return { allocatedBytes: 0, liveBytes: 0, volumes: this.volumes.size, snapshots };
+    return { allocatedBytes: 0, liveBytes: 0, volumes: this.volumes.size, snapshots, full: false, freeBytes: 0 };
   }
   async close(): Promise<void> {}
 }

@@ -120,6 +120,9 @@ export interface Chunk { flags: number; type: number; cookie: bigint; payload: B
 export class RawClient {
   readonly socket: Socket;
   private buf: Buffer = Buffer.alloc(0);
+  /** Arrived after `buf`, joined only when a read needs them (a 48 MiB reply copied once, not per chunk). */
+  private pend: Buffer[] = [];
+  private have = 0;
   private ended = false;
   private waiter: (() => void) | null = null;
   /** Resolves when the server closes the connection (or the socket errors). */
@@ -128,7 +131,8 @@ export class RawClient {
   private constructor(socket: Socket) {
     this.socket = socket;
     socket.on('data', (d: Buffer) => {
-      this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
+      this.pend.push(d);
+      this.have += d.length;
       this.wake();
     });
     this.closed = new Promise((resolve) => {
@@ -155,14 +159,19 @@ export class RawClient {
   /** Exactly n bytes; throws PeerClosedError if the server closes first. */
   async read(n: number, timeoutMs = RAW_READ_TIMEOUT_MS): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;
-    while (this.buf.length < n) {
-      if (this.ended) throw new PeerClosedError(`server closed the connection (wanted ${n} bytes, had ${this.buf.length})`);
+    while (this.buf.length + this.have < n) {
+      if (this.ended) throw new PeerClosedError(`server closed the connection (wanted ${n} bytes, had ${this.buf.length + this.have})`);
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${n} bytes (had ${this.buf.length})`);
+      if (left <= 0) throw new Error(`timed out waiting for ${n} bytes (had ${this.buf.length + this.have})`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.waiter = () => { clearTimeout(t); resolve(); };
       });
+    }
+    if (this.buf.length < n) {
+      this.buf = Buffer.concat([this.buf, ...this.pend]);
+      this.pend = [];
+      this.have = 0;
     }
     const out = this.buf.subarray(0, n);
     this.buf = this.buf.subarray(n);

@@ -19,8 +19,8 @@ const MiB = 1024 * 1024;
 const BLOCK = 4096;
 const QUEUE_DEPTH = 32;
 const CONNECTIONS = 2;
-/** When to SIGKILL the server after sending a snapshot.create. */
-const KILL_DELAYS_MS = [0, 1, 3, 10, 30];
+/** When to SIGKILL the server after sending a snapshot.create (-1: at once, in the same tick). */
+const KILL_DELAYS_MS = [-1, 0, 1, 3, 10, 30];
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterAll(async () => {
@@ -183,7 +183,8 @@ describe('crash around snapshot operations', () => {
     for (const delayMs of KILL_DELAYS_MS) {
       const name = `inflight${delayMs}`;
       const pending = ctl.call('snapshot.create', { volume: 'vm', name }).then(() => 'answered', () => 'unanswered');
-      setTimeout(() => server.proc.kill('SIGKILL'), delayMs);
+      if (delayMs < 0) server.proc.kill('SIGKILL');
+      else setTimeout(() => server.proc.kill('SIGKILL'), delayMs);
       const outcome = await pending;
       await server.kill();
       ctl.close();
@@ -201,6 +202,7 @@ describe('crash around snapshot operations', () => {
       outcomes.push(`${delayMs} ms: ${outcome}, ${names.includes(name) ? 'present' : 'absent'}`);
     }
     console.log(`crash during snapshot.create, kill after ${outcomes.join('; ')}`);
+    expect(outcomes.filter((o) => o.includes('unanswered')).length, 'kills that landed while a create was in flight').toBeGreaterThan(0);
 
     // Kill during a rollback to b: afterwards the head is wholly v3 (not done) or wholly v2 (done).
     const rb = ctl.call('snapshot.rollback', { volume: 'vm', name: 'b' }).then(() => 'answered', () => 'unanswered');

@@ -78,10 +78,19 @@ describe('snapnbd command line', () => {
     const net = await import('node:net');
     const held = net.connect(server.port, '127.0.0.1');
     await new Promise((r) => held.once('data', r)); // the greeting: this connection counts
-    await expect(run('nbdinfo', ['--size', server.uri('v')])).rejects.toThrow();
+    await expect(run('nbdinfo', ['--size', server.uri('v')])).rejects.toThrow(/nbdinfo/);
+    expect(server.stderr()).toMatch(/refused: at --max-connections 1/);
     held.destroy();
-    await new Promise((r) => setTimeout(r, 200));
-    const ok = await run('nbdinfo', ['--size', server.uri('v')]);
+    // The slot is free once the server has seen the close: retry until then (generous limit).
+    const deadline = Date.now() + 30_000;
+    let ok: { stdout: string } | null = null;
+    while (!ok) {
+      ok = await run('nbdinfo', ['--size', server.uri('v')]).catch((e: unknown) => {
+        if (Date.now() > deadline) throw e;
+        return null;
+      });
+      if (!ok) await new Promise((r) => setTimeout(r, 20));
+    }
     expect(Number(ok.stdout.trim())).toBe(16 * 2 ** 20);
   });
 

@@ -2,11 +2,11 @@
 // same events whatever the chunking (pg-protocol "split buffer", ws "spanning multiple writes"),
 // and pause()/resume() at any event neither loses nor reorders anything.
 import { describe, expect, it } from 'vitest';
-import { ClientFlag, Cmd, CmdFlag, Info, MAX_PAYLOAD, Opt } from '../../src/protocol/constants.ts';
+import { ClientFlag, Cmd, CmdFlag, Info, MAX_REQUEST, Opt } from '../../src/protocol/constants.ts';
 import { InboundDecoder } from '../../src/protocol/decoder.ts';
 import { encodeClientFlags, encodeInfoRequest, encodeMetaContextRequest, encodeOption } from '../../src/protocol/handshake.ts';
 import { encodeRequestHeader } from '../../src/protocol/transmission.ts';
-import { Prng, withSeed } from '../helpers/prng.ts';
+import { Prng, withSeeds } from '../helpers/prng.ts';
 
 const RANDOM_SPLITS = 300;
 /** Split points sampled inside the oversize WRITE's discarded payload (too long to try them all). */
@@ -64,7 +64,7 @@ function buildStream(): { stream: Buffer; discardStart: number; discardEnd: numb
   req(Cmd.BLOCK_STATUS, CmdFlag.REQ_ONE, 2 ** 40, 65536);
   req(Cmd.WRITE_ZEROES, CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO, 8192, 1 << 20);
   // Oversize WRITE: reported with a null payload, and its data discarded to keep framing.
-  const big = MAX_PAYLOAD + 1;
+  const big = MAX_REQUEST + 1;
   const bigCookie = cookie(++n);
   add(encodeRequestHeader({ type: Cmd.WRITE, flags: 0, cookie: bigCookie, offset: 0, length: big }));
   const discardStart = len;
@@ -177,7 +177,7 @@ describe('InboundDecoder under every split of a valid client stream', () => {
     expect(tried).toBeGreaterThan(S.stream.length - S.discardEnd + S.discardStart - 2);
   });
 
-  it('seeded random multi-splits', () => withSeed('decoder multi-split', (rng) => {
+  it('seeded random multi-splits', () => withSeeds('decoder multi-split', (rng) => {
     for (let i = 0; i < RANDOM_SPLITS; i++) {
       const k = rng.int(2, 40);
       const points = Array.from({ length: k }, () => rng.bool(0.2)
@@ -195,7 +195,7 @@ describe('InboundDecoder under every split of a valid client stream', () => {
     expectSameEvents(decode(chunks), 'byte by byte');
   });
 
-  it('pause()/resume() after any event, under random splits, loses and reorders nothing', () => withSeed('decoder pause/resume', (rng) => {
+  it('pause()/resume() after any event, under random splits, loses and reorders nothing', () => withSeeds('decoder pause/resume', (rng) => {
     for (let i = 0; i < 200; i++) {
       const points = Array.from({ length: rng.int(0, 20) }, () => rng.int(1, S.stream.length - 1));
       const p = rng.float();

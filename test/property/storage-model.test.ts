@@ -1,5 +1,6 @@
 // Seeded random model test of the storage engine against plain Buffers (see storage-model.ts).
-// Replay a failure with SEED=<seed> npx vitest run test/property/storage-model.test.ts
+// Fixed seeds plus one fresh seed per run (printed); replay a failure with
+// SEED=<seed> npx vitest run test/property/storage-model.test.ts
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +8,9 @@ import { describe, it, expect } from 'vitest';
 import { realFileIo } from '../../src/storage/file-io.ts';
 import { Harness, runCheckOn, sha } from './storage-model.ts';
 
-const SEEDS = process.env['SEED'] ? [Number(process.env['SEED'])] : [1, 2, 3, 4];
+const FRESH = Math.floor(Math.random() * 2 ** 31);
+const SEEDS = process.env['SEED'] ? [Number(process.env['SEED'])] : [1, 2, 3, 4, FRESH];
+if (!process.env['SEED']) console.log(`storage model: seeds 1-4 and fresh seed ${FRESH} (replay: SEED=${FRESH})`);
 const OPS = Number(process.env['OPS'] ?? 1500);
 
 async function withSeed(seed: number, h: Harness, fn: () => Promise<void>): Promise<void> {
@@ -22,12 +25,15 @@ async function withSeed(seed: number, h: Harness, fn: () => Promise<void>): Prom
 describe('storage engine vs in-memory model (simulated file system)', () => {
   for (const seed of SEEDS) {
     it(`seed ${seed}: ${OPS} random operations incl. crashes`, async () => {
-      const h = new Harness({ seed, ops: OPS });
+      const h = new Harness({ seed, ops: OPS, midOpCrashProbability: 0.01 });
       await withSeed(seed, h, async () => {
         await h.setupSim();
         const before = sha(h.sim!.files.get('/backing.img')!.cur);
         await h.run();
         expect(h.compacted, 'segments emptied by compact operations').toBeGreaterThan(0);
+        // Power losses happened, some of them in the middle of an operation.
+        expect(h.crashes.length, 'power losses in the middle of an operation').toBeGreaterThan(0);
+        expect(h.powerLosses, 'power losses').toBeGreaterThan(h.crashes.length);
         await runCheckOn(h);
         expect(sha(h.sim!.files.get('/backing.img')!.cur)).toBe(before);
       });
@@ -36,7 +42,7 @@ describe('storage engine vs in-memory model (simulated file system)', () => {
 });
 
 describe('storage engine vs in-memory model, with the file system running out of space', () => {
-  const seeds = process.env['SEED'] ? [Number(process.env['SEED'])] : [6, 21, 22, 23]; // 6 caught a zero whose failed tail lost its unmapped chunks
+  const seeds = process.env['SEED'] ? [Number(process.env['SEED'])] : [6, 21, 22, 23, FRESH]; // 6 caught a zero whose failed tail lost its unmapped chunks
   for (const seed of seeds) {
     it(`seed ${seed}: ${OPS} random operations, squeezed to ENOSPC now and then`, async () => {
       const h = new Harness({ seed, ops: OPS, squeezeProbability: 0.03 });

@@ -47,6 +47,13 @@ export interface HarnessOptions {
    * and must leave the store consistent; once space is back, a flush makes everything durable.
    */
   squeezeProbability?: number;
+  /**
+   * Chance per operation (sim only, when no crashPoints are given) of a power loss at a random
+   * crash point within the next operation, whichever point that is (default 0).
+   */
+  midOpCrashProbability?: number;
+  /** The engine sees the simulated file system through this (a test's faulty variant). */
+  wrapSim?: (sim: SimFileIo) => FileIo;
 }
 
 export class Harness {
@@ -57,8 +64,10 @@ export class Harness {
   store!: CowStore;
   readonly model = new Map<string, ModelVol>();
   readonly log: string[] = [];
-  /** Messages of the armed crashes that fired. */
+  /** Messages of the armed crashes that fired (mid-operation). */
   readonly crashes: string[] = [];
+  /** Every power loss: armed ones and the `crash` operation's (between operations). */
+  powerLosses = 0;
   backing: Buffer | null = null;
   backingPath = '';
   /** Segments emptied by compact operations. */
@@ -74,7 +83,7 @@ export class Harness {
     this.opts = opts;
     this.rand = prng(opts.seed);
     this.sim = opts.io ? null : new SimFileIo();
-    this.io = opts.io ?? this.sim!;
+    this.io = opts.io ?? (opts.wrapSim ? opts.wrapSim(this.sim!) : this.sim!);
     this.dir = opts.dir ?? '/store';
   }
 
@@ -116,6 +125,7 @@ export class Harness {
       const f = await this.io.open(p, 'create');
       await f.write(b, 0, b.length, 0);
       await f.datasync();
+      await this.io.syncDir('/');
     });
   }
 
@@ -390,6 +400,7 @@ export class Harness {
     this.sim!.kill();
     this.store.abandon();
     this.sim!.crash(this.rand);
+    this.powerLosses++;
     await this.recoverAndCheck('after crash');
   }
 
@@ -500,6 +511,10 @@ export class Harness {
         const point = this.pick([...this.opts.crashPoints]);
         this.sim.armCrash(point, 1 + this.int(3));
         this.log.push(`arm ${point}`);
+      } else if (this.sim && !this.opts.crashPoints && this.squeeze === 0 && (this.opts.midOpCrashProbability ?? 0) > 0 && this.rand() < this.opts.midOpCrashProbability!) {
+        const n = 1 + this.int(12);
+        this.sim.armCrash(null, n);
+        this.log.push(`arm any point, hit ${n}`);
       }
       try {
         await this.step();
@@ -509,6 +524,7 @@ export class Harness {
         this.log.push(`crashed: ${at}`);
         this.store.abandon();
         this.sim!.crash(this.rand);
+        this.powerLosses++;
         // The interrupted operation may or may not have happened.
         await this.reconcileInterrupted();
         await this.recoverAndCheck(`after a crash at ${at}`);

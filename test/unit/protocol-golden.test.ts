@@ -17,7 +17,7 @@ import {
   encodeChunkHeader, encodeErrorChunk, encodeOffsetDataHeader, encodeOffsetHole, encodeRequestHeader,
   encodeSimpleReply, OFFSET_SATURATED, type RequestHeader,
 } from '../../src/protocol/transmission.ts';
-import { withSeed } from '../helpers/prng.ts';
+import { withSeeds } from '../helpers/prng.ts';
 
 /** Joins hex fields (one per line, each with its comment) into one hex string. */
 const hex = (...fields: string[]): string => fields.join('').replace(/\s+/g, '');
@@ -332,7 +332,7 @@ describe('malformed server -> client payloads decode to null', () => {
 });
 
 describe('decode(encode(x)) round trips over seeded random values', () => {
-  it('handshake messages', () => withSeed('handshake round trips', (rng) => {
+  it('handshake messages', () => withSeeds('handshake round trips', (rng) => {
     for (let i = 0; i < ROUND_TRIPS; i++) {
       const flags = rng.int(0, 0xffff);
       expect(decodeGreeting(encodeGreeting(flags))).toEqual({ flags });
@@ -379,7 +379,7 @@ describe('decode(encode(x)) round trips over seeded random values', () => {
     }
   }));
 
-  it('transmission messages', () => withSeed('transmission round trips', (rng) => {
+  it('transmission messages', () => withSeeds('transmission round trips', (rng) => {
     for (let i = 0; i < ROUND_TRIPS; i++) {
       const cookie = rng.bytes(8);
       const h: RequestHeader = { flags: rng.int(0, 0xffff), type: rng.int(0, 0xffff), cookie, offset: rng.u53(), length: rng.u32() };

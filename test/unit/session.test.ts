@@ -2,7 +2,7 @@
 // every command's reply (simple and structured), errors, ordering, flow control and closing.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
-  Cmd, CmdFlag, MAX_PAYLOAD, NbdErrno, Opt, Rep, ReplyFlag, ReplyType, StateFlag, TxFlag,
+  Cmd, CmdFlag, MAX_PAYLOAD, MAX_REQUEST, NbdErrno, Opt, Rep, ReplyFlag, ReplyType, StateFlag, TxFlag,
 } from '../../src/protocol/constants.ts';
 import { encodeClientFlags, encodeInfoRequest, encodeOption } from '../../src/protocol/handshake.ts';
 import { encodeRequestHeader } from '../../src/protocol/transmission.ts';
@@ -324,10 +324,29 @@ describe('errors', () => {
     expect(dev.ops).toEqual([]);
   });
 
-  it('an oversize WRITE is refused EINVAL and its payload discarded; an oversize READ EINVAL, with DF EOVERFLOW', async () => {
-    const { client, dev } = setup({ size: 40 * MiB });
+  it('serves READ and WRITE above the advertised maximum up to MAX_REQUEST (48 MiB, DF too)', async () => {
+    const { client, dev } = setup({ size: 80 * MiB });
     await client.handshake({ structured: true });
-    const big = MAX_PAYLOAD + 4096;
+    const len = 48 * MiB;
+    expect(len).toBeGreaterThan(MAX_PAYLOAD);
+    const data = Buffer.alloc(len);
+    for (let i = 0; i < len; i += 4096) data.writeUInt32LE(i, i);
+    let c = client.request({ type: Cmd.WRITE, offset: 4096 }, data);
+    expectSimple(await client.reply(), c, 0);
+    c = client.request({ type: Cmd.READ, flags: CmdFlag.DF, offset: 4096, length: len });
+    const r = await client.reply();
+    expect(r.cookie).toBe(c);
+    expect(r.kind === 'chunk' && r.payload.type === ReplyType.OFFSET_DATA && r.payload.data.equals(data)).toBe(true);
+    c = client.request({ type: Cmd.READ, offset: 4096 + len - 8192, length: 8192 });
+    const tail = await client.reply();
+    expect(tail.kind === 'chunk' && tail.payload.type === ReplyType.OFFSET_DATA && tail.payload.data.equals(data.subarray(len - 8192))).toBe(true);
+    expect(dev.ops.filter((o) => o.op === 'write').length).toBeGreaterThan(0);
+  });
+
+  it('a WRITE over MAX_REQUEST is refused EINVAL and its payload discarded; a READ EINVAL, with DF EOVERFLOW', async () => {
+    const { client, dev } = setup({ size: 80 * MiB });
+    await client.handshake({ structured: true });
+    const big = MAX_REQUEST + 4096;
     let c = client.request({ type: Cmd.WRITE, offset: 0 }, Buffer.alloc(big, 0x33));
     let r = await client.reply();
     expect(r.kind === 'simple' ? r.errno : r.payload.type === ReplyType.ERROR && r.payload.errno).toBe(NbdErrno.EINVAL);

@@ -18,6 +18,9 @@ import { openCowStore } from '../../src/storage/index.ts';
 import { SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { buildSparseStore, patternBuf, verifyNodes, type NodeModel } from '../property/storage-model.ts';
 
+/** Longest the background compactor may take to reclaim the sparse store (a hang, not a speed). */
+const RECLAIM_LIMIT_MS = 120_000;
+
 const MiB = 1024 * 1024;
 const CHUNK = 64 * 1024;
 const CHUNKS = 256; // 16 MiB volume
@@ -80,7 +83,7 @@ describe('compactor', () => {
     await r.close();
   });
 
-  it('runs on its own within seconds after the commit that freed the slots', async () => {
+  it('runs on its own after the commit that freed the slots', async () => {
     const d = join(dir, 's');
     const s = await open(d);
     const nodes = await buildSparseStore(s, CHUNK, CHUNKS);
@@ -88,13 +91,14 @@ describe('compactor', () => {
     const before = blocksUnder(d);
     // The scenario's own commits may already have started it; wait for the whole reclaim.
     const live = s.stats().liveBytes;
-    while (blocksUnder(d) > live + 6 * MiB && Date.now() - start < 20_000) await new Promise((r) => setTimeout(r, 100));
+    // Waits for the reclaim itself; the limit only bounds a hang (speed is bench/'s business).
+    while (blocksUnder(d) > live + 6 * MiB && Date.now() - start < RECLAIM_LIMIT_MS) await new Promise((r) => setTimeout(r, 100));
     const after = blocksUnder(d);
     expect(after, `st_blocks before ${before}, after ${after} (live ${live})`).toBeLessThanOrEqual(live + 6 * MiB);
     await verifyNodes(s, nodes, 'after background compaction');
     await s.close();
     await checkClean(d);
-  });
+  }, RECLAIM_LIMIT_MS + 60_000);
 
   it('writes and reads while it runs: writes to chunks being moved redirect, nothing is lost', async () => {
     const d = join(dir, 's');

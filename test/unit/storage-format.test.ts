@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   decodeSuperblock, encodeSuperblock, FORMAT_VERSION, Rec, RecordWriter, scanRecords, SUPERBLOCK_FILE, SUPERBLOCK_SLOT,
 } from '../../src/storage/format.ts';
-import { openStore } from '../../src/storage/index.ts';
+import { openCowStore, openStore } from '../../src/storage/index.ts';
 import { StoreError } from '../../src/storage/types.ts';
 
 describe('superblock', () => {
@@ -75,25 +75,45 @@ describe('opening damaged or foreign stores', () => {
     await refused(SUPERBLOCK_FILE, /newer/);
   });
 
-  it('one damaged superblock copy falls back to the other; both damaged is refused', async () => {
+  it('a damaged newest superblock falls back to the older copy; both damaged is refused', async () => {
     await makeStore();
     const path = join(dir, SUPERBLOCK_FILE);
-    const b = await readFile(path);
-    const valid = [0, 1].filter((i) => decodeSuperblock(b.subarray(i * SUPERBLOCK_SLOT, (i + 1) * SUPERBLOCK_SLOT)).ok);
-    expect(valid.length).toBeGreaterThan(0);
-    // Damage a copy that is all zeros or garbage beside a valid one: the store still opens.
-    const damaged = Buffer.alloc(SUPERBLOCK_SLOT * 2);
-    b.copy(damaged);
-    const spare = valid.includes(0) && valid.includes(1) ? null : 1 - valid[0]!;
-    if (spare !== null) damaged.fill(0x55, spare * SUPERBLOCK_SLOT, spare * SUPERBLOCK_SLOT + 64);
-    await writeFile(path, damaged);
-    const s = await openStore(dir, { commitIntervalMs: 0 });
+    const copies = (b: Buffer) => [0, 1].map((i) => decodeSuperblock(b.subarray(i * SUPERBLOCK_SLOT, (i + 1) * SUPERBLOCK_SLOT)));
+    const newest = (b: Buffer): number => {
+      const c = copies(b);
+      const seqs = c.map((r) => (r.ok ? r.sb.seq : -1));
+      return seqs[0]! > seqs[1]! ? 0 : 1;
+    };
+    const b0 = await readFile(path);
+    const c0 = copies(b0)[newest(b0)]!;
+    if (!c0.ok) throw new Error('no valid superblock after create');
+    const oldJournal = `journal-${String(c0.sb.journalGen).padStart(8, '0')}.log`;
+    const saved = await readFile(join(dir, oldJournal));
+    // A checkpoint writes the other slot (seq + 1, a new journal) and deletes the old journal.
+    const s0 = await openCowStore(dir, { commitIntervalMs: 0 });
+    await s0.checkpoint();
+    await s0.close();
+    const b1 = await readFile(path);
+    const cs = copies(b1);
+    expect(cs.every((r) => r.ok), 'both copies valid after the second checkpoint').toBe(true);
+    const top = newest(b1);
+    const [hi, lo] = [cs[top]!, cs[1 - top]!];
+    if (!hi.ok || !lo.ok) throw new Error('a copy is invalid');
+    expect(hi.sb.seq).toBeGreaterThan(lo.sb.seq);
+    expect(lo.sb.journalGen).toBe(c0.sb.journalGen);
+    // The power cut struck while the newest copy was being written: it is torn, and the journal
+    // the older copy names was not deleted yet.
+    b1[top * SUPERBLOCK_SLOT + 20]! ^= 1;
+    await writeFile(path, b1);
+    await writeFile(join(dir, oldJournal), saved);
+    const s = await openCowStore(dir, { commitIntervalMs: 0 });
+    expect(s.inspect().journalGen, 'opened from the older copy').toBe(c0.sb.journalGen);
     const got = Buffer.alloc(4096);
     await s.head('v').read(0, 4096, got);
     expect(got.equals(Buffer.alloc(4096, 9))).toBe(true);
     await s.close();
     const now = await readFile(path);
-    for (const i of [0, 1]) now[i * SUPERBLOCK_SLOT + 20]! ^= 1;
+    for (const i of [0, 1]) now.fill(0x55, i * SUPERBLOCK_SLOT + 16, i * SUPERBLOCK_SLOT + 24);
     await writeFile(path, now);
     await refused(SUPERBLOCK_FILE, /no valid superblock|not a snapnbd store/);
   });
