@@ -23,6 +23,8 @@ export interface ServeConfig {
   controlPath: string;
   readOnly: boolean;
   maxConnections: number;
+  /** NBD_OPT_LIST names snapshot exports too. */
+  listSnapshots: boolean;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -44,6 +46,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         control: { type: 'string' },
         'read-only': { type: 'boolean' },
         'max-connections': { type: 'string' },
+        'list-snapshots': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -77,6 +80,8 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   if (!Number.isSafeInteger(maxConnections) || maxConnections < 0) {
     throw new UsageError(`--max-connections: '${v['max-connections']}' is not a whole number`);
   }
+  const listSnapshots = v['list-snapshots'] ?? 'yes';
+  if (listSnapshots !== 'yes' && listSnapshots !== 'no') throw new UsageError(`--list-snapshots: '${listSnapshots}' is not yes or no`);
   const level = v['log-level'] ?? 'info';
   if (!isLogLevelName(level)) throw new UsageError(`--log-level: '${level}' is not error, warn, info or debug`);
   setLogLevel(level);
@@ -86,6 +91,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     controlPath: resolve(v.control ?? join(dataDir, 'control.sock')),
     readOnly: v['read-only'] ?? false,
     maxConnections,
+    listSnapshots: listSnapshots === 'yes',
   };
 }
 
@@ -125,7 +131,9 @@ async function serve(config: ServeConfig): Promise<number> {
     await store.close();
     return 1;
   }
-  const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly });
+  const registry = new VolumeRegistry(store, {
+    defaultExport: config.defaultExport, readOnly: config.readOnly, listSnapshots: config.listSnapshots,
+  });
   const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections });
   const listeners: string[] = [];
   let control: ControlServer;
@@ -148,7 +156,9 @@ async function serve(config: ServeConfig): Promise<number> {
     return 1;
   }
   process.stdout.write('ready\n');
-  log.info(`serving ${registry.list().map((e) => e.name).join(', ')} from ${config.dataDir}`);
+  // Also loads the export catalog now rather than at the first client's LIST.
+  const listed = registry.list().length;
+  log.info(`serving ${listed} listed export${listed === 1 ? '' : 's'} from ${config.dataDir}`);
 
   return new Promise<number>((resolveExit) => {
     let signals = 0;

@@ -31,6 +31,8 @@ Options:
   --control PATH         control socket (default DATA_DIR/control.sock)
   --read-only            serve every export read-only
   --max-connections N    refuse connections beyond N (default 0: unlimited)
+  --list-snapshots yes|no  whether NBD_OPT_LIST names VOLUME@SNAPSHOT exports too (default
+                         yes); with no, snapshots are still served by name
   --log-level LEVEL      error, warn, info or debug (default info)
   -h, --help             this text
 

@@ -30,7 +30,7 @@ export interface NbdServerOptions {
   exports: ExportResolver;
   /** 0 = unlimited. */
   maxConnections: number;
-  session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'maxInFlight' | 'maxInFlightBytes'>>;
+  session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'handshakeMsPerListedExport' | 'maxInFlight' | 'maxInFlightBytes'>>;
 }
 
 export class NbdServer {

@@ -2,8 +2,9 @@
 // given the negotiation state and one option, the replies to send and where to go next.
 // No sockets here; the session writes the replies and acts on `next`.
 import {
-  BASE_ALLOCATION_ID, ClientFlag, CmdFlag, HandshakeFlag, Info, MAX_OPTIONS, MAX_PAYLOAD,
-  META_CONTEXT_BASE_ALLOCATION, Opt, Rep, TxFlag,
+  BASE_ALLOCATION_ID, ClientFlag, CmdFlag, HandshakeFlag, Info, MAX_HANDSHAKE_OPTION_BYTES,
+  MAX_HANDSHAKE_REPLY_BYTES, MAX_OPTIONS, MAX_PAYLOAD, META_CONTEXT_BASE_ALLOCATION, OPTION_HEADER_LEN,
+  OPTIONS_PER_LISTED_EXPORT, Opt, Rep, TxFlag,
 } from '../protocol/constants.ts';
 import {
   decodeInfoRequest, decodeMetaContextRequest, encodeExportNameReply, encodeInfo, encodeOptionReply,
@@ -22,11 +23,24 @@ export interface NegotiationState {
   structuredReplies: boolean;
   /** Export the SET_META_CONTEXT selection is valid for, and whether base:allocation was chosen. */
   metaContext: { exportName: string; baseAllocation: boolean } | null;
+  /** What this handshake has cost so far, against the limits in constants.ts. */
   optionCount: number;
+  optionBytes: number;
+  replyBytes: number;
+  /** Exports in the largest LIST reply sent: each allows OPTIONS_PER_LISTED_EXPORT more options. */
+  listedExports: number;
 }
 
 export function initialNegotiationState(): NegotiationState {
-  return { fixedNewstyle: false, noZeroes: false, structuredReplies: false, metaContext: null, optionCount: 0 };
+  return {
+    fixedNewstyle: false, noZeroes: false, structuredReplies: false, metaContext: null,
+    optionCount: 0, optionBytes: 0, replyBytes: 0, listedExports: 0,
+  };
+}
+
+/** Options this handshake may send in all, given what it has listed. */
+export function optionAllowance(state: NegotiationState): number {
+  return MAX_OPTIONS + OPTIONS_PER_LISTED_EXPORT * state.listedExports;
 }
 
 export type ClientFlagsResult = { ok: true } | { ok: false; reason: string };
@@ -74,11 +88,28 @@ export function allowedCommandFlags(structuredReplies: boolean): { read: number;
 const err = (opt: number, type: number, message: string): Buffer => encodeOptionReply(opt, type, Buffer.from(message, 'utf8'));
 const ack = (opt: number): Buffer => encodeOptionReply(opt, Rep.ACK);
 
+/**
+ * One option in, its replies out. The handshake's budgets (options, option bytes, reply bytes) are
+ * charged here; a client past any of them is closed without a reply, like nbdkit past its count.
+ */
 export function negotiate(state: NegotiationState, ctx: NegotiationContext, opt: number, data: Buffer): NegotiationResult {
   state.optionCount++;
-  if (state.optionCount > MAX_OPTIONS) {
-    return { next: 'close', replies: [], reason: `more than ${MAX_OPTIONS} options` };
+  state.optionBytes += OPTION_HEADER_LEN + data.length;
+  if (state.optionCount > optionAllowance(state)) {
+    return { next: 'close', replies: [], reason: `more than ${optionAllowance(state)} options (${MAX_OPTIONS} + ${OPTIONS_PER_LISTED_EXPORT} per listed export)` };
   }
+  if (state.optionBytes > MAX_HANDSHAKE_OPTION_BYTES) {
+    return { next: 'close', replies: [], reason: `more than ${MAX_HANDSHAKE_OPTION_BYTES} bytes of options` };
+  }
+  const result = answer(state, ctx, opt, data);
+  for (const r of result.replies) state.replyBytes += r.length;
+  if (state.replyBytes > MAX_HANDSHAKE_REPLY_BYTES) {
+    return { next: 'close', replies: [], reason: `replies would exceed ${MAX_HANDSHAKE_REPLY_BYTES} bytes` };
+  }
+  return result;
+}
+
+function answer(state: NegotiationState, ctx: NegotiationContext, opt: number, data: Buffer): NegotiationResult {
   // Without fixed newstyle the client cannot parse option replies: only EXPORT_NAME is possible.
   if (!state.fixedNewstyle && opt !== Opt.EXPORT_NAME) {
     return { next: 'close', replies: [], reason: `option ${opt} from a client without fixed newstyle` };
@@ -105,6 +136,7 @@ export function negotiate(state: NegotiationState, ctx: NegotiationContext, opt:
     case Opt.LIST: {
       if (data.length !== 0) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'LIST takes no data')] };
       const replies = ctx.exports.list().map((e) => encodeOptionReply(opt, Rep.SERVER, encodeRepServer(e.name, e.description)));
+      state.listedExports = Math.max(state.listedExports, replies.length);
       replies.push(ack(opt));
       return { next: 'options', replies };
     }

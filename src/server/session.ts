@@ -33,8 +33,13 @@ export const Phase = { Dead: 0, ClientDone: 1, ShuttingDown: 2, Options: 3, Tran
 export type Phase = (typeof Phase)[keyof typeof Phase];
 
 export const SESSION_DEFAULTS = {
-  /** A client that has not reached transmission by then is dropped. */
+  /** A client that has not reached transmission by then is dropped... */
   handshakeTimeoutMs: 30_000,
+  /**
+   * ...plus this per export a LIST named: describing each one takes clients a round trip or two
+   * (libnbd 1.14's nbdinfo --list waits ~200 ms per export on its own corked LIST_META_CONTEXT).
+   */
+  handshakeMsPerListedExport: 1_000,
   /** Requests being processed at once before we stop reading (the kernel keeps up to 128). */
   maxInFlight: 256,
   /** Payload + read bytes in flight before we stop reading. */
@@ -49,6 +54,7 @@ export interface SessionOptions {
   label: string;
   isShuttingDown: () => boolean;
   handshakeTimeoutMs?: number;
+  handshakeMsPerListedExport?: number;
   maxInFlight?: number;
   maxInFlightBytes?: number;
 }
@@ -72,6 +78,9 @@ export class Session implements InboundHandler {
   private writeBlocked = false;
   private readingPaused = false;
   private handshakeTimer: NodeJS.Timeout | null = null;
+  private handshakeStartedAt = 0;
+  /** Exports the handshake deadline has been extended for. */
+  private deadlineListed = 0;
   private lingerTimer: NodeJS.Timeout | null = null;
   private resolveClosed!: () => void;
 
@@ -79,6 +88,7 @@ export class Session implements InboundHandler {
     this.socket = socket;
     this.opts = {
       handshakeTimeoutMs: SESSION_DEFAULTS.handshakeTimeoutMs,
+      handshakeMsPerListedExport: SESSION_DEFAULTS.handshakeMsPerListedExport,
       maxInFlight: SESSION_DEFAULTS.maxInFlight,
       maxInFlightBytes: SESSION_DEFAULTS.maxInFlightBytes,
       ...opts,
@@ -116,10 +126,8 @@ export class Session implements InboundHandler {
       }
     });
     s.on('close', () => this.onClose());
-    this.handshakeTimer = setTimeout(() => {
-      log.warn(`${this.opts.label}: handshake timed out`);
-      this.destroy();
-    }, this.opts.handshakeTimeoutMs);
+    this.handshakeStartedAt = Date.now();
+    this.armHandshakeTimer();
     this.writer.send(encodeGreeting(SERVER_HANDSHAKE_FLAGS));
   }
 
@@ -165,14 +173,15 @@ export class Session implements InboundHandler {
       }
       this.lease = lease;
       this.baseAllocation = result.baseAllocation;
-      this.writer.sendAll(result.replies);
+      this.sendReplies(result.replies);
       this.clearHandshakeTimer();
       this.phase = Phase.Transmission; // spec "Transmission phase": right after the final reply
       this.decoder.startTransmission();
       log.info(`${this.opts.label}: export '${lease.name}'${lease.device.readOnly ? ' (read-only)' : ''}, structured replies ${this.state.structuredReplies ? 'on' : 'off'}`);
       return;
     }
-    this.writer.sendAll(result.replies);
+    this.sendReplies(result.replies);
+    if (this.state.listedExports !== this.deadlineListed && this.handshakeTimer) this.armHandshakeTimer();
     if (result.next === 'close') {
       log.info(`${this.opts.label}: ${result.reason}, closing`);
       this.phase = Phase.ClientDone;
@@ -388,6 +397,14 @@ export class Session implements InboundHandler {
     else this.send(encodeSimpleReply(errno, h.cookie));
   }
 
+  /** Option replies: a client that does not read them (a LIST flood) stops being read too. */
+  private sendReplies(parts: Buffer[]): void {
+    if (!this.writer.sendAll(parts)) {
+      this.writeBlocked = true;
+      this.updateFlow();
+    }
+  }
+
   private send(a: Buffer, b?: Buffer): void {
     if (this.phase === Phase.Dead) return;
     if (!this.writer.send(a, b)) {
@@ -432,6 +449,17 @@ export class Session implements InboundHandler {
     this.socket.resume();
     this.lingerTimer = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);
     this.lingerTimer.unref();
+  }
+
+  /** (Re)arms the handshake deadline: the base timeout plus the allowance for listed exports. */
+  private armHandshakeTimer(): void {
+    this.clearHandshakeTimer();
+    this.deadlineListed = this.state.listedExports;
+    const deadline = this.handshakeStartedAt + this.opts.handshakeTimeoutMs + this.opts.handshakeMsPerListedExport * this.deadlineListed;
+    this.handshakeTimer = setTimeout(() => {
+      log.warn(`${this.opts.label}: handshake timed out`);
+      this.destroy();
+    }, Math.max(0, deadline - Date.now()));
   }
 
   private clearHandshakeTimer(): void {
