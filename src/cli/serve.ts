@@ -4,7 +4,10 @@ import { mkdirSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startControlServer, type ControlServer } from '../control/server.ts';
+import { AccessConfigError, AccessRules, exportPattern } from '../server/access.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
+import type { TlsSettings } from '../server/session.ts';
+import { TlsConfigError, TlsMode, isTlsMode, loadTlsMaterial, type TlsFiles } from '../server/tls.ts';
 import { openStore } from '../storage/index.ts';
 import { NAME_PATTERN, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
@@ -25,6 +28,11 @@ export interface ServeConfig {
   maxConnections: number;
   /** NBD_OPT_LIST names snapshot exports too. */
   listSnapshots: boolean;
+  tls: TlsMode;
+  tlsFiles: TlsFiles;
+  /** Export patterns that need TLS in mode `on` (selective TLS). */
+  tlsExports: string[];
+  accessFile: string | null;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -47,6 +55,14 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         'read-only': { type: 'boolean' },
         'max-connections': { type: 'string' },
         'list-snapshots': { type: 'string' },
+        tls: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-ca': { type: 'string' },
+        'tls-crl': { type: 'string' },
+        'tls-psk': { type: 'string' },
+        'tls-export': { type: 'string', multiple: true },
+        access: { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -82,6 +98,16 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   }
   const listSnapshots = v['list-snapshots'] ?? 'yes';
   if (listSnapshots !== 'yes' && listSnapshots !== 'no') throw new UsageError(`--list-snapshots: '${listSnapshots}' is not yes or no`);
+  const tlsFiles: TlsFiles = {
+    cert: abs(v['tls-cert']), key: abs(v['tls-key']), ca: abs(v['tls-ca']), crl: abs(v['tls-crl']), psk: abs(v['tls-psk']),
+  };
+  const material = Object.values(tlsFiles).some((f) => f !== undefined);
+  // Default: require whenever TLS material is given, off otherwise.
+  const tls = v.tls ?? (material ? TlsMode.Require : TlsMode.Off);
+  if (!isTlsMode(tls)) throw new UsageError(`--tls: '${tls}' is not off, on or require`);
+  if (tls !== TlsMode.Off && !material) throw new UsageError(`--tls ${tls} needs --tls-cert and --tls-key, or --tls-psk`);
+  const tlsExports = v['tls-export'] ?? [];
+  if (tlsExports.length > 0 && tls !== TlsMode.On) throw new UsageError('--tls-export needs --tls on (with require, every export needs TLS)');
   const level = v['log-level'] ?? 'info';
   if (!isLogLevelName(level)) throw new UsageError(`--log-level: '${level}' is not error, warn, info or debug`);
   setLogLevel(level);
@@ -92,6 +118,23 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     readOnly: v['read-only'] ?? false,
     maxConnections,
     listSnapshots: listSnapshots === 'yes',
+    tls, tlsFiles, tlsExports,
+    accessFile: abs(v.access) ?? null,
+  };
+}
+
+function abs(p: string | undefined): string | undefined {
+  return p === undefined ? undefined : resolve(p);
+}
+
+/** TLS settings from the files now; TlsConfigError says what is wrong in one line. */
+function loadTlsSettings(config: ServeConfig): TlsSettings | null {
+  if (config.tls === TlsMode.Off) return null;
+  const patterns = config.tlsExports.map(exportPattern);
+  return {
+    mode: config.tls,
+    material: loadTlsMaterial(config.tlsFiles),
+    exportNeedsTls: (name) => patterns.some((p) => p.test(name)),
   };
 }
 
@@ -114,6 +157,16 @@ export async function runServe(argv: string[]): Promise<number> {
 }
 
 async function serve(config: ServeConfig): Promise<number> {
+  let tls: TlsSettings | null;
+  let access: AccessRules | null;
+  try {
+    tls = loadTlsSettings(config);
+    access = config.accessFile === null ? null : AccessRules.load(config.accessFile);
+  } catch (e) {
+    if (!(e instanceof TlsConfigError || e instanceof AccessConfigError)) throw e;
+    process.stderr.write(`snapnbd serve: ${e.message}\n`);
+    return 2;
+  }
   mkdirSync(config.dataDir, { recursive: true });
   const startedAt = new Date();
   let store: Store;
@@ -134,7 +187,9 @@ async function serve(config: ServeConfig): Promise<number> {
   const registry = new VolumeRegistry(store, {
     defaultExport: config.defaultExport, readOnly: config.readOnly, listSnapshots: config.listSnapshots,
   });
-  const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections });
+  const server = new NbdServer({
+    exports: registry, maxConnections: config.maxConnections, tls: () => tls, access: () => access,
+  });
   const listeners: string[] = [];
   let control: ControlServer;
   try {
@@ -182,6 +237,18 @@ async function serve(config: ServeConfig): Promise<number> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // Reload certificates, CRL, PSK file and access rules; connections stay. All or nothing.
+    process.on('SIGHUP', () => {
+      try {
+        const nextTls = loadTlsSettings(config);
+        const nextAccess = config.accessFile === null ? null : AccessRules.load(config.accessFile);
+        tls = nextTls;
+        access = nextAccess;
+        log.info('SIGHUP: reloaded TLS material and access rules');
+      } catch (e) {
+        log.error(`SIGHUP: keeping the previous configuration: ${(e as Error).message}`);
+      }
+    });
   });
 }
 

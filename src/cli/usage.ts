@@ -34,6 +34,15 @@ Options:
   --list-snapshots yes|no  whether NBD_OPT_LIST names VOLUME@SNAPSHOT exports too (default
                          yes); with no, snapshots are still served by name
   --log-level LEVEL      error, warn, info or debug (default info)
+  --tls off|on|require   STARTTLS: refused, offered, or required before anything else (default
+                         require when TLS material is given, else off)
+  --tls-cert FILE        server certificate (PEM, chain allowed), with --tls-key FILE
+  --tls-ca FILE          clients must present a certificate from this CA (its CN and SAN
+                         names are the client's identity); --tls-crl FILE revokes some
+  --tls-psk FILE         IDENTITY:HEXKEY lines (psktool); the identity is the client's
+  --tls-export PATTERN   with --tls on, exports that need TLS anyway (vm1, web-*, vm1@*)
+  --access FILE          JSON rules: which client sees which export, rw or ro
+                         (protocol/access.md); SIGHUP reloads them and the TLS files
   -h, --help             this text
 
 When the data dir has no volume, a 1 GiB volume named 'default' is created.

@@ -4,7 +4,7 @@ import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { log } from '../util/log.ts';
 import type { ExportResolver } from './exports.ts';
-import { Session, type SessionOptions } from './session.ts';
+import { Session, type SessionInfo, type SessionOptions } from './session.ts';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -31,6 +31,9 @@ export interface NbdServerOptions {
   /** 0 = unlimited. */
   maxConnections: number;
   session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'handshakeMsPerListedExport' | 'maxInFlight' | 'maxInFlightBytes'>>;
+  /** TLS settings and access rules now (getters: SIGHUP swaps them without dropping connections). */
+  tls?: SessionOptions['tls'];
+  access?: SessionOptions['access'];
 }
 
 export class NbdServer {
@@ -47,6 +50,11 @@ export class NbdServer {
 
   get connectionCount(): number {
     return this.sessions.size;
+  }
+
+  /** Every live connection: peer, identity, TLS version, export. */
+  connections(): SessionInfo[] {
+    return [...this.sessions].map((s) => s.info());
   }
 
   async listen(addr: ListenAddress): Promise<ListenAddress> {
@@ -79,6 +87,9 @@ export class NbdServer {
       exports: this.opts.exports,
       label,
       isShuttingDown: () => this.stopping,
+      remoteAddress: addr.kind === 'unix' ? 'unix' : socket.remoteAddress ?? 'unknown',
+      ...(this.opts.tls ? { tls: this.opts.tls } : {}),
+      ...(this.opts.access ? { access: this.opts.access } : {}),
       ...this.opts.session,
     });
     this.sessions.add(session);

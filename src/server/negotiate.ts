@@ -11,6 +11,7 @@ import {
   encodeRepMetaContext, encodeRepServer,
 } from '../protocol/handshake.ts';
 import type { ExportResolver, ResolvedExport } from './exports.ts';
+import { TlsMode } from './tls.ts';
 
 export const SERVER_HANDSHAKE_FLAGS = HandshakeFlag.FixedNewstyle | HandshakeFlag.NoZeroes;
 const KNOWN_CLIENT_FLAGS = ClientFlag.FixedNewstyle | ClientFlag.NoZeroes;
@@ -57,6 +58,17 @@ export interface NegotiationContext {
   exports: ExportResolver;
   /** The server is stopping: every option but ABORT gets ERR_SHUTDOWN. */
   shuttingDown: boolean;
+  /** Absent: TLS off. */
+  tls?: TlsContext;
+}
+
+/** The spec's "TLS support": forced (require), or offered with some exports needing it (selective). */
+export interface TlsContext {
+  mode: TlsMode;
+  /** STARTTLS has completed on this connection. */
+  active: boolean;
+  /** Exports that need TLS even in mode `on`. */
+  exportNeedsTls(name: string): boolean;
 }
 
 export type NegotiationResult =
@@ -64,7 +76,9 @@ export type NegotiationResult =
   /** Enter transmission on `exportName` (the session acquires it) after sending `replies`. */
   | { next: 'transmission'; replies: Buffer[]; exportName: string; baseAllocation: boolean }
   /** Send `replies`, then close: ABORT, or a client we cannot talk to any more. */
-  | { next: 'close'; replies: Buffer[]; reason: string };
+  | { next: 'close'; replies: Buffer[]; reason: string }
+  /** Send `replies` (the ACK) in clear, then the TLS handshake takes over the socket. */
+  | { next: 'starttls'; replies: Buffer[] };
 
 /** Transmission flags of one export, truthful for what we serve (spec "Transmission flags"). */
 export function transmissionFlags(exp: ResolvedExport, structuredReplies: boolean): number {
@@ -118,12 +132,21 @@ function answer(state: NegotiationState, ctx: NegotiationContext, opt: number, d
     if (opt === Opt.EXPORT_NAME) return { next: 'close', replies: [], reason: 'server shutting down' };
     return { next: 'options', replies: [err(opt, Rep.ERR_SHUTDOWN, 'server is shutting down')] };
   }
+  const tls = ctx.tls;
+  // Forced TLS ("TLS support"): before STARTTLS nothing is listed, described or read by name.
+  if (tls && tls.mode === TlsMode.Require && !tls.active && opt !== Opt.STARTTLS && opt !== Opt.ABORT) {
+    if (opt === Opt.EXPORT_NAME) return { next: 'close', replies: [], reason: 'EXPORT_NAME before STARTTLS (TLS required)' };
+    return { next: 'options', replies: [err(opt, Rep.ERR_TLS_REQD, 'TLS is required: send STARTTLS first')] };
+  }
+  /** Selective TLS: this export needs TLS and the connection has none yet. */
+  const needsTls = (name: string): boolean => tls !== undefined && !tls.active && tls.exportNeedsTls(name);
   switch (opt) {
     case Opt.EXPORT_NAME: {
       const name = data.toString('utf8');
       const exp = ctx.exports.lookup(name);
       // No error reply exists for EXPORT_NAME: the spec says terminate.
       if (!exp) return { next: 'close', replies: [], reason: `unknown export '${name}'` };
+      if (needsTls(exp.name)) return { next: 'close', replies: [], reason: `export '${exp.name}' needs TLS` };
       return {
         next: 'transmission',
         replies: [encodeExportNameReply(exp.device.size, transmissionFlags(exp, state.structuredReplies), state.noZeroes)],
@@ -135,20 +158,28 @@ function answer(state: NegotiationState, ctx: NegotiationContext, opt: number, d
       return { next: 'close', replies: [ack(opt)], reason: 'client sent ABORT' };
     case Opt.LIST: {
       if (data.length !== 0) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'LIST takes no data')] };
-      const replies = ctx.exports.list().map((e) => encodeOptionReply(opt, Rep.SERVER, encodeRepServer(e.name, e.description)));
+      // Exports that need TLS are not named in clear.
+      const replies = ctx.exports.list().filter((e) => !needsTls(e.name))
+        .map((e) => encodeOptionReply(opt, Rep.SERVER, encodeRepServer(e.name, e.description)));
       state.listedExports = Math.max(state.listedExports, replies.length);
       replies.push(ack(opt));
       return { next: 'options', replies };
     }
     case Opt.STARTTLS:
       if (data.length !== 0) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'STARTTLS takes no data')] };
-      return { next: 'options', replies: [err(opt, Rep.ERR_UNSUP, 'TLS is not configured on this server')] };
+      if (!tls || tls.mode === TlsMode.Off) return { next: 'options', replies: [err(opt, Rep.ERR_UNSUP, 'TLS is not configured on this server')] };
+      if (tls.active) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'TLS is already active')] };
+      // Nothing negotiated in clear carries over into TLS ("STARTTLS").
+      state.structuredReplies = false;
+      state.metaContext = null;
+      return { next: 'starttls', replies: [ack(opt)] };
     case Opt.INFO:
     case Opt.GO: {
       const req = decodeInfoRequest(data);
       if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed INFO/GO request')] };
       const exp = ctx.exports.lookup(req.name);
       if (!exp) return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, `unknown export '${req.name}'`)] };
+      if (needsTls(exp.name)) return { next: 'options', replies: [err(opt, Rep.ERR_TLS_REQD, `export '${exp.name}' needs TLS: send STARTTLS first`)] };
       // We send every info type, asked or not (the Linux client asks for none).
       const replies = [
         encodeInfo({ type: Info.EXPORT, size: exp.device.size, flags: transmissionFlags(exp, state.structuredReplies) }),
@@ -187,8 +218,10 @@ function metaContext(state: NegotiationState, ctx: NegotiationContext, opt: numb
   }
   const req = decodeMetaContextRequest(data);
   if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed meta context request')] };
-  if (!ctx.exports.lookup(req.exportName)) {
-    return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, `unknown export '${req.exportName}'`)] };
+  const exp = ctx.exports.lookup(req.exportName);
+  if (!exp) return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, `unknown export '${req.exportName}'`)] };
+  if (ctx.tls && !ctx.tls.active && ctx.tls.exportNeedsTls(exp.name)) {
+    return { next: 'options', replies: [err(opt, Rep.ERR_TLS_REQD, `export '${exp.name}' needs TLS: send STARTTLS first`)] };
   }
   let match: boolean;
   if (req.queries.length === 0) match = !isSet; // LIST with no query lists all; SET selects none

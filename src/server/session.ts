@@ -22,12 +22,14 @@ import {
 } from '../protocol/transmission.ts';
 import type { Extent } from '../storage/device.ts';
 import { log } from '../util/log.ts';
+import { AccessView, Grant, normalizeAddress, type AccessRules, type ClientIdentity } from './access.ts';
 import type { ExportLease, ExportResolver } from './exports.ts';
 import {
   SERVER_HANDSHAKE_FLAGS, allowedCommandFlags, applyClientFlags, initialNegotiationState, negotiate,
   type NegotiationState,
 } from './negotiate.ts';
 import { ReplyWriter } from './reply-writer.ts';
+import { TlsMode, upgradeToTls, type TlsMaterial } from './tls.ts';
 
 export const Phase = { Dead: 0, ClientDone: 1, ShuttingDown: 2, Options: 3, Transmission: 4 } as const;
 export type Phase = (typeof Phase)[keyof typeof Phase];
@@ -49,10 +51,30 @@ export const SESSION_DEFAULTS = {
 /** Structured reads shorter than this are sent as one data chunk: a hole lookup costs more than it saves. */
 export const SPARSE_READ_MIN = 64 * 1024;
 
+/** The server's TLS settings now (SIGHUP may replace the material between connections). */
+export interface TlsSettings {
+  mode: TlsMode;
+  material: TlsMaterial | null;
+  exportNeedsTls(name: string): boolean;
+}
+
+/** What `server.stats` shows of a connection. */
+export interface SessionInfo {
+  peer: string;
+  identity: string[];
+  tls: string | null;
+  export: string | null;
+}
+
 export interface SessionOptions {
   exports: ExportResolver;
   label: string;
   isShuttingDown: () => boolean;
+  /** The client's address, for access rules (unix sockets: 'unix'). */
+  remoteAddress?: string;
+  tls?: () => TlsSettings | null;
+  /** The access rules now; null: everything to everyone. */
+  access?: () => AccessRules | null;
   handshakeTimeoutMs?: number;
   handshakeMsPerListedExport?: number;
   maxInFlight?: number;
@@ -66,10 +88,15 @@ const CLOSE_LINGER_MS = 5_000;
 export class Session implements InboundHandler {
   phase: Phase = Phase.Options;
   readonly closed: Promise<void>;
-  private readonly socket: Duplex;
+  private socket: Duplex;
   private readonly opts: Required<SessionOptions>;
   private readonly decoder: InboundDecoder;
-  private readonly writer: ReplyWriter;
+  private writer: ReplyWriter;
+  private readonly identity: ClientIdentity;
+  private tlsVersion: string | null = null;
+  /** The rules the current lease was granted under, and the grant. */
+  private grantedBy: AccessRules | null = null;
+  private granted: Grant = Grant.ReadWrite;
   private readonly state: NegotiationState = initialNegotiationState();
   private lease: ExportLease | null = null;
   private baseAllocation = false;
@@ -91,8 +118,12 @@ export class Session implements InboundHandler {
       handshakeMsPerListedExport: SESSION_DEFAULTS.handshakeMsPerListedExport,
       maxInFlight: SESSION_DEFAULTS.maxInFlight,
       maxInFlightBytes: SESSION_DEFAULTS.maxInFlightBytes,
+      remoteAddress: 'unknown',
+      tls: () => null,
+      access: () => null,
       ...opts,
     };
+    this.identity = { address: normalizeAddress(this.opts.remoteAddress), names: [] };
     this.decoder = new InboundDecoder(this);
     this.writer = new ReplyWriter(socket);
     this.closed = new Promise((r) => (this.resolveClosed = r));
@@ -102,30 +133,55 @@ export class Session implements InboundHandler {
     return this.lease?.name ?? null;
   }
 
+  info(): SessionInfo {
+    return { peer: this.opts.label, identity: [...this.identity.names], tls: this.tlsVersion, export: this.exportName };
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    try {
+      this.decoder.push(chunk);
+    } catch (e) {
+      // A bug of ours, never the client's bytes alone: drop this connection, keep the server.
+      log.error(`${this.opts.label}: internal error, closing connection`, e);
+      this.destroy();
+    }
+  };
+
+  private readonly onDrain = (): void => {
+    this.writeBlocked = false;
+    this.updateFlow();
+  };
+
+  private readonly onSocketError = (e: Error): void => log.debug(`${this.opts.label}: socket error: ${e.message}`);
+
+  private readonly onEnd = (): void => {
+    // Client half-closed: nothing more to read. Finish what is in flight, then close.
+    if (this.phase === Phase.Transmission || this.phase === Phase.Options) {
+      this.phase = Phase.ClientDone;
+      this.maybeFinish();
+    }
+  };
+
+  private readonly onSocketClose = (): void => this.onClose();
+
+  private attach(s: Duplex): void {
+    s.on('data', this.onData);
+    s.on('drain', this.onDrain);
+    s.on('error', this.onSocketError);
+    s.on('end', this.onEnd);
+    s.on('close', this.onSocketClose);
+  }
+
+  private detach(s: Duplex): void {
+    s.off('data', this.onData);
+    s.off('drain', this.onDrain);
+    s.off('end', this.onEnd);
+    s.off('close', this.onSocketClose);
+    // 'error' stays handled: the raw socket under TLS must never throw.
+  }
+
   start(): void {
-    const s = this.socket;
-    s.on('data', (chunk: Buffer) => {
-      try {
-        this.decoder.push(chunk);
-      } catch (e) {
-        // A bug of ours, never the client's bytes alone: drop this connection, keep the server.
-        log.error(`${this.opts.label}: internal error, closing connection`, e);
-        this.destroy();
-      }
-    });
-    s.on('drain', () => {
-      this.writeBlocked = false;
-      this.updateFlow();
-    });
-    s.on('error', (e) => log.debug(`${this.opts.label}: socket error: ${e.message}`));
-    s.on('end', () => {
-      // Client half-closed: nothing more to read. Finish what is in flight, then close.
-      if (this.phase === Phase.Transmission || this.phase === Phase.Options) {
-        this.phase = Phase.ClientDone;
-        this.maybeFinish();
-      }
-    });
-    s.on('close', () => this.onClose());
+    this.attach(this.socket);
     this.handshakeStartedAt = Date.now();
     this.armHandshakeTimer();
     this.writer.send(encodeGreeting(SERVER_HANDSHAKE_FLAGS));
@@ -163,15 +219,27 @@ export class Session implements InboundHandler {
   onOption(opt: number, data: Buffer): void {
     if (this.phase !== Phase.Options) return;
     log.debug(`${this.opts.label}: option ${nameOfOpt(opt)} (${data.length} bytes)`);
-    const result = negotiate(this.state, { exports: this.opts.exports, shuttingDown: this.opts.isShuttingDown() }, opt, data);
+    const tls = this.opts.tls();
+    const result = negotiate(this.state, {
+      exports: this.exportsView(),
+      shuttingDown: this.opts.isShuttingDown(),
+      ...(tls ? { tls: { mode: tls.mode, active: this.tlsVersion !== null, exportNeedsTls: (n: string) => tls.exportNeedsTls(n) } } : {}),
+    }, opt, data);
+    if (result.next === 'starttls') {
+      this.startTls(result.replies, tls?.material ?? null);
+      return;
+    }
     if (result.next === 'transmission') {
-      const lease = this.opts.exports.acquire(result.exportName, (reason) => void this.shutdown(reason));
+      const rules = this.opts.access();
+      const lease = this.exportsView(rules).acquire(result.exportName, (reason) => void this.shutdown(reason));
       if (!lease) {
         log.warn(`${this.opts.label}: export '${result.exportName}' vanished during the handshake`);
         this.destroy();
         return;
       }
       this.lease = lease;
+      this.grantedBy = rules;
+      this.granted = rules ? rules.grant(this.identity, lease.name) : Grant.ReadWrite;
       this.baseAllocation = result.baseAllocation;
       this.sendReplies(result.replies);
       this.clearHandshakeTimer();
@@ -200,6 +268,7 @@ export class Session implements InboundHandler {
   onRequest(h: RequestHeader, payload: Buffer | null): void {
     if (this.phase !== Phase.Transmission || !this.lease) return;
     const lease = this.lease;
+    if (this.opts.access() !== this.grantedBy && this.revokedByNewRules(lease.name)) return;
     if (h.type === Cmd.DISC) {
       this.phase = Phase.ClientDone; // spec: finish outstanding requests, then close
       this.decoder.kill();
@@ -228,6 +297,63 @@ export class Session implements InboundHandler {
         this.complete(cost);
       },
     );
+  }
+
+  // ---- TLS and access ----
+
+  /** The exports this client may reach under `rules` (all of them without rules). */
+  private exportsView(rules: AccessRules | null = this.opts.access()): ExportResolver {
+    if (!rules) return this.opts.exports;
+    return new AccessView(this.opts.exports, (name) => rules.grant(this.identity, name));
+  }
+
+  /**
+   * Rules were reloaded: a connection that lost its grant (or went from rw to ro) is closed now,
+   * before this request runs; otherwise it keeps going under the new rules.
+   */
+  private revokedByNewRules(exportName: string): boolean {
+    const rules = this.opts.access();
+    const now = rules ? rules.grant(this.identity, exportName) : Grant.ReadWrite;
+    if (now === this.granted || (now === Grant.ReadWrite && this.granted === Grant.ReadOnly)) {
+      this.grantedBy = rules;
+      return false;
+    }
+    log.warn(`${this.opts.label}: access to '${exportName}' revoked by reloaded rules (${this.granted} -> ${now}), closing`);
+    this.phase = Phase.ShuttingDown;
+    this.decoder.kill();
+    this.updateFlow();
+    this.maybeFinish();
+    return true;
+  }
+
+  /** STARTTLS accepted: the ACK goes out in clear, then TLS takes over the same socket. */
+  private startTls(replies: Buffer[], material: TlsMaterial | null): void {
+    if (this.decoder.bufferedBytes > 0 || !material) {
+      // The client may not send before our reply ("STARTTLS"): clear text here is an attack or a bug.
+      log.warn(`${this.opts.label}: ${material ? 'bytes after STARTTLS before our reply' : 'no TLS material'}, closing`);
+      this.destroy();
+      return;
+    }
+    const raw = this.socket;
+    this.decoder.pause();
+    raw.pause();
+    this.detach(raw);
+    raw.write(Buffer.concat(replies), () => {
+      if (raw.destroyed) return;
+      const up = upgradeToTls(raw, material);
+      this.socket = up.socket;
+      this.writer = new ReplyWriter(up.socket);
+      this.attach(up.socket);
+      up.ready.then((peer) => {
+        this.tlsVersion = peer.version;
+        this.identity.names = peer.names;
+        log.info(`${this.opts.label}: TLS ${peer.version}${peer.names.length ? `, client ${peer.psk !== null ? 'PSK identity' : 'certificate'} ${peer.names.join(', ')}` : ''}`);
+        this.decoder.resume();
+      }, (e: unknown) => {
+        log.warn(`${this.opts.label}: TLS handshake failed: ${e instanceof Error ? e.message : String(e)}`);
+        this.destroy();
+      });
+    });
   }
 
   // ---- requests ----
