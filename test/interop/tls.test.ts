@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requires } from '../helpers/requires.ts';
 import { NBD, RawClient, goData, optionBytes } from '../helpers/raw-client.ts';
-import { startServer, type RunningServer } from '../helpers/server.ts';
+import { SNAPNBD_BIN, startServer, tempDir, type RunningServer } from '../helpers/server.ts';
 import { makeTlsMaterial, type TlsTestMaterial } from '../helpers/tls-material.ts';
 import { NBDSH_ENV, mustRun, tool } from './tool.ts';
 
@@ -48,6 +48,26 @@ async function startTlsRaw(port: number): Promise<RawClient> {
   expect(r.map((x) => x.type)).toEqual([NBD.REP_ACK]);
   return c;
 }
+
+describe('configuration errors stop the server at start: one line, exit 2', () => {
+  it.each([
+    ['a key that does not match the certificate', () => ['--tls-cert', pki.serverCert, '--tls-key', pki.clients.alice.key], /--tls-key .* does not match the certificate in /],
+    ['an expired certificate', () => ['--tls-cert', pki.clients.expired.cert, '--tls-key', pki.clients.expired.key], /certificate expired on 2020-02-01/],
+    ['a missing CA file', () => [...x509Args().slice(0, 4), '--tls-ca', '/nonexistent/ca.pem'], /--tls-ca \/nonexistent\/ca\.pem: cannot read: ENOENT/],
+    ['a broken access file', () => ['--access', pki.pskFile], /--access .*keys\.psk: not JSON/],
+    ['--tls on without material', () => ['--tls', 'on'], /--tls on needs --tls-cert and --tls-key, or --tls-psk/],
+  ] as const)('%s', async (_what, args, message) => {
+    const dir = tempDir();
+    try {
+      const r = await tool(process.execPath, [SNAPNBD_BIN, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', ...args()]);
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(message);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('--tls require with client certificates (X.509)', () => {
   let server: RunningServer;
