@@ -6,7 +6,8 @@ import { parseArgs } from 'node:util';
 import { startControlServer, type ControlServer } from '../control/server.ts';
 import { AccessConfigError, AccessRules, exportPattern } from '../server/access.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
-import type { TlsSettings } from '../server/session.ts';
+import { DEFAULT_MEMORY_BUDGET } from '../server/memory-budget.ts';
+import { SESSION_DEFAULTS, type TlsSettings } from '../server/session.ts';
 import { TlsConfigError, TlsMode, isTlsMode, loadTlsMaterial, type TlsFiles } from '../server/tls.ts';
 import { openStore } from '../storage/index.ts';
 import { NAME_PATTERN, type Store } from '../storage/types.ts';
@@ -33,6 +34,10 @@ export interface ServeConfig {
   /** Export patterns that need TLS in mode `on` (selective TLS). */
   tlsExports: string[];
   accessFile: string | null;
+  maxConnectionsPerClient: number;
+  memoryBudget: number;
+  idleTimeoutMs: number;
+  stallTimeoutMs: number;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -63,6 +68,10 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         'tls-psk': { type: 'string' },
         'tls-export': { type: 'string', multiple: true },
         access: { type: 'string' },
+        'max-connections-per-client': { type: 'string' },
+        'memory-budget': { type: 'string' },
+        'idle-timeout': { type: 'string' },
+        'stall-timeout': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -108,6 +117,18 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   if (tls !== TlsMode.Off && !material) throw new UsageError(`--tls ${tls} needs --tls-cert and --tls-key, or --tls-psk`);
   const tlsExports = v['tls-export'] ?? [];
   if (tlsExports.length > 0 && tls !== TlsMode.On) throw new UsageError('--tls-export needs --tls on (with require, every export needs TLS)');
+  const count = (flag: string, value: string | undefined, dflt: number): number => {
+    if (value === undefined) return dflt;
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new UsageError(`--${flag}: '${value}' is not a whole number`);
+    return n;
+  };
+  let memoryBudget = DEFAULT_MEMORY_BUDGET;
+  if (v['memory-budget'] !== undefined) {
+    const b = parseSize(v['memory-budget']);
+    if (b === null) throw new UsageError(`--memory-budget: '${v['memory-budget']}' is not a size (e.g. 512M; 0: none)`);
+    memoryBudget = b;
+  }
   const level = v['log-level'] ?? 'info';
   if (!isLogLevelName(level)) throw new UsageError(`--log-level: '${level}' is not error, warn, info or debug`);
   setLogLevel(level);
@@ -120,6 +141,10 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     listSnapshots: listSnapshots === 'yes',
     tls, tlsFiles, tlsExports,
     accessFile: abs(v.access) ?? null,
+    maxConnectionsPerClient: count('max-connections-per-client', v['max-connections-per-client'], 0),
+    memoryBudget,
+    idleTimeoutMs: 1000 * count('idle-timeout', v['idle-timeout'], SESSION_DEFAULTS.idleTimeoutMs / 1000),
+    stallTimeoutMs: 1000 * count('stall-timeout', v['stall-timeout'], SESSION_DEFAULTS.stallTimeoutMs / 1000),
   };
 }
 
@@ -189,6 +214,8 @@ async function serve(config: ServeConfig): Promise<number> {
   });
   const server = new NbdServer({
     exports: registry, maxConnections: config.maxConnections, tls: () => tls, access: () => access,
+    maxConnectionsPerClient: config.maxConnectionsPerClient, memoryBudget: config.memoryBudget,
+    session: { idleTimeoutMs: config.idleTimeoutMs, stallTimeoutMs: config.stallTimeoutMs },
   });
   const listeners: string[] = [];
   let control: ControlServer;

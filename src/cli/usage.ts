@@ -31,6 +31,12 @@ Options:
   --control PATH         control socket (default DATA_DIR/control.sock)
   --read-only            serve every export read-only
   --max-connections N    refuse connections beyond N (default 0: unlimited)
+  --max-connections-per-client N  refuse more than N connections from one address (default 0:
+                         unlimited)
+  --memory-budget SIZE   buffered request and reply bytes for all connections together; past it
+                         connections stop reading until replies drain (default 512M; 0: none)
+  --idle-timeout S       close a connection idle for S seconds (default 0: never)
+  --stall-timeout S      close a connection that leaves replies unread for S seconds (default 60)
   --list-snapshots yes|no  whether NBD_OPT_LIST names VOLUME@SNAPSHOT exports too (default
                          yes); with no, snapshots are still served by name
   --log-level LEVEL      error, warn, info or debug (default info)

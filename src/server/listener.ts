@@ -4,6 +4,8 @@ import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { log } from '../util/log.ts';
 import type { ExportResolver } from './exports.ts';
+import { normalizeAddress } from './access.ts';
+import { MemoryBudget } from './memory-budget.ts';
 import { Session, type SessionInfo, type SessionOptions } from './session.ts';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
@@ -30,7 +32,11 @@ export interface NbdServerOptions {
   exports: ExportResolver;
   /** 0 = unlimited. */
   maxConnections: number;
-  session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'handshakeMsPerListedExport' | 'maxInFlight' | 'maxInFlightBytes'>>;
+  /** Connections from one address (unix sockets: not limited); 0 = unlimited. */
+  maxConnectionsPerClient?: number;
+  /** Server-wide budget of buffered request and reply bytes (memory-budget.ts); 0 = none. */
+  memoryBudget?: number;
+  session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'handshakeMsPerListedExport' | 'maxInFlight' | 'maxInFlightBytes' | 'stallTimeoutMs' | 'idleTimeoutMs'>>;
   /** TLS settings and access rules now (getters: SIGHUP swaps them without dropping connections). */
   tls?: SessionOptions['tls'];
   access?: SessionOptions['access'];
@@ -41,11 +47,19 @@ export class NbdServer {
   private readonly sessions = new Set<Session>();
   private readonly opts: NbdServerOptions;
   private stopping = false;
+  private readonly budget: MemoryBudget | null;
+  private readonly perAddress = new Map<string, number>();
   /** Bound addresses (port 0 resolved). */
   readonly addresses: ListenAddress[] = [];
 
   constructor(opts: NbdServerOptions) {
     this.opts = opts;
+    this.budget = opts.memoryBudget ? new MemoryBudget(opts.memoryBudget) : null;
+  }
+
+  /** Bytes of the memory budget held now (tests, stats). */
+  get budgetUsed(): number {
+    return this.budget?.used ?? 0;
   }
 
   get connectionCount(): number {
@@ -82,8 +96,17 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    const address = addr.kind === 'unix' ? null : normalizeAddress(socket.remoteAddress ?? 'unknown');
+    const perClient = this.opts.maxConnectionsPerClient ?? 0;
+    if (address !== null && perClient > 0 && (this.perAddress.get(address) ?? 0) >= perClient) {
+      log.warn(`${label}: refused: ${address} has ${perClient} connections (--max-connections-per-client)`);
+      socket.destroy();
+      return;
+    }
+    if (address !== null) this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     socket.on('error', () => {}); // reported by the session; never let it escape
     const session = new Session(socket, {
+      budget: this.budget,
       exports: this.opts.exports,
       label,
       isShuttingDown: () => this.stopping,
@@ -93,7 +116,13 @@ export class NbdServer {
       ...this.opts.session,
     });
     this.sessions.add(session);
-    void session.closed.then(() => this.sessions.delete(session));
+    void session.closed.then(() => {
+      this.sessions.delete(session);
+      if (address === null) return;
+      const n = (this.perAddress.get(address) ?? 1) - 1;
+      if (n === 0) this.perAddress.delete(address);
+      else this.perAddress.set(address, n);
+    });
     session.start();
   }
 

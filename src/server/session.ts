@@ -28,6 +28,7 @@ import {
   SERVER_HANDSHAKE_FLAGS, allowedCommandFlags, applyClientFlags, initialNegotiationState, negotiate,
   type NegotiationState,
 } from './negotiate.ts';
+import type { MemoryBudget } from './memory-budget.ts';
 import { ReplyWriter } from './reply-writer.ts';
 import { TlsMode, upgradeToTls, type TlsMaterial } from './tls.ts';
 
@@ -42,6 +43,10 @@ export const SESSION_DEFAULTS = {
    * (libnbd 1.14's nbdinfo --list waits ~200 ms per export on its own corked LIST_META_CONTEXT).
    */
   handshakeMsPerListedExport: 1_000,
+  /** A client that leaves replies unread this long (the socket full, no progress) is dropped. */
+  stallTimeoutMs: 60_000,
+  /** Transmission with nothing in flight and no request for this long closes; 0: never. */
+  idleTimeoutMs: 0,
   /** Requests being processed at once before we stop reading (the kernel keeps up to 128). */
   maxInFlight: 256,
   /** Payload + read bytes in flight before we stop reading. */
@@ -77,6 +82,10 @@ export interface SessionOptions {
   access?: () => AccessRules | null;
   handshakeTimeoutMs?: number;
   handshakeMsPerListedExport?: number;
+  stallTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  /** Shared by every connection of the server; null: per-connection caps only. */
+  budget?: MemoryBudget | null;
   maxInFlight?: number;
   maxInFlightBytes?: number;
 }
@@ -97,6 +106,11 @@ export class Session implements InboundHandler {
   /** The rules the current lease was granted under, and the grant. */
   private grantedBy: AccessRules | null = null;
   private granted: Grant = Grant.ReadWrite;
+  private stallTimer: NodeJS.Timeout | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private readonly unsubscribeBudget: () => void;
+  /** Bytes this connection holds of the shared budget (charged at accept, released at flush). */
+  private charged = 0;
   private readonly state: NegotiationState = initialNegotiationState();
   private lease: ExportLease | null = null;
   private baseAllocation = false;
@@ -116,6 +130,9 @@ export class Session implements InboundHandler {
     this.opts = {
       handshakeTimeoutMs: SESSION_DEFAULTS.handshakeTimeoutMs,
       handshakeMsPerListedExport: SESSION_DEFAULTS.handshakeMsPerListedExport,
+      stallTimeoutMs: SESSION_DEFAULTS.stallTimeoutMs,
+      idleTimeoutMs: SESSION_DEFAULTS.idleTimeoutMs,
+      budget: null,
       maxInFlight: SESSION_DEFAULTS.maxInFlight,
       maxInFlightBytes: SESSION_DEFAULTS.maxInFlightBytes,
       remoteAddress: 'unknown',
@@ -127,6 +144,7 @@ export class Session implements InboundHandler {
     this.decoder = new InboundDecoder(this);
     this.writer = new ReplyWriter(socket);
     this.closed = new Promise((r) => (this.resolveClosed = r));
+    this.unsubscribeBudget = this.opts.budget ? this.opts.budget.subscribe(() => this.updateFlow()) : () => undefined;
   }
 
   get exportName(): string | null {
@@ -149,6 +167,8 @@ export class Session implements InboundHandler {
 
   private readonly onDrain = (): void => {
     this.writeBlocked = false;
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
     this.updateFlow();
   };
 
@@ -245,6 +265,10 @@ export class Session implements InboundHandler {
       this.clearHandshakeTimer();
       this.phase = Phase.Transmission; // spec "Transmission phase": right after the final reply
       this.decoder.startTransmission();
+      if (this.opts.idleTimeoutMs > 0) {
+        this.idleTimer = setTimeout(() => this.onIdle(), this.opts.idleTimeoutMs);
+        this.idleTimer.unref();
+      }
       log.info(`${this.opts.label}: export '${lease.name}'${lease.device.readOnly ? ' (read-only)' : ''}, structured replies ${this.state.structuredReplies ? 'on' : 'off'}`);
       return;
     }
@@ -286,6 +310,11 @@ export class Session implements InboundHandler {
     const cost = (h.type === Cmd.READ || h.type === Cmd.WRITE) ? h.length : 0;
     this.inFlight++;
     this.inFlightBytes += cost;
+    if (this.opts.budget) {
+      this.opts.budget.charge(cost);
+      this.charged += cost;
+    }
+    this.idleTimer?.refresh();
     this.updateFlow();
     this.execute(h, payload ?? EMPTY).then(
       () => this.complete(cost),
@@ -535,8 +564,19 @@ export class Session implements InboundHandler {
     if (this.phase === Phase.Dead) return;
     if (!this.writer.send(a, b)) {
       this.writeBlocked = true;
+      this.armStallTimer();
       this.updateFlow();
     }
+  }
+
+  /** A client that stops reading its replies is dropped after stallTimeoutMs without a drain. */
+  private armStallTimer(): void {
+    if (this.stallTimer || this.opts.stallTimeoutMs <= 0) return;
+    this.stallTimer = setTimeout(() => {
+      log.warn(`${this.opts.label}: replies unread for ${this.opts.stallTimeoutMs} ms (${this.socket.writableLength} bytes queued), closing`);
+      this.destroy();
+    }, this.opts.stallTimeoutMs);
+    this.stallTimer.unref();
   }
 
   // ---- flow control and closing ----
@@ -544,6 +584,15 @@ export class Session implements InboundHandler {
   private complete(cost: number): void {
     this.inFlight--;
     this.inFlightBytes -= cost;
+    // The reply (queued before this) holds its buffer until the kernel has it.
+    const budget = this.opts.budget;
+    if (budget && cost > 0) {
+      this.writer.whenFlushed(() => {
+        budget.release(cost);
+        this.charged -= cost;
+        this.updateFlow();
+      });
+    }
     this.updateFlow();
     this.maybeFinish();
   }
@@ -552,7 +601,8 @@ export class Session implements InboundHandler {
   private updateFlow(): void {
     // While closing, the decoder is dead but the socket keeps flowing so the peer's FIN is seen.
     const reading = this.phase === Phase.Transmission || this.phase === Phase.Options;
-    const pause = reading && (this.writeBlocked || this.inFlight >= this.opts.maxInFlight || this.inFlightBytes >= this.opts.maxInFlightBytes);
+    const pause = reading && (this.writeBlocked || this.inFlight >= this.opts.maxInFlight || this.inFlightBytes >= this.opts.maxInFlightBytes
+      || (this.opts.budget !== null && !this.opts.budget.mayRead(this.charged)));
     if (pause === this.readingPaused) return;
     this.readingPaused = pause;
     if (pause) {
@@ -593,8 +643,22 @@ export class Session implements InboundHandler {
     this.handshakeTimer = null;
   }
 
+  private onIdle(): void {
+    this.idleTimer = null;
+    if (this.phase !== Phase.Transmission) return;
+    if (this.inFlight > 0) {
+      this.idleTimer = setTimeout(() => this.onIdle(), this.opts.idleTimeoutMs);
+      this.idleTimer.unref();
+      return;
+    }
+    void this.shutdown(`idle for ${this.opts.idleTimeoutMs} ms`);
+  }
+
   private onClose(): void {
     this.phase = Phase.Dead;
+    this.unsubscribeBudget();
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
     this.decoder.kill();
     this.clearHandshakeTimer();
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
