@@ -13,12 +13,12 @@ import { formatState } from '../volumes/state.ts';
 
 export const CONTROL_USAGE = `Usage:
   snapnbd volume create NAME --size SIZE [--backing FILE] [--chunk-size SIZE]
-  snapnbd volume list
+  snapnbd volume list [--limit N] [--after NAME]
   snapnbd volume info NAME
   snapnbd volume delete NAME [--force] [--with-snapshots]
   snapnbd volume accept-backing NAME                           (dangerous: see below)
   snapnbd snapshot create VOLUME[@NAME] [--description TEXT]   (no @NAME: a generated name)
-  snapnbd snapshot list VOLUME
+  snapnbd snapshot list VOLUME [--limit N] [--after NAME]
   snapnbd snapshot info VOLUME@NAME
   snapnbd snapshot delete VOLUME@NAME
   snapnbd snapshot rollback VOLUME@NAME [--force]
@@ -34,6 +34,9 @@ Common options:
                     (default: $SNAPNBD_CONTROL, else ./data/control.sock)
   --json            print the method's result as JSON
   -h, --help        this text
+
+Lists: every entry (fetched page by page); --limit N: one page of N entries after --after NAME,
+and the NAME to continue from.
 
 SIZE takes binary suffixes: 512, 64K, 20G, 1T. Exit status: 0 ok, 1 the server refused
 (reason on stderr), 2 usage error, 3 the server cannot be reached.
@@ -68,6 +71,8 @@ const OPTIONS = {
   force: { type: 'boolean' },
   'with-snapshots': { type: 'boolean' },
   description: { type: 'string' },
+  limit: { type: 'string' },
+  after: { type: 'string' },
 } as const;
 type OptionName = keyof typeof OPTIONS;
 const COMMON: readonly OptionName[] = ['control', 'data-dir', 'json', 'help'];
@@ -106,6 +111,32 @@ function sizeOption(v: string | undefined, flag: string): number | undefined {
   if (n === null || n <= 0) throw new UsageError(`--${flag}: '${v}' is not a size (e.g. 20G, 64K)`);
   return n;
 }
+
+/**
+ * A paged list: with --limit, one page; without, every page (the server's default page size)
+ * joined into one result with `next: null`.
+ */
+async function listPages<K extends string, T>(
+  c: ControlClient, method: string, params: Record<string, unknown>, key: K, v: Values,
+): Promise<Record<K, T[]> & { next: string | null }> {
+  let limit: number | undefined;
+  if (v.limit !== undefined) {
+    limit = Number(v.limit);
+    if (!/^\d+$/.test(v.limit) || !Number.isSafeInteger(limit) || limit < 1) throw new UsageError(`--limit: '${v.limit}' is not a positive whole number`);
+  }
+  const all: T[] = [];
+  let after = v.after;
+  for (;;) {
+    const page = await c.call<Record<K, T[]> & { next: string | null }>(method, {
+      ...params, ...(after !== undefined ? { after } : {}), ...(limit !== undefined ? { limit } : {}),
+    });
+    all.push(...page[key]);
+    if (limit !== undefined || page.next === null) return { ...page, [key]: all } as Record<K, T[]> & { next: string | null };
+    after = page.next;
+  }
+}
+
+const moreHint = (next: string | null): string => (next === null ? '' : `(more: --after ${next})\n`);
 
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -171,14 +202,14 @@ const COMMANDS: Record<string, Command> = {
   },
   'volume list': {
     args: { min: 0, max: 0, names: '' },
-    options: [],
-    async run(_a, _v, c, out) {
-      const r = await c.request('volume.list');
+    options: ['limit', 'after'],
+    async run(_a, v, c, out) {
+      const r = await listPages<'volumes', VolumeView>(c, 'volume.list', {}, 'volumes', v);
       out.result(r, () => table(
         ['NAME', 'SIZE', 'USED', 'REFER', 'SNAPSHOTS', 'CONNS', 'ORIGIN', 'BACKING', 'STATE'],
         r.volumes.map((x) => [x.name, formatSize(x.size), formatSize(x.used), formatSize(x.referenced), String(x.snapshots),
           String(x.connections), x.origin ? `${x.origin.volume}@${x.origin.snapshot}` : '-', x.backing ?? '-', formatState(x.state, x.reason)]),
-      ));
+      ) + moreHint(r.next));
     },
   },
   'volume info': {
@@ -227,14 +258,14 @@ const COMMANDS: Record<string, Command> = {
   },
   'snapshot list': {
     args: { min: 1, max: 1, names: 'VOLUME' },
-    options: [],
-    async run([volume], _v, c, out) {
-      const r = await c.request('snapshot.list', { volume: volume! });
+    options: ['limit', 'after'],
+    async run([volume], v, c, out) {
+      const r = await listPages<'snapshots', SnapshotView>(c, 'snapshot.list', { volume }, 'snapshots', v);
       out.result(r, () => table(
         ['NAME', 'CREATED', 'STATE', 'USED', 'REFER', 'WRITTEN', 'EXPORTS', 'CLONES', 'BACKUP', 'DESCRIPTION'],
         r.snapshots.map((s) => [s.name, s.created, formatState(s.state, s.reason), formatSize(s.used), formatSize(s.referenced), formatSize(s.written),
           s.connections ? String(s.connections) : '-', s.clones.length ? s.clones.join(',') : '-', s.backup ?? '-', s.description || '-']),
-      ));
+      ) + moreHint(r.next));
     },
   },
   'snapshot info': {

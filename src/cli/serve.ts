@@ -8,7 +8,11 @@ import { startControlServer, type ControlServer } from '../control/server.ts';
 import { isLoopbackHost } from '../http/console/guard.ts';
 import { startConsole, type ConsoleServer } from '../http/console/server.ts';
 import { loadOrCreateToken, loginUrl } from '../http/console/token.ts';
+import { AccessConfigError, AccessRules, exportPattern } from '../server/access.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
+import { DEFAULT_MEMORY_BUDGET } from '../server/memory-budget.ts';
+import { SESSION_DEFAULTS, type TlsSettings } from '../server/session.ts';
+import { TlsConfigError, TlsMode, isTlsMode, loadTlsMaterial, type TlsFiles } from '../server/tls.ts';
 import { openStore } from '../storage/index.ts';
 import { isValidName, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
@@ -44,6 +48,17 @@ export interface ServeConfig {
   http: { host: string; port: number } | null;
   /** `--backup-target NAME=URL`, by name. */
   backupTargets: Map<string, TargetSpec>;
+  /** NBD_OPT_LIST names snapshot exports too. */
+  listSnapshots: boolean;
+  tls: TlsMode;
+  tlsFiles: TlsFiles;
+  /** Export patterns that need TLS in mode `on` (selective TLS). */
+  tlsExports: string[];
+  accessFile: string | null;
+  maxConnectionsPerClient: number;
+  memoryBudget: number;
+  idleTimeoutMs: number;
+  stallTimeoutMs: number;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -66,6 +81,19 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         'read-only': { type: 'boolean' },
         'max-connections': { type: 'string' },
         'backup-target': { type: 'string', multiple: true },
+        'list-snapshots': { type: 'string' },
+        tls: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-ca': { type: 'string' },
+        'tls-crl': { type: 'string' },
+        'tls-psk': { type: 'string' },
+        'tls-export': { type: 'string', multiple: true },
+        access: { type: 'string' },
+        'max-connections-per-client': { type: 'string' },
+        'memory-budget': { type: 'string' },
+        'idle-timeout': { type: 'string' },
+        'stall-timeout': { type: 'string' },
         'log-level': { type: 'string' },
         metrics: { type: 'string' },
         'log-format': { type: 'string' },
@@ -104,6 +132,30 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
   if (!Number.isSafeInteger(maxConnections) || maxConnections < 0) {
     throw new UsageError(`--max-connections: '${v['max-connections']}' is not a whole number`);
   }
+  const listSnapshots = v['list-snapshots'] ?? 'yes';
+  if (listSnapshots !== 'yes' && listSnapshots !== 'no') throw new UsageError(`--list-snapshots: '${listSnapshots}' is not yes or no`);
+  const tlsFiles: TlsFiles = {
+    cert: abs(v['tls-cert']), key: abs(v['tls-key']), ca: abs(v['tls-ca']), crl: abs(v['tls-crl']), psk: abs(v['tls-psk']),
+  };
+  const material = Object.values(tlsFiles).some((f) => f !== undefined);
+  // Default: require whenever TLS material is given, off otherwise.
+  const tls = v.tls ?? (material ? TlsMode.Require : TlsMode.Off);
+  if (!isTlsMode(tls)) throw new UsageError(`--tls: '${tls}' is not off, on or require`);
+  if (tls !== TlsMode.Off && !material) throw new UsageError(`--tls ${tls} needs --tls-cert and --tls-key, or --tls-psk`);
+  const tlsExports = v['tls-export'] ?? [];
+  if (tlsExports.length > 0 && tls !== TlsMode.On) throw new UsageError('--tls-export needs --tls on (with require, every export needs TLS)');
+  const count = (flag: string, value: string | undefined, dflt: number): number => {
+    if (value === undefined) return dflt;
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new UsageError(`--${flag}: '${value}' is not a whole number`);
+    return n;
+  };
+  let memoryBudget = DEFAULT_MEMORY_BUDGET;
+  if (v['memory-budget'] !== undefined) {
+    const b = parseSize(v['memory-budget']);
+    if (b === null) throw new UsageError(`--memory-budget: '${v['memory-budget']}' is not a size (e.g. 512M; 0: none)`);
+    memoryBudget = b;
+  }
   const level = v['log-level'] ?? 'info';
   if (!isLogLevelName(level)) throw new UsageError(`--log-level: '${level}' is not error, warn, info or debug`);
   setLogLevel(level);
@@ -139,6 +191,28 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     configPath: v.config === undefined ? null : resolve(v.config),
     logLevel: level,
     http,
+    listSnapshots: listSnapshots === 'yes',
+    tls, tlsFiles, tlsExports,
+    accessFile: abs(v.access) ?? null,
+    maxConnectionsPerClient: count('max-connections-per-client', v['max-connections-per-client'], 0),
+    memoryBudget,
+    idleTimeoutMs: 1000 * count('idle-timeout', v['idle-timeout'], SESSION_DEFAULTS.idleTimeoutMs / 1000),
+    stallTimeoutMs: 1000 * count('stall-timeout', v['stall-timeout'], SESSION_DEFAULTS.stallTimeoutMs / 1000),
+  };
+}
+
+function abs(p: string | undefined): string | undefined {
+  return p === undefined ? undefined : resolve(p);
+}
+
+/** TLS settings from the files now; TlsConfigError says what is wrong in one line. */
+function loadTlsSettings(config: ServeConfig): TlsSettings | null {
+  if (config.tls === TlsMode.Off) return null;
+  const patterns = config.tlsExports.map(exportPattern);
+  return {
+    mode: config.tls,
+    material: loadTlsMaterial(config.tlsFiles),
+    exportNeedsTls: (name) => patterns.some((p) => p.test(name)),
   };
 }
 
@@ -186,6 +260,29 @@ async function serve(config: ServeConfig): Promise<number> {
     }
     reloader.add(hook);
   }
+  let tls: TlsSettings | null;
+  let access: AccessRules | null;
+  try {
+    tls = loadTlsSettings(config);
+    access = config.accessFile === null ? null : AccessRules.load(config.accessFile);
+  } catch (e) {
+    if (!(e instanceof TlsConfigError || e instanceof AccessConfigError)) throw e;
+    process.stderr.write(`snapnbd serve: ${e.message}\n`);
+    return 2;
+  }
+  if (tls !== null || access !== null) {
+    // Certificates, CRL, PSK file and access rules; connections stay. All or nothing.
+    reloader.add({
+      name: 'TLS material and access rules',
+      async reload() {
+        const nextTls = loadTlsSettings(config);
+        const nextAccess = config.accessFile === null ? null : AccessRules.load(config.accessFile);
+        tls = nextTls;
+        access = nextAccess;
+        return 'reloaded';
+      },
+    });
+  }
   mkdirSync(config.dataDir, { recursive: true });
   const startedAt = new Date();
   const listeners: string[] = [];
@@ -216,8 +313,14 @@ async function serve(config: ServeConfig): Promise<number> {
     await store.close();
     return 1;
   }
-  const registry = new VolumeRegistry(store, { defaultExport: config.defaultExport, readOnly: config.readOnly, operations });
-  const server = new NbdServer({ exports: registry, maxConnections: config.maxConnections, session: { metrics: requests } });
+  const registry = new VolumeRegistry(store, {
+    defaultExport: config.defaultExport, readOnly: config.readOnly, listSnapshots: config.listSnapshots, operations,
+  });
+  const server = new NbdServer({
+    exports: registry, maxConnections: config.maxConnections, tls: () => tls, access: () => access,
+    maxConnectionsPerClient: config.maxConnectionsPerClient, memoryBudget: config.memoryBudget,
+    session: { idleTimeoutMs: config.idleTimeoutMs, stallTimeoutMs: config.stallTimeoutMs, metrics: requests },
+  });
   const backups = new BackupManager({ store, registry, targets: config.backupTargets });
   const ctx: ControlContext = {
     registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt }), health: { dataDir: config.dataDir, operations },
@@ -300,14 +403,9 @@ async function serve(config: ServeConfig): Promise<number> {
     process.on('SIGTERM', onSignal);
     // Without a handler SIGHUP would kill the server (`systemctl reload` sends it).
     process.on('SIGHUP', () => {
-      log.info(`SIGHUP: reloading${config.configPath ? ` ${config.configPath}` : ' (nothing to reload without --config)'}`);
+      log.info('SIGHUP: reloading');
       void reloader.reload();
     });
-    // Only now: a signal sent the moment 'ready' is read must find its handler.
-    process.stdout.write('ready\n');
-    const exportNames = registry.list().map((e) => e.name);
-    log.info(`serving ${exportNames.join(', ')} from ${config.dataDir}`);
-    void notifySystemd(['READY=1', `STATUS=serving ${exportNames.length} export(s) on ${listeners.filter((l) => l.startsWith('nbd ')).map((l) => l.slice(4)).join(', ')}`]);
   });
   // Only now: whoever starts us may send SIGTERM as soon as it reads "ready" (the pipe write can
   // wake it before our next line runs), and the default action would kill us unflushed.

@@ -38,6 +38,23 @@ Options:
   --control PATH         control socket (default DATA_DIR/control.sock)
   --read-only            serve every export read-only
   --max-connections N    refuse connections beyond N (default 0: unlimited)
+  --max-connections-per-client N  refuse more than N connections from one address (default 0:
+                         unlimited)
+  --memory-budget SIZE   buffered request and reply bytes for all connections together; past it
+                         connections stop reading until replies drain (default 512M; 0: none)
+  --idle-timeout S       close a connection idle for S seconds (default 0: never)
+  --stall-timeout S      close a connection that leaves replies unread for S seconds (default 60)
+  --list-snapshots yes|no  whether NBD_OPT_LIST names VOLUME@SNAPSHOT exports too (default
+                         yes); with no, snapshots are still served by name
+  --tls off|on|require   STARTTLS: refused, offered, or required before anything else (default
+                         require when TLS material is given, else off)
+  --tls-cert FILE        server certificate (PEM, chain allowed), with --tls-key FILE
+  --tls-ca FILE          clients must present a certificate from this CA (its CN and SAN
+                         names are the client's identity); --tls-crl FILE revokes some
+  --tls-psk FILE         IDENTITY:HEXKEY lines (psktool); the identity is the client's
+  --tls-export PATTERN   with --tls on, exports that need TLS anyway (vm1, web-*, vm1@*)
+  --access FILE          JSON rules: which client sees which export, rw or ro
+                         (protocol/access.md); SIGHUP reloads them and the TLS files
   --backup-target NAME=URL  a backup target: s3://BUCKET/PREFIX (endpoint, region and credentials
                          the AWS CLI way: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
                          AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or file:///DIR; add

@@ -14,6 +14,9 @@ import { validateParams, type Params, type ParamsSchema } from './validate.ts';
 /** Extents per snapshot.diff page unless `limit` says otherwise, and the most it may say. */
 export const DIFF_PAGE_DEFAULT = 1024;
 export const DIFF_PAGE_MAX = 65536;
+/** Entries per volume.list/snapshot.list page unless `limit` says otherwise, and the most it may say. */
+export const LIST_PAGE_DEFAULT = 1000;
+export const LIST_PAGE_MAX = 10000;
 /** Longest snapshot description, characters. */
 export const DESCRIPTION_MAX = 1024;
 /** Longest backing path, characters. */
@@ -45,6 +48,9 @@ function def<S extends ParamsSchema, R>(params: S, run: (p: Params<S>, ctx: Cont
 
 const name = { type: 'string', required: true } as const;
 const optBool = { type: 'boolean', required: false } as const;
+/** Paging of volume.list and snapshot.list: `after` is the last name of the previous page. */
+const after = { type: 'string', required: false } as const;
+const limit = { type: 'integer', required: false, min: 1, max: LIST_PAGE_MAX } as const;
 
 export const METHODS = {
   'server.info': def({}, (_p, ctx) => {
@@ -89,7 +95,8 @@ export const METHODS = {
     });
   }),
 
-  'volume.list': def({}, (_p, ctx) => ({ volumes: ctx.registry.listVolumes() })),
+  'volume.list': def({ after, limit }, (p, ctx) =>
+    ctx.registry.volumePage({ after: p.after, limit: p.limit ?? LIST_PAGE_DEFAULT })),
 
   'volume.info': def({ name }, (p, ctx) => ctx.registry.volumeInfo(p.name)),
 
@@ -109,7 +116,10 @@ export const METHODS = {
     description: { type: 'string', required: false, maxLength: DESCRIPTION_MAX },
   }, (p, ctx) => ctx.registry.createSnapshot(p.volume, p.name, p.description)),
 
-  'snapshot.list': def({ volume: name }, (p, ctx) => ({ volume: p.volume, snapshots: ctx.registry.listSnapshots(p.volume) })),
+  'snapshot.list': def({ volume: name, after, limit }, (p, ctx) => {
+    const page = ctx.registry.snapshotPage(p.volume, { after: p.after, limit: p.limit ?? LIST_PAGE_DEFAULT });
+    return { volume: p.volume, snapshots: page.snapshots, next: page.next };
+  }),
 
   'snapshot.info': def({ volume: name, name }, (p, ctx) => ctx.registry.snapshotInfo(p.volume, p.name)),
 

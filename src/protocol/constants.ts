@@ -128,8 +128,16 @@ export const EXPORT_NAME_REPLY_LEN = 10; // size(8) flags(2), then 124 zero byte
 export const EXPORT_NAME_ZEROES = 124;
 
 // Limits (named, as nbdkit's MAX_NR_OPTIONS and friends).
-/** Options per handshake before we call it abuse and close. */
+// The handshake's abuse guards. None is a bare option count: `nbdinfo --list` sends LIST and then
+// two options per export, and every snapshot here is an export (thousands on one server).
+/** Options allowed before any LIST (nbdkit's MAX_NR_OPTIONS); a LIST raises the allowance. */
 export const MAX_OPTIONS = 32;
+/** Further options allowed per export the largest LIST reply named (nbdinfo uses 2: INFO, LIST_META_CONTEXT). */
+export const OPTIONS_PER_LISTED_EXPORT = 4;
+/** Option bytes (headers included) one handshake may send. */
+export const MAX_HANDSHAKE_OPTION_BYTES = 16 * 1024 * 1024;
+/** Option reply bytes one handshake may cost us (a LIST of 3,300 exports is about 0.4 MiB). */
+export const MAX_HANDSHAKE_REPLY_BYTES = 64 * 1024 * 1024;
 /** Largest option payload we accept (nbdkit uses 64 MiB; ours carry names and queries only). */
 export const MAX_OPTION_LEN = 64 * 1024;
 /** Longest export name or meta context string (spec: strings <= 4096 bytes). */

@@ -4,7 +4,9 @@ import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { log } from '../util/log.ts';
 import type { ExportResolver } from './exports.ts';
-import { Session, type SessionOptions } from './session.ts';
+import { normalizeAddress } from './access.ts';
+import { MemoryBudget } from './memory-budget.ts';
+import { Session, type SessionInfo, type SessionOptions } from './session.ts';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -30,7 +32,14 @@ export interface NbdServerOptions {
   exports: ExportResolver;
   /** 0 = unlimited. */
   maxConnections: number;
-  session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'maxInFlight' | 'maxInFlightBytes' | 'metrics'>>;
+  /** Connections from one address (unix sockets: not limited); 0 = unlimited. */
+  maxConnectionsPerClient?: number;
+  /** Server-wide budget of buffered request and reply bytes (memory-budget.ts); 0 = none. */
+  memoryBudget?: number;
+  session?: Partial<Pick<SessionOptions, 'handshakeTimeoutMs' | 'handshakeMsPerListedExport' | 'maxInFlight' | 'maxInFlightBytes' | 'stallTimeoutMs' | 'idleTimeoutMs' | 'metrics'>>;
+  /** TLS settings and access rules now (getters: SIGHUP swaps them without dropping connections). */
+  tls?: SessionOptions['tls'];
+  access?: SessionOptions['access'];
 }
 
 export class NbdServer {
@@ -38,6 +47,8 @@ export class NbdServer {
   private readonly sessions = new Set<Session>();
   private readonly opts: NbdServerOptions;
   private stopping = false;
+  private readonly budget: MemoryBudget | null;
+  private readonly perAddress = new Map<string, number>();
   /** Bound addresses (port 0 resolved). */
   readonly addresses: ListenAddress[] = [];
   /** Connections accepted and refused since start (the metrics endpoint). */
@@ -45,6 +56,17 @@ export class NbdServer {
 
   constructor(opts: NbdServerOptions) {
     this.opts = opts;
+    this.budget = opts.memoryBudget ? new MemoryBudget(opts.memoryBudget) : null;
+  }
+
+  /** Bytes of the memory budget held now (tests, stats). */
+  get budgetUsed(): number {
+    return this.budget?.used ?? 0;
+  }
+
+  /** Every live connection: peer, identity, TLS version, export. */
+  connections(): SessionInfo[] {
+    return [...this.sessions].map((s) => s.info());
   }
 
   async listen(addr: ListenAddress): Promise<ListenAddress> {
@@ -73,16 +95,34 @@ export class NbdServer {
       this.connectionCounts.refused++;
       return;
     }
+    const address = addr.kind === 'unix' ? null : normalizeAddress(socket.remoteAddress ?? 'unknown');
+    const perClient = this.opts.maxConnectionsPerClient ?? 0;
+    if (address !== null && perClient > 0 && (this.perAddress.get(address) ?? 0) >= perClient) {
+      log.warn(`${label}: refused: ${address} has ${perClient} connections (--max-connections-per-client)`);
+      socket.destroy();
+      return;
+    }
+    if (address !== null) this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     this.connectionCounts.accepted++;
     socket.on('error', () => {}); // reported by the session; never let it escape
     const session = new Session(socket, {
+      budget: this.budget,
       exports: this.opts.exports,
       label,
       isShuttingDown: () => this.stopping,
+      remoteAddress: addr.kind === 'unix' ? 'unix' : socket.remoteAddress ?? 'unknown',
+      ...(this.opts.tls ? { tls: this.opts.tls } : {}),
+      ...(this.opts.access ? { access: this.opts.access } : {}),
       ...this.opts.session,
     });
     this.sessions.add(session);
-    void session.closed.then(() => this.sessions.delete(session));
+    void session.closed.then(() => {
+      this.sessions.delete(session);
+      if (address === null) return;
+      const n = (this.perAddress.get(address) ?? 1) - 1;
+      if (n === 0) this.perAddress.delete(address);
+      else this.perAddress.set(address, n);
+    });
     session.start();
   }
 

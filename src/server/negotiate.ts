@@ -2,14 +2,16 @@
 // given the negotiation state and one option, the replies to send and where to go next.
 // No sockets here; the session writes the replies and acts on `next`.
 import {
-  BASE_ALLOCATION_ID, ClientFlag, CmdFlag, HandshakeFlag, Info, MAX_OPTIONS, MAX_PAYLOAD, MAX_STRING_LEN,
-  META_CONTEXT_BASE_ALLOCATION, Opt, Rep, TxFlag,
+  BASE_ALLOCATION_ID, ClientFlag, CmdFlag, HandshakeFlag, Info, MAX_HANDSHAKE_OPTION_BYTES,
+  MAX_HANDSHAKE_REPLY_BYTES, MAX_OPTIONS, MAX_PAYLOAD, MAX_STRING_LEN, META_CONTEXT_BASE_ALLOCATION, OPTION_HEADER_LEN,
+  OPTIONS_PER_LISTED_EXPORT, Opt, Rep, TxFlag,
 } from '../protocol/constants.ts';
 import {
   decodeInfoRequest, decodeMetaContextRequest, encodeExportNameReply, encodeInfo, encodeOptionReply,
   encodeRepMetaContext, encodeRepServer,
 } from '../protocol/handshake.ts';
 import type { ExportResolver, ResolvedExport } from './exports.ts';
+import { TlsMode } from './tls.ts';
 
 export const SERVER_HANDSHAKE_FLAGS = HandshakeFlag.FixedNewstyle | HandshakeFlag.NoZeroes;
 const KNOWN_CLIENT_FLAGS = ClientFlag.FixedNewstyle | ClientFlag.NoZeroes;
@@ -22,11 +24,24 @@ export interface NegotiationState {
   structuredReplies: boolean;
   /** Export the SET_META_CONTEXT selection is valid for, and whether base:allocation was chosen. */
   metaContext: { exportName: string; baseAllocation: boolean } | null;
+  /** What this handshake has cost so far, against the limits in constants.ts. */
   optionCount: number;
+  optionBytes: number;
+  replyBytes: number;
+  /** Exports in the largest LIST reply sent: each allows OPTIONS_PER_LISTED_EXPORT more options. */
+  listedExports: number;
 }
 
 export function initialNegotiationState(): NegotiationState {
-  return { fixedNewstyle: false, noZeroes: false, structuredReplies: false, metaContext: null, optionCount: 0 };
+  return {
+    fixedNewstyle: false, noZeroes: false, structuredReplies: false, metaContext: null,
+    optionCount: 0, optionBytes: 0, replyBytes: 0, listedExports: 0,
+  };
+}
+
+/** Options this handshake may send in all, given what it has listed. */
+export function optionAllowance(state: NegotiationState): number {
+  return MAX_OPTIONS + OPTIONS_PER_LISTED_EXPORT * state.listedExports;
 }
 
 export type ClientFlagsResult = { ok: true } | { ok: false; reason: string };
@@ -43,6 +58,17 @@ export interface NegotiationContext {
   exports: ExportResolver;
   /** The server is stopping: every option but ABORT gets ERR_SHUTDOWN. */
   shuttingDown: boolean;
+  /** Absent: TLS off. */
+  tls?: TlsContext;
+}
+
+/** The spec's "TLS support": forced (require), or offered with some exports needing it (selective). */
+export interface TlsContext {
+  mode: TlsMode;
+  /** STARTTLS has completed on this connection. */
+  active: boolean;
+  /** Exports that need TLS even in mode `on`. */
+  exportNeedsTls(name: string): boolean;
 }
 
 export type NegotiationResult =
@@ -50,7 +76,9 @@ export type NegotiationResult =
   /** Enter transmission on `exportName` (the session acquires it) after sending `replies`. */
   | { next: 'transmission'; replies: Buffer[]; exportName: string; baseAllocation: boolean }
   /** Send `replies`, then close: ABORT, or a client we cannot talk to any more. */
-  | { next: 'close'; replies: Buffer[]; reason: string };
+  | { next: 'close'; replies: Buffer[]; reason: string }
+  /** Send `replies` (the ACK) in clear, then the TLS handshake takes over the socket. */
+  | { next: 'starttls'; replies: Buffer[] };
 
 /** Transmission flags of one export, truthful for what we serve (spec "Transmission flags"). */
 export function transmissionFlags(exp: ResolvedExport, structuredReplies: boolean): number {
@@ -92,11 +120,28 @@ function notServed(ctx: NegotiationContext, name: string): string {
   return ctx.exports.unavailable?.(name) ?? `unknown export '${name}'`;
 }
 
+/**
+ * One option in, its replies out. The handshake's budgets (options, option bytes, reply bytes) are
+ * charged here; a client past any of them is closed without a reply, like nbdkit past its count.
+ */
 export function negotiate(state: NegotiationState, ctx: NegotiationContext, opt: number, data: Buffer): NegotiationResult {
   state.optionCount++;
-  if (state.optionCount > MAX_OPTIONS) {
-    return { next: 'close', replies: [], reason: `more than ${MAX_OPTIONS} options` };
+  state.optionBytes += OPTION_HEADER_LEN + data.length;
+  if (state.optionCount > optionAllowance(state)) {
+    return { next: 'close', replies: [], reason: `more than ${optionAllowance(state)} options (${MAX_OPTIONS} + ${OPTIONS_PER_LISTED_EXPORT} per listed export)` };
   }
+  if (state.optionBytes > MAX_HANDSHAKE_OPTION_BYTES) {
+    return { next: 'close', replies: [], reason: `more than ${MAX_HANDSHAKE_OPTION_BYTES} bytes of options` };
+  }
+  const result = answer(state, ctx, opt, data);
+  for (const r of result.replies) state.replyBytes += r.length;
+  if (state.replyBytes > MAX_HANDSHAKE_REPLY_BYTES) {
+    return { next: 'close', replies: [], reason: `replies would exceed ${MAX_HANDSHAKE_REPLY_BYTES} bytes` };
+  }
+  return result;
+}
+
+function answer(state: NegotiationState, ctx: NegotiationContext, opt: number, data: Buffer): NegotiationResult {
   // Without fixed newstyle the client cannot parse option replies: only EXPORT_NAME is possible.
   if (!state.fixedNewstyle && opt !== Opt.EXPORT_NAME) {
     return { next: 'close', replies: [], reason: `option ${opt} from a client without fixed newstyle` };
@@ -105,12 +150,21 @@ export function negotiate(state: NegotiationState, ctx: NegotiationContext, opt:
     if (opt === Opt.EXPORT_NAME) return { next: 'close', replies: [], reason: 'server shutting down' };
     return { next: 'options', replies: [err(opt, Rep.ERR_SHUTDOWN, 'server is shutting down')] };
   }
+  const tls = ctx.tls;
+  // Forced TLS ("TLS support"): before STARTTLS nothing is listed, described or read by name.
+  if (tls && tls.mode === TlsMode.Require && !tls.active && opt !== Opt.STARTTLS && opt !== Opt.ABORT) {
+    if (opt === Opt.EXPORT_NAME) return { next: 'close', replies: [], reason: 'EXPORT_NAME before STARTTLS (TLS required)' };
+    return { next: 'options', replies: [err(opt, Rep.ERR_TLS_REQD, 'TLS is required: send STARTTLS first')] };
+  }
+  /** Selective TLS: this export needs TLS and the connection has none yet. */
+  const needsTls = (name: string): boolean => tls !== undefined && !tls.active && tls.exportNeedsTls(name);
   switch (opt) {
     case Opt.EXPORT_NAME: {
       const name = data.toString('utf8');
       const exp = ctx.exports.lookup(name);
       // No error reply exists for EXPORT_NAME: the spec says terminate.
       if (!exp) return { next: 'close', replies: [], reason: notServed(ctx, name) };
+      if (needsTls(exp.name)) return { next: 'close', replies: [], reason: `export '${exp.name}' needs TLS` };
       return {
         next: 'transmission',
         replies: [encodeExportNameReply(exp.device.size, transmissionFlags(exp, state.structuredReplies), state.noZeroes)],
@@ -122,19 +176,28 @@ export function negotiate(state: NegotiationState, ctx: NegotiationContext, opt:
       return { next: 'close', replies: [ack(opt)], reason: 'client sent ABORT' };
     case Opt.LIST: {
       if (data.length !== 0) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'LIST takes no data')] };
-      const replies = ctx.exports.list().map((e) => encodeOptionReply(opt, Rep.SERVER, encodeRepServer(e.name, e.description)));
+      // Exports that need TLS are not named in clear.
+      const replies = ctx.exports.list().filter((e) => !needsTls(e.name))
+        .map((e) => encodeOptionReply(opt, Rep.SERVER, encodeRepServer(e.name, e.description)));
+      state.listedExports = Math.max(state.listedExports, replies.length);
       replies.push(ack(opt));
       return { next: 'options', replies };
     }
     case Opt.STARTTLS:
       if (data.length !== 0) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'STARTTLS takes no data')] };
-      return { next: 'options', replies: [err(opt, Rep.ERR_UNSUP, 'TLS is not configured on this server')] };
+      if (!tls || tls.mode === TlsMode.Off) return { next: 'options', replies: [err(opt, Rep.ERR_UNSUP, 'TLS is not configured on this server')] };
+      if (tls.active) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'TLS is already active')] };
+      // Nothing negotiated in clear carries over into TLS ("STARTTLS").
+      state.structuredReplies = false;
+      state.metaContext = null;
+      return { next: 'starttls', replies: [ack(opt)] };
     case Opt.INFO:
     case Opt.GO: {
       const req = decodeInfoRequest(data);
       if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed INFO/GO request')] };
       const exp = ctx.exports.lookup(req.name);
       if (!exp) return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, notServed(ctx, req.name))] };
+      if (needsTls(exp.name)) return { next: 'options', replies: [err(opt, Rep.ERR_TLS_REQD, `export '${exp.name}' needs TLS: send STARTTLS first`)] };
       // We send every info type, asked or not (the Linux client asks for none).
       const replies = [
         encodeInfo({ type: Info.EXPORT, size: exp.device.size, flags: transmissionFlags(exp, state.structuredReplies) }),
@@ -173,8 +236,10 @@ function metaContext(state: NegotiationState, ctx: NegotiationContext, opt: numb
   }
   const req = decodeMetaContextRequest(data);
   if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed meta context request')] };
-  if (!ctx.exports.lookup(req.exportName)) {
-    return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, notServed(ctx, req.exportName))] };
+  const exp = ctx.exports.lookup(req.exportName);
+  if (!exp) return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, notServed(ctx, req.exportName))] };
+  if (ctx.tls && !ctx.tls.active && ctx.tls.exportNeedsTls(exp.name)) {
+    return { next: 'options', replies: [err(opt, Rep.ERR_TLS_REQD, `export '${exp.name}' needs TLS: send STARTTLS first`)] };
   }
   let match: boolean;
   if (req.queries.length === 0) match = !isSet; // LIST with no query lists all; SET selects none

@@ -5,6 +5,8 @@
 // queue depth 32; see bench/README.md.)
 import type { Duplex } from 'node:stream';
 
+const EMPTY = Buffer.alloc(0);
+
 export class ReplyWriter {
   private corked = false;
   private readonly socket: Duplex;
@@ -29,6 +31,16 @@ export class ReplyWriter {
     let ok = s.write(a);
     if (b !== undefined && b.length > 0) ok = s.write(b);
     return ok;
+  }
+
+  /** `done` runs once everything queued so far has been handed to the kernel (or the socket is gone). */
+  whenFlushed(done: () => void): void {
+    const s = this.socket;
+    if (s.destroyed || s.writableEnded) {
+      done();
+      return;
+    }
+    s.write(EMPTY, () => done());
   }
 
   /** Queue many buffers (structured read replies). */

@@ -22,20 +22,32 @@ import {
 } from '../protocol/transmission.ts';
 import { appendExtent, type Extent } from '../storage/device.ts';
 import { log } from '../util/log.ts';
+import { AccessView, Grant, normalizeAddress, type AccessRules, type ClientIdentity } from './access.ts';
 import type { ExportLease, ExportResolver } from './exports.ts';
 import {
   SERVER_HANDSHAKE_FLAGS, allowedCommandFlags, applyClientFlags, initialNegotiationState, negotiate,
   type NegotiationState,
 } from './negotiate.ts';
+import type { MemoryBudget } from './memory-budget.ts';
 import { ReplyWriter } from './reply-writer.ts';
 import type { RequestMetrics } from './request-metrics.ts';
+import { TlsMode, upgradeToTls, type TlsMaterial } from './tls.ts';
 
 export const Phase = { Dead: 0, ClientDone: 1, ShuttingDown: 2, Options: 3, Transmission: 4 } as const;
 export type Phase = (typeof Phase)[keyof typeof Phase];
 
 export const SESSION_DEFAULTS = {
-  /** A client that has not reached transmission by then is dropped. */
+  /** A client that has not reached transmission by then is dropped... */
   handshakeTimeoutMs: 30_000,
+  /**
+   * ...plus this per export a LIST named: describing each one takes clients a round trip or two
+   * (libnbd 1.14's nbdinfo --list waits ~200 ms per export on its own corked LIST_META_CONTEXT).
+   */
+  handshakeMsPerListedExport: 1_000,
+  /** A client that leaves replies unread this long (the socket full, no progress) is dropped. */
+  stallTimeoutMs: 60_000,
+  /** Transmission with nothing in flight and no request for this long closes; 0: never. */
+  idleTimeoutMs: 0,
   /** Requests being processed at once before we stop reading (the kernel keeps up to 128). */
   maxInFlight: 256,
   /** Payload + read bytes in flight before we stop reading. */
@@ -45,13 +57,38 @@ export const SESSION_DEFAULTS = {
 /** Structured reads shorter than this are sent as one data chunk: a hole lookup costs more than it saves. */
 export const SPARSE_READ_MIN = 64 * 1024;
 
+/** The server's TLS settings now (SIGHUP may replace the material between connections). */
+export interface TlsSettings {
+  mode: TlsMode;
+  material: TlsMaterial | null;
+  exportNeedsTls(name: string): boolean;
+}
+
+/** What `server.stats` shows of a connection. */
+export interface SessionInfo {
+  peer: string;
+  identity: string[];
+  tls: string | null;
+  export: string | null;
+}
+
 export interface SessionOptions {
   exports: ExportResolver;
   label: string;
   isShuttingDown: () => boolean;
   /** Per-export request figures for the metrics endpoint (serve --metrics). */
   metrics?: RequestMetrics | null;
+  /** The client's address, for access rules (unix sockets: 'unix'). */
+  remoteAddress?: string;
+  tls?: () => TlsSettings | null;
+  /** The access rules now; null: everything to everyone. */
+  access?: () => AccessRules | null;
   handshakeTimeoutMs?: number;
+  handshakeMsPerListedExport?: number;
+  stallTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  /** Shared by every connection of the server; null: per-connection caps only. */
+  budget?: MemoryBudget | null;
   maxInFlight?: number;
   maxInFlightBytes?: number;
 }
@@ -63,10 +100,20 @@ const CLOSE_LINGER_MS = 5_000;
 export class Session implements InboundHandler {
   phase: Phase = Phase.Options;
   readonly closed: Promise<void>;
-  private readonly socket: Duplex;
+  private socket: Duplex;
   private readonly opts: Required<SessionOptions>;
   private readonly decoder: InboundDecoder;
-  private readonly writer: ReplyWriter;
+  private writer: ReplyWriter;
+  private readonly identity: ClientIdentity;
+  private tlsVersion: string | null = null;
+  /** The rules the current lease was granted under, and the grant. */
+  private grantedBy: AccessRules | null = null;
+  private granted: Grant = Grant.ReadWrite;
+  private stallTimer: NodeJS.Timeout | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private readonly unsubscribeBudget: () => void;
+  /** Bytes this connection holds of the shared budget (charged at accept, released at flush). */
+  private charged = 0;
   private readonly state: NegotiationState = initialNegotiationState();
   private lease: ExportLease | null = null;
   private baseAllocation = false;
@@ -75,6 +122,9 @@ export class Session implements InboundHandler {
   private writeBlocked = false;
   private readingPaused = false;
   private handshakeTimer: NodeJS.Timeout | null = null;
+  private handshakeStartedAt = 0;
+  /** Exports the handshake deadline has been extended for. */
+  private deadlineListed = 0;
   private lingerTimer: NodeJS.Timeout | null = null;
   private resolveClosed!: () => void;
 
@@ -82,48 +132,82 @@ export class Session implements InboundHandler {
     this.socket = socket;
     this.opts = {
       handshakeTimeoutMs: SESSION_DEFAULTS.handshakeTimeoutMs,
+      handshakeMsPerListedExport: SESSION_DEFAULTS.handshakeMsPerListedExport,
+      stallTimeoutMs: SESSION_DEFAULTS.stallTimeoutMs,
+      idleTimeoutMs: SESSION_DEFAULTS.idleTimeoutMs,
+      budget: null,
       maxInFlight: SESSION_DEFAULTS.maxInFlight,
       maxInFlightBytes: SESSION_DEFAULTS.maxInFlightBytes,
       metrics: null,
+      remoteAddress: 'unknown',
+      tls: () => null,
+      access: () => null,
       ...opts,
     };
+    this.identity = { address: normalizeAddress(this.opts.remoteAddress), names: [] };
     this.decoder = new InboundDecoder(this);
     this.writer = new ReplyWriter(socket);
     this.closed = new Promise((r) => (this.resolveClosed = r));
+    this.unsubscribeBudget = this.opts.budget ? this.opts.budget.subscribe(() => this.updateFlow()) : () => undefined;
   }
 
   get exportName(): string | null {
     return this.lease?.name ?? null;
   }
 
-  start(): void {
-    const s = this.socket;
-    s.on('data', (chunk: Buffer) => {
-      try {
-        this.decoder.push(chunk);
-      } catch (e) {
-        // A bug of ours, never the client's bytes alone: drop this connection, keep the server.
-        log.error(`${this.opts.label}: internal error, closing connection`, e);
-        this.destroy();
-      }
-    });
-    s.on('drain', () => {
-      this.writeBlocked = false;
-      this.updateFlow();
-    });
-    s.on('error', (e) => log.debug(`${this.opts.label}: socket error: ${e.message}`));
-    s.on('end', () => {
-      // Client half-closed: nothing more to read. Finish what is in flight, then close.
-      if (this.phase === Phase.Transmission || this.phase === Phase.Options) {
-        this.phase = Phase.ClientDone;
-        this.maybeFinish();
-      }
-    });
-    s.on('close', () => this.onClose());
-    this.handshakeTimer = setTimeout(() => {
-      log.warn(`${this.opts.label}: handshake timed out`);
+  info(): SessionInfo {
+    return { peer: this.opts.label, identity: [...this.identity.names], tls: this.tlsVersion, export: this.exportName };
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    try {
+      this.decoder.push(chunk);
+    } catch (e) {
+      // A bug of ours, never the client's bytes alone: drop this connection, keep the server.
+      log.error(`${this.opts.label}: internal error, closing connection`, e);
       this.destroy();
-    }, this.opts.handshakeTimeoutMs);
+    }
+  };
+
+  private readonly onDrain = (): void => {
+    this.writeBlocked = false;
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
+    this.updateFlow();
+  };
+
+  private readonly onSocketError = (e: Error): void => log.debug(`${this.opts.label}: socket error: ${e.message}`);
+
+  private readonly onEnd = (): void => {
+    // Client half-closed: nothing more to read. Finish what is in flight, then close.
+    if (this.phase === Phase.Transmission || this.phase === Phase.Options) {
+      this.phase = Phase.ClientDone;
+      this.maybeFinish();
+    }
+  };
+
+  private readonly onSocketClose = (): void => this.onClose();
+
+  private attach(s: Duplex): void {
+    s.on('data', this.onData);
+    s.on('drain', this.onDrain);
+    s.on('error', this.onSocketError);
+    s.on('end', this.onEnd);
+    s.on('close', this.onSocketClose);
+  }
+
+  private detach(s: Duplex): void {
+    s.off('data', this.onData);
+    s.off('drain', this.onDrain);
+    s.off('end', this.onEnd);
+    s.off('close', this.onSocketClose);
+    // 'error' stays handled: the raw socket under TLS must never throw.
+  }
+
+  start(): void {
+    this.attach(this.socket);
+    this.handshakeStartedAt = Date.now();
+    this.armHandshakeTimer();
     this.writer.send(encodeGreeting(SERVER_HANDSHAKE_FLAGS));
   }
 
@@ -159,24 +243,41 @@ export class Session implements InboundHandler {
   onOption(opt: number, data: Buffer): void {
     if (this.phase !== Phase.Options) return;
     log.debug(`${this.opts.label}: option ${nameOfOpt(opt)} (${data.length} bytes)`);
-    const result = negotiate(this.state, { exports: this.opts.exports, shuttingDown: this.opts.isShuttingDown() }, opt, data);
+    const tls = this.opts.tls();
+    const result = negotiate(this.state, {
+      exports: this.exportsView(),
+      shuttingDown: this.opts.isShuttingDown(),
+      ...(tls ? { tls: { mode: tls.mode, active: this.tlsVersion !== null, exportNeedsTls: (n: string) => tls.exportNeedsTls(n) } } : {}),
+    }, opt, data);
+    if (result.next === 'starttls') {
+      this.startTls(result.replies, tls?.material ?? null);
+      return;
+    }
     if (result.next === 'transmission') {
-      const lease = this.opts.exports.acquire(result.exportName, (reason) => void this.shutdown(reason));
+      const rules = this.opts.access();
+      const lease = this.exportsView(rules).acquire(result.exportName, (reason) => void this.shutdown(reason));
       if (!lease) {
         log.warn(`${this.opts.label}: export '${result.exportName}' vanished during the handshake`);
         this.destroy();
         return;
       }
       this.lease = lease;
+      this.grantedBy = rules;
+      this.granted = rules ? rules.grant(this.identity, lease.name) : Grant.ReadWrite;
       this.baseAllocation = result.baseAllocation;
-      this.writer.sendAll(result.replies);
+      this.sendReplies(result.replies);
       this.clearHandshakeTimer();
       this.phase = Phase.Transmission; // spec "Transmission phase": right after the final reply
       this.decoder.startTransmission();
+      if (this.opts.idleTimeoutMs > 0) {
+        this.idleTimer = setTimeout(() => this.onIdle(), this.opts.idleTimeoutMs);
+        this.idleTimer.unref();
+      }
       log.info(`${this.opts.label}: export '${lease.name}'${lease.device.readOnly ? ' (read-only)' : ''}, structured replies ${this.state.structuredReplies ? 'on' : 'off'}`);
       return;
     }
-    this.writer.sendAll(result.replies);
+    this.sendReplies(result.replies);
+    if (this.state.listedExports !== this.deadlineListed && this.handshakeTimer) this.armHandshakeTimer();
     if (result.next === 'close') {
       log.info(`${this.opts.label}: ${result.reason}, closing`);
       this.phase = Phase.ClientDone;
@@ -195,6 +296,7 @@ export class Session implements InboundHandler {
   onRequest(h: RequestHeader, payload: Buffer | null): void {
     if (this.phase !== Phase.Transmission || !this.lease) return;
     const lease = this.lease;
+    if (this.opts.access() !== this.grantedBy && this.revokedByNewRules(lease.name)) return;
     if (h.type === Cmd.DISC) {
       this.phase = Phase.ClientDone; // spec: finish outstanding requests, then close
       this.decoder.kill();
@@ -215,6 +317,11 @@ export class Session implements InboundHandler {
     const cost = (h.type === Cmd.READ || h.type === Cmd.WRITE) ? h.length : 0;
     this.inFlight++;
     this.inFlightBytes += cost;
+    if (this.opts.budget) {
+      this.opts.budget.charge(cost);
+      this.charged += cost;
+    }
+    this.idleTimer?.refresh();
     this.updateFlow();
     this.execute(h, payload ?? EMPTY).then(
       () => {
@@ -230,6 +337,63 @@ export class Session implements InboundHandler {
         this.complete(cost);
       },
     );
+  }
+
+  // ---- TLS and access ----
+
+  /** The exports this client may reach under `rules` (all of them without rules). */
+  private exportsView(rules: AccessRules | null = this.opts.access()): ExportResolver {
+    if (!rules) return this.opts.exports;
+    return new AccessView(this.opts.exports, (name) => rules.grant(this.identity, name));
+  }
+
+  /**
+   * Rules were reloaded: a connection that lost its grant (or went from rw to ro) is closed now,
+   * before this request runs; otherwise it keeps going under the new rules.
+   */
+  private revokedByNewRules(exportName: string): boolean {
+    const rules = this.opts.access();
+    const now = rules ? rules.grant(this.identity, exportName) : Grant.ReadWrite;
+    if (now === this.granted || (now === Grant.ReadWrite && this.granted === Grant.ReadOnly)) {
+      this.grantedBy = rules;
+      return false;
+    }
+    log.warn(`${this.opts.label}: access to '${exportName}' revoked by reloaded rules (${this.granted} -> ${now}), closing`);
+    this.phase = Phase.ShuttingDown;
+    this.decoder.kill();
+    this.updateFlow();
+    this.maybeFinish();
+    return true;
+  }
+
+  /** STARTTLS accepted: the ACK goes out in clear, then TLS takes over the same socket. */
+  private startTls(replies: Buffer[], material: TlsMaterial | null): void {
+    if (this.decoder.bufferedBytes > 0 || !material) {
+      // The client may not send before our reply ("STARTTLS"): clear text here is an attack or a bug.
+      log.warn(`${this.opts.label}: ${material ? 'bytes after STARTTLS before our reply' : 'no TLS material'}, closing`);
+      this.destroy();
+      return;
+    }
+    const raw = this.socket;
+    this.decoder.pause();
+    raw.pause();
+    this.detach(raw);
+    raw.write(Buffer.concat(replies), () => {
+      if (raw.destroyed) return;
+      const up = upgradeToTls(raw, material);
+      this.socket = up.socket;
+      this.writer = new ReplyWriter(up.socket);
+      this.attach(up.socket);
+      up.ready.then((peer) => {
+        this.tlsVersion = peer.version;
+        this.identity.names = peer.names;
+        log.info(`${this.opts.label}: TLS ${peer.version}${peer.names.length ? `, client ${peer.psk !== null ? 'PSK identity' : 'certificate'} ${peer.names.join(', ')}` : ''}`);
+        this.decoder.resume();
+      }, (e: unknown) => {
+        log.warn(`${this.opts.label}: TLS handshake failed: ${e instanceof Error ? e.message : String(e)}`);
+        this.destroy();
+      });
+    });
   }
 
   // ---- requests ----
@@ -400,12 +564,31 @@ export class Session implements InboundHandler {
     else this.send(encodeSimpleReply(errno, h.cookie));
   }
 
+  /** Option replies: a client that does not read them (a LIST flood) stops being read too. */
+  private sendReplies(parts: Buffer[]): void {
+    if (!this.writer.sendAll(parts)) {
+      this.writeBlocked = true;
+      this.updateFlow();
+    }
+  }
+
   private send(a: Buffer, b?: Buffer): void {
     if (this.phase === Phase.Dead) return;
     if (!this.writer.send(a, b)) {
       this.writeBlocked = true;
+      this.armStallTimer();
       this.updateFlow();
     }
+  }
+
+  /** A client that stops reading its replies is dropped after stallTimeoutMs without a drain. */
+  private armStallTimer(): void {
+    if (this.stallTimer || this.opts.stallTimeoutMs <= 0) return;
+    this.stallTimer = setTimeout(() => {
+      log.warn(`${this.opts.label}: replies unread for ${this.opts.stallTimeoutMs} ms (${this.socket.writableLength} bytes queued), closing`);
+      this.destroy();
+    }, this.opts.stallTimeoutMs);
+    this.stallTimer.unref();
   }
 
   // ---- flow control and closing ----
@@ -413,6 +596,15 @@ export class Session implements InboundHandler {
   private complete(cost: number): void {
     this.inFlight--;
     this.inFlightBytes -= cost;
+    // The reply (queued before this) holds its buffer until the kernel has it.
+    const budget = this.opts.budget;
+    if (budget && cost > 0) {
+      this.writer.whenFlushed(() => {
+        budget.release(cost);
+        this.charged -= cost;
+        this.updateFlow();
+      });
+    }
     this.updateFlow();
     this.maybeFinish();
   }
@@ -421,7 +613,8 @@ export class Session implements InboundHandler {
   private updateFlow(): void {
     // While closing, the decoder is dead but the socket keeps flowing so the peer's FIN is seen.
     const reading = this.phase === Phase.Transmission || this.phase === Phase.Options;
-    const pause = reading && (this.writeBlocked || this.inFlight >= this.opts.maxInFlight || this.inFlightBytes >= this.opts.maxInFlightBytes);
+    const pause = reading && (this.writeBlocked || this.inFlight >= this.opts.maxInFlight || this.inFlightBytes >= this.opts.maxInFlightBytes
+      || (this.opts.budget !== null && !this.opts.budget.mayRead(this.charged)));
     if (pause === this.readingPaused) return;
     this.readingPaused = pause;
     if (pause) {
@@ -446,13 +639,38 @@ export class Session implements InboundHandler {
     this.lingerTimer.unref();
   }
 
+  /** (Re)arms the handshake deadline: the base timeout plus the allowance for listed exports. */
+  private armHandshakeTimer(): void {
+    this.clearHandshakeTimer();
+    this.deadlineListed = this.state.listedExports;
+    const deadline = this.handshakeStartedAt + this.opts.handshakeTimeoutMs + this.opts.handshakeMsPerListedExport * this.deadlineListed;
+    this.handshakeTimer = setTimeout(() => {
+      log.warn(`${this.opts.label}: handshake timed out`);
+      this.destroy();
+    }, Math.max(0, deadline - Date.now()));
+  }
+
   private clearHandshakeTimer(): void {
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
   }
 
+  private onIdle(): void {
+    this.idleTimer = null;
+    if (this.phase !== Phase.Transmission) return;
+    if (this.inFlight > 0) {
+      this.idleTimer = setTimeout(() => this.onIdle(), this.opts.idleTimeoutMs);
+      this.idleTimer.unref();
+      return;
+    }
+    void this.shutdown(`idle for ${this.opts.idleTimeoutMs} ms`);
+  }
+
   private onClose(): void {
     this.phase = Phase.Dead;
+    this.unsubscribeBudget();
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
     this.decoder.kill();
     this.clearHandshakeTimer();
     if (this.lingerTimer) clearTimeout(this.lingerTimer);

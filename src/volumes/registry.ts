@@ -20,17 +20,18 @@ import {
 import type { ExportDescription, ExportLease, ExportResolver, ResolvedExport } from '../server/exports.ts';
 import { formatSize } from '../util/size.ts';
 import { exportNameOf, generatedSnapshotBase, isValidExportName, parseExportName, uniqueName } from './export-name.ts';
+import { ExportCatalog, compareNames, type CatalogSnapshot, type CatalogVolume } from './export-catalog.ts';
 import { KeyedMutex } from './keyed-mutex.ts';
 import { describeHolders, LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
 import { VolumeState, unavailableExportMessage } from './state.ts';
-import { SnapshotState, type ExportStats, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
+import { SnapshotState, type ExportStats, type ListPage, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
 import { timed, type OperationMetrics } from '../util/operation-metrics.ts';
 
 // Re-exported for callers that know only the registry.
 export { exportNameOf, generatedSnapshotBase, parseExportName, SNAPSHOT_SEPARATOR } from './export-name.ts';
 export { REVOKE_WAIT_MS } from './leases.ts';
-export { SnapshotState, type ExportStats, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
+export { SnapshotState, type ExportStats, type ListPage, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
 export { checkName, isValidName, NAME_MAX } from '../storage/types.ts';
 
 export interface RegistryOptions {
@@ -38,6 +39,8 @@ export interface RegistryOptions {
   defaultExport: string;
   /** Serve heads read-only too (`serve --read-only`). */
   readOnly: boolean;
+  /** NBD_OPT_LIST names snapshots too (`serve --list-snapshots=no` sets false; they stay reachable). */
+  listSnapshots?: boolean;
   /** Clock for generated snapshot names (tests pin it). */
   now?: () => Date;
   /** Override REVOKE_WAIT_MS (tests). */
@@ -69,12 +72,14 @@ export class VolumeRegistry implements ExportResolver {
   /** Export name `VOLUME@SNAPSHOT` -> why it is held (e.g. "backup job j3"). */
   private readonly holds = new Map<string, string[]>();
   private annotate: ((volume: string, snapshot: string) => string | null) | null = null;
+  private readonly catalog: ExportCatalog;
   private closing = false;
 
   constructor(store: Store, opts: RegistryOptions) {
     this.store = store;
     this.opts = opts;
     this.leases = new LeaseTable(opts.revokeWaitMs ?? REVOKE_WAIT_MS);
+    this.catalog = new ExportCatalog(store);
   }
 
   get defaultExport(): string {
@@ -87,12 +92,14 @@ export class VolumeRegistry implements ExportResolver {
 
   // ---- ExportResolver (the NBD server's side) ----
 
+  /** From the catalog: no block map is walked, whatever the number of exports. */
   list(): ExportDescription[] {
     const out: ExportDescription[] = [];
-    const volumes = this.store.listVolumes();
+    const volumes = [...this.catalog.volumes()];
     for (const v of volumes) out.push({ name: v.name, description: this.describeVolume(v) });
+    if (this.opts.listSnapshots === false) return out;
     for (const v of volumes) {
-      for (const s of this.store.listSnapshots(v.name)) {
+      for (const s of v.snapshots.values()) {
         if (this.pending.get(exportNameOf(v.name, s.name))?.state === SnapshotState.Deleting) continue;
         out.push({ name: exportNameOf(v.name, s.name), description: this.describeSnapshot(s) });
       }
@@ -106,13 +113,13 @@ export class VolumeRegistry implements ExportResolver {
     if (!isValidExportName(parts)) return undefined;
     const { volume, snapshot } = parts;
     try {
-      if (snapshot === null) {
-        const info = this.store.volumeInfo(volume);
-        return { name: real, description: this.describeVolume(info), device: this.headDevice(volume) };
-      }
+      const v = this.catalog.volume(volume);
+      if (!v) return undefined;
+      if (snapshot === null) return { name: real, description: this.describeVolume(v), device: this.headDevice(volume) };
       if (this.pending.has(real)) return undefined; // being created or deleted
-      const info = this.store.snapshotInfo(volume, snapshot);
-      return { name: real, description: this.describeSnapshot(info), device: this.store.snapshotView(volume, snapshot) };
+      const s = v.snapshots.get(snapshot);
+      if (!s) return undefined;
+      return { name: real, description: this.describeSnapshot(s), device: this.store.snapshotView(volume, snapshot) };
     } catch (e) {
       if (e instanceof StoreError) return undefined;
       throw e;
@@ -183,8 +190,30 @@ export class VolumeRegistry implements ExportResolver {
 
   // ---- volumes ----
 
+  /**
+   * Volumes in name order, `limit` of them after the name `after`; `next` is the `after` of the
+   * following page (null: none). Space figures are computed for this page only.
+   */
   listVolumes(): VolumeView[] {
-    return this.store.listVolumes().map((v) => this.volumeView(v));
+    return this.volumePage().volumes;
+  }
+
+  volumePage(page: ListPage = {}): { volumes: VolumeView[]; next: string | null } {
+    const names = this.catalog.volumeNames();
+    const after = page.after;
+    let start = 0;
+    if (after !== undefined) {
+      // First name > after (binary search: the names are sorted).
+      let hi = names.length;
+      while (start < hi) {
+        const mid = (start + hi) >>> 1;
+        if (compareNames(names[mid]!, after) <= 0) start = mid + 1;
+        else hi = mid;
+      }
+    }
+    const end = Math.min(names.length, start + (page.limit ?? names.length));
+    const volumes = names.slice(start, end).map((n) => this.volumeView(this.store.volumeInfo(n)));
+    return { volumes, next: end < names.length ? names[end - 1] ?? null : null };
   }
 
   volumeInfo(name: string): VolumeView {
@@ -194,7 +223,11 @@ export class VolumeRegistry implements ExportResolver {
 
   async createVolume(spec: VolumeSpec): Promise<VolumeView> {
     checkName('volume', spec.name);
-    return this.mutex.run([spec.name], async () => this.volumeView(await this.store.createVolume(spec)));
+    return this.mutex.run([spec.name], async () => {
+      const info = await this.tracked([spec.name], () => this.store.createVolume(spec));
+      this.catalog.addVolume(info);
+      return this.volumeView(info);
+    });
   }
 
   /**
@@ -227,7 +260,8 @@ export class VolumeRegistry implements ExportResolver {
       this.fenced.add(name);
       try {
         await this.leases.revokeAndWait(held, `volume '${name}' is being deleted`);
-        await this.store.deleteVolume(name);
+        await this.tracked([name], () => this.store.deleteVolume(name));
+        this.catalog.removeVolume(name);
       } finally {
         this.fenced.delete(name);
       }
@@ -250,7 +284,8 @@ export class VolumeRegistry implements ExportResolver {
       }
       this.fenced.add(name);
       try {
-        const r = await this.store.acceptBacking(name);
+        const r = await this.tracked([name], () => this.store.acceptBacking(name));
+        this.catalog.invalidate(name); // its state changed
         return { ...this.volumeView(r.info), accepted: r.accepted };
       } finally {
         this.fenced.delete(name);
@@ -272,7 +307,8 @@ export class VolumeRegistry implements ExportResolver {
       }
       this.pending.set(key, { state: SnapshotState.Creating, volume, name: snapName, description: description ?? '', started: this.now() });
       try {
-        const info = await timed(this.opts.operations, 'snapshot_create', () => this.store.createSnapshot(volume, snapName, description));
+        const info = await this.tracked([volume], () => timed(this.opts.operations, 'snapshot_create', () => this.store.createSnapshot(volume, snapName, description)));
+        this.catalog.addSnapshot(info);
         return this.snapshotView(info, SnapshotState.Ready);
       } finally {
         this.pending.delete(key);
@@ -280,20 +316,44 @@ export class VolumeRegistry implements ExportResolver {
     });
   }
 
+  /**
+   * Snapshots oldest first (then those being created), `limit` of them after the snapshot `after`
+   * (which must still exist); `next` is the `after` of the following page (null: none).
+   */
   listSnapshots(volume: string): SnapshotView[] {
+    return this.snapshotPage(volume).snapshots;
+  }
+
+  snapshotPage(volume: string, page: ListPage = {}): { snapshots: SnapshotView[]; next: string | null } {
     checkName('volume', volume);
-    const out = this.store.listSnapshots(volume).map((s) => this.snapshotView(s));
-    const volumeSize = this.store.volumeInfo(volume).size;
+    const volumeSize = this.store.volumeInfo(volume).size; // VOLUME_NOT_FOUND
+    const names = [...(this.catalog.volume(volume)?.snapshots.keys() ?? [])];
+    const known = new Set(names);
+    const creating = new Map<string, PendingSnapshot>();
     for (const p of this.pending.values()) {
-      if (p.volume !== volume || p.state !== SnapshotState.Creating) continue;
-      if (out.some((s) => s.name === p.name)) continue;
-      out.push({
+      if (p.volume !== volume || p.state !== SnapshotState.Creating || known.has(p.name)) continue;
+      creating.set(p.name, p);
+      names.push(p.name);
+    }
+    let start = 0;
+    if (page.after !== undefined) {
+      start = names.indexOf(page.after) + 1;
+      if (start === 0) {
+        throw new StoreError(StoreErrorCode.SnapshotNotFound,
+          `snapshot '${exportNameOf(volume, page.after)}' (where this page starts) no longer exists; list again from the start`);
+      }
+    }
+    const end = Math.min(names.length, start + (page.limit ?? names.length));
+    const snapshots = names.slice(start, end).map((n): SnapshotView => {
+      const p = creating.get(n);
+      if (!p) return this.snapshotView(this.store.snapshotInfo(volume, n));
+      return {
         volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
         description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
         exports: [], connections: 0, clones: [], guid: '',
-      });
-    }
-    return out;
+      };
+    });
+    return { snapshots, next: end < names.length ? names[end - 1] ?? null : null };
   }
 
   snapshotInfo(volume: string, name: string): SnapshotView {
@@ -321,7 +381,8 @@ export class VolumeRegistry implements ExportResolver {
       }
       this.pending.set(key, { state: SnapshotState.Deleting, volume, name, description: info.description, started: this.now() });
       try {
-        await timed(this.opts.operations, 'snapshot_delete', () => this.store.deleteSnapshot(volume, name));
+        await this.tracked([volume], () => timed(this.opts.operations, 'snapshot_delete', () => this.store.deleteSnapshot(volume, name)));
+        this.catalog.removeSnapshot(volume, name);
       } finally {
         this.pending.delete(key);
       }
@@ -348,7 +409,7 @@ export class VolumeRegistry implements ExportResolver {
       this.fenced.add(volume);
       try {
         await this.leases.revokeAndWait(held, `volume '${volume}' is being rolled back to snapshot '${snapshot}'`);
-        await this.store.rollback(volume, snapshot);
+        await this.tracked([volume], () => this.store.rollback(volume, snapshot));
       } finally {
         this.fenced.delete(volume);
       }
@@ -405,7 +466,11 @@ export class VolumeRegistry implements ExportResolver {
     checkName('volume', volume);
     checkName('snapshot', snapshot);
     checkName('volume', newName);
-    return this.mutex.run([volume, newName], async () => this.volumeView(await this.store.clone(volume, snapshot, newName)));
+    return this.mutex.run([volume, newName], async () => {
+      const info = await this.tracked([newName], () => this.store.clone(volume, snapshot, newName));
+      this.catalog.addVolume(info);
+      return this.volumeView(info);
+    });
   }
 
   async diff(volume: string, from: string, to: string | null, page: { start?: number; limit?: number }): Promise<DiffPage> {
@@ -436,6 +501,16 @@ export class VolumeRegistry implements ExportResolver {
   }
 
   // ---- internals ----
+
+  /** Runs a store change; if it fails, the catalog reloads the volumes it touched (it may be half done). */
+  private async tracked<T>(volumes: string[], op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (e) {
+      for (const v of volumes) this.catalog.invalidate(v);
+      throw e;
+    }
+  }
 
   private headDevice(volume: string): BlockDevice {
     const head = this.store.head(volume);
@@ -500,17 +575,18 @@ export class VolumeRegistry implements ExportResolver {
     };
   }
 
-  private describeVolume(v: VolumeInfo): string {
+  private describeVolume(v: CatalogVolume): string {
     const parts = [formatSize(v.size)];
     if (v.backing !== null) parts.push(`backing ${v.backing}`);
     if (v.origin !== null) parts.push(`clone of ${exportNameOf(v.origin.volume, v.origin.snapshot)}`);
-    parts.push(`${v.snapshots} snapshot${v.snapshots === 1 ? '' : 's'}`);
+    const n = v.snapshots.size;
+    parts.push(`${n} snapshot${n === 1 ? '' : 's'}`);
     if (this.opts.readOnly) parts.push('read-only');
     if (v.unavailable !== null) parts.push(`UNAVAILABLE: ${v.unavailable}`);
     return `volume ${v.name}: ${parts.join(', ')}`;
   }
 
-  private describeSnapshot(s: SnapshotInfo): string {
+  private describeSnapshot(s: CatalogSnapshot): string {
     const text = `${formatSize(s.size)} snapshot of ${s.volume} taken ${s.created}, read-only`
       + (s.unavailable !== null ? `, UNAVAILABLE: ${s.unavailable}` : '');
     return s.description === '' ? text : `${text}: ${s.description}`;

@@ -8,6 +8,12 @@ import type { VolumeState } from './state.ts';
 export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting', Unavailable: 'unavailable' } as const;
 export type SnapshotState = (typeof SnapshotState)[keyof typeof SnapshotState];
 
+/** One page of a list: up to `limit` entries after the entry named `after`. */
+export interface ListPage {
+  after?: string | undefined;
+  limit?: number | undefined;
+}
+
 /** A snapshot as the control socket lists it. */
 export interface SnapshotView {
   volume: string;

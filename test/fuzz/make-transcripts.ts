@@ -115,7 +115,7 @@ export function scenarios(): Scenario[] {
       encodeClientFlags(FIXED), encodeOption(Opt.LIST),
       (() => { const b = encodeOption(Opt.LIST); b.writeUInt8(0, 0); return b; })(),
     ] },
-    { name: 'too-many-options', frames: [encodeClientFlags(FIXED), ...Array.from({ length: 40 }, () => encodeOption(Opt.LIST))] },
+    { name: 'too-many-options', frames: [encodeClientFlags(FIXED), ...Array.from({ length: 50 }, () => encodeOption(Opt.LIST))] },
     { name: 'truncated-mid-write', frames: [
       encodeClientFlags(FIXED), go(), req(Cmd.WRITE, 0, 0, 8192, fill(8192, 8)).subarray(0, 28 + 3000),
     ] },

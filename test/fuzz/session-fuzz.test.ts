@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   Cmd, EXPORT_NAME_REPLY_LEN, EXPORT_NAME_ZEROES, GREETING_LEN, NbdErrno, OPTION_REPLY_MAGIC, Opt, ReplyFlag, ReplyType,
-  SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC,
+  SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, MAX_OPTIONS, OPTIONS_PER_LISTED_EXPORT,
 } from '../../src/protocol/constants.ts';
 import { encodeGreeting } from '../../src/protocol/handshake.ts';
 import { decodeChunkPayload, type RequestHeader } from '../../src/protocol/transmission.ts';
@@ -267,7 +267,8 @@ describe('transcripts replayed into a Session', () => {
       // (they arrive in the same chunk): see 'a protocol error does not drop replies already queued'.
       expect([[], [2, 2, 1]]).toContainEqual(o.optionReplies.map((r) => r.type));
     },
-    'too-many-options': (o) => expect(o.optionReplies.filter((r) => r.type === 1).length).toBe(32),
+    // Two exports listed: MAX_OPTIONS + OPTIONS_PER_LISTED_EXPORT x 2 answered, then closed.
+    'too-many-options': (o) => expect(o.optionReplies.filter((r) => r.type === 1).length).toBe(MAX_OPTIONS + OPTIONS_PER_LISTED_EXPORT * 2),
     'truncated-mid-write': (o) => expect([o.enteredTransmission, o.accepted, o.protocolError]).toEqual([true, 0, null]),
     'pipelined-no-disc': (o) => expect([o.accepted, o.answered]).toEqual([20, 20]),
   };

@@ -2,7 +2,8 @@
 // step (spec "Fixed newstyle negotiation", "Option types", "Metadata querying").
 import { describe, expect, it } from 'vitest';
 import {
-  BASE_ALLOCATION_ID, Info, MAX_OPTIONS, MAX_PAYLOAD, Opt, Rep, TxFlag,
+  BASE_ALLOCATION_ID, Info, MAX_HANDSHAKE_OPTION_BYTES, MAX_HANDSHAKE_REPLY_BYTES, MAX_OPTIONS, MAX_OPTION_LEN,
+  MAX_PAYLOAD, OPTIONS_PER_LISTED_EXPORT, Opt, Rep, TxFlag,
 } from '../../src/protocol/constants.ts';
 import {
   decodeExportNameReply, decodeInfo, decodeOptionReply, decodeRepMetaContext, decodeRepServer, encodeInfoRequest,
@@ -254,12 +255,75 @@ describe('meta contexts', () => {
   });
 });
 
-describe('option count cap', () => {
-  it(`${MAX_OPTIONS} options are answered, the next one closes`, () => {
+describe('handshake budgets', () => {
+  /** `count` exports with names of `nameLen` bytes and descriptions of `descLen`. */
+  const many = (count: number, nameLen = 8, descLen = 0): StaticExports => {
+    const t = new StaticExports('e0');
+    for (let i = 0; i < count; i++) t.add(`e${i}`.padEnd(nameLen, 'x'), RW, 'd'.repeat(descLen));
+    return t;
+  };
+  const runOn = (exp: StaticExports, st: NegotiationState, opt: number, data: Buffer = Buffer.alloc(0)): NegotiationResult =>
+    negotiate(st, { exports: exp, shuttingDown: false }, opt, data);
+
+  it(`before any LIST, ${MAX_OPTIONS} options are answered and the next one closes without a reply`, () => {
     const st = state();
-    for (let i = 0; i < MAX_OPTIONS; i++) expect(run(st, Opt.LIST).next).toBe('options');
-    const r = run(st, Opt.LIST);
-    expect(r.next).toBe('close');
-    expect(r.replies).toEqual([]);
+    for (let i = 0; i < MAX_OPTIONS; i++) expect(run(st, Opt.STRUCTURED_REPLY).next).toBe('options');
+    const r = run(st, Opt.STRUCTURED_REPLY);
+    expect(r).toMatchObject({ next: 'close', replies: [] });
+  });
+
+  it(`a LIST allows ${OPTIONS_PER_LISTED_EXPORT} more options per export it named: nbdinfo --list of 3,300 exports fits`, () => {
+    const exp = many(3300);
+    const st = state({ structuredReplies: true });
+    expect(types(runOn(exp, st, Opt.LIST))).toHaveLength(3301);
+    // What nbdinfo --list sends per export: INFO, then LIST_META_CONTEXT.
+    for (let i = 0; i < 3300; i++) {
+      const name = `e${i}`.padEnd(8, 'x');
+      expect(types(runOn(exp, st, Opt.INFO, encodeInfoRequest(name, [])))).toEqual([Rep.INFO, Rep.INFO, Rep.INFO, Rep.INFO, Rep.ACK]);
+      expect(types(runOn(exp, st, Opt.LIST_META_CONTEXT, encodeMetaContextRequest(name, [])))).toEqual([Rep.META_CONTEXT, Rep.ACK]);
+    }
+    expect(runOn(exp, st, Opt.ABORT).next).toBe('close');
+  });
+
+  it('a client looping options forever is cut off at the allowance, however many exports it listed', () => {
+    const exp = many(3300);
+    const st = state();
+    let answered = 0;
+    for (;;) {
+      const r = runOn(exp, st, Opt.INFO, encodeInfoRequest('e0xxxxxx', []));
+      if (r.next === 'close') break;
+      answered++;
+      if (answered === 1) runOn(exp, st, Opt.LIST); // the LIST itself is the first option
+    }
+    expect(answered + 1).toBe(MAX_OPTIONS + OPTIONS_PER_LISTED_EXPORT * 3300);
+    // Repeating LIST does not raise the allowance further.
+    expect(st.listedExports).toBe(3300);
+  });
+
+  it(`repeated LISTs of many exports are cut off by the ${MAX_HANDSHAKE_REPLY_BYTES / 2 ** 20} MiB reply budget, before sending more`, () => {
+    const exp = many(3300, 100, 200); // ~0.4 KiB per entry: ~1 MiB per LIST
+    const st = state();
+    let lists = 0;
+    for (;;) {
+      const r = runOn(exp, st, Opt.LIST);
+      if (r.next === 'close') {
+        expect(r.replies).toEqual([]);
+        break;
+      }
+      lists++;
+    }
+    expect(lists).toBeGreaterThan(10);
+    expect(lists).toBeLessThan(MAX_OPTIONS + OPTIONS_PER_LISTED_EXPORT * 3300);
+    expect(st.replyBytes).toBeGreaterThan(MAX_HANDSHAKE_REPLY_BYTES);
+  });
+
+  it(`more than ${MAX_HANDSHAKE_OPTION_BYTES / 2 ** 20} MiB of option data closes`, () => {
+    const exp = many(3300);
+    const st = state();
+    runOn(exp, st, Opt.LIST);
+    const big = Buffer.alloc(MAX_OPTION_LEN);
+    let answered = 0;
+    while (runOn(exp, st, 0x7eaf, big).next === 'options') answered++;
+    expect(answered).toBe(Math.floor(MAX_HANDSHAKE_OPTION_BYTES / (MAX_OPTION_LEN + 16)));
   });
 });

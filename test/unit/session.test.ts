@@ -123,6 +123,24 @@ describe('handshakes', () => {
     expect(await client.eof()).toBe(true);
   });
 
+  it('each export a LIST names extends the handshake deadline (describing them takes round trips)', async () => {
+    const dev = new MemoryDevice({ size: MiB });
+    const exports = new StaticExports('e0');
+    for (let i = 0; i < 20; i++) exports.add(`e${i}`, dev);
+    const s = startSession(exports, { handshakeTimeoutMs: 100, handshakeMsPerListedExport: 20 });
+    open.push(s);
+    await s.client.greeting();
+    s.client.send(encodeClientFlags(3));
+    s.client.option(Opt.LIST);
+    expect(await s.client.optionReplies()).toHaveLength(21);
+    // 100 ms + 20 x 20 ms = 500 ms: still negotiating well after the bare 100 ms.
+    await new Promise((r) => setTimeout(r, 250));
+    s.client.option(Opt.INFO, encodeInfoRequest('e19', []));
+    expect((await s.client.optionReplies()).at(-1)!.type).toBe(Rep.ACK);
+    await s.session.closed; // and cut off at the extended deadline
+    expect(await s.client.eof()).toBe(true);
+  });
+
   it('GO to an unknown export gets ERR_UNKNOWN and the client may try again', async () => {
     const { client } = setup();
     await client.greeting();
