@@ -434,6 +434,7 @@ export class VolumeRegistry implements ExportResolver {
         return await fn(this.store);
       } finally {
         this.fenced.delete(volume);
+        this.catalog.invalidate(volume); // fn changed the store behind the catalog's back
       }
     });
   }
