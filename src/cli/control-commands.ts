@@ -150,6 +150,7 @@ interface StatsResult {
   exports: { name: string; connections: number; requests: number; bytesRead: number; bytesWritten: number; errors: number }[];
   volumes: { name: string; size: number; referenced: number; used: number; written: number; snapshots: number }[];
   store: { allocatedBytes: number; liveBytes: number; volumes: number; snapshots: number };
+  connections: { peer: string; identity: string[]; tls: string | null; export: string | null }[];
 }
 
 function volumeDetails(v: VolumeView): string {
@@ -324,7 +325,9 @@ const COMMANDS: Record<string, Command> = {
         + '\n'
         + table(['VOLUME', 'SIZE', 'USED', 'REFER', 'WRITTEN', 'SNAPSHOTS'],
           r.volumes.map((v) => [v.name, formatSize(v.size), formatSize(v.used), formatSize(v.referenced), formatSize(v.written), String(v.snapshots)]))
-        + `\nstore: ${formatSize(r.store.allocatedBytes)} on disk, ${formatSize(r.store.liveBytes)} live, ${r.store.volumes} volumes, ${r.store.snapshots} snapshots\n`);
+        + `\nstore: ${formatSize(r.store.allocatedBytes)} on disk, ${formatSize(r.store.liveBytes)} live, ${r.store.volumes} volumes, ${r.store.snapshots} snapshots\n`
+        + (r.connections.length === 0 ? '' : '\n' + table(['PEER', 'TLS', 'IDENTITY', 'EXPORT'],
+          r.connections.map((x) => [x.peer, x.tls ?? '-', x.identity.length ? x.identity.join(',') : '-', x.export ?? '-']))));
     },
   },
 };

@@ -227,7 +227,7 @@ async function serve(config: ServeConfig): Promise<number> {
     }
     control = await startControlServer(config.controlPath, {
       registry,
-      serverInfo: () => ({ version: VERSION, listeners, startedAt }),
+      serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }),
     });
     listeners.push(`control ${control.path}`);
     process.stdout.write(`listening control ${control.path}\n`);

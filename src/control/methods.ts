@@ -24,6 +24,8 @@ export interface ServerInfo {
   version: string;
   listeners: string[];
   startedAt: Date;
+  /** Live NBD connections: peer, TLS identity names, TLS version (null: clear), export. */
+  connections?: { peer: string; identity: string[]; tls: string | null; export: string | null }[];
 }
 
 export interface ControlContext {
@@ -60,7 +62,7 @@ export const METHODS = {
     };
   }),
 
-  'server.stats': def({}, (_p, ctx) => ctx.registry.stats()),
+  'server.stats': def({}, (_p, ctx) => ({ ...ctx.registry.stats(), connections: ctx.serverInfo().connections ?? [] })),
 
   'volume.create': def({
     name,
