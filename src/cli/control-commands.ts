@@ -351,7 +351,9 @@ const COMMANDS: Record<string, Command> = {
         + table(['VOLUME', 'SIZE', 'USED', 'REFER', 'WRITTEN', 'SNAPSHOTS'],
           r.volumes.map((v) => [v.name, formatSize(v.size), formatSize(v.used), formatSize(v.referenced), formatSize(v.written), String(v.snapshots)]))
         + `\nstore: ${formatSize(r.store.allocatedBytes)} on disk, ${formatSize(r.store.liveBytes)} live, ${r.store.volumes} volumes, ${r.store.snapshots} snapshots`
-        + (r.store.full ? `, FULL (${formatSize(r.store.freeBytes)} free, kept for metadata): writes that need new space fail with ENOSPC\n` : '\n'));
+        + (r.store.full ? `, FULL (${formatSize(r.store.freeBytes)} free, kept for metadata): writes that need new space fail with ENOSPC\n` : '\n')
+        + (r.connections.length === 0 ? '' : '\n' + table(['PEER', 'TLS', 'IDENTITY', 'EXPORT'],
+          r.connections.map((x) => [x.peer, x.tls ?? '-', x.identity.length ? x.identity.join(',') : '-', x.export ?? '-']))));
     },
   },
 };

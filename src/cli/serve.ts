@@ -323,7 +323,7 @@ async function serve(config: ServeConfig): Promise<number> {
   });
   const backups = new BackupManager({ store, registry, targets: config.backupTargets });
   const ctx: ControlContext = {
-    registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt }), health: { dataDir: config.dataDir, operations },
+    registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }), health: { dataDir: config.dataDir, operations },
   };
   let control: ControlServer | null = null;
   let web: ConsoleServer | null = null;

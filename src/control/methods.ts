@@ -26,6 +26,8 @@ export interface ServerInfo {
   version: string;
   listeners: string[];
   startedAt: Date;
+  /** Live NBD connections: peer, TLS identity names, TLS version (null: clear), export. */
+  connections?: { peer: string; identity: string[]; tls: string | null; export: string | null }[];
 }
 
 export interface ControlContext {
@@ -66,7 +68,7 @@ export const METHODS = {
     };
   }),
 
-  'server.stats': def({}, (_p, ctx) => ctx.registry.stats()),
+  'server.stats': def({}, (_p, ctx) => ({ ...ctx.registry.stats(), connections: ctx.serverInfo().connections ?? [] })),
 
   'server.health': def({ minFreePercent: { type: 'integer', required: false, min: 0, max: 100 } }, async (p, ctx): Promise<HealthReport> => {
     if (!ctx.health) return { status: 'degraded', checks: [] };

@@ -104,6 +104,23 @@ describe('--tls require with client certificates (X.509)', () => {
     expect(plain.code).not.toBe(0);
   });
 
+  it('snapnbd stats shows each connection\'s peer, identity and TLS version', async () => {
+    requires('nbdsh');
+    const proc = spawn('nbdsh', ['-c', nbdshScript(tlsUri(server, 'vm', 'alice'), ['print("connected", flush=True)', 'import sys', 'sys.stdin.readline()'])],
+      { env: { ...process.env, ...NBDSH_ENV } });
+    try {
+      let out = '';
+      proc.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+      await waitFor(() => out.includes('connected'), 15_000, out);
+      const r = await mustRun(process.execPath, [SNAPNBD_BIN, 'stats', '--json', '--control', server.controlPath]);
+      const conns = (JSON.parse(r.stdout) as { connections: { peer: string; identity: string[]; tls: string | null; export: string | null }[] }).connections;
+      expect(conns).toContainEqual({ peer: expect.stringMatching(/^127\.0\.0\.1:\d+$/), identity: ['alice', 'alice.example', 'alice@example.com'], tls: 'TLSv1.3', export: 'vm' });
+    } finally {
+      proc.stdin.end('\n');
+      await once(proc, 'exit');
+    }
+  });
+
   it('qemu-img reads over TLS with tls-creds-x509', async () => {
     requires('qemu-img');
     const r = await mustRun('qemu-img', ['info', '--output=json',
