@@ -166,6 +166,7 @@ async function serve(config: ServeConfig): Promise<number> {
     await store.close();
     return 1;
   }
+  backups.warm();
   process.stdout.write('ready\n');
   log.info(`serving ${registry.list().map((e) => e.name).join(', ')} from ${config.dataDir}`);
 
