@@ -62,6 +62,14 @@ export class BackupManager {
     o.registry.setSnapshotAnnotator((v, s) => this.snapshotState(v, s));
   }
 
+  /** Reads each target's manifests once (in the background), so that after a restart
+   *  snapshot lists show `backed-up` without waiting for a `backup.list`. */
+  warm(): void {
+    for (const name of this.o.targets.keys()) {
+      this.list({ target: name }).catch((e: unknown) => log.warn(`backup target '${name}'`, e));
+    }
+  }
+
   targets(): { name: string; url: string; encrypted: boolean }[] {
     return [...this.o.targets].map(([name, spec]) => ({ name, url: spec.display, encrypted: spec.keyFile !== null }));
   }

@@ -373,6 +373,7 @@ async function serve(config: ServeConfig): Promise<number> {
     if (v.unavailable !== null) log.error(`volume '${v.name}' is unavailable (not served): ${v.unavailable}; ${backingAdvice(v.name)}`);
   }
   const served = volumes.filter((v) => v.unavailable === null).map((v) => v.name);
+  backups.warm();
 
   const stopped = new Promise<number>((resolveExit) => {
     let signals = 0;

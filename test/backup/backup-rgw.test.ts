@@ -215,6 +215,14 @@ describe('backups to Ceph RGW', () => {
     const seen = await ok<{ snapshot: string; state: string }[]>(b, ['backup', 'list', 'kv', '--target', 'off']);
     expect(seen.map((x) => x.state)).toEqual(['backing-up']); // its marker, never 'backed-up'
     a = await startA();
+    // After the restart the server learns from the target which snapshots are backed up.
+    let state: string | undefined;
+    for (let i = 0; i < 50 && state !== 'backed-up'; i++) {
+      const l = await ok<{ snapshots: { name: string; backup?: string }[] }>(a, ['snapshot', 'list', 'vm']);
+      state = l.snapshots.find((x) => x.name === 'c9')?.backup;
+      if (state !== 'backed-up') await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(state).toBe('backed-up');
     const retry = await ok<Result>(a, ['backup', 'create', 'kv@k', '--target', 'off']);
     expect(retry.blocksUploaded).toBe(12 - 4);
     expect(retry.blocksReused).toBe(4);
