@@ -112,7 +112,8 @@ export class Guest {
     const args = [
       '-accel', 'tcg', '-cpu', 'max', '-m', String(MEMORY_MIB), '-nographic', '-no-reboot',
       '-kernel', img.kernel, '-initrd', img.initrd,
-      '-append', 'console=ttyS0 quiet panic=-1',
+      // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can fail and panic.
+      '-append', 'console=ttyS0 quiet panic=-1 no_timer_check',
       '-netdev', netdev.join(','), '-device', 'e1000,netdev=n0',
     ];
     for (const d of opts.drives ?? []) args.push('-drive', d);
