@@ -160,8 +160,8 @@ describe('stream connections', () => {
     await new Promise((r) => setTimeout(r, 200));
     const closed = new Promise<void>((r) => s.once('close', () => r()));
     const t0 = Date.now();
-    await expect(registry.deleteVolume('v', false)).rejects.toMatchObject({ code: 'VOLUME_BUSY' });
-    expect(await registry.deleteVolume('v', true)).toEqual({ disconnected: 1 });
+    await expect(registry.deleteVolume('v', false, true)).rejects.toMatchObject({ code: 'VOLUME_BUSY' });
+    expect(await registry.deleteVolume('v', true, true)).toEqual({ disconnected: 1, snapshots: ['s1'], clones: [] });
     expect(Date.now() - t0).toBeLessThan(5000);
     s.resume();
     await closed;
