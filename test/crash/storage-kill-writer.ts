@@ -9,8 +9,16 @@ import { writeSync } from 'node:fs';
 import { openStore } from '../../src/storage/index.ts';
 
 // Synchronous: a line written before SIGKILL is in the pipe, never lost in a stream buffer.
+// A pipe the parent reads slowly may be full (EAGAIN on a non-blocking stdout): try again.
 const say = (line: string): void => {
-  writeSync(1, line + '\n');
+  const b = Buffer.from(line + '\n');
+  for (let off = 0; off < b.length;) {
+    try {
+      off += writeSync(1, b, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+    }
+  }
 };
 
 export const BLOCK = 4096;
