@@ -95,9 +95,11 @@ describe('installing snapnbd', () => {
       .files.map((f) => f.path).sort();
     const tracked = (await run('git', ['-C', clone, 'ls-files', 'bin', 'protocol', 'contrib'])).stdout.split('\n').filter(Boolean);
     // dist/ holds one .js per TypeScript source (no tests, no source maps), any non-TypeScript
-    // asset src/ ships beside them, and the build record.
+    // asset src/ ships beside them, and the build record. The console's browser sources compile
+    // into its static folder beside its HTML and CSS (tsconfig.console.json).
     const src = join(clone, 'src');
-    const compiled = filesUnder(src).filter((p) => !p.endsWith('.md')).map((p) => 'dist/' + p.replace(/\.ts$/, '.js'));
+    const compiled = filesUnder(src).filter((p) => !p.endsWith('.md'))
+      .map((p) => 'dist/' + p.replace(/\.ts$/, '.js').replace(/^http\/console\/browser\//, 'http/console/static/'));
     const expected = ['package.json', 'README.md', 'LICENSE', 'dist/build-info.json', ...tracked, ...compiled].sort();
     expect(listed).toEqual(expected);
   }, INSTALL_TIMEOUT_MS);
