@@ -105,6 +105,9 @@ export class MetricsCollector {
       family('snapnbd_volume_used_bytes', 'gauge', 'Bytes of chunks only the volume head maps (freed by deleting it).', perVolume((v) => v.used)),
       family('snapnbd_volume_written_bytes', 'gauge', 'Bytes written to the volume since its newest snapshot.', perVolume((v) => v.written)),
       family('snapnbd_volume_snapshots', 'gauge', 'Snapshots of the volume.', perVolume((v) => v.snapshots)),
+      // The state as `volume list` shows it (ready, unavailable), as a 1 on the state's label.
+      family('snapnbd_volume_state', 'gauge', 'The volume\'s state (label state): always 1.',
+        stats.volumes.map((v) => ({ labels: { volume: v.name, state: v.state }, value: 1 }))),
     );
 
     // Per store.

@@ -93,6 +93,7 @@ describe('serve --metrics', () => {
     expect(value(m, 'snapnbd_connections_accepted_total')).toBeGreaterThanOrEqual(2);
     expect(value(m, 'snapnbd_volume_size_bytes', { volume: 'v' })).toBe(VOLUME_BYTES);
     expect(value(m, 'snapnbd_volume_snapshots', { volume: 'v' })).toBe(1);
+    expect(value(m, 'snapnbd_volume_state', { volume: 'v', state: 'ready' })).toBe(1);
     expect(value(m, 'snapnbd_volume_referenced_bytes', { volume: 'v' })).toBeGreaterThanOrEqual(MiB);
     expect(value(m, 'snapnbd_store_snapshots')).toBe(1);
     expect(value(m, 'snapnbd_store_live_bytes')).toBeGreaterThanOrEqual(MiB);
