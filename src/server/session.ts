@@ -8,6 +8,10 @@
 //  ShuttingDown   no new requests read; in-flight finish    Dead
 //  ClientDone     client said DISC/ABORT; in-flight finish  Dead
 //  Dead           socket closed, lease released             -
+//
+// Longer than a few hundred lines: the phases share one socket, decoder and reply writer, and the
+// TLS upgrade, access checks, budgets and metrics hook into them; the TLS and budget mechanics
+// themselves live in tls.ts, access.ts and memory-budget.ts.
 import type { Duplex } from 'node:stream';
 import {
   BASE_ALLOCATION_ID, Cmd, CmdFlag, MAX_BLOCK_STATUS_EXTENTS, MAX_DF_READ, MAX_REQUEST, NbdErrno, ReplyFlag,
