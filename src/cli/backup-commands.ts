@@ -3,9 +3,9 @@
 // terminal: bytes, rate, ETA) and prints its result; --detach prints the job and returns.
 // Exit codes as for the other control commands (0 ok, 1 refused or failed, 2 usage, 3 unreachable).
 import { parseArgs } from 'node:util';
-import { ControlCallError, ControlClient, ControlUnreachableError } from '../control/client.ts';
+import { ControlClient } from '../control/client.ts';
 import { formatSize } from '../util/size.ts';
-import { ExitCode, controlSocketPath, table } from './control-commands.ts';
+import { controlFailure, ExitCode, controlSocketPath, table } from './control-commands.ts';
 
 export const BACKUP_USAGE = `Usage:
   snapnbd backup create VOLUME@SNAPSHOT --target NAME [--detach]
@@ -213,15 +213,7 @@ export async function runBackupCli(argv: string[]): Promise<number> {
     return await call(client);
   } catch (e) {
     if (e instanceof UsageError) return usage(e.message);
-    if (e instanceof ControlUnreachableError) {
-      process.stderr.write(`snapnbd: ${e.message}\n`);
-      return ExitCode.Unreachable;
-    }
-    if (e instanceof ControlCallError) {
-      process.stderr.write(`snapnbd: ${e.code}: ${e.message}\n`);
-      return ExitCode.ServerError;
-    }
-    throw e;
+    return controlFailure(e);
   } finally {
     client?.close();
   }

@@ -3,9 +3,9 @@
 // data dir's console.token: only a user who may read that file gets a working link.
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ControlCallError, ControlClient, ControlUnreachableError } from '../control/client.ts';
+import { ControlClient } from '../control/client.ts';
 import { loginUrl, readToken, tokenPath } from '../http/console/token.ts';
-import { controlSocketPath, ExitCode } from './control-commands.ts';
+import { controlFailure, controlSocketPath, ExitCode } from './control-commands.ts';
 
 export const CONSOLE_USAGE = `Usage: snapnbd console url [--data-dir DIR] [--control PATH]
 
@@ -53,15 +53,7 @@ export async function runConsoleCli(argv: string[]): Promise<number> {
     process.stdout.write(`${loginUrl(http.slice('http '.length), token)}\n`);
     return ExitCode.Ok;
   } catch (e) {
-    if (e instanceof ControlUnreachableError) {
-      process.stderr.write(`snapnbd: ${e.message}\n`);
-      return ExitCode.Unreachable;
-    }
-    if (e instanceof ControlCallError) {
-      process.stderr.write(`snapnbd: ${e.code}: ${e.message}\n`);
-      return ExitCode.ServerError;
-    }
-    throw e;
+    return controlFailure(e);
   } finally {
     client?.close();
   }

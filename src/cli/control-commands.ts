@@ -51,6 +51,19 @@ volume's data was written over the old image (put the original back instead when
 
 export const ExitCode = { Ok: 0, ServerError: 1, Usage: 2, Unreachable: 3 } as const;
 
+/** How a control command fails: unreachable (3) or refused by the server (1), said on stderr; other errors rethrown. */
+export function controlFailure(e: unknown): number {
+  if (e instanceof ControlUnreachableError) {
+    process.stderr.write(`snapnbd: ${e.message}\n`);
+    return ExitCode.Unreachable;
+  }
+  if (e instanceof ControlCallError) {
+    process.stderr.write(`snapnbd: ${e.code}: ${e.message}\n`);
+    return ExitCode.ServerError;
+  }
+  throw e;
+}
+
 /** Where the socket is: --control, else --data-dir/control.sock, else $SNAPNBD_CONTROL, else ./data. */
 export function controlSocketPath(opts: { control?: string | undefined; dataDir?: string | undefined }, env: NodeJS.ProcessEnv = process.env): string {
   if (opts.control !== undefined) return resolve(opts.control);
@@ -409,15 +422,7 @@ export async function runControlCli(argv: string[]): Promise<number> {
     return ExitCode.Ok;
   } catch (e) {
     if (e instanceof UsageError) return usage(e.message);
-    if (e instanceof ControlUnreachableError) {
-      process.stderr.write(`snapnbd: ${e.message}\n`);
-      return ExitCode.Unreachable;
-    }
-    if (e instanceof ControlCallError) {
-      process.stderr.write(`snapnbd: ${e.code}: ${e.message}\n`);
-      return ExitCode.ServerError;
-    }
-    throw e;
+    return controlFailure(e);
   } finally {
     client?.close();
   }
