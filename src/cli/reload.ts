@@ -26,6 +26,11 @@ export class Reloader {
     this.hooks.push(hook);
   }
 
+  /** How many parts a reload re-reads. */
+  get size(): number {
+    return this.hooks.length;
+  }
+
   /** Runs every hook; a SIGHUP during a reload joins it rather than starting another. */
   reload(): Promise<ReloadOutcome[]> {
     this.running ??= this.runAll().finally(() => (this.running = null));

@@ -404,7 +404,7 @@ async function serve(config: ServeConfig): Promise<number> {
     process.on('SIGTERM', onSignal);
     // Without a handler SIGHUP would kill the server (`systemctl reload` sends it).
     process.on('SIGHUP', () => {
-      log.info('SIGHUP: reloading');
+      log.info(`SIGHUP: reloading${reloader.size > 0 ? '' : ' (nothing to reload without --config, TLS or access rules)'}`);
       void reloader.reload();
     });
   });
@@ -412,6 +412,8 @@ async function serve(config: ServeConfig): Promise<number> {
   // wake it before our next line runs), and the default action would kill us unflushed.
   process.stdout.write('ready\n');
   log.info(`serving ${served.length ? served.join(', ') : 'no volume'} from ${config.dataDir}`);
+  const exportCount = registry.list().length; // also loads the export catalog before the first LIST
+  void notifySystemd(['READY=1', `STATUS=serving ${exportCount} export(s) on ${listenerNames(listeners).map((l) => l.slice(4)).join(', ')}`]);
   return stopped;
 }
 

@@ -87,7 +87,7 @@ describe('serve as a service', () => {
     const s = server;
     // Sent the moment 'ready' is read: the handler must already be there (SIGHUP kills by default).
     server.proc.kill('SIGHUP');
-    await waitFor('the SIGHUP line', () => s.stderr().includes('SIGHUP: reloading (nothing to reload without --config)'), s.stderr);
+    await waitFor('the SIGHUP line', () => s.stderr().includes('SIGHUP: reloading (nothing to reload without --config, TLS or access rules)'), s.stderr);
     const c = await NbdTestClient.connect(server.port, 'v');
     await c.disconnect();
     expect(await server.stop()).toBe(0);

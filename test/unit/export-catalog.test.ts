@@ -62,7 +62,7 @@ describe('the NBD export list with many exports', () => {
     expect(reg.lookup('copy')?.description).toBe('volume copy: 64 KiB, clone of vol000@s0, 0 snapshots');
     // The registry's own answers (each change returns the new info) kept the catalog current.
     expect(walks()).toBe(0);
-    await reg.deleteVolume('new', false);
+    await reg.deleteVolume('new', false, true);
     expect(reg.list().map((e) => e.name)).toEqual(['vol000', 'vol001', 'copy', 'vol000@s0']);
     expect(reg.lookup('new@a')).toBeUndefined();
   });
