@@ -10,7 +10,7 @@ declare -A NEED=(
   [fio]=fio [qemu-system-x86_64]=qemu-system-x86 [nbd-client]=nbd-client
   [busybox]=busybox-static [mkfs.ext4]=e2fsprogs [losetup]=mount [fusermount3]=fuse3
   [cpio]=cpio [vagrant]=vagrant [modinfo]=kmod [git]=git [promtool]=prometheus [prometheus]=prometheus
-  [systemd-analyze]=systemd
+  [systemd-analyze]=systemd [openssl]=openssl
   [chromium]=chromium
   [ceph-mon]=ceph-mon [ceph-mgr]=ceph-mgr [ceph-osd]=ceph-osd [radosgw]=radosgw [radosgw-admin]=radosgw
   [ceph]=ceph-common [monmaptool]=ceph-common [aws]=awscli [restic]=restic
