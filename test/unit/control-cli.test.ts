@@ -3,6 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { captureCli } from '../helpers/capture-cli.ts';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { controlSocketPath, runControlCli } from '../../src/cli/control-commands.ts';
 import { startControlServer, type ControlServer } from '../../src/control/server.ts';
@@ -25,18 +26,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => { out += String(s); return true; });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => { err += String(s); return true; });
-  try {
-    const code = await runControlCli(argv);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
+function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  return captureCli(() => runControlCli(argv));
 }
 
 describe('socket discovery', () => {

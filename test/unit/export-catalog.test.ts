@@ -4,6 +4,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { captureCli } from '../helpers/capture-cli.ts';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runControlCli } from '../../src/cli/control-commands.ts';
 import { LIST_PAGE_DEFAULT, LIST_PAGE_MAX } from '../../src/control/methods.ts';
@@ -137,17 +138,8 @@ describe('volume.list and snapshot.list pages', () => {
       rmSync(dir, { recursive: true, force: true });
     });
 
-    async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-      let out = '';
-      let err = '';
-      const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => { out += String(s); return true; });
-      const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => { err += String(s); return true; });
-      try {
-        return { code: await runControlCli([...argv, '--control', server.path]), out, err };
-      } finally {
-        o.mockRestore();
-        e.mockRestore();
-      }
+    function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+      return captureCli(() => runControlCli([...argv, '--control', server.path]));
     }
 
     it(`volume.list answers ${LIST_PAGE_DEFAULT} by default, at most ${LIST_PAGE_MAX}`, async () => {
