@@ -5,6 +5,8 @@ import { crc32 } from 'node:zlib';
 
 export const FORMAT_VERSION = 1;
 export const SUPERBLOCK_FILE = 'snapnbd.sb';
+/** Present while a store is being created: its files then hold nothing any client was told of. */
+export const CREATING_FILE = 'snapnbd.creating';
 export const SUPERBLOCK_MAGIC = 'SNAPNBD\0';
 export const SUPERBLOCK_SLOT = 4096;
 export const SUPERBLOCK_LEN = 64;

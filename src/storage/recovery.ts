@@ -9,7 +9,7 @@ import { applyRecord, serializeCheckpoint, type CheckpointTables } from './catal
 import { DataStore, SEGMENT_FILE_RE } from './chunk-store.ts';
 import type { FileIo, IoFile } from './file-io.ts';
 import {
-  decodeJournalHeader, decodeSuperblock, FORMAT_VERSION, JOURNAL_FILE_RE, JOURNAL_HEADER_LEN, journalFile, Rec, scanRecords,
+  CREATING_FILE, decodeJournalHeader, decodeSuperblock, FORMAT_VERSION, JOURNAL_FILE_RE, JOURNAL_HEADER_LEN, journalFile, Rec, scanRecords,
   SUPERBLOCK_FILE, SUPERBLOCK_SLOT, type RecordReader, type Superblock,
 } from './format.ts';
 import { Journal, type JournalState } from './journal.ts';
@@ -46,6 +46,11 @@ export async function openStoreFiles(dataDir: string, opts: OpenOptions): Promis
   const io = opts.fileIo;
   const sbPath = `${dataDir}/${SUPERBLOCK_FILE}`;
   if (!opts.inspectOnly) await io.mkdirp(dataDir);
+  if (await io.stat(`${dataDir}/${CREATING_FILE}`)) {
+    if (opts.inspectOnly) throw corrupt(sbPath, 'the store was never completely created (the next serve creates it anew)');
+    await removeUnfinishedStore(dataDir, opts);
+    return createStore(dataDir, opts);
+  }
   const st = await io.stat(sbPath);
   if (!st) return createStore(dataDir, opts);
   const sbFile = await io.open(sbPath, opts.inspectOnly ? 'r' : 'rw');
@@ -72,13 +77,30 @@ async function createStore(dataDir: string, opts: OpenOptions): Promise<OpenedSt
   const ours = names.filter((n) => JOURNAL_FILE_RE.test(n) || SEGMENT_FILE_RE.test(n));
   if (ours.length > 0) throw corrupt(sbPath, `superblock file missing but store files exist (${ours.slice(0, 3).join(', ')})`);
   if (opts.inspectOnly) throw corrupt(sbPath, 'no store here (superblock file missing)');
+  // The marker is durable before any store file exists and goes only once all of them are: a
+  // power cut in between leaves it, and the next open starts the creation over (openStoreFiles).
+  const creating = `${dataDir}/${CREATING_FILE}`;
+  await (await io.open(creating, 'create')).close();
+  await io.syncDir(dataDir);
   const chunks = new DataStore(io, dataDir, opts.segmentBytes);
   const catalog = new Catalog(chunks);
   const state: JournalState = { sbFile: await io.open(sbPath, 'create'), journal: null, sbSeq: 0, journalGen: 0, journalEnd: 0, checkpointLen: 0, commitSeq: 0 };
   const journal = new Journal(journalOptions(dataDir, opts, chunks, catalog), state);
   await journal.create();
   await io.syncDir(dataDir);
+  await io.unlink(creating);
+  await io.syncDir(dataDir);
   return { catalog, chunks, journal, created: true, tornTail: 0 };
+}
+
+/** A creation cut short: its files were never handed to anyone, so they go (createStore reuses the marker). */
+async function removeUnfinishedStore(dataDir: string, opts: OpenOptions): Promise<void> {
+  const io = opts.fileIo;
+  opts.log('warn', `${dataDir}: the store's creation was cut short; creating it anew`);
+  for (const name of await io.readdir(dataDir)) {
+    if (name === SUPERBLOCK_FILE || JOURNAL_FILE_RE.test(name) || SEGMENT_FILE_RE.test(name)) await io.unlink(`${dataDir}/${name}`);
+  }
+  await io.syncDir(dataDir);
 }
 
 /** The valid copy with the highest sequence; one good copy is enough (the other may be torn). */
