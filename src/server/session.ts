@@ -637,6 +637,9 @@ export class Session implements InboundHandler {
   /** End our side (queued replies flush); a peer that never closes its side is cut off later. */
   private closeGracefully(): void {
     if (this.lingerTimer) return;
+    // Nothing is in flight: the export is free now, before the client can see our side close. A
+    // script that disconnects and at once deletes or rolls back must not meet VOLUME_BUSY.
+    this.lease?.release();
     this.socket.end();
     this.socket.resume();
     this.lingerTimer = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);
