@@ -100,6 +100,7 @@ function gainIfAlone(candidates: Candidates, c: number, s: number): void {
  * node gives that node its slots counted once; a freed page's slots are looked up per chunk.
  */
 export function released(l1: L1, cls: ChunkClass, candidates: Candidates): void {
+  if (l1.refs >= 2) return; // still held by two nodes or more: every slot in it keeps two holders
   const pages = l1.pages;
   for (let pi = 0; pi < pages.length; pi++) {
     const p = pages[pi];
