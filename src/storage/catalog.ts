@@ -146,7 +146,7 @@ export class Catalog {
 
   /** After replay: derives the counters from the maps once, then keeps them. */
   startCounting(): void {
-    rebuild(this.nodes.values(), (n, s) => (n as Node).vol.chunkClass.count(s));
+    rebuild(this.nodes.values());
     this.counting = true;
   }
 

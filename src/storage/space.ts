@@ -101,12 +101,13 @@ function gainIfAlone(candidates: Candidates, c: number, s: number): void {
  */
 export function released(l1: L1, cls: ChunkClass, candidates: Candidates): void {
   if (l1.refs >= 2) return; // still held by two nodes or more: every slot in it keeps two holders
+  const nodes = [...candidates()]; // once: scanned per page below
   const pages = l1.pages;
   for (let pi = 0; pi < pages.length; pi++) {
     const p = pages[pi];
     if (!p || p.refs > 1) continue;
     if (p.refs === 1) {
-      const owner = ownerOf(candidates, pi, p);
+      const owner = ownerOf(nodes, pi, p);
       if (!owner) continue;
       let n = 0;
       for (let i = 0; i < p.entries.length; i += 2) {
@@ -118,7 +119,7 @@ export function released(l1: L1, cls: ChunkClass, candidates: Candidates): void 
     }
     // Freed: the slots' remaining holders are pages at the same index held by one node alone.
     const alone: { page: Page; node: SpaceNode }[] = [];
-    for (const m of candidates()) {
+    for (const m of nodes) {
       const q = m.map.l1.pages[pi];
       if (q && q.refs === 1 && m.map.l1.refs === 1) alone.push({ page: q, node: m });
     }
@@ -137,8 +138,8 @@ export function released(l1: L1, cls: ChunkClass, candidates: Candidates): void 
 }
 
 /** The node holding page `p` at index `pi`, when one L1 of one node holds it. */
-function ownerOf(candidates: Candidates, pi: number, p: Page): SpaceNode | null {
-  for (const m of candidates()) {
+function ownerOf(nodes: readonly SpaceNode[], pi: number, p: Page): SpaceNode | null {
+  for (const m of nodes) {
     if (m.map.l1.pages[pi] === p) return m.map.l1.refs === 1 ? m : null;
   }
   return null;
@@ -146,32 +147,45 @@ function ownerOf(candidates: Candidates, pi: number, p: Page): SpaceNode | null 
 
 /**
  * Derives every node's counters from the maps (open): each distinct page is read once, each
- * distinct L1 summed once.
+ * distinct L1 summed once. A page's births are kept as runs ([birth, count, ...]): entries of a
+ * page are mostly born together, so this stays one pair per page.
  */
-export function rebuild(nodes: Iterable<SpaceNode>, countOf: (node: SpaceNode, slot: number) => number): void {
-  const perPage = new Map<Page, { births: Map<number, number>; alone: number }>();
+export function rebuild(nodes: Iterable<SpaceNode & { readonly vol: { readonly chunkClass: ChunkClass } }>): void {
+  const perPage = new Map<Page, { births: number[]; alone: number }>();
   const perL1 = new Map<L1, { births: Map<number, number>; slots: number; alone: number }>();
   for (const node of nodes) {
     const l1 = node.map.l1;
     let sum = perL1.get(l1);
     if (!sum) {
+      const cls = node.vol.chunkClass;
       sum = { births: new Map(), slots: 0, alone: 0 };
       for (const p of l1.pages) {
         if (!p) continue;
         let pg = perPage.get(p);
         if (!pg) {
-          pg = { births: new Map(), alone: 0 };
+          pg = { births: [], alone: 0 };
           const e = p.entries;
+          let b0 = -1;
+          let k = 0;
           for (let i = 0; i < e.length; i += 2) {
             const s = e[i] as number;
             if (!isSlot(s)) continue;
             const b = e[i + 1] as number;
-            pg.births.set(b, (pg.births.get(b) ?? 0) + 1);
-            if (countOf(node, s) === 1) pg.alone++;
+            if (b !== b0) {
+              if (k > 0) pg.births.push(b0, k);
+              b0 = b;
+              k = 0;
+            }
+            k++;
+            if (cls.count(s) === 1) pg.alone++;
           }
+          if (k > 0) pg.births.push(b0, k);
           perPage.set(p, pg);
         }
-        for (const [b, k] of pg.births) {
+        const runs = pg.births;
+        for (let i = 0; i < runs.length; i += 2) {
+          const b = runs[i] as number;
+          const k = runs[i + 1] as number;
           sum.births.set(b, (sum.births.get(b) ?? 0) + k);
           sum.slots += k;
         }
