@@ -100,9 +100,11 @@ export class RegistryListing {
       }
     }
     const end = Math.min(names.length, start + (page.limit ?? names.length));
+    // One listing of the store's snapshots (counters: O(snapshots)), not a lookup per name.
+    const infos = new Map(this.ctx.store.listSnapshots(volume).map((s) => [s.name, s]));
     const snapshots = names.slice(start, end).map((n): SnapshotView => {
       const p = creating.get(n);
-      if (!p) return this.snapshotView(this.ctx.store.snapshotInfo(volume, n));
+      if (!p) return this.snapshotView(infos.get(n) ?? this.ctx.store.snapshotInfo(volume, n));
       return {
         volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
         description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
