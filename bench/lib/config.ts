@@ -43,7 +43,7 @@ export const MODE_SETTINGS: Record<Mode, ModeSettings> = {
   // For CI: every workload and scenario runs once, briefly, on small data. Numbers are not
   // comparable; the point is that the harness still works end to end.
   smoke: { imageBytes: 64 * MiB, runtimeS: 1, reps: 1, cache: ['hot'], writtenBytes: 16 * MiB, snapshotCount: 100, stallRuntimeS: 3, memorySnapshots: 100, spaceSettleMs: 3000,
-    controlSnapshots: 20, controlWrittenBytes: 64 * MiB, controlRuntimeS: 3, memoryFullBytes: 4 * GiB, memoryFullSnapshots: 10 },
+    controlSnapshots: 10, controlWrittenBytes: 64 * MiB, controlRuntimeS: 2, memoryFullBytes: 4 * GiB, memoryFullSnapshots: 3 },
   quick: { imageBytes: 1 * GiB, runtimeS: 5, reps: 1, cache: ['hot'], writtenBytes: 1 * GiB, snapshotCount: 100, stallRuntimeS: 10, memorySnapshots: 100, spaceSettleMs: 10_000,
     controlSnapshots: 100, controlWrittenBytes: 1 * GiB, controlRuntimeS: 10, memoryFullBytes: 1024 * GiB, memoryFullSnapshots: 100 },
   full: { imageBytes: 1 * GiB, runtimeS: 5, reps: 3, cache: ['hot', 'cold'], writtenBytes: 8 * GiB, snapshotCount: 100, stallRuntimeS: 20, memorySnapshots: 100, spaceSettleMs: 10_000,
