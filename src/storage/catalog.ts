@@ -8,7 +8,7 @@ import type { ChunkClass, DataStore } from './chunk-store.ts';
 import type { BlockDevice } from './device.ts';
 import type { IoFile } from './file-io.ts';
 import { RangeLock } from './range-lock.ts';
-import { NodeSpace, rebuild, released, setEntry, type SpaceNode } from './space.ts';
+import { gainIfAlone, NodeSpace, rebuild, released, setEntry, type SpaceNode } from './space.ts';
 import type { NodeKind, NodeRecord, VolumeRecord } from './records.ts';
 import { StoreError, StoreErrorCode } from './types.ts';
 import { WriteGate } from './write-gate.ts';
@@ -148,6 +148,23 @@ export class Catalog {
   startCounting(): void {
     rebuild(this.nodes.values());
     this.counting = true;
+  }
+
+  /**
+   * Derives the counters again from the maps (O(distinct pages), synchronous): for a change that
+   * drops entries without `setEntry` (a map cut shorter), rare enough not to need its own rule.
+   */
+  recount(): void {
+    if (this.counting) rebuild(this.nodes.values());
+  }
+
+  /**
+   * A reference on `slot` (mapped at chunk `c` of `vol`'s class) that no map page held was dropped
+   * (a hold outside the maps, e.g. on a base chunk): if one page of one node now holds it alone,
+   * that node gains it.
+   */
+  heldOutsideMapsReleased(vol: Volume, c: number, slot: number): void {
+    if (this.counting && vol.chunkClass.count(slot) === 1) gainIfAlone(this.candidates(vol), c, slot);
   }
 
   /** Nodes that may hold a slot of `vol`'s chunk class: its own snapshots newest first, its head, then the other volumes of the class. */

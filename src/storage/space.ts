@@ -82,7 +82,7 @@ export function setEntry(node: SpaceNode, cls: ChunkClass, candidates: Candidate
 }
 
 /** Slot `s` at chunk `c` lies in one page now: its holder gains it if nobody else holds that page. */
-function gainIfAlone(candidates: Candidates, c: number, s: number): void {
+export function gainIfAlone(candidates: Candidates, c: number, s: number): void {
   const pi = Math.floor(c / ENTRIES_PER_PAGE);
   const at = (c % ENTRIES_PER_PAGE) * 2;
   for (const m of candidates()) {
