@@ -10,6 +10,8 @@ export interface Measured {
   latMaxMs: number | null;
   /** 99th percentile completion latency, ms (fio only). */
   latP99Ms: number | null;
+  /** 99.9th percentile completion latency, ms (fio only). */
+  latP999Ms?: number | null;
   seconds: number;
 }
 
@@ -43,17 +45,19 @@ export async function runFio(uri: string, name: string, opts: Record<string, str
   if (job.error !== 0) throw new Error(`fio job error ${job.error}`);
   const bytes = job.read.bw_bytes + job.write.bw_bytes;
   const p99 = Math.max(pct(job.read), pct(job.write));
+  const p999 = Math.max(pct(job.read, '99.900000'), pct(job.write, '99.900000'));
   return {
     mbps: bytes / 1e6,
     iops: job.read.iops + job.write.iops,
     latMaxMs: Math.max(job.read.lat_ns.max, job.write.lat_ns.max) / 1e6,
     latP99Ms: p99 > 0 ? p99 / 1e6 : null,
+    latP999Ms: p999 > 0 ? p999 / 1e6 : null,
     seconds: ms / 1000,
   };
 }
 
-function pct(d: FioDir): number {
-  return d.total_ios > 0 ? d.clat_ns.percentile?.['99.000000'] ?? 0 : 0;
+function pct(d: FioDir, key = '99.000000'): number {
+  return d.total_ios > 0 ? d.clat_ns.percentile?.[key] ?? 0 : 0;
 }
 
 /** nbdcopy SRC DST; one of them is the NBD URI. MB/s over the whole copy including its flush. */

@@ -30,14 +30,24 @@ export interface ModeSettings {
   memorySnapshots: number;
   /** How long the delete scenario waits for space to come back to the filesystem, ms. */
   spaceSettleMs: number;
+  /** Control-plane scenario: snapshots on the listed volume (500 in the issue), data written to it, loop seconds. */
+  controlSnapshots: number;
+  controlWrittenBytes: number;
+  controlRuntimeS: number;
+  /** Memory-full scenario: volume size, every chunk mapped (1 TiB in the issue), and its snapshots. */
+  memoryFullBytes: number;
+  memoryFullSnapshots: number;
 }
 
 export const MODE_SETTINGS: Record<Mode, ModeSettings> = {
   // For CI: every workload and scenario runs once, briefly, on small data. Numbers are not
   // comparable; the point is that the harness still works end to end.
-  smoke: { imageBytes: 64 * MiB, runtimeS: 1, reps: 1, cache: ['hot'], writtenBytes: 16 * MiB, snapshotCount: 100, stallRuntimeS: 3, memorySnapshots: 100, spaceSettleMs: 3000 },
-  quick: { imageBytes: 1 * GiB, runtimeS: 5, reps: 1, cache: ['hot'], writtenBytes: 1 * GiB, snapshotCount: 100, stallRuntimeS: 10, memorySnapshots: 100, spaceSettleMs: 10_000 },
-  full: { imageBytes: 1 * GiB, runtimeS: 5, reps: 3, cache: ['hot', 'cold'], writtenBytes: 8 * GiB, snapshotCount: 100, stallRuntimeS: 20, memorySnapshots: 100, spaceSettleMs: 10_000 },
+  smoke: { imageBytes: 64 * MiB, runtimeS: 1, reps: 1, cache: ['hot'], writtenBytes: 16 * MiB, snapshotCount: 100, stallRuntimeS: 3, memorySnapshots: 100, spaceSettleMs: 3000,
+    controlSnapshots: 10, controlWrittenBytes: 64 * MiB, controlRuntimeS: 2, memoryFullBytes: 4 * GiB, memoryFullSnapshots: 3 },
+  quick: { imageBytes: 1 * GiB, runtimeS: 5, reps: 1, cache: ['hot'], writtenBytes: 1 * GiB, snapshotCount: 100, stallRuntimeS: 10, memorySnapshots: 100, spaceSettleMs: 10_000,
+    controlSnapshots: 100, controlWrittenBytes: 1 * GiB, controlRuntimeS: 10, memoryFullBytes: 1024 * GiB, memoryFullSnapshots: 100 },
+  full: { imageBytes: 1 * GiB, runtimeS: 5, reps: 3, cache: ['hot', 'cold'], writtenBytes: 8 * GiB, snapshotCount: 100, stallRuntimeS: 20, memorySnapshots: 100, spaceSettleMs: 10_000,
+    controlSnapshots: 500, controlWrittenBytes: 8 * GiB, controlRuntimeS: 20, memoryFullBytes: 1024 * GiB, memoryFullSnapshots: 100 },
 };
 
 export type Client = 'fio' | 'nbdcopy-in' | 'nbdcopy-out';
@@ -75,7 +85,7 @@ export const WORKLOADS: readonly Workload[] = [
 ];
 
 /** snapnbd-only scenarios (snapshot costs, stalls, space, memory). */
-export const SCENARIOS = ['snapshot-create', 'write-stall', 'snapshot-delete', 'memory'] as const;
+export const SCENARIOS = ['snapshot-create', 'write-stall', 'snapshot-delete', 'memory', 'control-plane', 'memory-full'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export interface Options {

@@ -64,6 +64,8 @@ export interface SnapnbdStart {
   unix?: boolean;
   /** Export the URI points at. */
   exportName: string;
+  /** An existing data dir (default: a fresh one in the run's directory). */
+  dataDir?: string;
 }
 
 export async function startSnapnbd(ctx: BenchContext, s: SnapnbdStart, peer: PeerName = 'snapnbd'): Promise<PeerInstance> {
@@ -72,7 +74,7 @@ export async function startSnapnbd(ctx: BenchContext, s: SnapnbdStart, peer: Pee
   const listen = s.unix ? ['--listen', `unix:${sock}`] : ['--listen', '127.0.0.1:0'];
   const nodeArgs = ctx.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(ctx.cpuProfDir)] : [];
   const p = spawnTracked(process.execPath, [
-    ...nodeArgs, ctx.snapnbdBin, 'serve', '--data-dir', join(dir, 'data'), ...listen, '--log-level', 'warn', ...s.args,
+    ...nodeArgs, ctx.snapnbdBin, 'serve', '--data-dir', s.dataDir ?? join(dir, 'data'), ...listen, '--log-level', 'warn', ...s.args,
   ], { env: { ...process.env, ...ctx.snapnbdEnv }, cwd: REPO_ROOT });
   await waitLine(p, (l) => l === 'ready');
   const tcp = /^listening nbd 127\.0\.0\.1:(\d+)$/m.exec(p.stdout());
@@ -80,8 +82,8 @@ export async function startSnapnbd(ctx: BenchContext, s: SnapnbdStart, peer: Pee
   const uri = s.unix ? `nbd+unix:///${s.exportName}?socket=${sock}` : `nbd://127.0.0.1:${tcp?.[1] ?? '0'}/${s.exportName}`;
   if (!s.unix && !tcp) throw new Error(`snapnbd printed no TCP listener:\n${p.stdout()}`);
   return {
-    peer, uri, pid: p.pid, proc: p, note: null, dataDir: join(dir, 'data'),
-    controlPath: ctl?.[1] ?? join(dir, 'data', 'control.sock'),
+    peer, uri, pid: p.pid, proc: p, note: null, dataDir: s.dataDir ?? join(dir, 'data'),
+    controlPath: ctl?.[1] ?? join(s.dataDir ?? join(dir, 'data'), 'control.sock'),
     async stop() {
       // SIGTERM: a graceful stop also lets --cpu-prof write its profile.
       await p.stop();

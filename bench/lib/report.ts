@@ -100,6 +100,19 @@ export function evaluateTargets(rows: Row[], ratios: BenchResult['ratios'], scen
     const d = mem.data as { peakRssMiB: number };
     t.push({ target: 'peak RSS < 200 MiB (1 TiB, 100 snapshots, data written)', measured: `${d.peakRssMiB} MiB`, met: d.peakRssMiB < 200 });
   }
+  const cp = scenarios.find((s) => s.name === 'control-plane');
+  if (cp?.ok) {
+    const d = cp.data as { snapshots: number; fioDuring: { maxLatMs: number }; eventLoopMaxMs: number; snapshotList: { maxMs: number } };
+    t.push({ target: 'fio max completion < 50 ms beside the control-plane loop', measured: `${d.fioDuring.maxLatMs} ms`, met: d.fioDuring.maxLatMs < 50 });
+    t.push({ target: 'event-loop delay < 20 ms during the control-plane loop', measured: `${d.eventLoopMaxMs} ms`, met: d.eventLoopMaxMs < 20 });
+    t.push({ target: `snapshot.list of ${d.snapshots} < 50 ms`, measured: `max ${d.snapshotList.maxMs} ms`, met: d.snapshotList.maxMs < 50 });
+  }
+  const mf = scenarios.find((s) => s.name === 'memory-full');
+  if (mf?.ok) {
+    const d = mf.data as { volumeBytes: number; snapshots: number; peakRssMiB: number };
+    const tib = d.volumeBytes / 2 ** 40;
+    t.push({ target: `peak RSS < 400 MiB (${tib} TiB fully written, ${d.snapshots} snapshots)`, measured: `${d.peakRssMiB} MiB`, met: tib >= 1 ? d.peakRssMiB < 400 : null });
+  }
   for (const s of scenarios.filter((x) => !x.ok)) t.push({ target: `scenario ${s.name}`, measured: `not measured: ${s.error ?? ''}`, met: null });
   return t;
 }

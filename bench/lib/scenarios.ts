@@ -1,12 +1,14 @@
 // snapnbd-only measurements of snapshot costs: create/delete latency on small and huge sparse
 // volumes with and without data written, the longest write stall while snapshots are taken every
 // second, the space a delete returns, and the peak RSS of a big volume with many snapshots.
+import { join } from 'node:path';
 import type { ModeSettings, ScenarioName } from './config.ts';
 import { runFio, fioTimeBased } from './clients.ts';
 import { ControlClient } from './control.ts';
 import { allocatedBytes } from './image.ts';
 import { memoryOf } from './machine.ts';
-import { startSnapnbd, type BenchContext, type PeerInstance } from './peers.ts';
+import { REPO_ROOT, startSnapnbd, type BenchContext, type PeerInstance } from './peers.ts';
+import { run } from './procs.ts';
 import { median, percentile, round } from './stats.ts';
 
 const GiB = 2 ** 30;
@@ -22,8 +24,8 @@ function latencySummary(ms: number[]): { count: number; medianMs: number; p99Ms:
   return { count: ms.length, medianMs: round(median(ms), 3), p99Ms: round(percentile(ms, 99), 3), maxMs: round(Math.max(...ms), 3) };
 }
 
-async function withServer<T>(ctx: BenchContext, args: string[], exportName: string, body: (inst: PeerInstance, ctl: ControlClient) => Promise<T>): Promise<T> {
-  const inst = await startSnapnbd(ctx, { args, exportName });
+async function withServer<T>(ctx: BenchContext, args: string[], exportName: string, body: (inst: PeerInstance, ctl: ControlClient) => Promise<T>, dataDir?: string): Promise<T> {
+  const inst = await startSnapnbd(ctx, { args, exportName, ...(dataDir !== undefined ? { dataDir } : {}) });
   let ctl: ControlClient | null = null;
   try {
     ctl = await ControlClient.open(inst.controlPath!);
@@ -130,11 +132,112 @@ async function memory(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
   });
 }
 
+/** Control-plane scenario: snapshots are taken in groups, each group after this much random rewriting. */
+const CONTROL_GROUP = 10;
+const CONTROL_REWRITE_BYTES = 4 * MiB;
+
+interface StatsAnswer { eventLoop?: { maxMs: number }; store: { liveBytes: number; allocatedBytes: number } }
+
+/**
+ * The issue's control-plane loop: a volume with N snapshots and data written; snapshot.list,
+ * volume.info, server.stats, snapshot.diff, snapshot create and delete (the deletes free slots, so
+ * the background compactor runs passes) over and over, beside fio 4 KiB random I/O on another
+ * volume. fio's longest completion and p99.9, the server's event-loop delay (server.stats), and
+ * each call's round trip.
+ */
+async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
+  const cpSize = Math.max(s.controlWrittenBytes, 64 * MiB);
+  const ioSize = ctx.imageBytes;
+  return withServer(ctx, ['--volume', `cp=${cpSize}`, '--volume', `io=${ioSize}`], 'cp', async (inst, ctl) => {
+    const ioUri = inst.uri.replace(/\/cp$/, '/io');
+    await fill(ctx, inst.uri, cpSize, s.controlWrittenBytes);
+    await fill(ctx, ioUri, ioSize, ioSize);
+    for (let i = 0; i < s.controlSnapshots; i++) {
+      if (i % CONTROL_GROUP === CONTROL_GROUP - 1) {
+        await runFio(inst.uri, 'rewrite', { rw: 'randwrite', bs: '64k', iodepth: 8, io_size: CONTROL_REWRITE_BYTES, norandommap: 1, randrepeat: 0 }, [], ctx.workDir);
+      }
+      await ctl.call('snapshot.create', { volume: 'cp', name: `p${i}` });
+    }
+    const job = { rw: 'randrw', rwmixread: 50, bs: '4k', iodepth: 32 };
+    const baseline = await runFio(ioUri, 'cp-base', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
+    const before = await ctl.call('server.stats', {}) as StatsAnswer; // opens the event-loop window
+    const t = { list: [] as number[], info: [] as number[], stats: [] as number[], diff: [] as number[], create: [] as number[], delete: [] as number[] };
+    let loopMaxMs = 0;
+    let rounds = 0;
+    let stop = false;
+    const loop = (async () => {
+      while (!stop) {
+        t.list.push(await ctl.timed('snapshot.list', { volume: 'cp' }));
+        t.info.push(await ctl.timed('volume.info', { name: 'cp' }));
+        const t0 = process.hrtime.bigint();
+        const st = await ctl.call('server.stats', {}) as StatsAnswer;
+        t.stats.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        loopMaxMs = Math.max(loopMaxMs, st.eventLoop?.maxMs ?? NaN);
+        t.diff.push(await ctl.timed('snapshot.diff', { volume: 'cp', from: 'p0' }));
+        t.create.push(await ctl.timed('snapshot.create', { volume: 'cp', name: `loop${rounds}` }));
+        // An old snapshot: it holds rewritten chunks alone, so its delete frees slots.
+        const victim = rounds + 1 < s.controlSnapshots ? `p${rounds + 1}` : `loop${rounds}`;
+        t.delete.push(await ctl.timed('snapshot.delete', { volume: 'cp', name: victim }));
+        rounds++;
+      }
+    })();
+    let during;
+    try {
+      during = await runFio(ioUri, 'cp-io', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
+    } finally {
+      stop = true;
+      await loop;
+    }
+    const after = await ctl.call('server.stats', {}) as StatsAnswer;
+    loopMaxMs = Math.max(loopMaxMs, after.eventLoop?.maxMs ?? NaN);
+    const fio = (m: typeof during) => ({ maxLatMs: round(m.latMaxMs ?? NaN, 3), p999Ms: round(m.latP999Ms ?? NaN, 3), p99Ms: round(m.latP99Ms ?? NaN, 3), iops: round(m.iops, 0) });
+    return {
+      snapshots: s.controlSnapshots, writtenBytes: s.controlWrittenBytes, runtimeS: s.controlRuntimeS, rounds,
+      fioWithout: fio(baseline), fioDuring: fio(during), eventLoopMaxMs: loopMaxMs,
+      liveBytesBefore: before.store.liveBytes, liveBytesAfter: after.store.liveBytes,
+      snapshotList: latencySummary(t.list), volumeInfo: latencySummary(t.info), serverStats: latencySummary(t.stats),
+      snapshotDiff: latencySummary(t.diff), snapshotCreate: latencySummary(t.create), snapshotDelete: latencySummary(t.delete),
+    };
+  });
+}
+
+/**
+ * Peak RSS of a fully written volume (1 TiB: 16 M chunks of 64 KiB) with 100 snapshots. The store
+ * is built at the engine level (bench/fill-store.ts: every chunk mapped, no data written), then the
+ * server opens it and takes the snapshots, each after 64 KiB random writes spread over the volume.
+ */
+async function memoryFull(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
+  const dataDir = join(ctx.workDir, 'memory-full-data');
+  const filled = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', 'fill-store.ts'), dataDir, String(s.memoryFullBytes), 'full'], { timeoutMs: 60 * 60_000, cwd: REPO_ROOT });
+  const fill = JSON.parse(filled.stdout.trim().split('\n').pop() ?? '{}') as { chunks: number; totalMs: number };
+  const t0 = Date.now();
+  return withServer(ctx, [], 'full', async (inst, ctl) => {
+    const openS = (Date.now() - t0) / 1000;
+    const opened = memoryOf(inst.pid);
+    const per = Math.max(MiB, Math.floor(s.writtenBytes / 8 / s.memoryFullSnapshots / MiB) * MiB);
+    const list: number[] = [];
+    for (let i = 0; i < s.memoryFullSnapshots; i++) {
+      await runFio(inst.uri, 'memfull', { rw: 'randwrite', bs: '64k', iodepth: 8, io_size: per, norandommap: 1, randrepeat: 0 }, [], ctx.workDir);
+      await ctl.call('snapshot.create', { volume: 'full', name: `m${i}` });
+    }
+    for (let i = 0; i < 5; i++) list.push(await ctl.timed('snapshot.list', { volume: 'full' }));
+    const end = memoryOf(inst.pid);
+    return {
+      volumeBytes: s.memoryFullBytes, chunks: fill.chunks, fillS: round(fill.totalMs / 1000, 1), openToReadyS: round(openS, 1),
+      snapshots: s.memoryFullSnapshots, rewrittenPerSnapshotBytes: per,
+      openedRssMiB: round(opened.rss / MiB, 1), peakRssMiB: round(end.hwm / MiB, 1), endRssMiB: round(end.rss / MiB, 1),
+      snapshotList: latencySummary(list),
+    };
+  }, dataDir);
+}
+
 const RUNNERS: Record<ScenarioName, (ctx: BenchContext, s: ModeSettings) => Promise<unknown>> = {
   'snapshot-create': snapshotCreate,
   'write-stall': writeStall,
   'snapshot-delete': snapshotDelete,
   memory,
+  'control-plane': controlPlane,
+  'memory-full': memoryFull,
 };
 
 export async function runScenario(name: ScenarioName, ctx: BenchContext, s: ModeSettings): Promise<ScenarioResult> {

@@ -10,6 +10,7 @@ import { BACKUP_METHODS } from './backup-methods.ts';
 import { invalidParams } from './errors.ts';
 import { checkHealth, type HealthReport, type HealthSources } from './health.ts';
 import { validateParams, type Params, type ParamsSchema } from './validate.ts';
+import { LoopDelayMonitor } from '../util/loop-delay.ts';
 
 /** Extents per snapshot.diff page unless `limit` says otherwise, and the most it may say. */
 export const DIFF_PAGE_DEFAULT = 1024;
@@ -21,6 +22,9 @@ export const LIST_PAGE_MAX = 10000;
 export const DESCRIPTION_MAX = 1024;
 /** Longest backing path, characters. */
 export const PATH_MAX = 4096;
+
+/** server.stats' `eventLoop`: one window per call. */
+const loopDelay = new LoopDelayMonitor();
 
 export interface ServerInfo {
   version: string;
@@ -68,7 +72,7 @@ export const METHODS = {
     };
   }),
 
-  'server.stats': def({}, (_p, ctx) => ({ ...ctx.registry.stats(), connections: ctx.serverInfo().connections ?? [] })),
+  'server.stats': def({}, (_p, ctx) => ({ ...ctx.registry.stats(), connections: ctx.serverInfo().connections ?? [], eventLoop: loopDelay.read() })),
 
   'server.health': def({ minFreePercent: { type: 'integer', required: false, min: 0, max: 100 } }, async (p, ctx): Promise<HealthReport> => {
     if (!ctx.health) return { status: 'degraded', checks: [] };

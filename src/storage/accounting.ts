@@ -1,5 +1,5 @@
 // What the Store API reports about volumes, snapshots and the store: ZFS-style space per node
-// (referenced, used, written; README.md "Diff and accounting"), the info records, and the
+// (referenced, used, written; README.md "Diff and accounting") from the counters of space.ts, the info records, and the
 // store's allocated and live bytes. Reads the catalog and the chunk store; changes nothing.
 import { isSlot } from './block-map.ts';
 import type { Catalog, Node, Volume } from './catalog.ts';
@@ -13,17 +13,30 @@ export function isoTime(ms: number): string {
   return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
 }
 
-export function spaceOf(node: Node): Space {
+/** The epoch "written" counts from: the previous snapshot's of the same volume (0: none). */
+function prevEpochOf(node: Node, index?: number): number {
+  const snaps = node.vol.snaps;
+  const i = node.kind === 'head' ? snaps.length : (index ?? snaps.indexOf(node));
+  return i > 0 ? (snaps[i - 1] as Node).epoch : 0;
+}
+
+/** A node's space from its counters (space.ts): O(distinct birth epochs), no map walk. */
+export function spaceOf(node: Node, index?: number): Space {
+  const chunkSize = node.vol.chunkSize;
+  const sp = node.space;
+  return { referenced: sp.slots * chunkSize, used: sp.unique * chunkSize, written: sp.bornAfter(prevEpochOf(node, index)) * chunkSize };
+}
+
+/**
+ * The same figures by walking the node's map (what the counters must equal: `check` and the
+ * model test compare): `referenced` = mapped slots, `used` = slots held only by this node (L1,
+ * page and slot counts all 1), `written` = births after the previous snapshot.
+ */
+export function walkSpace(node: Node): Space {
   const chunkSize = node.vol.chunkSize;
   const cls = node.vol.chunkClass;
   const l1Alone = node.map.l1.refs === 1;
-  let prevEpoch = 0;
-  const snaps = node.vol.snaps;
-  if (node.kind === 'head') prevEpoch = snaps.length > 0 ? (snaps[snaps.length - 1] as Node).epoch : 0;
-  else {
-    const i = snaps.indexOf(node);
-    prevEpoch = i > 0 ? (snaps[i - 1] as Node).epoch : 0;
-  }
+  const prevEpoch = prevEpochOf(node);
   let referenced = 0;
   let used = 0;
   let written = 0;
@@ -44,10 +57,11 @@ export function volumeInfo(v: Volume): VolumeInfo {
   };
 }
 
-export function snapshotInfo(catalog: Catalog, s: Node): SnapshotInfo {
+/** `index`: the snapshot's position in its volume's list, when the caller knows it (a listing). */
+export function snapshotInfo(catalog: Catalog, s: Node, index?: number): SnapshotInfo {
   return {
     volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.vol.size,
-    space: spaceOf(s), clones: catalog.clonesOf(s), durable: s.durable, unavailable: s.vol.backingError?.message ?? null, guid: s.guid,
+    space: spaceOf(s, index), clones: catalog.clonesOf(s), durable: s.durable, unavailable: s.vol.backingError?.message ?? null, guid: s.guid,
   };
 }
 

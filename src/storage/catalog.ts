@@ -8,6 +8,7 @@ import type { ChunkClass, DataStore } from './chunk-store.ts';
 import type { BlockDevice } from './device.ts';
 import type { IoFile } from './file-io.ts';
 import { RangeLock } from './range-lock.ts';
+import { gainIfAlone, NodeSpace, rebuild, released, setEntry, type SpaceNode } from './space.ts';
 import type { NodeKind, NodeRecord, VolumeRecord } from './records.ts';
 import { StoreError, StoreErrorCode } from './types.ts';
 import { WriteGate } from './write-gate.ts';
@@ -39,6 +40,8 @@ export interface Node extends Omit<NodeRecord, 'volumeId'> {
   deleted: boolean;
   /** False from a snapshot's creation until a commit holding its Node record succeeded. */
   durable: boolean;
+  /** Space counters (space.ts), kept as entries are born and freed. */
+  readonly space: NodeSpace;
 }
 
 export function nodeRecord(n: Node): NodeRecord {
@@ -52,6 +55,8 @@ export class Catalog {
   private readonly chunks: DataStore;
   private epochNow = 1;
   private nextIdNow = 1;
+  /** Off during replay (counters are rebuilt once after it, `startCounting`). */
+  private counting = false;
 
   constructor(chunks: DataStore) {
     this.chunks = chunks;
@@ -89,7 +94,7 @@ export class Catalog {
   }
 
   addNode(rec: Omit<NodeRecord, 'volumeId'>, vol: Volume, map: NodeMap): Node {
-    const node: Node = { ...rec, vol, map, view: null, deleted: false, durable: true };
+    const node: Node = { ...rec, vol, map, view: null, deleted: false, durable: true, space: new NodeSpace() };
     this.nodes.set(node.id, node);
     if (node.kind === 'head') vol.head = node;
     else {
@@ -106,6 +111,7 @@ export class Catalog {
     this.nodes.delete(node.id);
     const i = node.vol.snaps.indexOf(node);
     if (i >= 0) node.vol.snaps.splice(i, 1);
+    if (this.counting) released(node.map.l1, node.vol.chunkClass, this.candidates(node.vol));
   }
 
   dropVolume(vol: Volume): void {
@@ -118,7 +124,61 @@ export class Catalog {
 
   /** The head becomes the snapshot's content (a rollback). */
   assignMap(head: Node, from: Node): void {
+    const old = head.map.l1;
     head.map.assign(from.map);
+    if (!this.counting) return;
+    released(old, head.vol.chunkClass, this.candidates(head.vol));
+    head.space.copyShared(from.space);
+  }
+
+  // ------------------------------------------------------------------ space counters (space.ts)
+
+  /** `to` was made to share `from`'s map (a snapshot of a head, a clone of a snapshot). */
+  shared(from: Node, to: Node): void {
+    if (this.counting) to.space.copyShared(from.space);
+  }
+
+  /** Sets a head's map entry (the data path), keeping the space counters. */
+  setEntry(node: Node, c: number, slot: number, birth: number): void {
+    if (this.counting) setEntry(node, node.vol.chunkClass, this.candidates(node.vol), c, slot, birth);
+    else node.map.set(c, slot, birth);
+  }
+
+  /** After replay: derives the counters from the maps once, then keeps them. */
+  startCounting(): void {
+    rebuild(this.nodes.values());
+    this.counting = true;
+  }
+
+  /**
+   * Derives the counters again from the maps (O(distinct pages), synchronous): for a change that
+   * drops entries without `setEntry` (a map cut shorter), rare enough not to need its own rule.
+   */
+  recount(): void {
+    if (this.counting) rebuild(this.nodes.values());
+  }
+
+  /**
+   * A reference on `slot` (mapped at chunk `c` of `vol`'s class) that no map page held was dropped
+   * (a hold outside the maps, e.g. on a base chunk): if one page of one node now holds it alone,
+   * that node gains it.
+   */
+  heldOutsideMapsReleased(vol: Volume, c: number, slot: number): void {
+    if (this.counting && vol.chunkClass.count(slot) === 1) gainIfAlone(this.candidates(vol), c, slot);
+  }
+
+  /** Nodes that may hold a slot of `vol`'s chunk class: its own snapshots newest first, its head, then the other volumes of the class. */
+  private candidates(vol: Volume): () => Iterable<SpaceNode> {
+    const volumes = this.byName;
+    return function* () {
+      for (let i = vol.snaps.length - 1; i >= 0; i--) yield vol.snaps[i] as Node;
+      if (!vol.head.deleted) yield vol.head;
+      for (const v of volumes.values()) {
+        if (v === vol || v.chunkClass !== vol.chunkClass) continue;
+        for (let i = v.snaps.length - 1; i >= 0; i--) yield v.snaps[i] as Node;
+        yield v.head;
+      }
+    };
   }
 
   // ------------------------------------------------------------------ lookups

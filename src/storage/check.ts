@@ -1,8 +1,9 @@
 // Offline verification (`snapnbd check`): opens the store without writing anything, re-derives
-// every reference count from the maps and compares, checks every mapped slot lies in an existing
+// every reference count and space counter from the maps and compares, checks every mapped slot lies in an existing
 // segment, and lists leaks (files or file tails nothing references, stale journals, an
 // uncommitted journal tail). `repair` removes leaks; inconsistencies it cannot fix are reported.
 // It takes the store lock (store-lock.ts) like any opener: a store a server has open is refused.
+import { walkSpace } from './accounting.ts';
 import { isSlot, type L1, type Page } from './block-map.ts';
 import { SEGMENT_FILE_RE, segmentFile } from './chunk-store.ts';
 import { SEGMENT_BYTES_DEFAULT } from './chunk-store.ts';
@@ -143,7 +144,15 @@ async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<Ch
         repaired.push(`truncated ${name} to ${state.journalEnd} bytes`);
       } else unrepaired++;
     }
-    // 5. Backing files unchanged.
+    // 5. The space counters (space.ts, derived at open from distinct pages) equal a walk of each map.
+    for (const n of state.nodes) {
+      const got = store.spaceOf(n);
+      const want = walkSpace(n);
+      if (got.referenced !== want.referenced || got.used !== want.used || got.written !== want.written) {
+        bad(`volume '${n.vol.name}' ${n.kind === 'head' ? 'head' : `snapshot '${n.name}'`}: space counters ${JSON.stringify(got)} != walked ${JSON.stringify(want)}`);
+      }
+    }
+    // 6. Backing files unchanged.
     for (const v of state.volumes) {
       if (v.backingError) bad(`volume '${v.name}': ${v.backingError.message}`);
     }

@@ -24,9 +24,10 @@ const ZEROES = Buffer.alloc(ZERO_BUF_LEN);
 
 /** What the data path needs of the chunk store: slot I/O, read generations, never-mapped slots back. */
 export type ChunkIo = Pick<DataStore, 'read' | 'write' | 'releaseUnmapped' | 'beginRead' | 'endRead'>;
-/** What it needs of the catalog: the epoch new entries are born in. */
+/** What it needs of the catalog: the epoch new entries are born in; map entries set with the space counters kept (space.ts). */
 export interface EpochSource {
   readonly epoch: number;
+  setEntry(node: Node, c: number, slot: number, birth: number): void;
 }
 /** What it needs of the transaction manager: queue map records, commit for FUA and FLUSH. */
 export type RecordLog = Pick<Journal, 'log' | 'commit'>;
@@ -237,12 +238,12 @@ export class DataPath {
     // The data is in place: now map it (records go to the next commit).
     if (fresh.length > 0) {
       const ep = this.catalog.epoch;
-      for (const f of fresh) map.set(f.c, f.slot, ep);
+      for (const f of fresh) this.catalog.setEntry(vol.head, f.c, f.slot, ep);
       this.logEntries(vol.head, fresh.map((f) => f.c));
     }
     if (rebirth.length > 0) {
       const ep = this.catalog.epoch;
-      for (const c of rebirth) map.set(c, map.slot(c), ep);
+      for (const c of rebirth) this.catalog.setEntry(vol.head, c, map.slot(c), ep);
       this.logEntries(vol.head, rebirth);
     }
   }
@@ -288,7 +289,7 @@ export class DataPath {
                 // NO_HOLE: zeros that block status reports as data-allocated, still without data.
                 const target = opts.noHole ? ZERO_ALLOCATED : cStart < backingSize ? ZERO : UNMAPPED;
                 if (map.slot(c) !== target) {
-                  map.set(c, target, this.catalog.epoch);
+                  this.catalog.setEntry(vol.head, c, target, this.catalog.epoch);
                   changed.push(c);
                 }
               }

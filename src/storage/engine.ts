@@ -107,6 +107,7 @@ export class CowStore implements Store {
     if (opts.observer) this.journal.onCommitted = (s) => opts.observer!.commit(s);
     if (opts.inspectOnly) this.compactor.stop();
     this.journal.onFreed = () => this.compactor.schedule();
+    this.catalog.startCounting();
   }
 
   static async open(dataDir: string, opts: EngineOptions): Promise<CowStore> {
@@ -318,6 +319,7 @@ export class CowStore implements Store {
       try {
         node = catalog.addNode({ id: catalog.newId(), kind: 'snap', name, description, createdMs: Date.now(), epoch: catalog.epoch, guid: guid ?? newGuid() },
           vol, vol.head.map.share());
+        catalog.shared(vol.head, node);
         this.journal.trackDurable(node);
         this.journal.log(encodeNode(Rec.Node, nodeRecord(node), vol.head.id));
       } finally {
@@ -329,7 +331,7 @@ export class CowStore implements Store {
   }
 
   listSnapshots(volume: string): SnapshotInfo[] {
-    return this.catalog.volume(volume).snaps.map((s) => snapshotInfo(this.catalog, s));
+    return this.catalog.volume(volume).snaps.map((s, i) => snapshotInfo(this.catalog, s, i));
   }
 
   snapshotInfo(volume: string, name: string): SnapshotInfo {
@@ -387,6 +389,7 @@ export class CowStore implements Store {
       vol.backingError = src.backingError;
       const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '' },
         vol, node.map.share());
+      catalog.shared(node, head);
       this.journal.log(encodeVolume(vol));
       this.journal.log(encodeNode(Rec.Node, nodeRecord(head), node.id));
       await this.journal.commitChange(`clone '${volume}@${snapshot}' as '${newName}'`);

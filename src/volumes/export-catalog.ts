@@ -1,7 +1,8 @@
 // The names and fixed facts (size, backing, origin, creation time, description) of every volume
 // and snapshot, kept beside the store so that NBD_OPT_LIST and INFO/GO cost no per-export work
-// that scales with the data: the store's VolumeInfo/SnapshotInfo carry space figures, which walk
-// each block map (thousands of exports, each a walk, made a LIST take seconds).
+// that scales with the data or the snapshots: the store's VolumeInfo/SnapshotInfo carry space
+// figures (counters, storage/space.ts: cheap, but not free per export; they used to walk each
+// block map, and thousands of exports made a LIST take seconds).
 //
 // The registry is the only writer of the store once it runs, and tells the catalog about every
 // change; a change whose outcome is unsure (a failed operation) marks the volume stale, and the

@@ -12,22 +12,22 @@
 // (state.ts); NBD clients asking for it are told that reason instead of "unknown export".
 // Changes to one volume are serialised (KeyedMutex); different volumes proceed in parallel.
 // What it answers (VolumeView, SnapshotView, ...) is declared in views.ts; LIST and INFO come
-// from export-catalog.ts. Longer than a few hundred lines because every busy rule sits beside the
-// operation it guards; splitting the listing/paging half out is the next step (issue 11 note).
+// from export-catalog.ts; listing, paging, the views and stats live in listing.ts. Longer than a
+// few hundred lines because every busy rule sits beside the operation it guards.
 import type { BlockDevice } from '../storage/device.ts';
 import {
   checkName, isValidName, StoreError, StoreErrorCode,
   type DiffPage, type SnapshotInfo, type Store, type VolumeInfo, type VolumeSpec,
 } from '../storage/types.ts';
 import type { ExportDescription, ExportLease, ExportResolver, ResolvedExport } from '../server/exports.ts';
-import { formatSize } from '../util/size.ts';
 import { exportNameOf, generatedSnapshotBase, isValidExportName, parseExportName, uniqueName } from './export-name.ts';
-import { ExportCatalog, compareNames, type CatalogSnapshot, type CatalogVolume } from './export-catalog.ts';
+import { ExportCatalog } from './export-catalog.ts';
 import { KeyedMutex } from './keyed-mutex.ts';
 import { describeHolders, LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
-import { VolumeState, unavailableExportMessage } from './state.ts';
-import { SnapshotState, type ExportStats, type ListPage, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
+import { unavailableExportMessage } from './state.ts';
+import { RegistryListing, type PendingSnapshot } from './listing.ts';
+import { SnapshotState, type ListPage, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
 import { timed, type OperationMetrics } from '../util/operation-metrics.ts';
 
 // Re-exported for callers that know only the registry.
@@ -51,15 +51,6 @@ export interface RegistryOptions {
   operations?: OperationMetrics;
 }
 
-/** A snapshot being created or deleted (listed as such; its export name resolves to nothing). */
-interface PendingSnapshot {
-  state: SnapshotState;
-  volume: string;
-  name: string;
-  description: string;
-  started: Date;
-}
-
 export class VolumeRegistry implements ExportResolver {
   private readonly store: Store;
   private readonly opts: RegistryOptions;
@@ -75,6 +66,7 @@ export class VolumeRegistry implements ExportResolver {
   private readonly holds = new Map<string, string[]>();
   private annotate: ((volume: string, snapshot: string) => string | null) | null = null;
   private readonly catalog: ExportCatalog;
+  private readonly listing: RegistryListing;
   private closing = false;
 
   constructor(store: Store, opts: RegistryOptions) {
@@ -82,6 +74,9 @@ export class VolumeRegistry implements ExportResolver {
     this.opts = opts;
     this.leases = new LeaseTable(opts.revokeWaitMs ?? REVOKE_WAIT_MS);
     this.catalog = new ExportCatalog(store);
+    this.listing = new RegistryListing({
+      store, catalog: this.catalog, pending: this.pending, leases: this.leases, opts, annotator: () => this.annotate,
+    });
   }
 
   get defaultExport(): string {
@@ -94,19 +89,9 @@ export class VolumeRegistry implements ExportResolver {
 
   // ---- ExportResolver (the NBD server's side) ----
 
-  /** From the catalog: no block map is walked, whatever the number of exports. */
+  /** From the catalog: no block map is walked, whatever the number of exports (listing.ts). */
   list(): ExportDescription[] {
-    const out: ExportDescription[] = [];
-    const volumes = [...this.catalog.volumes()];
-    for (const v of volumes) out.push({ name: v.name, description: this.describeVolume(v) });
-    if (this.opts.listSnapshots === false) return out;
-    for (const v of volumes) {
-      for (const s of v.snapshots.values()) {
-        if (this.pending.get(exportNameOf(v.name, s.name))?.state === SnapshotState.Deleting) continue;
-        out.push({ name: exportNameOf(v.name, s.name), description: this.describeSnapshot(s) });
-      }
-    }
-    return out;
+    return this.listing.list();
   }
 
   lookup(name: string): ResolvedExport | undefined {
@@ -117,11 +102,11 @@ export class VolumeRegistry implements ExportResolver {
     try {
       const v = this.catalog.volume(volume);
       if (!v) return undefined;
-      if (snapshot === null) return { name: real, description: this.describeVolume(v), device: this.headDevice(volume) };
+      if (snapshot === null) return { name: real, description: this.listing.describeVolume(v), device: this.headDevice(volume) };
       if (this.pending.has(real)) return undefined; // being created or deleted
       const s = v.snapshots.get(snapshot);
       if (!s) return undefined;
-      return { name: real, description: this.describeSnapshot(s), device: this.store.snapshotView(volume, snapshot) };
+      return { name: real, description: this.listing.describeSnapshot(s), device: this.store.snapshotView(volume, snapshot) };
     } catch (e) {
       if (e instanceof StoreError) return undefined;
       throw e;
@@ -192,30 +177,17 @@ export class VolumeRegistry implements ExportResolver {
 
   // ---- volumes ----
 
-  /**
-   * Volumes in name order, `limit` of them after the name `after`; `next` is the `after` of the
-   * following page (null: none). Space figures are computed for this page only.
-   */
+  /** Volumes in name order (listing.ts pages them). */
   listVolumes(): VolumeView[] {
-    return this.volumePage().volumes;
+    return this.listing.volumePage().volumes;
   }
 
+  /**
+   * Volumes in name order, `limit` of them after the name `after`; `next` is the `after` of the
+   * following page (null: none).
+   */
   volumePage(page: ListPage = {}): { volumes: VolumeView[]; next: string | null } {
-    const names = this.catalog.volumeNames();
-    const after = page.after;
-    let start = 0;
-    if (after !== undefined) {
-      // First name > after (binary search: the names are sorted).
-      let hi = names.length;
-      while (start < hi) {
-        const mid = (start + hi) >>> 1;
-        if (compareNames(names[mid]!, after) <= 0) start = mid + 1;
-        else hi = mid;
-      }
-    }
-    const end = Math.min(names.length, start + (page.limit ?? names.length));
-    const volumes = names.slice(start, end).map((n) => this.volumeView(this.store.volumeInfo(n)));
-    return { volumes, next: end < names.length ? names[end - 1] ?? null : null };
+    return this.listing.volumePage(page);
   }
 
   volumeInfo(name: string): VolumeView {
@@ -318,44 +290,17 @@ export class VolumeRegistry implements ExportResolver {
     });
   }
 
+  /** Snapshots oldest first, then those being created (listing.ts pages them). */
+  listSnapshots(volume: string): SnapshotView[] {
+    return this.listing.snapshotPage(volume).snapshots;
+  }
+
   /**
    * Snapshots oldest first (then those being created), `limit` of them after the snapshot `after`
    * (which must still exist); `next` is the `after` of the following page (null: none).
    */
-  listSnapshots(volume: string): SnapshotView[] {
-    return this.snapshotPage(volume).snapshots;
-  }
-
   snapshotPage(volume: string, page: ListPage = {}): { snapshots: SnapshotView[]; next: string | null } {
-    checkName('volume', volume);
-    const volumeSize = this.store.volumeInfo(volume).size; // VOLUME_NOT_FOUND
-    const names = [...(this.catalog.volume(volume)?.snapshots.keys() ?? [])];
-    const known = new Set(names);
-    const creating = new Map<string, PendingSnapshot>();
-    for (const p of this.pending.values()) {
-      if (p.volume !== volume || p.state !== SnapshotState.Creating || known.has(p.name)) continue;
-      creating.set(p.name, p);
-      names.push(p.name);
-    }
-    let start = 0;
-    if (page.after !== undefined) {
-      start = names.indexOf(page.after) + 1;
-      if (start === 0) {
-        throw new StoreError(StoreErrorCode.SnapshotNotFound,
-          `snapshot '${exportNameOf(volume, page.after)}' (where this page starts) no longer exists; list again from the start`);
-      }
-    }
-    const end = Math.min(names.length, start + (page.limit ?? names.length));
-    const snapshots = names.slice(start, end).map((n): SnapshotView => {
-      const p = creating.get(n);
-      if (!p) return this.snapshotView(this.store.snapshotInfo(volume, n));
-      return {
-        volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
-        description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
-        exports: [], connections: 0, clones: [], guid: '',
-      };
-    });
-    return { snapshots, next: end < names.length ? names[end - 1] ?? null : null };
+    return this.listing.snapshotPage(volume, page);
   }
 
   snapshotInfo(volume: string, name: string): SnapshotView {
@@ -484,23 +429,7 @@ export class VolumeRegistry implements ExportResolver {
   }
 
   stats(): RegistryStats {
-    const volumes = this.store.listVolumes();
-    const exports: ExportStats[] = [];
-    const seen = new Set<string>();
-    for (const v of volumes) {
-      seen.add(v.name);
-      exports.push({ name: v.name, volume: v.name, snapshot: null, ...this.leases.countersOf(v.name) });
-    }
-    for (const [name, c] of this.leases.sortedCounters()) {
-      if (seen.has(name)) continue;
-      const { volume, snapshot } = parseExportName(name);
-      exports.push({ name, volume, snapshot, ...c });
-    }
-    return {
-      exports,
-      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots, ...stateOf(v) })),
-      store: this.store.stats(),
-    };
+    return this.listing.stats();
   }
 
   // ---- internals ----
@@ -548,54 +477,10 @@ export class VolumeRegistry implements ExportResolver {
   }
 
   private volumeView(v: VolumeInfo): VolumeView {
-    return {
-      name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing, origin: v.origin,
-      created: v.created,
-      ...stateOf(v),
-      snapshots: v.snapshots,
-      referenced: v.space.referenced, used: v.space.used, written: v.space.written,
-      readOnly: this.opts.readOnly,
-      connections: this.connections(v.name),
-    };
+    return this.listing.volumeView(v);
   }
 
   private snapshotView(s: SnapshotInfo, state?: SnapshotState): SnapshotView {
-    const key = exportNameOf(s.volume, s.name);
-    const connections = this.connections(key);
-    const backup = this.annotate?.(s.volume, s.name) ?? null;
-    return {
-      volume: s.volume, name: s.name, created: s.created,
-      state: state ?? this.pending.get(key)?.state
-        ?? (s.unavailable !== null ? SnapshotState.Unavailable : s.durable ? SnapshotState.Ready : SnapshotState.Creating),
-      reason: s.unavailable,
-      description: s.description, size: s.size,
-      referenced: s.space.referenced, used: s.space.used, written: s.space.written,
-      exports: connections > 0 ? [key] : [],
-      connections,
-      clones: s.clones,
-      ...(backup !== null ? { backup } : {}),
-      guid: s.guid,
-    };
+    return this.listing.snapshotView(s, state);
   }
-
-  private describeVolume(v: CatalogVolume): string {
-    const parts = [formatSize(v.size)];
-    if (v.backing !== null) parts.push(`backing ${v.backing}`);
-    if (v.origin !== null) parts.push(`clone of ${exportNameOf(v.origin.volume, v.origin.snapshot)}`);
-    const n = v.snapshots.size;
-    parts.push(`${n} snapshot${n === 1 ? '' : 's'}`);
-    if (this.opts.readOnly) parts.push('read-only');
-    if (v.unavailable !== null) parts.push(`UNAVAILABLE: ${v.unavailable}`);
-    return `volume ${v.name}: ${parts.join(', ')}`;
-  }
-
-  private describeSnapshot(s: CatalogSnapshot): string {
-    const text = `${formatSize(s.size)} snapshot of ${s.volume} taken ${s.created}, read-only`
-      + (s.unavailable !== null ? `, UNAVAILABLE: ${s.unavailable}` : '');
-    return s.description === '' ? text : `${text}: ${s.description}`;
-  }
-}
-
-function stateOf(v: VolumeInfo): { state: VolumeState; reason: string | null } {
-  return { state: v.unavailable === null ? VolumeState.Ready : VolumeState.Unavailable, reason: v.unavailable };
 }

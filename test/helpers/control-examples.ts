@@ -11,7 +11,7 @@ export type ExampleStep =
 /** Fields whose values vary by run (protocol/control.md, "Examples"). */
 export const VARYING_FIELDS = new Set([
   'created', 'startedAt', 'uptimeSeconds', 'pid', 'listeners', 'referenced', 'used', 'written',
-  'allocatedBytes', 'liveBytes', 'freeBytes', 'next', 'detail', 'guid',
+  'allocatedBytes', 'liveBytes', 'freeBytes', 'next', 'detail', 'guid', 'eventLoop',
   // backups and jobs
   'started', 'finished', 'bytesPerSecond', 'etaSeconds', 'source', 'url', 'bytesRead',
 ]);

@@ -83,6 +83,14 @@ describe('bench harness --smoke', () => {
     const mem = scenario('memory') as { peakRssMiB: number; snapshots: number; startRssMiB: number };
     expect(mem.snapshots).toBe(settings.memorySnapshots);
     expect(mem.peakRssMiB).toBeGreaterThanOrEqual(mem.startRssMiB);
+    const cp = scenario('control-plane') as { rounds: number; fioDuring: { maxLatMs: number; iops: number }; eventLoopMaxMs: number; snapshotList: { count: number; maxMs: number } };
+    expect(cp.rounds).toBeGreaterThan(0);
+    expect(cp.snapshotList.count).toBe(cp.rounds);
+    expect(cp.fioDuring.iops).toBeGreaterThan(0);
+    expect(cp.eventLoopMaxMs).toBeGreaterThan(0);
+    const full = scenario('memory-full') as { chunks: number; volumeBytes: number; snapshots: number; peakRssMiB: number; openedRssMiB: number };
+    expect(full.chunks).toBe(full.volumeBytes / 65536);
+    expect(full.peakRssMiB).toBeGreaterThanOrEqual(full.openedRssMiB);
 
     // The table names every workload, and the harness left nothing behind in its temp dir.
     for (const w of WORKLOADS) expect(stdout).toContain(`| ${w.name} |`);

@@ -10,6 +10,7 @@ import type { CowStore } from '../../src/storage/engine.ts';
 import { SimFileIo, SimCrash, prng } from '../../src/storage/sim-file-io.ts';
 import { checkStore } from '../../src/storage/check.ts';
 import { isSlot } from '../../src/storage/block-map.ts';
+import { spaceOf, walkSpace } from '../../src/storage/accounting.ts';
 import { StorageError, UncommittedChangeError } from '../../src/storage/device.ts';
 import type { CrashPoint, FileIo } from '../../src/storage/file-io.ts';
 
@@ -72,6 +73,8 @@ export class Harness {
   backingPath = '';
   /** Segments emptied by compact operations. */
   compacted = 0;
+  /** Times the space counters were compared with a walk. */
+  countersChecked = 0;
   /** Operations that failed with ENOSPC during squeezes (tests assert there were some). */
   noSpaceFailures = 0;
   /** Operations left in the current squeeze (0: none). */
@@ -455,6 +458,15 @@ export class Harness {
     }
   }
 
+  /** The space counters (space.ts) equal a walk of every node's map (accounting.ts walkSpace). */
+  checkCounters(when: string): void {
+    this.countersChecked++;
+    for (const n of this.store.inspect().nodes) {
+      const label = `${when}: space of ${n.vol.name}${n.kind === 'head' ? '' : `@${n.name}`}`;
+      expect(spaceOf(n), label).toEqual(walkSpace(n));
+    }
+  }
+
   /** allocated slots = mapped chunks: every live slot is held by some node. */
   async checkSpace(when: string): Promise<void> {
     for (const cls of this.store.inspect().classes) {
@@ -518,6 +530,7 @@ export class Harness {
       }
       try {
         await this.step();
+        this.checkCounters(`after op ${i}`);
       } catch (e) {
         if (!(e instanceof SimCrash) && !(this.sim?.dead && isDeadError(e))) throw e;
         const at = this.sim!.lastCrash ?? (e as Error).message;
@@ -528,6 +541,7 @@ export class Harness {
         // The interrupted operation may or may not have happened.
         await this.reconcileInterrupted();
         await this.recoverAndCheck(`after a crash at ${at}`);
+        this.checkCounters(`after a crash at ${at}`);
         this.crashes.push(at);
       }
       if (!this.opts.crashPoints) this.sim?.disarm();

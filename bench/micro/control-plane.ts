@@ -1,0 +1,94 @@
+// The control plane's own cost, in process (bench/README.md "control-plane"): how long each
+// control operation keeps the event loop, independent of how busy the machine is with others.
+// A volume of VOLUME_GIB with every chunk mapped (engine level, as bench/fill-store.ts), then
+// SNAPSHOTS snapshots each after REWRITE chunks rewritten through the head device; then rounds of
+// listSnapshots, volumeInfo, stats, diff (oldest snapshot to head, first page), create + delete of
+// an old snapshot and a compaction pass, while a 1 ms timer measures the longest event-loop delay.
+// Run: node --import tsx bench/micro/control-plane.ts [--gib 8] [--snapshots 500] [--rounds 20]
+import { mkdtemp, rm } from 'node:fs/promises';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { openCowStore } from '../../src/storage/index.ts';
+
+const CHUNK = 65536;
+const REWRITE = 64;
+const { values } = parseArgs({ options: { gib: { type: 'string' }, snapshots: { type: 'string' }, rounds: { type: 'string' } } });
+const GIB = Number(values.gib ?? 8);
+const SNAPSHOTS = Number(values.snapshots ?? 500);
+const ROUNDS = Number(values.rounds ?? 20);
+
+const now = (): number => performance.now();
+function summary(xs: number[]): string {
+  const s = [...xs].sort((a, b) => a - b);
+  return `median ${s[Math.floor(s.length / 2)]!.toFixed(2)} ms, max ${s[s.length - 1]!.toFixed(2)} ms`;
+}
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'snapnbd-cp-'));
+  try {
+    const s = await openCowStore(join(root, 's'), { commitIntervalMs: 0 });
+    s.autoCompact = false;
+    const size = GIB * 2 ** 30;
+    await s.createVolume({ name: 'v', size, chunkSize: CHUNK });
+    const chunks = size / CHUNK;
+    const st = s.inspect();
+    const cls = st.chunkClass(CHUNK);
+    const head = st.volume('v')!.head;
+    for (let c = 0; c < chunks; c++) head.map.set(c, cls.alloc(), 1);
+    await s.checkpoint();
+    await s.close();
+    const store = await openCowStore(join(root, 's'), { commitIntervalMs: 0 }); // counters rebuilt from the maps
+    store.autoCompact = false;
+    const dev = store.head('v');
+    const buf = Buffer.alloc(CHUNK, 0x5a);
+    let seed = 1;
+    const rand = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+    for (let i = 0; i < SNAPSHOTS; i++) {
+      for (let k = 0; k < REWRITE; k++) await dev.write(Math.floor(rand() * chunks) * CHUNK, buf, { fua: false });
+      await store.createSnapshot('v', `p${i}`);
+    }
+    const t = { list: [] as number[], info: [] as number[], stats: [] as number[], diff: [] as number[], create: [] as number[], del: [] as number[], compact: [] as number[], writes: [] as number[] };
+    const loop = monitorEventLoopDelay({ resolution: 1 });
+    loop.enable();
+    // Longest event-loop delay seen while each kind of operation ran (the loop is reset before each).
+    const blocked = new Map<string, number>();
+    const op = async (kind: keyof typeof t, fn: () => unknown): Promise<void> => {
+      loop.reset();
+      const t0 = now();
+      await fn();
+      t[kind].push(now() - t0);
+      await new Promise((r) => setTimeout(r, 2)); // let the monitor sample after the operation
+      blocked.set(kind, Math.max(blocked.get(kind) ?? 0, loop.count > 0 ? loop.max / 1e6 : 0));
+    };
+    for (let r = 0; r < ROUNDS; r++) {
+      await op('list', () => store.listSnapshots('v'));
+      await op('info', () => store.volumeInfo('v'));
+      await op('stats', () => store.stats());
+      await op('diff', () => store.diff('v', 'p0', null, { limit: 1024 }));
+      await op('create', () => store.createSnapshot('v', `loop${r}`));
+      await op('del', () => store.deleteSnapshot('v', `p${r + 1}`));
+      await op('compact', () => store.compact());
+      await op('writes', async () => {
+        for (let k = 0; k < REWRITE; k++) await dev.write(Math.floor(rand() * chunks) * CHUNK, buf, { fua: false });
+      });
+    }
+    loop.disable();
+    console.log(`${GIB} GiB fully mapped (${chunks} chunks), ${SNAPSHOTS} snapshots, ${ROUNDS} rounds:`);
+    console.log(`  listSnapshots (${store.listSnapshots('v').length}): ${summary(t.list)}`);
+    console.log(`  volumeInfo: ${summary(t.info)}; stats: ${summary(t.stats)}`);
+    console.log(`  diff first page: ${summary(t.diff)}`);
+    console.log(`  create: ${summary(t.create)}; delete: ${summary(t.del)} (both with their commit's fdatasyncs)`);
+    console.log(`  compact: ${summary(t.compact)}`);
+    console.log(`  longest event-loop delay while each ran: ${[...blocked].map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
+    await store.close();
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,188 @@
+// The listing half of the volume registry (registry.ts): NBD_OPT_LIST from the export catalog,
+// volume and snapshot pages for the control socket, the views they answer with, and the server
+// stats. It reads the store (whose space figures are counters, storage/space.ts), the catalog,
+// the registry's pending snapshots and the lease table; it changes nothing.
+import type { ExportDescription } from '../server/exports.ts';
+import { checkName, StoreError, StoreErrorCode, type SnapshotInfo, type Store, type VolumeInfo } from '../storage/types.ts';
+import { formatSize } from '../util/size.ts';
+import { exportNameOf, parseExportName } from './export-name.ts';
+import { compareNames, type CatalogSnapshot, type CatalogVolume, type ExportCatalog } from './export-catalog.ts';
+import type { LeaseTable } from './leases.ts';
+import { VolumeState } from './state.ts';
+import { SnapshotState, type ExportStats, type ListPage, type RegistryStats, type SnapshotView, type VolumeView } from './views.ts';
+
+/** A snapshot being created or deleted (listed as such; its export name resolves to nothing). */
+export interface PendingSnapshot {
+  state: SnapshotState;
+  volume: string;
+  name: string;
+  description: string;
+  started: Date;
+}
+
+/** What the listing reads of the registry. */
+export interface ListingContext {
+  readonly store: Store;
+  readonly catalog: ExportCatalog;
+  /** Keyed by export name `VOLUME@SNAPSHOT`. */
+  readonly pending: ReadonlyMap<string, PendingSnapshot>;
+  readonly leases: LeaseTable;
+  readonly opts: { readonly readOnly: boolean; readonly listSnapshots?: boolean | undefined };
+  /** The `backup` field of snapshot views (null: none set). */
+  annotator(): ((volume: string, snapshot: string) => string | null) | null;
+}
+
+export class RegistryListing {
+  private readonly ctx: ListingContext;
+
+  constructor(ctx: ListingContext) {
+    this.ctx = ctx;
+  }
+
+  /** From the catalog: no block map is walked, whatever the number of exports. */
+  list(): ExportDescription[] {
+    const out: ExportDescription[] = [];
+    const volumes = [...this.ctx.catalog.volumes()];
+    for (const v of volumes) out.push({ name: v.name, description: this.describeVolume(v) });
+    if (this.ctx.opts.listSnapshots === false) return out;
+    for (const v of volumes) {
+      for (const s of v.snapshots.values()) {
+        if (this.ctx.pending.get(exportNameOf(v.name, s.name))?.state === SnapshotState.Deleting) continue;
+        out.push({ name: exportNameOf(v.name, s.name), description: this.describeSnapshot(s) });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Volumes in name order, `limit` of them after the name `after`; `next` is the `after` of the
+   * following page (null: none). Space figures are computed for this page only.
+   */
+  volumePage(page: ListPage = {}): { volumes: VolumeView[]; next: string | null } {
+    const names = this.ctx.catalog.volumeNames();
+    const after = page.after;
+    let start = 0;
+    if (after !== undefined) {
+      // First name > after (binary search: the names are sorted).
+      let hi = names.length;
+      while (start < hi) {
+        const mid = (start + hi) >>> 1;
+        if (compareNames(names[mid]!, after) <= 0) start = mid + 1;
+        else hi = mid;
+      }
+    }
+    const end = Math.min(names.length, start + (page.limit ?? names.length));
+    const volumes = names.slice(start, end).map((n) => this.volumeView(this.ctx.store.volumeInfo(n)));
+    return { volumes, next: end < names.length ? names[end - 1] ?? null : null };
+  }
+
+  /**
+   * Snapshots oldest first (then those being created), `limit` of them after the snapshot `after`
+   * (which must still exist); `next` is the `after` of the following page (null: none).
+   */
+  snapshotPage(volume: string, page: ListPage = {}): { snapshots: SnapshotView[]; next: string | null } {
+    checkName('volume', volume);
+    const volumeSize = this.ctx.store.volumeInfo(volume).size; // VOLUME_NOT_FOUND
+    const names = [...(this.ctx.catalog.volume(volume)?.snapshots.keys() ?? [])];
+    const known = new Set(names);
+    const creating = new Map<string, PendingSnapshot>();
+    for (const p of this.ctx.pending.values()) {
+      if (p.volume !== volume || p.state !== SnapshotState.Creating || known.has(p.name)) continue;
+      creating.set(p.name, p);
+      names.push(p.name);
+    }
+    let start = 0;
+    if (page.after !== undefined) {
+      start = names.indexOf(page.after) + 1;
+      if (start === 0) {
+        throw new StoreError(StoreErrorCode.SnapshotNotFound,
+          `snapshot '${exportNameOf(volume, page.after)}' (where this page starts) no longer exists; list again from the start`);
+      }
+    }
+    const end = Math.min(names.length, start + (page.limit ?? names.length));
+    // One listing of the store's snapshots (counters: O(snapshots)), not a lookup per name.
+    const infos = new Map(this.ctx.store.listSnapshots(volume).map((s) => [s.name, s]));
+    const snapshots = names.slice(start, end).map((n): SnapshotView => {
+      const p = creating.get(n);
+      if (!p) return this.snapshotView(infos.get(n) ?? this.ctx.store.snapshotInfo(volume, n));
+      return {
+        volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
+        description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
+        exports: [], connections: 0, clones: [], guid: '',
+      };
+    });
+    return { snapshots, next: end < names.length ? names[end - 1] ?? null : null };
+  }
+
+  stats(): RegistryStats {
+    const volumes = this.ctx.store.listVolumes();
+    const exports: ExportStats[] = [];
+    const seen = new Set<string>();
+    for (const v of volumes) {
+      seen.add(v.name);
+      exports.push({ name: v.name, volume: v.name, snapshot: null, ...this.ctx.leases.countersOf(v.name) });
+    }
+    for (const [name, c] of this.ctx.leases.sortedCounters()) {
+      if (seen.has(name)) continue;
+      const { volume, snapshot } = parseExportName(name);
+      exports.push({ name, volume, snapshot, ...c });
+    }
+    return {
+      exports,
+      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots, ...stateOf(v) })),
+      store: this.ctx.store.stats(),
+    };
+  }
+
+  volumeView(v: VolumeInfo): VolumeView {
+    return {
+      name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing, origin: v.origin,
+      created: v.created,
+      ...stateOf(v),
+      snapshots: v.snapshots,
+      referenced: v.space.referenced, used: v.space.used, written: v.space.written,
+      readOnly: this.ctx.opts.readOnly,
+      connections: this.ctx.leases.connections(v.name),
+    };
+  }
+
+  snapshotView(s: SnapshotInfo, state?: SnapshotState): SnapshotView {
+    const key = exportNameOf(s.volume, s.name);
+    const connections = this.ctx.leases.connections(key);
+    const backup = this.ctx.annotator()?.(s.volume, s.name) ?? null;
+    return {
+      volume: s.volume, name: s.name, created: s.created,
+      state: state ?? this.ctx.pending.get(key)?.state
+        ?? (s.unavailable !== null ? SnapshotState.Unavailable : s.durable ? SnapshotState.Ready : SnapshotState.Creating),
+      reason: s.unavailable,
+      description: s.description, size: s.size,
+      referenced: s.space.referenced, used: s.space.used, written: s.space.written,
+      exports: connections > 0 ? [key] : [],
+      connections,
+      clones: s.clones,
+      ...(backup !== null ? { backup } : {}),
+      guid: s.guid,
+    };
+  }
+
+  describeVolume(v: CatalogVolume): string {
+    const parts = [formatSize(v.size)];
+    if (v.backing !== null) parts.push(`backing ${v.backing}`);
+    if (v.origin !== null) parts.push(`clone of ${exportNameOf(v.origin.volume, v.origin.snapshot)}`);
+    const n = v.snapshots.size;
+    parts.push(`${n} snapshot${n === 1 ? '' : 's'}`);
+    if (this.ctx.opts.readOnly) parts.push('read-only');
+    if (v.unavailable !== null) parts.push(`UNAVAILABLE: ${v.unavailable}`);
+    return `volume ${v.name}: ${parts.join(', ')}`;
+  }
+
+  describeSnapshot(s: CatalogSnapshot): string {
+    const text = `${formatSize(s.size)} snapshot of ${s.volume} taken ${s.created}, read-only`
+      + (s.unavailable !== null ? `, UNAVAILABLE: ${s.unavailable}` : '');
+    return s.description === '' ? text : `${text}: ${s.description}`;
+  }
+}
+
+function stateOf(v: VolumeInfo): { state: VolumeState; reason: string | null } {
+  return { state: v.unavailable === null ? VolumeState.Ready : VolumeState.Unavailable, reason: v.unavailable };
+}
