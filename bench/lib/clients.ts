@@ -11,10 +11,15 @@ export interface Measured {
   /** 99th percentile completion latency, ms (fio only). */
   latP99Ms: number | null;
   seconds: number;
+  /** Bytes the client moved. */
+  bytes: number;
+  /** CPU time (user + system, every thread) the server spent during the run, seconds; null: unknown. */
+  serverCpuS?: number | null;
 }
 
 interface FioDir {
   bw_bytes: number;
+  io_bytes: number;
   iops: number;
   total_ios: number;
   lat_ns: { max: number };
@@ -49,6 +54,7 @@ export async function runFio(uri: string, name: string, opts: Record<string, str
     latMaxMs: Math.max(job.read.lat_ns.max, job.write.lat_ns.max) / 1e6,
     latP99Ms: p99 > 0 ? p99 / 1e6 : null,
     seconds: ms / 1000,
+    bytes: job.read.io_bytes + job.write.io_bytes,
   };
 }
 
@@ -61,5 +67,5 @@ export async function runNbdcopy(src: string, dst: string, bytes: number): Promi
   const t0 = process.hrtime.bigint();
   await run('nbdcopy', [src, dst], { timeoutMs: 30 * 60_000 });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  return { mbps: bytes / 1e6 / s, iops: 0, latMaxMs: null, latP99Ms: null, seconds: s };
+  return { mbps: bytes / 1e6 / s, iops: 0, latMaxMs: null, latP99Ms: null, seconds: s, bytes };
 }
