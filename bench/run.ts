@@ -5,11 +5,11 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
-import { PEERS, USAGE, parseOptions, type CacheMode, type Options, type PeerName, type Workload } from './lib/config.ts';
+import { BASE_PEER, PEERS, USAGE, parseOptions, type CacheMode, type Options, type PeerName, type Workload } from './lib/config.ts';
 import { fioTimeBased, runFio, runNbdcopy, type Measured } from './lib/clients.ts';
 import { ControlClient } from './lib/control.ts';
 import { createImage } from './lib/image.ts';
-import { dropCaches, machineInfo, warm } from './lib/machine.ts';
+import { dropCaches, machineInfo, processCpuSeconds, warm } from './lib/machine.ts';
 import { REPO_ROOT, SNAPNBD_BIN, exportNameOf, startPeer, writableCopy, type BenchContext, type PeerInstance } from './lib/peers.ts';
 import { installExitHandlers } from './lib/procs.ts';
 import { computeRatios, evaluateTargets, markdown, type BenchResult, type Row } from './lib/report.ts';
@@ -45,6 +45,7 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
       if (peer === 'nbdkit-file' && w.writes) warm(writableCopy(ctx));
     }
     let m: Measured;
+    const cpu0 = processCpuSeconds(inst.pid);
     switch (w.client) {
       case 'fio':
         m = await runFio(inst.uri, w.name, w.fio ?? {}, fioTimeBased(opts.settings.runtimeS), ctx.workDir);
@@ -56,11 +57,18 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
         m = await runNbdcopy(inst.uri, 'null:', ctx.imageBytes);
         break;
     }
+    const cpu1 = processCpuSeconds(inst.pid);
+    m.serverCpuS = cpu0 !== null && cpu1 !== null ? round(cpu1 - cpu0, 2) : null;
     return { m, note: inst.note };
   } finally {
     await inst.stop();
     if (ctx.cpuProfDir && peer.startsWith('snapnbd')) nameProfiles(ctx.cpuProfDir, inst.pid, `${w.name}-${peer}-${cache}`);
   }
+}
+
+/** Server CPU milliseconds per GiB the client moved. */
+function cpuMsPerGiB(m: Measured): number | null {
+  return m.serverCpuS === null || m.serverCpuS === undefined || m.bytes <= 0 ? null : (m.serverCpuS * 1000) / (m.bytes / 2 ** 30);
 }
 
 /** node --cpu-prof names files CPU.<date>.<pid>.<thread>.<seq>; name them after the run instead. */
@@ -102,24 +110,28 @@ async function main(): Promise<number> {
   log(opts, `mode ${opts.mode}; image ${image} (${s.imageBytes / 2 ** 20} MiB); peers ${opts.peers.join(',')}`);
   createImage(image, s.imageBytes);
   if (opts.cpuProfDir) mkdirSync(opts.cpuProfDir, { recursive: true });
-  const ctx: BenchContext = { workDir, image, imageBytes: s.imageBytes, snapnbdEnv: opts.snapnbdEnv, snapnbdBin: resolve(opts.snapnbdBin ?? SNAPNBD_BIN), cpuProfDir: opts.cpuProfDir, verbose: opts.verbose };
+  const ctx: BenchContext = { workDir, image, imageBytes: s.imageBytes, snapnbdEnv: opts.snapnbdEnv, snapnbdBin: resolve(opts.snapnbdBin ?? SNAPNBD_BIN), compareBin: opts.compareBin ? resolve(opts.compareBin) : null, cpuProfDir: opts.cpuProfDir, verbose: opts.verbose };
 
   const rows: Row[] = [];
   for (const cache of s.cache) {
     for (const w of opts.workloads) {
-      const peers = PEERS.filter((p) => opts.peers.includes(p) && (w.peers ?? PEERS).includes(p));
+      const peers: PeerName[] = PEERS.filter((p) => opts.peers.includes(p) && (w.peers ?? PEERS).includes(p));
+      // --compare: the other build runs right after this one, wherever this one runs.
+      if (ctx.compareBin && peers.includes('snapnbd')) peers.splice(peers.indexOf('snapnbd') + 1, 0, BASE_PEER);
       const got = new Map<PeerName, { reps: Measured[]; note: string | null; error: string | null }>();
       for (const p of peers) got.set(p, { reps: [], note: null, error: null });
-      // Peers interleaved within each repetition, so drift in the machine hits all of them alike.
+      // Peers interleaved within each repetition, so drift in the machine hits all of them alike;
+      // every other repetition in reverse order, so neither side of a pair always goes first.
       for (let rep = 0; rep < s.reps; rep++) {
-        for (const p of peers) {
+        for (const p of rep % 2 === 0 ? peers : [...peers].reverse()) {
           const g = got.get(p)!;
           if (g.error) continue;
           try {
             const { m, note } = await measureOnce(ctx, opts, w, p, cache);
             g.reps.push(m);
             g.note = note;
-            log(opts, `${cache} ${w.name} ${p} rep ${rep + 1}/${s.reps}: ${m.mbps.toFixed(1)} MB/s ${m.iops.toFixed(0)} IOPS`);
+            const cpu = cpuMsPerGiB(m);
+            log(opts, `${cache} ${w.name} ${p} rep ${rep + 1}/${s.reps}: ${m.mbps.toFixed(1)} MB/s ${m.iops.toFixed(0)} IOPS${cpu === null ? '' : `, server CPU ${cpu.toFixed(0)} ms/GiB`}`);
           } catch (e) {
             g.error = (e as Error).message;
             log(opts, `${cache} ${w.name} ${p}: ERROR ${g.error.split('\n').slice(0, 3).join(' | ')}`);
@@ -129,11 +141,13 @@ async function main(): Promise<number> {
       for (const p of peers) {
         const g = got.get(p)!;
         const lat = g.reps.map((r) => r.latMaxMs).filter((x): x is number => x !== null);
+        const cpu = g.reps.map(cpuMsPerGiB).filter((x): x is number => x !== null);
         rows.push({
           workload: w.name, peer: p, cache, primary: w.primary, reps: g.reps,
           mbps: round(median(g.reps.map((r) => r.mbps)), 1),
           iops: round(median(g.reps.map((r) => r.iops)), 0),
           latMaxMs: lat.length ? round(Math.max(...lat), 3) : null,
+          cpuMsPerGiB: cpu.length ? round(median(cpu), 0) : null,
           note: g.note, error: g.error,
         });
       }

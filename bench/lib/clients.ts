@@ -13,10 +13,15 @@ export interface Measured {
   /** 99.9th percentile completion latency, ms (fio only). */
   latP999Ms?: number | null;
   seconds: number;
+  /** Bytes the client moved. */
+  bytes: number;
+  /** CPU time (user + system, every thread) the server spent during the run, seconds; null: unknown. */
+  serverCpuS?: number | null;
 }
 
 interface FioDir {
   bw_bytes: number;
+  io_bytes: number;
   iops: number;
   total_ios: number;
   lat_ns: { max: number };
@@ -53,6 +58,7 @@ export async function runFio(uri: string, name: string, opts: Record<string, str
     latP99Ms: p99 > 0 ? p99 / 1e6 : null,
     latP999Ms: p999 > 0 ? p999 / 1e6 : null,
     seconds: ms / 1000,
+    bytes: job.read.io_bytes + job.write.io_bytes,
   };
 }
 
@@ -65,5 +71,5 @@ export async function runNbdcopy(src: string, dst: string, bytes: number): Promi
   const t0 = process.hrtime.bigint();
   await run('nbdcopy', [src, dst], { timeoutMs: 30 * 60_000 });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  return { mbps: bytes / 1e6 / s, iops: 0, latMaxMs: null, latP99Ms: null, seconds: s };
+  return { mbps: bytes / 1e6 / s, iops: 0, latMaxMs: null, latP99Ms: null, seconds: s, bytes };
 }

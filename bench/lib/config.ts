@@ -6,7 +6,9 @@ const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 
 export const PEERS = ['snapnbd', 'snapnbd-unix', 'nbdkit-file', 'nbdkit-cow', 'qemu-nbd'] as const;
-export type PeerName = (typeof PEERS)[number];
+/** The other build of `--compare` (TCP like `snapnbd`); a peer only when that option is given. */
+export const BASE_PEER = 'snapnbd-base';
+export type PeerName = (typeof PEERS)[number] | typeof BASE_PEER;
 
 export const CACHE_MODES = ['hot', 'cold'] as const;
 export type CacheMode = (typeof CACHE_MODES)[number];
@@ -100,6 +102,8 @@ export interface Options {
   /** Write a V8 CPU profile of each snapnbd run into this directory. */
   cpuProfDir: string | null;
   snapnbdBin: string | null;
+  /** `--compare`: another build's entry point, run as peer snapnbd-base beside this one. */
+  compareBin: string | null;
   tmpBase: string | null;
   keep: boolean;
   verbose: boolean;
@@ -119,6 +123,9 @@ export const USAGE = `usage: npm run bench -- [--smoke | --quick] [options]
   --env K=V            environment for snapnbd (repeatable), e.g. --env UV_THREADPOOL_SIZE=1
   --cpu-prof DIR       run snapnbd under node --cpu-prof, profiles into DIR
   --snapnbd-bin PATH   another snapnbd entry point (e.g. another checkout's bin/snapnbd)
+  --compare PATH       also run that build (peer ${BASE_PEER}) wherever snapnbd runs, interleaved
+                       in the same repetitions; the ratio snapnbd / ${BASE_PEER} is this build's
+                       speed-up (e.g. --compare ../old/bin/snapnbd --only snapnbd)
   --out FILE           JSON result path (default bench/results/<date>-<mode>.json)
   --tmp DIR            where the image and data dirs go (default os.tmpdir())
   --keep               keep the temporary directory
@@ -141,6 +148,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
       env: { type: 'string', multiple: true },
       'cpu-prof': { type: 'string' },
       'snapnbd-bin': { type: 'string' },
+      compare: { type: 'string' },
       out: { type: 'string' },
       tmp: { type: 'string' },
       keep: { type: 'boolean' },
@@ -189,6 +197,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
     out: v.out ?? null,
     cpuProfDir: v['cpu-prof'] ?? null,
     snapnbdBin: v['snapnbd-bin'] ?? null,
+    compareBin: v.compare ?? null,
     tmpBase: v.tmp ?? null,
     keep: v.keep ?? false,
     verbose: v.verbose ?? false,

@@ -70,3 +70,22 @@ export function memoryOf(pid: number): { hwm: number; rss: number } {
   const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? 'NaN') * 1024;
   return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
 }
+
+/** Clock ticks per second of /proc/PID/stat's times (USER_HZ; 100 on every Linux port in use). */
+const USER_HZ = 100;
+
+/**
+ * CPU seconds (user + system, all threads) a process has used so far; null when it is gone or
+ * /proc is missing. On a shared machine the server's CPU per byte moved compares builds better
+ * than MB/s, which follows whatever else is running.
+ */
+export function processCpuSeconds(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) in parentheses; utime and stime are fields 14 and 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / USER_HZ;
+  } catch {
+    return null;
+  }
+}

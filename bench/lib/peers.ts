@@ -7,7 +7,7 @@
 //   qemu-nbd     qcow2 overlay (64 KiB clusters) on the raw image, --cache=writeback --aio=threads
 import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
-import type { PeerName } from './config.ts';
+import { BASE_PEER, type PeerName } from './config.ts';
 import { freePort, run, spawnTracked, waitLine, waitListening, type Tracked } from './procs.ts';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
@@ -36,6 +36,8 @@ export interface BenchContext {
   snapnbdEnv: Record<string, string>;
   /** The snapnbd entry point (default bin/snapnbd; another checkout's to compare builds). */
   snapnbdBin: string;
+  /** `--compare`: the other build, served as peer snapnbd-base. */
+  compareBin: string | null;
   cpuProfDir: string | null;
   verbose: boolean;
 }
@@ -73,8 +75,10 @@ export async function startSnapnbd(ctx: BenchContext, s: SnapnbdStart, peer: Pee
   const sock = join(dir, 'nbd.sock');
   const listen = s.unix ? ['--listen', `unix:${sock}`] : ['--listen', '127.0.0.1:0'];
   const nodeArgs = ctx.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(ctx.cpuProfDir)] : [];
+  const bin = peer === BASE_PEER ? ctx.compareBin : ctx.snapnbdBin;
+  if (!bin) throw new Error(`no entry point for ${peer}`);
   const p = spawnTracked(process.execPath, [
-    ...nodeArgs, ctx.snapnbdBin, 'serve', '--data-dir', s.dataDir ?? join(dir, 'data'), ...listen, '--log-level', 'warn', ...s.args,
+    ...nodeArgs, bin, 'serve', '--data-dir', s.dataDir ?? join(dir, 'data'), ...listen, '--log-level', 'warn', ...s.args,
   ], { env: { ...process.env, ...ctx.snapnbdEnv }, cwd: REPO_ROOT });
   await waitLine(p, (l) => l === 'ready');
   const tcp = /^listening nbd 127\.0\.0\.1:(\d+)$/m.exec(p.stdout());
@@ -105,6 +109,7 @@ export async function startPeer(ctx: BenchContext, peer: PeerName, writes: boole
   const name = exportNameOf(ctx.image);
   switch (peer) {
     case 'snapnbd':
+    case BASE_PEER:
     case 'snapnbd-unix': {
       const unix = peer === 'snapnbd-unix';
       if (writes && snapnbdImageWritable === null) {

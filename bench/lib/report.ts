@@ -17,6 +17,8 @@ export interface Row {
   mbps: number;
   iops: number;
   latMaxMs: number | null;
+  /** Median server CPU (user + system) per GiB moved, ms; null when not measured. */
+  cpuMsPerGiB?: number | null;
   note: string | null;
   error: string | null;
 }
@@ -37,7 +39,7 @@ export interface BenchResult {
 
 export interface Target { target: string; measured: string; met: boolean | null }
 
-const COMPARED: readonly PeerName[] = ['snapnbd-unix', 'nbdkit-file', 'nbdkit-cow', 'qemu-nbd'];
+const COMPARED: readonly PeerName[] = ['snapnbd-base', 'snapnbd-unix', 'nbdkit-file', 'nbdkit-cow', 'qemu-nbd'];
 
 function value(r: Row): number { return r.primary === 'iops' ? r.iops : r.mbps; }
 
@@ -128,21 +130,23 @@ export function markdown(res: BenchResult): string {
     const reps = Math.max(...rows.map((r) => r.reps.length), 0);
     L.push(`### Throughput, page cache ${cache} (median of ${reps})`);
     L.push('');
-    L.push('| workload | peer | MB/s | IOPS | snapnbd / peer |');
-    L.push('|---|---|---:|---:|---:|');
+    L.push('| workload | peer | MB/s | IOPS | server CPU ms/GiB | snapnbd / peer |');
+    L.push('|---|---|---:|---:|---:|---:|');
     for (const r of rows) {
       const ratio = res.ratios.find((x) => x.workload === r.workload && x.cache === cache && x.peer === r.peer)?.ratio;
       const cell = r.error ? `error: ${r.error.split('\n')[0]!.slice(0, 80)}` : '';
-      L.push(`| ${r.workload} | ${r.peer}${r.note ? ' †' : ''} | ${r.error ? cell : fmt(r.mbps, 1)} | ${r.error ? '' : r.primary === 'iops' || r.iops > 0 ? fmt(r.iops) : '–'} | ${r.peer === 'snapnbd' ? '1' : ratio === undefined ? '–' : `${ratio.toFixed(2)}×`} |`);
+      L.push(`| ${r.workload} | ${r.peer}${r.note ? ' †' : ''} | ${r.error ? cell : fmt(r.mbps, 1)} | ${r.error ? '' : r.primary === 'iops' || r.iops > 0 ? fmt(r.iops) : '–'} | ${fmt(r.cpuMsPerGiB)} | ${r.peer === 'snapnbd' ? '1' : ratio === undefined ? '–' : `${ratio.toFixed(2)}×`} |`);
     }
     L.push('');
     const ws = [...new Set(rows.map((r) => r.workload))];
     L.push(`Ratios snapnbd / peer (${cache}; IOPS for 4 KiB, MB/s for 1 MiB and nbdcopy):`);
     L.push('');
-    L.push(`| workload | ${COMPARED.join(' | ')} |`);
-    L.push(`|---|${COMPARED.map(() => '---:').join('|')}|`);
+    // Only the peers that ran (snapnbd-base only with --compare).
+    const compared = COMPARED.filter((p) => rows.some((r) => r.peer === p));
+    L.push(`| workload | ${compared.join(' | ')} |`);
+    L.push(`|---|${compared.map(() => '---:').join('|')}|`);
     for (const w of ws) {
-      const cells = COMPARED.map((p) => res.ratios.find((x) => x.workload === w && x.cache === cache && x.peer === p)?.ratio);
+      const cells = compared.map((p) => res.ratios.find((x) => x.workload === w && x.cache === cache && x.peer === p)?.ratio);
       if (cells.every((c) => c === undefined)) continue;
       L.push(`| ${w} | ${cells.map((c) => (c === undefined ? '–' : `${c.toFixed(2)}×`)).join(' | ')} |`);
     }

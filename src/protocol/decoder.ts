@@ -133,7 +133,7 @@ export class InboundDecoder {
       }
       case DecoderState.Option: {
         const h = decodeOptionHeader(this.take(OPTION_HEADER_LEN));
-        if (!h.magicOk) return this.fail(new ProtocolError('NBD_ERR_BAD_MAGIC', 'bad option magic'));
+        if (h instanceof ProtocolError) return this.fail(h);
         if (h.length > MAX_OPTION_LEN) {
           return this.fail(new ProtocolError('NBD_ERR_OPTION_TOO_LONG', `option ${h.opt} length ${h.length} > ${MAX_OPTION_LEN}`));
         }
@@ -151,7 +151,7 @@ export class InboundDecoder {
       }
       case DecoderState.Request: {
         const h = decodeRequestHeader(this.take(REQUEST_HEADER_LEN));
-        if (h === 'bad-magic') return this.fail(new ProtocolError('NBD_ERR_BAD_MAGIC', 'bad request magic'));
+        if (h instanceof ProtocolError) return this.fail(h);
         // The header is copied out: the cookie view must survive the chunk being released.
         h.cookie = Buffer.from(h.cookie);
         if (h.type === Cmd.WRITE && h.length > 0) {

@@ -3,15 +3,19 @@
 // other exception from the device) is logged with its cause and mapped to an errno.
 import { CmdFlag, NbdErrno } from './constants.ts';
 
+/**
+ * Why bytes could not be decoded. Every decoder returns its value or a ProtocolError with one of
+ * these; the session closes the connection on one from the client, negotiate() answers
+ * NBD_REP_ERR_INVALID for a malformed option payload. (Refusals that are not decode failures, such
+ * as unknown client flags or too many options, are negotiate()'s close reasons.)
+ */
 export type ProtocolErrorCode =
+  /** A message's magic number is wrong: the peer is not speaking NBD or has lost framing. */
   | 'NBD_ERR_BAD_MAGIC'
-  | 'NBD_ERR_BAD_CLIENT_FLAGS'
-  | 'NBD_ERR_TOO_MANY_OPTIONS'
-  | 'NBD_ERR_OPTION_TOO_LONG'
-  | 'NBD_ERR_PAYLOAD_TOO_LARGE'
-  | 'NBD_ERR_NOT_FIXED_NEWSTYLE'
-  | 'NBD_ERR_UNKNOWN_EXPORT'
-  | 'NBD_ERR_HANDSHAKE_TIMEOUT';
+  /** A message is cut short, or its lengths and counts disagree with its size. */
+  | 'NBD_ERR_MALFORMED'
+  /** An option announces more data than MAX_OPTION_LEN. */
+  | 'NBD_ERR_OPTION_TOO_LONG';
 
 export class ProtocolError extends Error {
   readonly code: ProtocolErrorCode;
@@ -20,6 +24,17 @@ export class ProtocolError extends Error {
     this.name = 'ProtocolError';
     this.code = code;
   }
+}
+
+/** A decode failure other than a bad magic. */
+export function malformed(message: string): ProtocolError {
+  return new ProtocolError('NBD_ERR_MALFORMED', message);
+}
+
+/** The decoded value, or the ProtocolError thrown (raw clients and tests, which trust their peer). */
+export function orThrow<T>(r: T | ProtocolError): T {
+  if (r instanceof ProtocolError) throw r;
+  return r;
 }
 
 export class RequestError extends Error {

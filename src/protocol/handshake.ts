@@ -5,6 +5,7 @@ import {
   MAX_META_QUERIES, MAX_STRING_LEN, NBDMAGIC, OPTION_HEADER_LEN, OPTION_REPLY_HEADER_LEN,
   OPTION_REPLY_MAGIC,
 } from './constants.ts';
+import { ProtocolError, malformed } from './errors.ts';
 
 // ---- server -> client ----
 
@@ -16,8 +17,9 @@ export function encodeGreeting(handshakeFlags: number): Buffer {
   return b;
 }
 
-export function decodeGreeting(b: Buffer): { flags: number } | null {
-  if (b.length < GREETING_LEN || b.readBigUInt64BE(0) !== NBDMAGIC || b.readBigUInt64BE(8) !== IHAVEOPT) return null;
+export function decodeGreeting(b: Buffer): { flags: number } | ProtocolError {
+  if (b.length < GREETING_LEN) return malformed('greeting cut short');
+  if (b.readBigUInt64BE(0) !== NBDMAGIC || b.readBigUInt64BE(8) !== IHAVEOPT) return new ProtocolError('NBD_ERR_BAD_MAGIC', 'not a newstyle greeting');
   return { flags: b.readUInt16BE(16) };
 }
 
@@ -33,11 +35,12 @@ export function encodeOptionReply(opt: number, type: number, data: Buffer = EMPT
 
 export interface OptionReply { opt: number; type: number; data: Buffer }
 
-/** Decodes one option reply at `at`; null if incomplete or not an option reply. */
-export function decodeOptionReply(b: Buffer, at = 0): { reply: OptionReply; next: number } | null {
-  if (b.length - at < OPTION_REPLY_HEADER_LEN || b.readBigUInt64BE(at) !== OPTION_REPLY_MAGIC) return null;
+/** Decodes one option reply at `at`. */
+export function decodeOptionReply(b: Buffer, at = 0): { reply: OptionReply; next: number } | ProtocolError {
+  if (b.length - at < OPTION_REPLY_HEADER_LEN) return malformed('option reply header cut short');
+  if (b.readBigUInt64BE(at) !== OPTION_REPLY_MAGIC) return new ProtocolError('NBD_ERR_BAD_MAGIC', 'bad option reply magic');
   const len = b.readUInt32BE(at + 16);
-  if (b.length - at < OPTION_REPLY_HEADER_LEN + len) return null;
+  if (b.length - at < OPTION_REPLY_HEADER_LEN + len) return malformed('option reply data cut short');
   return {
     reply: { opt: b.readUInt32BE(at + 8), type: b.readUInt32BE(at + 12), data: b.subarray(at + 20, at + 20 + len) },
     next: at + OPTION_REPLY_HEADER_LEN + len,
@@ -107,12 +110,12 @@ export function encodeInfo(info: InfoReply): Buffer {
   }
 }
 
-export function decodeInfo(b: Buffer): InfoReply | null {
-  if (b.length < 2) return null;
+export function decodeInfo(b: Buffer): InfoReply | ProtocolError {
+  if (b.length < 2) return malformed('info cut short');
   const type = b.readUInt16BE(0);
   switch (type) {
     case Info.EXPORT:
-      return b.length === 12 ? { type, size: Number(b.readBigUInt64BE(2)), flags: b.readUInt16BE(10) } : null;
+      return b.length === 12 ? { type, size: Number(b.readBigUInt64BE(2)), flags: b.readUInt16BE(10) } : malformed('NBD_INFO_EXPORT of the wrong size');
     case Info.NAME:
       return { type, name: b.toString('utf8', 2) };
     case Info.DESCRIPTION:
@@ -120,9 +123,9 @@ export function decodeInfo(b: Buffer): InfoReply | null {
     case Info.BLOCK_SIZE:
       return b.length === 14
         ? { type, minimum: b.readUInt32BE(2), preferred: b.readUInt32BE(6), maximum: b.readUInt32BE(10) }
-        : null;
+        : malformed('NBD_INFO_BLOCK_SIZE of the wrong size');
     default:
-      return null;
+      return malformed(`unknown info type ${type}`);
   }
 }
 
@@ -156,11 +159,12 @@ export function encodeOption(opt: number, data: Buffer = EMPTY): Buffer {
   return b;
 }
 
-export interface OptionHeader { magicOk: boolean; opt: number; length: number }
+export interface OptionHeader { opt: number; length: number }
 
-export function decodeOptionHeader(b: Buffer, at = 0): OptionHeader {
+/** The caller supplies OPTION_HEADER_LEN bytes at `at`. */
+export function decodeOptionHeader(b: Buffer, at = 0): OptionHeader | ProtocolError {
+  if (b.readBigUInt64BE(at) !== IHAVEOPT) return new ProtocolError('NBD_ERR_BAD_MAGIC', 'bad option magic');
   return {
-    magicOk: b.readBigUInt64BE(at) === IHAVEOPT,
     opt: b.readUInt32BE(at + 8),
     length: b.readUInt32BE(at + 12),
   };
@@ -177,13 +181,13 @@ export function encodeInfoRequest(name: string, infos: number[]): Buffer {
   return b;
 }
 
-/** null: malformed (the caller answers NBD_REP_ERR_INVALID). */
-export function decodeInfoRequest(b: Buffer): { name: string; infos: number[] } | null {
-  if (b.length < 6) return null;
+/** Malformed: the caller answers NBD_REP_ERR_INVALID. */
+export function decodeInfoRequest(b: Buffer): { name: string; infos: number[] } | ProtocolError {
+  if (b.length < 6) return malformed('info request cut short');
   const nameLen = b.readUInt32BE(0);
-  if (nameLen > b.length - 6 || nameLen > MAX_STRING_LEN) return null;
+  if (nameLen > b.length - 6 || nameLen > MAX_STRING_LEN) return malformed('export name overruns the info request');
   const count = b.readUInt16BE(4 + nameLen);
-  if (b.length !== 6 + nameLen + 2 * count) return null;
+  if (b.length !== 6 + nameLen + 2 * count) return malformed('info request length disagrees with its count');
   const infos: number[] = [];
   for (let i = 0; i < count; i++) infos.push(b.readUInt16BE(6 + nameLen + 2 * i));
   return { name: b.toString('utf8', 4, 4 + nameLen), infos };
@@ -208,24 +212,25 @@ export function encodeMetaContextRequest(exportName: string, queries: string[]):
   return Buffer.concat(parts);
 }
 
-export function decodeMetaContextRequest(b: Buffer): { exportName: string; queries: string[] } | null {
-  if (b.length < 8) return null;
+/** Malformed: the caller answers NBD_REP_ERR_INVALID. */
+export function decodeMetaContextRequest(b: Buffer): { exportName: string; queries: string[] } | ProtocolError {
+  if (b.length < 8) return malformed('meta context request cut short');
   const nameLen = b.readUInt32BE(0);
-  if (nameLen > b.length - 8 || nameLen > MAX_STRING_LEN) return null;
+  if (nameLen > b.length - 8 || nameLen > MAX_STRING_LEN) return malformed('export name overruns the meta context request');
   let at = 4 + nameLen;
   const count = b.readUInt32BE(at);
   at += 4;
-  if (count > MAX_META_QUERIES) return null;
+  if (count > MAX_META_QUERIES) return malformed(`more than ${MAX_META_QUERIES} meta context queries`);
   const queries: string[] = [];
   for (let i = 0; i < count; i++) {
-    if (b.length - at < 4) return null;
+    if (b.length - at < 4) return malformed('meta context query length cut short');
     const len = b.readUInt32BE(at);
     at += 4;
-    if (len > b.length - at || len > MAX_STRING_LEN) return null;
+    if (len > b.length - at || len > MAX_STRING_LEN) return malformed('meta context query overruns the request');
     queries.push(b.toString('utf8', at, at + len));
     at += len;
   }
-  if (at !== b.length) return null;
+  if (at !== b.length) return malformed('bytes after the last meta context query');
   return { exportName: b.toString('utf8', 4, 4 + nameLen), queries };
 }
 

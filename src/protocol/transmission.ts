@@ -5,6 +5,7 @@ import {
   REQUEST_HEADER_LEN, REQUEST_MAGIC, ReplyType, SIMPLE_REPLY_LEN, SIMPLE_REPLY_MAGIC,
   STRUCTURED_REPLY_HEADER_LEN, STRUCTURED_REPLY_MAGIC,
 } from './constants.ts';
+import { ProtocolError, malformed } from './errors.ts';
 
 export const COOKIE_LEN = 8;
 const OFFSET_HI_LIMIT = 0x200000; // hi word of 2^53: larger offsets are not exact JS numbers
@@ -24,10 +25,9 @@ export interface RequestHeader {
   length: number;
 }
 
-export type RequestHeaderResult = RequestHeader | 'bad-magic';
-
-export function decodeRequestHeader(b: Buffer, at = 0): RequestHeaderResult {
-  if (b.readUInt32BE(at) !== REQUEST_MAGIC) return 'bad-magic';
+/** The caller supplies REQUEST_HEADER_LEN bytes at `at`. */
+export function decodeRequestHeader(b: Buffer, at = 0): RequestHeader | ProtocolError {
+  if (b.readUInt32BE(at) !== REQUEST_MAGIC) return new ProtocolError('NBD_ERR_BAD_MAGIC', 'bad request magic');
   const hi = b.readUInt32BE(at + 16);
   return {
     flags: b.readUInt16BE(at + 4),
@@ -60,8 +60,8 @@ export function encodeSimpleReply(errno: number, cookie: Buffer): Buffer {
 
 export interface SimpleReply { errno: number; cookie: Buffer }
 
-export function decodeSimpleReply(b: Buffer, at = 0): SimpleReply | null {
-  if (b.readUInt32BE(at) !== SIMPLE_REPLY_MAGIC) return null;
+export function decodeSimpleReply(b: Buffer, at = 0): SimpleReply | ProtocolError {
+  if (b.readUInt32BE(at) !== SIMPLE_REPLY_MAGIC) return new ProtocolError('NBD_ERR_BAD_MAGIC', 'bad simple reply magic');
   return { errno: b.readUInt32BE(at + 4), cookie: b.subarray(at + 8, at + 16) };
 }
 
@@ -77,8 +77,8 @@ export function encodeChunkHeader(flags: number, type: number, cookie: Buffer, l
   return b;
 }
 
-export function decodeChunkHeader(b: Buffer, at = 0): ChunkHeader | null {
-  if (b.readUInt32BE(at) !== STRUCTURED_REPLY_MAGIC) return null;
+export function decodeChunkHeader(b: Buffer, at = 0): ChunkHeader | ProtocolError {
+  if (b.readUInt32BE(at) !== STRUCTURED_REPLY_MAGIC) return new ProtocolError('NBD_ERR_BAD_MAGIC', 'bad structured reply magic');
   return { flags: b.readUInt16BE(at + 4), type: b.readUInt16BE(at + 6), cookie: b.subarray(at + 8, at + 16), length: b.readUInt32BE(at + 16) };
 }
 
@@ -139,30 +139,34 @@ export type ChunkPayload =
   | { type: typeof ReplyType.BLOCK_STATUS; contextId: number; descriptors: StatusDescriptor[] }
   | { type: typeof ReplyType.ERROR | typeof ReplyType.ERROR_OFFSET; errno: number; message: string; offset?: number };
 
+function badChunk(type: number, p: Buffer): ProtocolError {
+  return malformed(`reply chunk type ${type} with a payload of ${p.length} bytes`);
+}
+
 /** Mirror of the chunk encoders (for tests and the raw client). */
-export function decodeChunkPayload(type: number, p: Buffer): ChunkPayload | null {
+export function decodeChunkPayload(type: number, p: Buffer): ChunkPayload | ProtocolError {
   switch (type) {
     case ReplyType.NONE:
-      return p.length === 0 ? { type } : null;
+      return p.length === 0 ? { type } : badChunk(type, p);
     case ReplyType.OFFSET_DATA:
-      return p.length >= 9 ? { type, offset: Number(p.readBigUInt64BE(0)), data: p.subarray(8) } : null;
+      return p.length >= 9 ? { type, offset: Number(p.readBigUInt64BE(0)), data: p.subarray(8) } : badChunk(type, p);
     case ReplyType.OFFSET_HOLE:
-      return p.length === 12 ? { type, offset: Number(p.readBigUInt64BE(0)), size: p.readUInt32BE(8) } : null;
+      return p.length === 12 ? { type, offset: Number(p.readBigUInt64BE(0)), size: p.readUInt32BE(8) } : badChunk(type, p);
     case ReplyType.BLOCK_STATUS: {
-      if (p.length < 12 || (p.length - 4) % 8 !== 0) return null;
+      if (p.length < 12 || (p.length - 4) % 8 !== 0) return badChunk(type, p);
       const descriptors: StatusDescriptor[] = [];
       for (let at = 4; at < p.length; at += 8) descriptors.push({ length: p.readUInt32BE(at), flags: p.readUInt32BE(at + 4) });
       return { type, contextId: p.readUInt32BE(0), descriptors };
     }
     case ReplyType.ERROR:
     case ReplyType.ERROR_OFFSET: {
-      if (p.length < 6) return null;
+      if (p.length < 6) return badChunk(type, p);
       const len = p.readUInt16BE(4);
       const message = p.toString('utf8', 6, 6 + len);
-      if (type === ReplyType.ERROR) return p.length === 6 + len ? { type, errno: p.readUInt32BE(0), message } : null;
-      return p.length === 14 + len ? { type, errno: p.readUInt32BE(0), message, offset: Number(p.readBigUInt64BE(6 + len)) } : null;
+      if (type === ReplyType.ERROR) return p.length === 6 + len ? { type, errno: p.readUInt32BE(0), message } : badChunk(type, p);
+      return p.length === 14 + len ? { type, errno: p.readUInt32BE(0), message, offset: Number(p.readBigUInt64BE(6 + len)) } : badChunk(type, p);
     }
     default:
-      return null;
+      return badChunk(type, p);
   }
 }

@@ -10,6 +10,7 @@ import {
   decodeInfoRequest, decodeMetaContextRequest, encodeExportNameReply, encodeInfo, encodeOptionReply,
   encodeRepMetaContext, encodeRepServer,
 } from '../protocol/handshake.ts';
+import { ProtocolError } from '../protocol/errors.ts';
 import type { ExportResolver, ResolvedExport } from './exports.ts';
 import { TlsMode } from './tls.ts';
 
@@ -194,7 +195,7 @@ function answer(state: NegotiationState, ctx: NegotiationContext, opt: number, d
     case Opt.INFO:
     case Opt.GO: {
       const req = decodeInfoRequest(data);
-      if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed INFO/GO request')] };
+      if (req instanceof ProtocolError) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, `malformed INFO/GO request: ${req.message}`)] };
       const exp = ctx.exports.lookup(req.name);
       if (!exp) return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, notServed(ctx, req.name))] };
       if (needsTls(exp.name)) return { next: 'options', replies: [err(opt, Rep.ERR_TLS_REQD, `export '${exp.name}' needs TLS: send STARTTLS first`)] };
@@ -235,7 +236,7 @@ function metaContext(state: NegotiationState, ctx: NegotiationContext, opt: numb
     return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'meta contexts need structured replies first')] };
   }
   const req = decodeMetaContextRequest(data);
-  if (!req) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, 'malformed meta context request')] };
+  if (req instanceof ProtocolError) return { next: 'options', replies: [err(opt, Rep.ERR_INVALID, `malformed meta context request: ${req.message}`)] };
   const exp = ctx.exports.lookup(req.exportName);
   if (!exp) return { next: 'options', replies: [err(opt, Rep.ERR_UNKNOWN, notServed(ctx, req.exportName))] };
   if (ctx.tls && !ctx.tls.active && ctx.tls.exportNeedsTls(exp.name)) {

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ProtocolError } from '../../src/protocol/errors.ts';
 import {
   Cmd, EXPORT_NAME_REPLY_LEN, EXPORT_NAME_ZEROES, GREETING_LEN, NbdErrno, OPTION_REPLY_MAGIC, Opt, ReplyFlag, ReplyType,
   SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, MAX_OPTIONS, OPTIONS_PER_LISTED_EXPORT,
@@ -216,7 +217,7 @@ function checkOutput(
       const req = take(cookie, `chunk type ${type}`);
       if (req === null) break;
       if ((req as unknown) === 'ambiguous') return done(0, entered);
-      if (!p) { problems.push(`malformed chunk type ${type} length ${len}`); break; }
+      if (p instanceof ProtocolError) { problems.push(`malformed chunk type ${type} length ${len}`); break; }
       if ((flags & ~ReplyFlag.DONE) !== 0) problems.push(`chunk flags 0x${flags.toString(16)}`);
       if (p.type === ReplyType.OFFSET_DATA || p.type === ReplyType.OFFSET_HOLE) {
         const size = p.type === ReplyType.OFFSET_DATA ? p.data.length : p.size;

@@ -2,6 +2,7 @@
 // socketpair), and a small NBD client that speaks raw bytes through the codec's own encoders and
 // decoders (the mirror pairs the codec provides for tests).
 import { Duplex } from 'node:stream';
+import { ProtocolError, orThrow } from '../../src/protocol/errors.ts';
 import {
   ClientFlag, Cmd, Opt, OPTION_REPLY_MAGIC, REQUEST_HEADER_LEN, Rep, ReplyFlag, SIMPLE_REPLY_LEN,
   SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_HEADER_LEN, STRUCTURED_REPLY_MAGIC, META_CONTEXT_BASE_ALLOCATION,
@@ -145,7 +146,7 @@ export class Wire {
 
   async greeting(): Promise<number> {
     const g = decodeGreeting(await this.take(GREETING_LEN));
-    if (!g) throw new Error('bad greeting');
+    if (g instanceof ProtocolError) throw new Error(`bad greeting: ${g.message}`);
     return g.flags;
   }
 
@@ -153,7 +154,7 @@ export class Wire {
     const head = await this.take(20);
     if (head.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw new Error(`bad option reply magic ${head.subarray(0, 8).toString('hex')}`);
     const data = await this.take(head.readUInt32BE(16));
-    return decodeOptionReply(Buffer.concat([head, data]))!.reply;
+    return orThrow(decodeOptionReply(Buffer.concat([head, data]))).reply;
   }
 
   /** Replies to one option up to and including its final one (ACK or an error). */
@@ -205,7 +206,7 @@ export class Wire {
     const replies = await this.optionReplies();
     const last = replies[replies.length - 1]!;
     if (last.type !== Rep.ACK) throw new Error(`GO refused: 0x${(last.type >>> 0).toString(16)} ${last.data.toString()}`);
-    const infos = replies.slice(0, -1).map((r) => decodeInfo(r.data)!);
+    const infos = replies.slice(0, -1).map((r) => orThrow(decodeInfo(r.data)));
     const exp = infos.find((i) => i.type === 0) as { size: number; flags: number } | undefined;
     if (!exp) throw new Error('GO without INFO_EXPORT');
     return { size: exp.size, flags: exp.flags, infos };
@@ -244,7 +245,7 @@ export class Wire {
       const cookie = rest.subarray(4, 12).toString('hex');
       const payloadBuf = Buffer.from(await this.take(rest.readUInt32BE(12)));
       const payload = decodeChunkPayload(type, payloadBuf);
-      if (!payload) throw new Error(`malformed chunk type ${type} length ${payloadBuf.length}`);
+      if (payload instanceof ProtocolError) throw new Error(`malformed chunk type ${type} length ${payloadBuf.length}`);
       if (!this.pending.has(cookie)) throw new Error(`chunk for unknown cookie ${cookie}`);
       if (flags & ReplyFlag.DONE) this.pending.delete(cookie);
       return { kind: 'chunk', flags, type, cookie, payload };

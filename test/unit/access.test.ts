@@ -2,6 +2,7 @@
 // first-match order, names/addresses/CIDRs, export patterns, the per-client view of the exports,
 // and the spec's forced and selective TLS answers.
 import { describe, expect, it } from 'vitest';
+import { orThrow } from '../../src/protocol/errors.ts';
 import { Opt, Rep, TxFlag } from '../../src/protocol/constants.ts';
 import { decodeOptionReply, decodeRepServer, encodeInfoRequest, encodeMetaContextRequest } from '../../src/protocol/handshake.ts';
 import { AccessRules, AccessView, Grant, type ClientIdentity } from '../../src/server/access.ts';
@@ -89,8 +90,8 @@ describe('negotiate with TLS (spec "TLS support")', () => {
   const ctx = (mode: TlsMode, active: boolean): NegotiationContext => ({
     exports: table, shuttingDown: false, tls: { mode, active, exportNeedsTls: (n) => n === 'secret' },
   });
-  const types = (replies: Buffer[]): number[] => replies.map((b) => decodeOptionReply(b)!.reply.type >>> 0);
-  const listed = (replies: Buffer[]): string[] => replies.slice(0, -1).map((b) => decodeRepServer(decodeOptionReply(b)!.reply.data).name);
+  const types = (replies: Buffer[]): number[] => replies.map((b) => orThrow(decodeOptionReply(b)).reply.type >>> 0);
+  const listed = (replies: Buffer[]): string[] => replies.slice(0, -1).map((b) => decodeRepServer(orThrow(decodeOptionReply(b)).reply.data).name);
 
   it('require, before STARTTLS: ERR_TLS_REQD for everything but STARTTLS/ABORT; EXPORT_NAME closes', () => {
     const s = st();

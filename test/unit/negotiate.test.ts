@@ -1,6 +1,7 @@
 // Negotiation tables: negotiate() is pure, so each option x state gives exact replies and a next
 // step (spec "Fixed newstyle negotiation", "Option types", "Metadata querying").
 import { describe, expect, it } from 'vitest';
+import { ProtocolError } from '../../src/protocol/errors.ts';
 import {
   BASE_ALLOCATION_ID, Info, MAX_HANDSHAKE_OPTION_BYTES, MAX_HANDSHAKE_REPLY_BYTES, MAX_OPTIONS, MAX_OPTION_LEN,
   MAX_PAYLOAD, OPTIONS_PER_LISTED_EXPORT, Opt, Rep, TxFlag,
@@ -31,7 +32,7 @@ function run(st: NegotiationState, opt: number, data: Buffer = Buffer.alloc(0), 
 function decoded(r: NegotiationResult): OptionReply[] {
   return r.replies.map((b) => {
     const d = decodeOptionReply(b);
-    if (!d || d.next !== b.length) throw new Error(`malformed option reply ${b.toString('hex')}`);
+    if (d instanceof ProtocolError || d.next !== b.length) throw new Error(`malformed option reply ${b.toString('hex')}`);
     return d.reply;
   });
 }

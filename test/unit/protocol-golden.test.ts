@@ -2,6 +2,7 @@
 // shared/reference/nbd-notes.md), written out by hand field by field, then decode(encode(x))
 // round trips over seeded random values.
 import { describe, expect, it } from 'vitest';
+import { ProtocolError, orThrow } from '../../src/protocol/errors.ts';
 import {
   ClientFlag, Cmd, CmdFlag, HandshakeFlag, Info, NbdErrno, Opt, Rep, ReplyFlag, ReplyType,
 } from '../../src/protocol/constants.ts';
@@ -37,8 +38,8 @@ describe('server -> client golden bytes', () => {
       '0003', //             handshake flags: FIXED_NEWSTYLE | NO_ZEROES
     ));
     expect(decodeGreeting(g)).toEqual({ flags: 3 });
-    expect(decodeGreeting(bytes('4e42444d41474943', '0000000000420281', '0003'))).toBeNull(); // oldstyle magic
-    expect(decodeGreeting(g.subarray(0, 17))).toBeNull();
+    expect(decodeGreeting(bytes('4e42444d41474943', '0000000000420281', '0003'))).toBeInstanceOf(ProtocolError); // oldstyle magic
+    expect(decodeGreeting(g.subarray(0, 17))).toBeInstanceOf(ProtocolError);
   });
 
   it('option reply ACK', () => {
@@ -64,7 +65,7 @@ describe('server -> client golden bytes', () => {
       ascii('disk'), //   name
       ascii('d1'), //     description (the rest)
     ));
-    expect(decodeRepServer(decodeOptionReply(r)!.reply.data)).toEqual({ name: 'disk', description: 'd1' });
+    expect(decodeRepServer(orThrow(decodeOptionReply(r)).reply.data)).toEqual({ name: 'disk', description: 'd1' });
   });
 
   it('option reply INFO: EXPORT, NAME, DESCRIPTION, BLOCK_SIZE', () => {
@@ -87,7 +88,7 @@ describe('server -> client golden bytes', () => {
       const r = encodeOptionReply(Opt.INFO, Rep.INFO, encodeInfo(info));
       const len = (payload.length / 2).toString(16).padStart(8, '0');
       expect(r.toString('hex')).toBe(hex(OPTION_REPLY_MAGIC, '00000006' /* INFO */, '00000003' /* REP_INFO */, len, payload));
-      expect(decodeInfo(decodeOptionReply(r)!.reply.data)).toEqual(info);
+      expect(decodeInfo(orThrow(decodeOptionReply(r)).reply.data)).toEqual(info);
     }
   });
 
@@ -101,7 +102,7 @@ describe('server -> client golden bytes', () => {
       '00000001', //                context id 1
       ascii('base:allocation'), //  context name
     ));
-    expect(decodeRepMetaContext(decodeOptionReply(r)!.reply.data)).toEqual({ id: 1, name: 'base:allocation' });
+    expect(decodeRepMetaContext(orThrow(decodeOptionReply(r)).reply.data)).toEqual({ id: 1, name: 'base:allocation' });
   });
 
   it('every option error reply type', () => {
@@ -120,7 +121,7 @@ describe('server -> client golden bytes', () => {
         '00000002', // length 2
         ascii('no'), // message
       ));
-      expect(decodeOptionReply(r)!.reply.type).toBe(type);
+      expect(orThrow(decodeOptionReply(r)).reply.type).toBe(type);
     }
   });
 
@@ -145,7 +146,7 @@ describe('server -> client golden bytes', () => {
       '0102030405060708', // cookie, copied from the request
     ));
     expect(decodeSimpleReply(r)).toEqual({ errno: 22, cookie: COOKIE });
-    expect(decodeSimpleReply(bytes('668e33ef', '00000000', '0102030405060708'))).toBeNull();
+    expect(decodeSimpleReply(bytes('668e33ef', '00000000', '0102030405060708'))).toBeInstanceOf(ProtocolError);
   });
 
   it('structured chunk OFFSET_DATA header (data travels separately)', () => {
@@ -229,7 +230,7 @@ describe('server -> client golden bytes', () => {
     const c = encodeChunkHeader(ReplyFlag.DONE, ReplyType.NONE, COOKIE, 0);
     expect(c.toString('hex')).toBe(hex('668e33ef', '0001' /* DONE */, '0000' /* NONE */, '0102030405060708', '00000000' /* length 0 */));
     expect(decodeChunkPayload(ReplyType.NONE, Buffer.alloc(0))).toEqual({ type: ReplyType.NONE });
-    expect(decodeChunkPayload(ReplyType.NONE, Buffer.alloc(1))).toBeNull();
+    expect(decodeChunkPayload(ReplyType.NONE, Buffer.alloc(1))).toBeInstanceOf(ProtocolError);
   });
 });
 
@@ -253,8 +254,8 @@ describe('client -> server golden bytes', () => {
       '00000004', //         length 4
       ascii('disk'), //      data: the raw name, no length prefix
     ));
-    expect(decodeOptionHeader(o)).toEqual({ magicOk: true, opt: 1, length: 4 });
-    expect(decodeOptionHeader(bytes('49484156454f5055', '00000001', '00000000')).magicOk).toBe(false);
+    expect(decodeOptionHeader(o)).toEqual({ opt: 1, length: 4 });
+    expect(decodeOptionHeader(bytes('49484156454f5055', '00000001', '00000000'))).toMatchObject({ code: 'NBD_ERR_BAD_MAGIC' });
     expect(encodeOption(Opt.ABORT).toString('hex')).toBe(hex('49484156454f5054', '00000002', '00000000'));
   });
 
@@ -270,12 +271,12 @@ describe('client -> server golden bytes', () => {
     expect(decodeInfoRequest(bytes('00000000', '0000'))).toEqual({ name: '', infos: [] });
   });
 
-  it('malformed INFO/GO requests decode to null', () => {
-    expect(decodeInfoRequest(bytes('00000004', ascii('disk')))).toBeNull(); //           count missing
-    expect(decodeInfoRequest(bytes('00000009', ascii('disk'), '0000'))).toBeNull(); //   name overruns
-    expect(decodeInfoRequest(bytes('00000004', ascii('disk'), '0001'))).toBeNull(); //   info type missing
-    expect(decodeInfoRequest(bytes('00000004', ascii('disk'), '0000', '00'))).toBeNull(); // trailing byte
-    expect(decodeInfoRequest(bytes('00000000', '00'))).toBeNull(); //                    short
+  it('malformed INFO/GO requests decode to a ProtocolError', () => {
+    expect(decodeInfoRequest(bytes('00000004', ascii('disk')))).toBeInstanceOf(ProtocolError); //           count missing
+    expect(decodeInfoRequest(bytes('00000009', ascii('disk'), '0000'))).toBeInstanceOf(ProtocolError); //   name overruns
+    expect(decodeInfoRequest(bytes('00000004', ascii('disk'), '0001'))).toBeInstanceOf(ProtocolError); //   info type missing
+    expect(decodeInfoRequest(bytes('00000004', ascii('disk'), '0000', '00'))).toBeInstanceOf(ProtocolError); // trailing byte
+    expect(decodeInfoRequest(bytes('00000000', '00'))).toBeInstanceOf(ProtocolError); //                    short
   });
 
   it('meta context request', () => {
@@ -288,10 +289,10 @@ describe('client -> server golden bytes', () => {
     ));
     expect(decodeMetaContextRequest(d)).toEqual({ exportName: 'disk', queries: ['base:allocation', 'base:'] });
     expect(decodeMetaContextRequest(bytes('00000000', '00000000'))).toEqual({ exportName: '', queries: [] });
-    expect(decodeMetaContextRequest(bytes('00000000', '00000001'))).toBeNull(); //               query missing
-    expect(decodeMetaContextRequest(bytes('00000000', '00000001', '00000005', ascii('base')))).toBeNull(); // short query
-    expect(decodeMetaContextRequest(bytes('00000000', '00000000', '00'))).toBeNull(); //         trailing byte
-    expect(decodeMetaContextRequest(bytes('00000000', '00000fff'))).toBeNull(); //               too many queries
+    expect(decodeMetaContextRequest(bytes('00000000', '00000001'))).toBeInstanceOf(ProtocolError); //               query missing
+    expect(decodeMetaContextRequest(bytes('00000000', '00000001', '00000005', ascii('base')))).toBeInstanceOf(ProtocolError); // short query
+    expect(decodeMetaContextRequest(bytes('00000000', '00000000', '00'))).toBeInstanceOf(ProtocolError); //         trailing byte
+    expect(decodeMetaContextRequest(bytes('00000000', '00000fff'))).toBeInstanceOf(ProtocolError); //               too many queries
   });
 
   it('request header', () => {
@@ -309,7 +310,7 @@ describe('client -> server golden bytes', () => {
   });
 
   it('request header: bad magic is reported, offsets beyond 2^53 saturate, 2^53 - 1 is exact', () => {
-    expect(decodeRequestHeader(bytes('25609514', '0000', '0000', '0102030405060708', '0000000000000000', '00000000'))).toBe('bad-magic');
+    expect(decodeRequestHeader(bytes('25609514', '0000', '0000', '0102030405060708', '0000000000000000', '00000000'))).toMatchObject({ code: 'NBD_ERR_BAD_MAGIC' });
     expect(decodeRequestHeader(bytes('25609513', '0000', '0000', '0102030405060708', '0020000000000000', '00000200'))).toMatchObject({ offset: OFFSET_SATURATED, length: 512 });
     expect(decodeRequestHeader(bytes('25609513', '0000', '0000', '0102030405060708', 'ffffffffffffffff', '00000200'))).toMatchObject({ offset: OFFSET_SATURATED });
     const max = decodeRequestHeader(bytes('25609513', '0000', '0000', '0102030405060708', '001fffffffffffff', '00000200'));
@@ -317,17 +318,17 @@ describe('client -> server golden bytes', () => {
   });
 });
 
-describe('malformed server -> client payloads decode to null', () => {
+describe('malformed server -> client payloads decode to a ProtocolError', () => {
   it('info and chunk payloads with wrong lengths', () => {
-    expect(decodeInfo(bytes('0000', '0000000000000001'))).toBeNull(); //                  EXPORT too short
-    expect(decodeInfo(bytes('0003', '00000001', '00001000'))).toBeNull(); //               BLOCK_SIZE too short
-    expect(decodeInfo(bytes('0009'))).toBeNull(); //                                       unknown info type
-    expect(decodeChunkPayload(ReplyType.OFFSET_DATA, bytes('0000000000000000'))).toBeNull(); // no data byte
-    expect(decodeChunkPayload(ReplyType.OFFSET_HOLE, bytes('0000000000000000', '000000'))).toBeNull();
-    expect(decodeChunkPayload(ReplyType.BLOCK_STATUS, bytes('00000001'))).toBeNull(); //   no descriptor
-    expect(decodeChunkPayload(ReplyType.BLOCK_STATUS, bytes('00000001', '00001000', '000000'))).toBeNull();
-    expect(decodeChunkPayload(ReplyType.ERROR, bytes('00000005', '0004', ascii('oo')))).toBeNull(); // short message
-    expect(decodeChunkPayload(0x7777, Buffer.alloc(4))).toBeNull();
+    expect(decodeInfo(bytes('0000', '0000000000000001'))).toBeInstanceOf(ProtocolError); //                  EXPORT too short
+    expect(decodeInfo(bytes('0003', '00000001', '00001000'))).toBeInstanceOf(ProtocolError); //               BLOCK_SIZE too short
+    expect(decodeInfo(bytes('0009'))).toBeInstanceOf(ProtocolError); //                                       unknown info type
+    expect(decodeChunkPayload(ReplyType.OFFSET_DATA, bytes('0000000000000000'))).toBeInstanceOf(ProtocolError); // no data byte
+    expect(decodeChunkPayload(ReplyType.OFFSET_HOLE, bytes('0000000000000000', '000000'))).toBeInstanceOf(ProtocolError);
+    expect(decodeChunkPayload(ReplyType.BLOCK_STATUS, bytes('00000001'))).toBeInstanceOf(ProtocolError); //   no descriptor
+    expect(decodeChunkPayload(ReplyType.BLOCK_STATUS, bytes('00000001', '00001000', '000000'))).toBeInstanceOf(ProtocolError);
+    expect(decodeChunkPayload(ReplyType.ERROR, bytes('00000005', '0004', ascii('oo')))).toBeInstanceOf(ProtocolError); // short message
+    expect(decodeChunkPayload(0x7777, Buffer.alloc(4))).toBeInstanceOf(ProtocolError);
   });
 });
 
@@ -344,11 +345,11 @@ describe('decode(encode(x)) round trips over seeded random values', () => {
       expect(decodeOptionReply(rep)).toEqual({ reply: { opt, type, data }, next: 20 + data.length });
       // An option reply decoded at an offset inside a longer stream, and an incomplete one.
       const two = Buffer.concat([rep, rep]);
-      expect(decodeOptionReply(two, rep.length)?.next).toBe(two.length);
-      expect(decodeOptionReply(rep.subarray(0, rep.length - 1))).toBeNull();
+      expect(orThrow(decodeOptionReply(two, rep.length)).next).toBe(two.length);
+      expect(decodeOptionReply(rep.subarray(0, rep.length - 1))).toBeInstanceOf(ProtocolError);
 
       const o = encodeOption(opt, data);
-      expect(decodeOptionHeader(o)).toEqual({ magicOk: true, opt, length: data.length });
+      expect(decodeOptionHeader(o)).toEqual({ opt, length: data.length });
       expect(o.subarray(16)).toEqual(data);
 
       const name = rng.ascii(40);
@@ -403,13 +404,13 @@ describe('decode(encode(x)) round trips over seeded random values', () => {
       const descriptors = Array.from({ length: rng.int(1, 10) }, () => ({ length: rng.u32(), flags: rng.u32() }));
       const contextId = rng.u32();
       const bs = encodeBlockStatus(flags, cookie, contextId, descriptors);
-      expect(decodeChunkHeader(bs)?.length).toBe(bs.length - 20);
+      expect(orThrow(decodeChunkHeader(bs)).length).toBe(bs.length - 20);
       expect(decodeChunkPayload(ReplyType.BLOCK_STATUS, bs.subarray(20))).toEqual({ type: ReplyType.BLOCK_STATUS, contextId, descriptors });
 
       const message = rng.ascii(80);
       const withOffset = rng.bool();
       const ec = encodeErrorChunk(flags, cookie, errno, message, withOffset ? offset : undefined);
-      const ch = decodeChunkHeader(ec)!;
+      const ch = orThrow(decodeChunkHeader(ec));
       expect(ch.length).toBe(ec.length - 20);
       expect(decodeChunkPayload(ch.type, ec.subarray(20))).toEqual(withOffset
         ? { type: ReplyType.ERROR_OFFSET, errno, message, offset }
