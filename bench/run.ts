@@ -14,6 +14,7 @@ import { REPO_ROOT, SNAPNBD_BIN, exportNameOf, startPeer, writableCopy, type Ben
 import { installExitHandlers } from './lib/procs.ts';
 import { computeRatios, evaluateTargets, markdown, type BenchResult, type Row } from './lib/report.ts';
 import { runScenario } from './lib/scenarios.ts';
+import { startBridge } from './lib/tls.ts';
 import { median, round } from './lib/stats.ts';
 
 function log(opts: Options, msg: string): void {
@@ -35,7 +36,8 @@ async function prefillThenSnapshot(ctx: BenchContext, inst: PeerInstance, n: num
 }
 
 async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: PeerName, cache: CacheMode): Promise<{ m: Measured; note: string | null }> {
-  const inst = await startPeer(ctx, peer, w.writes);
+  const inst = await startPeer(ctx, peer, w.writes, w.via === 'tls');
+  const bridge = w.via ? await startBridge(inst, w.via, ctx.workDir).catch(async (e: unknown) => { await inst.stop(); throw e; }) : null;
   try {
     if (w.prefillThenSnapshots !== undefined) await prefillThenSnapshot(ctx, inst, w.prefillThenSnapshots);
     if (cache === 'cold') {
@@ -48,7 +50,7 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
     const cpu0 = processCpuSeconds(inst.pid);
     switch (w.client) {
       case 'fio':
-        m = await runFio(inst.uri, w.name, w.fio ?? {}, fioTimeBased(opts.settings.runtimeS), ctx.workDir);
+        m = await runFio(bridge?.uri ?? inst.uri, w.name, w.fio ?? {}, fioTimeBased(opts.settings.runtimeS), ctx.workDir);
         break;
       case 'nbdcopy-in':
         m = await runNbdcopy(ctx.image, inst.uri, ctx.imageBytes);
@@ -61,6 +63,7 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
     m.serverCpuS = cpu0 !== null && cpu1 !== null ? round(cpu1 - cpu0, 2) : null;
     return { m, note: inst.note };
   } finally {
+    await bridge?.stop();
     await inst.stop();
     if (ctx.cpuProfDir && peer.startsWith('snapnbd')) nameProfiles(ctx.cpuProfDir, inst.pid, `${w.name}-${peer}-${cache}`);
   }

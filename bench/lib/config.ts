@@ -1,6 +1,7 @@
 // What a run measures and how long: the three modes, the workload table, the peer names and
 // the command-line options. Sizes and durations are named here, not scattered in the code.
 import { parseArgs } from 'node:util';
+import type { Via } from './tls.ts';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -66,7 +67,12 @@ export interface Workload {
   prefillThenSnapshots?: number;
   /** Which number the ratio compares: IOPS for small blocks, MB/s for streaming. */
   primary: 'iops' | 'mbps';
+  /** fio through the `nbdkit nbd` bridge, over TLS to the server or in clear (bench/lib/tls.ts). */
+  via?: Via;
 }
+
+/** The peers of the TLS rows: both with `--tls require` and client certificates. */
+const TLS_PEERS = ['snapnbd', 'nbdkit-file'] as const;
 
 export const WORKLOADS: readonly Workload[] = [
   { name: 'seqread-1m', client: 'fio', fio: { rw: 'read', bs: '1M', iodepth: 8 }, writes: false, primary: 'mbps' },
@@ -84,6 +90,12 @@ export const WORKLOADS: readonly Workload[] = [
   { name: 'randwrite-4k-snap0', client: 'fio', fio: { rw: 'randwrite', bs: '4k', iodepth: 32 }, writes: true, peers: ['snapnbd'], prefillThenSnapshots: 0, primary: 'iops' },
   { name: 'randwrite-4k-snap1', client: 'fio', fio: { rw: 'randwrite', bs: '4k', iodepth: 32 }, writes: true, peers: ['snapnbd'], prefillThenSnapshots: 1, primary: 'iops' },
   { name: 'randwrite-4k-snap100', client: 'fio', fio: { rw: 'randwrite', bs: '4k', iodepth: 32 }, writes: true, peers: ['snapnbd'], prefillThenSnapshots: 100, primary: 'iops' },
+  // TLS (issue 14): fio -> nbdkit nbd bridge -> TLS -> server; bridge-*: the same path in clear.
+  ...(['tls', 'bridge'] as const).flatMap((via) => [
+    { name: `${via}-seqread-1m`, client: 'fio', fio: { rw: 'read', bs: '1M', iodepth: 8 }, writes: false, primary: 'mbps', via, peers: TLS_PEERS },
+    { name: `${via}-seqwrite-1m`, client: 'fio', fio: { rw: 'write', bs: '1M', iodepth: 8 }, writes: true, primary: 'mbps', via, peers: TLS_PEERS },
+    { name: `${via}-randread-4k`, client: 'fio', fio: { rw: 'randread', bs: '4k', iodepth: 32 }, writes: false, primary: 'iops', via, peers: TLS_PEERS },
+  ] satisfies Workload[]),
 ];
 
 /** snapnbd-only scenarios (snapshot costs, stalls, space, memory). */

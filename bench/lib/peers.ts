@@ -9,6 +9,7 @@ import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { BASE_PEER, type PeerName } from './config.ts';
 import { freePort, run, spawnTracked, waitLine, waitListening, type Tracked } from './procs.ts';
+import { tlsServerArgs } from './tls.ts';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
 export const SNAPNBD_BIN = join(REPO_ROOT, 'bin', 'snapnbd');
@@ -105,8 +106,10 @@ async function isReadOnly(uri: string): Promise<boolean> {
   return j.exports[0]?.is_read_only ?? true;
 }
 
-export async function startPeer(ctx: BenchContext, peer: PeerName, writes: boolean): Promise<PeerInstance> {
+/** `tls`: TLS required, client certificates checked (bench/lib/tls.ts; snapnbd and nbdkit-file). */
+export async function startPeer(ctx: BenchContext, peer: PeerName, writes: boolean, tls = false): Promise<PeerInstance> {
   const name = exportNameOf(ctx.image);
+  const tlsArgs = tls ? tlsServerArgs(peer) : [];
   switch (peer) {
     case 'snapnbd':
     case BASE_PEER:
@@ -119,11 +122,11 @@ export async function startPeer(ctx: BenchContext, peer: PeerName, writes: boole
       if (writes && snapnbdImageWritable === false) {
         // Interim server (before the copy-on-write engine): an IMAGE is served read-only, so
         // write workloads go to a plain volume of the same size, without backing.
-        const inst = await startSnapnbd(ctx, { args: ['--volume', `${name}=${ctx.imageBytes}`], exportName: name, unix }, peer);
+        const inst = await startSnapnbd(ctx, { args: ['--volume', `${name}=${ctx.imageBytes}`, ...tlsArgs], exportName: name, unix }, peer);
         inst.note = 'interim: IMAGE served read-only, writes went to a plain volume without backing';
         return inst;
       }
-      return startSnapnbd(ctx, { args: [ctx.image], exportName: name, unix }, peer);
+      return startSnapnbd(ctx, { args: [ctx.image, ...tlsArgs], exportName: name, unix }, peer);
     }
     case 'nbdkit-file':
     case 'nbdkit-cow': {
@@ -131,7 +134,7 @@ export async function startPeer(ctx: BenchContext, peer: PeerName, writes: boole
       const port = await freePort();
       const cow = peer === 'nbdkit-cow';
       const file = cow ? ctx.image : writes ? writableCopy(ctx) : ctx.image;
-      const args = ['-f', '-i', '127.0.0.1', '-p', String(port), '-e', name,
+      const args = ['-f', '-i', '127.0.0.1', '-p', String(port), '-e', name, ...tlsArgs,
         ...(cow ? ['--filter=cow'] : []), ...(!cow && !writes ? ['-r'] : []), 'file', file];
       // The cow filter puts its overlay in TMPDIR: the run dir, on the same disk as ours.
       const p = spawnTracked('nbdkit', args, { env: { ...process.env, TMPDIR: dir, LARGE_TMPDIR: dir } });

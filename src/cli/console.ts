@@ -38,7 +38,7 @@ export async function runConsoleCli(argv: string[]): Promise<number> {
   try {
     client = await ControlClient.connect(path);
     const info = await client.call<{ listeners: string[] }>('server.info', {});
-    const http = info.listeners.find((l) => l.startsWith('http '));
+    const http = info.listeners.find((l) => /^https? /.test(l));
     if (http === undefined) {
       process.stderr.write('snapnbd: the server has no web console (start it with serve --http ADDR)\n');
       return ExitCode.ServerError;
@@ -50,7 +50,8 @@ export async function runConsoleCli(argv: string[]): Promise<number> {
       process.stderr.write(`snapnbd: cannot read the console token ${tokenPath(dataDir)}: ${(e as Error).message}\n`);
       return ExitCode.ServerError;
     }
-    process.stdout.write(`${loginUrl(http.slice('http '.length), token)}\n`);
+    const [scheme, address] = http.split(' ') as ['http' | 'https', string];
+    process.stdout.write(`${loginUrl(address, token, scheme)}\n`);
     return ExitCode.Ok;
   } catch (e) {
     return controlFailure(e);

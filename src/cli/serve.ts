@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import type { ControlContext } from '../control/methods.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
 import { isLoopbackHost } from '../http/console/guard.ts';
-import { startConsole, type ConsoleServer } from '../http/console/server.ts';
+import { startConsole, type ConsolePem, type ConsoleServer } from '../http/console/server.ts';
 import { loadOrCreateToken, loginUrl } from '../http/console/token.ts';
 import { AccessConfigError, AccessRules, exportPattern } from '../server/access.ts';
 import { NbdServer, formatListenAddress, parseListenAddress, type ListenAddress } from '../server/listener.ts';
@@ -169,7 +169,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     metrics = { host: a.host, port: a.port };
   }
   const defaultExport = v['default-export'] ?? DEFAULT_VOLUME_NAME;
-  const http = parseHttpOption(v.http, v['http-insecure'] ?? false);
+  const http = parseHttpOption(v.http, v['http-insecure'] ?? false, tlsFiles.cert !== undefined && tlsFiles.key !== undefined);
   const backupTargets = new Map<string, TargetSpec>();
   for (const arg of v['backup-target'] ?? []) {
     let t;
@@ -216,16 +216,28 @@ function loadTlsSettings(config: ServeConfig): TlsSettings | null {
   };
 }
 
-/** --http HOST:PORT: loopback only, unless --http-insecure (the console has no TLS yet). */
-function parseHttpOption(value: string | undefined, insecure: boolean): ServeConfig['http'] {
+/**
+ * The console's certificate: the NBD server's (--tls-cert/--tls-key), also when `--tls off` keeps
+ * NBD in clear; null without a certificate or without --http.
+ */
+function loadConsolePem(config: ServeConfig, tls: TlsSettings | null): ConsolePem | null {
+  if (config.http === null || config.tlsFiles.cert === undefined) return null;
+  return (tls?.material ?? loadTlsMaterial(config.tlsFiles)).serverPem;
+}
+
+/**
+ * --http HOST:PORT: loopback only, unless the console has a certificate (--tls-cert and
+ * --tls-key: it serves HTTPS) or --http-insecure says plain HTTP on the network is wanted.
+ */
+function parseHttpOption(value: string | undefined, insecure: boolean, https: boolean): ServeConfig['http'] {
   if (value === undefined) {
     if (insecure) throw new UsageError('--http-insecure needs --http ADDR');
     return null;
   }
   const a = parseListenAddress(value);
   if (!a || a.kind !== 'tcp') throw new UsageError(`--http: '${value}' is not HOST:PORT or [IPv6]:PORT`);
-  if (!isLoopbackHost(a.host) && !insecure) {
-    throw new UsageError(`--http: ${value} is not a loopback address and the console has no TLS: add --http-insecure to serve it in the clear anyway`);
+  if (!isLoopbackHost(a.host) && !insecure && !https) {
+    throw new UsageError(`--http: ${value} is not a loopback address and the console has no TLS: give --tls-cert and --tls-key for HTTPS, or add --http-insecure to serve it in the clear anyway`);
   }
   return { host: a.host, port: a.port };
 }
@@ -270,15 +282,25 @@ async function serve(config: ServeConfig): Promise<number> {
     process.stderr.write(`snapnbd serve: ${e.message}\n`);
     return 2;
   }
-  if (tls !== null || access !== null) {
+  let consolePem: ConsolePem | null;
+  try {
+    consolePem = loadConsolePem(config, tls);
+  } catch (e) {
+    if (!(e instanceof TlsConfigError)) throw e;
+    process.stderr.write(`snapnbd serve: ${e.message}\n`);
+    return 2;
+  }
+  if (tls !== null || access !== null || consolePem !== null) {
     // Certificates, CRL, PSK file and access rules; connections stay. All or nothing.
     reloader.add({
       name: 'TLS material and access rules',
       async reload() {
         const nextTls = loadTlsSettings(config);
         const nextAccess = config.accessFile === null ? null : AccessRules.load(config.accessFile);
+        const nextPem = loadConsolePem(config, nextTls);
         tls = nextTls;
         access = nextAccess;
+        if (nextPem) web?.setCertificate(nextPem);
         return 'reloaded';
       },
     });
@@ -350,13 +372,13 @@ async function serve(config: ServeConfig): Promise<number> {
     }
     if (config.http) {
       const { token } = loadOrCreateToken(config.dataDir);
-      web = await startConsole({ host: config.http.host, port: config.http.port, token, ctx });
+      web = await startConsole({ host: config.http.host, port: config.http.port, token, ctx, tls: consolePem });
       const where = formatListenAddress({ kind: 'tcp', host: web.host, port: web.port });
-      listeners.push(`http ${where}`);
-      process.stdout.write(`listening http ${where}\n`);
+      listeners.push(`${web.scheme} ${where}`);
+      process.stdout.write(`listening ${web.scheme} ${where}\n`);
       // The login link, once per start; later: `snapnbd console url`. The token is in the
       // fragment, which browsers never send to a server.
-      process.stdout.write(`console ${loginUrl(where, token)}\n`);
+      process.stdout.write(`console ${loginUrl(where, token, web.scheme)}\n`);
     }
   } catch (e) {
     log.error('cannot start', e);

@@ -65,13 +65,15 @@ Options:
                          --log-level); the /etc/default/snapnbd format
   --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics
   --http ADDR            serve the web console on HOST:PORT (a loopback address, e.g.
-                         127.0.0.1:8080); its login token is DATA_DIR/console.token (mode 0600)
-  --http-insecure        allow --http on a non-loopback address (plain HTTP: no TLS yet)
+                         127.0.0.1:8080); its login token is DATA_DIR/console.token (mode 0600);
+                         HTTPS with the --tls-cert certificate when one is given (then any
+                         address is allowed)
+  --http-insecure        allow --http on a non-loopback address in plain HTTP
   -h, --help             this text
 
 When the data dir has no volume, a 1 GiB volume named 'default' is created.
 When ready, one line per listener goes to stdout ('listening nbd HOST:PORT', 'listening control
-PATH', 'listening metrics HOST:PORT', 'listening http HOST:PORT' and the console's login link
+PATH', 'listening metrics HOST:PORT', 'listening http(s) HOST:PORT' and the console's login link
 'console URL'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop gracefully (in-flight
 requests finish, data is flushed, exit 0); a second signal exits at once.
 SIGHUP reloads what can change without a restart (the --config file's log level) and logs it.

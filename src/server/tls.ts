@@ -39,6 +39,8 @@ export interface TlsMaterial {
   readonly verifyClients: boolean;
   /** PSK identity -> key, when --tls-psk is given. */
   readonly psk: ReadonlyMap<string, Buffer> | null;
+  /** The checked --tls-cert and --tls-key text: the web console serves HTTPS with it. */
+  readonly serverPem: { cert: string; key: string } | null;
 }
 
 /** Who is on the other end, as access rules and logs see it. */
@@ -80,6 +82,7 @@ export function loadTlsMaterial(files: TlsFiles, now = new Date()): TlsMaterial 
   if (files.cert === undefined && files.psk === undefined) throw new TlsConfigError('TLS needs --tls-cert and --tls-key, or --tls-psk');
   if (files.ca === undefined && files.crl !== undefined) throw new TlsConfigError('--tls-crl needs --tls-ca');
   const opts: tls.SecureContextOptions = { minVersion: TLS_MIN_VERSION };
+  let serverPem: TlsMaterial['serverPem'] = null;
   if (files.cert !== undefined && files.key !== undefined) {
     const cert = readText('tls-cert', files.cert);
     const key = readText('tls-key', files.key);
@@ -99,6 +102,7 @@ export function loadTlsMaterial(files: TlsFiles, now = new Date()): TlsMaterial 
     if (new Date(leaf.validFrom) > now) throw new TlsConfigError(`--tls-cert ${files.cert}: certificate not valid before ${new Date(leaf.validFrom).toISOString()}`);
     opts.cert = cert;
     opts.key = key;
+    serverPem = { cert, key };
   }
   if (files.ca !== undefined) {
     const ca = readText('tls-ca', files.ca);
@@ -119,7 +123,7 @@ export function loadTlsMaterial(files: TlsFiles, now = new Date()): TlsMaterial 
   } catch (e) {
     throw new TlsConfigError(`TLS material rejected by OpenSSL: ${(e as Error).message}`);
   }
-  return { files, context, verifyClients: files.ca !== undefined, psk };
+  return { files, context, verifyClients: files.ca !== undefined, psk, serverPem };
 }
 
 export interface TlsUpgrade {

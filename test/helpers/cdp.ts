@@ -50,13 +50,14 @@ export class Browser {
     }));
   }
 
-  static async launch(): Promise<Browser> {
+  /** `extraArgs`: more chromium flags (e.g. --ignore-certificate-errors-spki-list for a test CA). */
+  static async launch(extraArgs: string[] = []): Promise<Browser> {
     requires(CHROMIUM);
     const profile = mkdtempSync(join(tmpdir(), 'snapnbd-chromium-'));
     const proc = spawn(CHROMIUM, [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-dev-shm-usage', '--remote-debugging-pipe', `--user-data-dir=${profile}`, 'about:blank',
+      '--disable-dev-shm-usage', '--remote-debugging-pipe', `--user-data-dir=${profile}`, ...extraArgs, 'about:blank',
     ], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] });
     live.add(proc);
     const b = new Browser(proc, profile);

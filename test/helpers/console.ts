@@ -11,7 +11,7 @@ export interface ConsoleServer {
   server: RunningServer;
   ctl: ControlClient;
   port: number;
-  /** http://127.0.0.1:PORT */
+  /** http://127.0.0.1:PORT (https:// when the server has a certificate) */
   base: string;
   token: string;
   stop(): Promise<void>;
@@ -22,12 +22,12 @@ export async function startConsoleServer(opts: ServerOptions = {}): Promise<Cons
   try {
     const ctl = await ControlClient.connect(server.controlPath);
     const info = await ctl.call<{ listeners: string[] }>('server.info');
-    const http = info.listeners.find((l) => l.startsWith('http '));
+    const http = info.listeners.find((l) => /^https? /.test(l));
     if (http === undefined) throw new Error(`no http listener in ${JSON.stringify(info.listeners)}`);
     const port = Number(/:(\d+)$/.exec(http)![1]);
     const token = readFileSync(join(server.dataDir, 'console.token'), 'utf8').trim();
     return {
-      server, ctl, port, base: `http://127.0.0.1:${port}`, token,
+      server, ctl, port, base: `${http.split(' ')[0]}://127.0.0.1:${port}`, token,
       async stop() {
         ctl.close();
         await server.stop();

@@ -18,7 +18,7 @@ describe('bench harness --smoke', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('produces every workload × peer row and every scenario with positive numbers', async () => {
-    requires('fio', 'nbdcopy', 'nbdinfo', 'nbdkit', 'qemu-nbd', 'qemu-img');
+    requires('fio', 'nbdcopy', 'nbdinfo', 'nbdkit', 'qemu-nbd', 'qemu-img', 'openssl');
     const out = join(dir, 'result.json');
     const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke', '--out', out, '--tmp', dir], {
       cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],

@@ -25,6 +25,8 @@ export interface RequestFacts {
   host: string | undefined;
   origin: string | undefined;
   secFetchSite: string | undefined;
+  /** The console's own scheme (https when it has a certificate); http when absent. */
+  scheme?: 'http' | 'https';
 }
 
 export function isLoopbackHost(host: string): boolean {
@@ -49,7 +51,7 @@ export function checkSameOrigin(facts: RequestFacts): Refusal | null {
     return { status: 403, code: RefusalCode.CrossOrigin, message: `cross-origin request refused (Sec-Fetch-Site: ${facts.secFetchSite})` };
   }
   if (facts.origin !== undefined) {
-    const expected = `http://${facts.host ?? ''}`.toLowerCase();
+    const expected = `${facts.scheme ?? 'http'}://${facts.host ?? ''}`.toLowerCase();
     if (facts.origin.toLowerCase() !== expected) {
       return { status: 403, code: RefusalCode.CrossOrigin, message: `cross-origin request refused (Origin: ${facts.origin})` };
     }

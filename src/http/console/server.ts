@@ -1,12 +1,16 @@
 // The web console over node:http: the static shell, one JSON-RPC endpoint that hands each
 // request body to the control socket's own dispatcher (answerFrame: the same validation, methods
 // and errors as a socket line; the console has no method of its own), and a Server-Sent Events
-// stream of the state (watch.ts). Every API request passes guard.ts first.
+// stream of the state (watch.ts). Every API request passes guard.ts first. Given the NBD server's
+// certificate (serve --tls-cert/--tls-key), the same handler is served over HTTPS instead, and a
+// reload swaps the certificate for new connections.
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { MAX_LINE_BYTES } from '../../control/framing.ts';
 import type { ControlContext } from '../../control/methods.ts';
 import { answerFrame } from '../../control/server.ts';
+import { TLS_MIN_VERSION } from '../../server/tls.ts';
 import { log } from '../../util/log.ts';
 import { findAssetDir, loadAssets, type Asset } from './assets.ts';
 import { checkHost, checkSameOrigin, isLoopbackHost, checkToken, type Refusal, type RequestFacts } from './guard.ts';
@@ -47,11 +51,18 @@ export interface ConsoleOptions {
   /** Built assets (default: found by findAssetDir). */
   assetDir?: string;
   watchIntervalMs?: number;
+  /** PEM certificate (chain) and key: serve HTTPS. */
+  tls?: ConsolePem | null;
 }
+
+export interface ConsolePem { cert: string; key: string }
 
 export interface ConsoleServer {
   host: string;
   port: number;
+  scheme: 'http' | 'https';
+  /** New TLS connections use this certificate (HTTPS consoles only; open ones keep theirs). */
+  setCertificate(pem: ConsolePem): void;
   close(): Promise<void>;
 }
 
@@ -61,20 +72,27 @@ export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer>
   const streams = new Set<http.ServerResponse>();
   const loopbackOnly = isLoopbackHost(opts.host);
 
-  const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
+  const scheme = opts.tls ? 'https' : 'http';
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     handle(req, res).catch((e: unknown) => {
       log.error('console: request failed', e);
       if (!res.headersSent) sendJson(res, 500, { error: { code: 'INTERNAL', message: 'internal error (see the server log)' } });
       else res.destroy();
     });
-  });
+  };
+  const server = opts.tls
+    ? https.createServer({ requestTimeout: REQUEST_TIMEOUT_MS, minVersion: TLS_MIN_VERSION, cert: opts.tls.cert, key: opts.tls.key }, onRequest)
+    : http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, onRequest);
   server.on('clientError', (_e, socket) => socket.destroy());
+  // A failed handshake (plain HTTP on the TLS port, an untrusted certificate) only closes that socket.
+  server.on('tlsClientError', (_e: Error, socket: { destroy(): void }) => socket.destroy());
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const facts: RequestFacts = {
       host: req.headers.host,
       origin: req.headers.origin,
       secFetchSite: header(req, 'sec-fetch-site'),
+      scheme,
     };
     const path = (req.url ?? '/').split('?')[0]!;
     const hostRefusal = checkHost(facts, loopbackOnly);
@@ -151,6 +169,10 @@ export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer>
   return {
     host: opts.host,
     port: bound.port,
+    scheme,
+    setCertificate(pem) {
+      if (server instanceof https.Server) server.setSecureContext({ minVersion: TLS_MIN_VERSION, cert: pem.cert, key: pem.key });
+    },
     async close() {
       watch.close();
       for (const s of streams) s.destroy();

@@ -60,7 +60,7 @@ export function tokenMatches(expected: string, presented: string): boolean {
  * token rides in the fragment, which browsers never send to a server nor put in a Referer. A
  * wildcard address becomes the loopback one, which reaches it from this host.
  */
-export function loginUrl(address: string, token: string): string {
+export function loginUrl(address: string, token: string, scheme: 'http' | 'https' = 'http'): string {
   const where = address.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
-  return `http://${where}/#token=${token}`;
+  return `${scheme}://${where}/#token=${token}`;
 }
