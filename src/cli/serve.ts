@@ -29,6 +29,7 @@ import { RequestMetrics } from '../server/request-metrics.ts';
 import { OperationMetrics } from '../util/operation-metrics.ts';
 import { BackupManager } from '../backup/manager.ts';
 import { parseTargetArg, type TargetSpec } from '../backup/target.ts';
+import { Scheduler } from '../schedule/scheduler.ts';
 
 export interface ServeConfig {
   dataDir: string;
@@ -322,8 +323,11 @@ async function serve(config: ServeConfig): Promise<number> {
     session: { idleTimeoutMs: config.idleTimeoutMs, stallTimeoutMs: config.stallTimeoutMs, metrics: requests },
   });
   const backups = new BackupManager({ store, registry, targets: config.backupTargets });
+  const schedules = new Scheduler({ dataDir: config.dataDir, registry, backups });
   const ctx: ControlContext = {
-    registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }), health: { dataDir: config.dataDir, operations },
+    registry, backups, schedules,
+    serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }),
+    health: { dataDir: config.dataDir, operations, schedules },
   };
   let control: ControlServer | null = null;
   let web: ConsoleServer | null = null;
@@ -341,7 +345,7 @@ async function serve(config: ServeConfig): Promise<number> {
       const { version, commit } = buildInfo();
       const collector = new MetricsCollector({
         registry, requests, operations, store: activity, dataDir: config.dataDir,
-        connections: () => server.connectionCounts, build: { version, commit },
+        connections: () => server.connectionCounts, build: { version, commit }, schedules,
       });
       metrics = { collector, server: await startMetricsServer(config.metrics.host, config.metrics.port, collector) };
       const where = formatListenAddress({ kind: 'tcp', host: config.metrics.host, port: metrics.server.port });
@@ -374,6 +378,9 @@ async function serve(config: ServeConfig): Promise<number> {
   }
   const served = volumes.filter((v) => v.unavailable === null).map((v) => v.name);
   backups.warm();
+  // Runs missed while the server was down are due now: each is taken once.
+  await schedules.start().catch(() => undefined); // a bad file is logged and shown by health
+  reloader.add({ name: 'schedules', reload: () => schedules.reload() });
 
   const stopped = new Promise<number>((resolveExit) => {
     let signals = 0;
@@ -386,12 +393,14 @@ async function serve(config: ServeConfig): Promise<number> {
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
         await notifySystemd(['STOPPING=1']);
+        const scheduled = schedules.stop(); // no new run; those running end once their backup job is cancelled
         await web?.close();
         await control?.close(); // no admin operation starts while we stop
         await metrics?.server.close();
         metrics?.collector.stop();
         await server.stop();
         await backups.close(); // running jobs are cancelled; their markers removed
+        await scheduled;
         await registry.revokeAll('server stopping');
         await store.close();
         resolveExit(0);
