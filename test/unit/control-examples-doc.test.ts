@@ -13,6 +13,7 @@ import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { FakeStore } from '../helpers/control-fake-store.ts';
 import { parseSize } from '../../src/util/size.ts';
 import { OperationMetrics } from '../../src/util/operation-metrics.ts';
+import { Scheduler } from '../../src/schedule/scheduler.ts';
 
 describe('protocol/control.md examples', () => {
   const steps = readExamples();
@@ -62,8 +63,9 @@ describe('protocol/control.md examples against the in-memory store', () => {
     await registry.createVolume({ name: 'vm1', size: 64 * 1024 * 1024 });
     const backupDir = tempDir('snapnbd-docs-target-');
     const backups = new BackupManager({ store, registry, targets: new Map([['docs', parseTargetUrl(`file://${backupDir}`)]]) });
+    const schedules = new Scheduler({ dataDir: tempDir('snapnbd-docs-schedules-'), registry, backups });
     const ctx = {
-      registry, backups, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }),
+      registry, backups, schedules, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }),
       health: { dataDir: tempDir(), operations: new OperationMetrics() },
     };
     const ids = new Map<string, string>();
@@ -89,6 +91,7 @@ describe('protocol/control.md examples against the in-memory store', () => {
       replayed++;
     }
     expect(replayed).toBeGreaterThan(20);
+    await schedules.stop();
     await backups.close();
     rmSync(backupDir, { recursive: true, force: true });
   });
