@@ -66,6 +66,8 @@ export interface SchedulerOptions {
   backups?: BackupManager;
   /** Clock (tests pin it). */
   now?: () => number;
+  /** No timer: runs happen only through runDue() (unit tests drive the clock). */
+  manual?: boolean;
 }
 
 export class Scheduler {
@@ -236,7 +238,7 @@ export class Scheduler {
   private arm(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    if (this.stopped) return;
+    if (this.stopped || this.o.manual) return;
     let first = Infinity;
     for (const { s } of this.schedules.values()) if (!this.running.has(s.id)) first = Math.min(first, Date.parse(s.nextRun));
     if (first === Infinity) return;
@@ -247,17 +249,25 @@ export class Scheduler {
 
   private tick(): void {
     this.timer = null;
+    void this.runDue();
+  }
+
+  /** Starts every due schedule that is not running; resolves when those runs have ended. */
+  runDue(): Promise<void> {
     const now = this.now();
+    const started: Promise<void>[] = [];
     for (const e of this.schedules.values()) {
-      if (this.running.has(e.s.id) || Date.parse(e.s.nextRun) > now) continue;
+      if (this.stopped || this.running.has(e.s.id) || Date.parse(e.s.nextRun) > now) continue;
       const id = e.s.id;
       const p = this.run(e.s, e.spec, now).finally(() => {
         this.running.delete(id);
         this.arm();
       });
       this.running.set(id, p);
+      started.push(p);
     }
     this.arm();
+    return Promise.all(started).then(() => undefined);
   }
 
   private async run(s: Schedule, spec: ScheduleSpec, started: number): Promise<void> {
