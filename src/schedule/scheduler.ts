@@ -101,7 +101,7 @@ export class Scheduler {
       content = await readScheduleFile(this.o.dataDir);
     } catch (e) {
       this.loadError = (e as Error).message;
-      log.error('schedules: cannot read the schedules file; no schedule runs until it is fixed', e);
+      log.error('schedules: cannot read the schedules file; the schedules stay as they were (none at start) and are not saved until it is fixed', e);
       throw e;
     }
     this.loadError = null;
@@ -287,6 +287,7 @@ export class Scheduler {
     if (this.schedules.get(s.id)?.s !== s) return; // removed (or reloaded) meanwhile
     s.lastRun = new Date(started).toISOString();
     s.lastResult = result;
+    if (this.loadError !== null) return; // never overwrite a file someone must fix
     await this.save().catch((e: unknown) => log.error(`schedule ${s.id}: cannot save the schedules file`, e));
   }
 
