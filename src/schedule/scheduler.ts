@@ -4,7 +4,8 @@
 // then applies retention (retention.ts) to that schedule's snapshots and backups.
 // Rules (protocol/control.md, "Schedules"):
 //   - the next run is computed before a run starts, so a failure waits for the next slot (never a
-//     tight loop) and is retried then; a schedule whose previous run is still going skips a slot;
+//     tight loop) and is retried then; a schedule never runs twice at once (slots that pass
+//     during a run are taken once, when it ends);
 //   - a run missed while the server was down (nextRun in the past at start) is taken once, at
 //     start, and the next one is the next slot after that: no burst of catch-up snapshots;
 //   - runs of different schedules may overlap; the registry serialises changes to one volume.
