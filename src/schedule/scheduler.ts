@@ -1,7 +1,6 @@
 // The scheduler: owns the schedules (loaded from and saved to schedules.json), one timer for the
-// earliest due run, and the runs themselves. A run takes a snapshot through the registry (so
-// every busy rule holds), backs it up through the backup manager when the schedule says so,
-// then applies retention (retention.ts) to that schedule's snapshots and backups.
+// earliest due run, which runs are in progress, and the counts metrics and health read. What a
+// run does (snapshot, backup, retention) is run.ts.
 // Rules (protocol/control.md, "Schedules"):
 //   - the next run is computed before a run starts, so a failure waits for the next slot (never a
 //     tight loop) and is retried then; a schedule never runs twice at once (slots that pass
@@ -14,7 +13,7 @@ import { StoreError, StoreErrorCode } from '../storage/types.ts';
 import { log } from '../util/log.ts';
 import type { VolumeRegistry } from '../volumes/registry.ts';
 import { DEFAULT_TZ, nextRun, parseSpec, type ScheduleKind, type ScheduleSpec } from './calendar.ts';
-import { planBackupRetention, planSnapshotRetention, scheduledSnapshotName } from './retention.ts';
+import { runSchedule } from './run.ts';
 import { readScheduleFile, writeScheduleFile, SCHEDULE_ID_PATTERN, type RunResult, type Schedule } from './schedule-file.ts';
 
 /** The timer never sleeps longer than this, so a changed wall clock is noticed within it. */
@@ -276,10 +275,13 @@ export class Scheduler {
     s.nextRun = new Date(nextRun(spec, started)).toISOString();
     let result: RunResult;
     try {
-      result = await this.execute(s, started);
+      result = await runSchedule(s, started, this.o.registry, this.o.backups);
     } catch (e) {
       result = { ok: false, error: (e as Error).message };
     }
+    this.counts.snapshotsDeleted += result.deleted?.length ?? 0;
+    this.counts.retentionSkipped += result.skipped?.length ?? 0;
+    this.counts.backupsDeleted += result.backupsDeleted?.length ?? 0;
     if (result.ok) this.counts.ok++;
     else {
       this.counts.failed++;
@@ -292,75 +294,6 @@ export class Scheduler {
     await this.save().catch((e: unknown) => log.error(`schedule ${s.id}: cannot save the schedules file`, e));
   }
 
-  private async execute(s: Schedule, started: number): Promise<RunResult> {
-    const reg = this.o.registry;
-    let snapshot: string;
-    try {
-      const taken = new Set((await reg.listSnapshots(s.volume)).map((x) => x.name));
-      snapshot = scheduledSnapshotName(s.id, new Date(started), taken);
-      await reg.createSnapshot(s.volume, snapshot, `taken by schedule ${s.id} (${describeSchedule(s)})`);
-    } catch (e) {
-      return { ok: false, error: `snapshot of ${s.volume}: ${(e as Error).message}` };
-    }
-    log.info(`schedule ${s.id}: took snapshot ${s.volume}@${snapshot}`);
-    const result: RunResult = { ok: true, snapshot };
-    const errors: string[] = [];
-    if (s.backupTo !== undefined) {
-      try {
-        const bm = this.backups();
-        const job = bm.create({ target: s.backupTo, volume: s.volume, snapshot });
-        const r = (await bm.jobs.result(job.id)) as { id: string };
-        result.backup = r.id;
-      } catch (e) {
-        errors.push(`backup of ${s.volume}@${snapshot} to '${s.backupTo}': ${(e as Error).message}`);
-      }
-    }
-    // Retention after the backup: the previous snapshot stays the incremental backup's base.
-    const plan = planSnapshotRetention(s.id, s.keep, await reg.listSnapshots(s.volume));
-    const deleted: string[] = [];
-    const skipped = plan.skipped;
-    for (const name of plan.delete) {
-      try {
-        await reg.deleteSnapshot(s.volume, name);
-        deleted.push(name);
-      } catch (e) {
-        if (e instanceof StoreError && e.code === StoreErrorCode.SnapshotBusy) skipped.push({ name, reason: e.message });
-        else if (!(e instanceof StoreError && e.code === StoreErrorCode.SnapshotNotFound)) errors.push(`delete ${s.volume}@${name}: ${(e as Error).message}`);
-      }
-    }
-    this.counts.snapshotsDeleted += deleted.length;
-    this.counts.retentionSkipped += skipped.length;
-    if (deleted.length) result.deleted = deleted;
-    if (skipped.length) {
-      result.skipped = skipped;
-      for (const k of skipped) log.warn(`schedule ${s.id}: retention kept ${s.volume}@${k.name}: ${k.reason}`);
-    }
-    if (s.backupTo !== undefined && s.keepBackups !== undefined) {
-      try {
-        const bm = this.backups();
-        const drop = planBackupRetention(s.id, s.keepBackups, bm.source, await bm.list({ target: s.backupTo, volume: s.volume }));
-        const gone: string[] = [];
-        for (const id of drop) {
-          await bm.delete({ target: s.backupTo, id });
-          gone.push(id);
-        }
-        this.counts.backupsDeleted += gone.length;
-        if (gone.length) result.backupsDeleted = gone;
-      } catch (e) {
-        errors.push(`backup retention on '${s.backupTo}': ${(e as Error).message}`);
-      }
-    }
-    if (errors.length) {
-      result.ok = false;
-      result.error = errors.join('; ');
-    }
-    return result;
-  }
-
-  private backups(): BackupManager {
-    if (!this.o.backups) throw new Error('this server has no backup targets');
-    return this.o.backups;
-  }
 }
 
 /** What a schedule is (not its run state), for comparing the file's copy with ours. */
@@ -372,7 +305,3 @@ function specOf(s: Schedule): ScheduleSpec {
   return parseSpec(s.kind, s.at, s.every, s.tz);
 }
 
-/** "daily 02:00 Europe/Paris, keep 7" */
-export function describeSchedule(s: Pick<Schedule, 'kind' | 'at' | 'every' | 'tz' | 'keep'>): string {
-  return s.kind === 'every' ? `every ${s.every}, keep ${s.keep}` : `${s.kind} ${s.at} ${s.tz}, keep ${s.keep}`;
-}
