@@ -65,8 +65,9 @@ describe('protocol/control.md examples against the in-memory store', () => {
     const backups = new BackupManager({ store, registry, targets: new Map([['docs', parseTargetUrl(`file://${backupDir}`)]]) });
     const schedules = new Scheduler({ dataDir: tempDir('snapnbd-docs-schedules-'), registry, backups });
     const ctx = {
-      registry, backups, schedules, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }),
+      registry, backups, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }),
       health: { dataDir: tempDir(), operations: new OperationMetrics() },
+      schedules,
     };
     const ids = new Map<string, string>();
     let replayed = 0;
