@@ -377,10 +377,10 @@ async function serve(config: ServeConfig): Promise<number> {
     if (v.unavailable !== null) log.error(`volume '${v.name}' is unavailable (not served): ${v.unavailable}; ${backingAdvice(v.name)}`);
   }
   const served = volumes.filter((v) => v.unavailable === null).map((v) => v.name);
-  backups.warm();
   // Runs missed while the server was down are due now: each is taken once.
   await schedules.start().catch(() => undefined); // a bad file is logged and shown by health
   reloader.add({ name: 'schedules', reload: () => schedules.reload() });
+  backups.warm();
 
   const stopped = new Promise<number>((resolveExit) => {
     let signals = 0;
@@ -392,8 +392,8 @@ async function serve(config: ServeConfig): Promise<number> {
       }
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
-        await notifySystemd(['STOPPING=1']);
         const scheduled = schedules.stop(); // no new run; those running end once their backup job is cancelled
+        await notifySystemd(['STOPPING=1']);
         await web?.close();
         await control?.close(); // no admin operation starts while we stop
         await metrics?.server.close();

@@ -36,11 +36,11 @@ export interface ControlContext {
   registry: VolumeRegistry;
   /** Backup targets and jobs (absent: the backup methods say there are no targets). */
   backups?: BackupManager;
+  /** Snapshot schedules (absent: the schedule methods answer NOT_SUPPORTED). */
+  schedules?: Scheduler;
   serverInfo(): ServerInfo;
   /** What server.health checks; without it (a server that never set it up) it answers degraded. */
   health?: HealthSources;
-  /** Snapshot schedules (absent: the schedule methods answer NOT_SUPPORTED). */
-  schedules?: Scheduler;
 }
 
 interface MethodDef<S extends ParamsSchema, R = unknown> {

@@ -6,6 +6,7 @@ import { METHODS } from '../../src/control/methods.ts';
 import { rmSync } from 'node:fs';
 import { compareAnswer, readExamples, rewriteIds } from '../helpers/control-examples.ts';
 import { BackupManager } from '../../src/backup/manager.ts';
+import { Scheduler } from '../../src/schedule/scheduler.ts';
 import { parseTargetUrl } from '../../src/backup/target.ts';
 import { tempDir } from '../helpers/server.ts';
 import { answerFrame } from '../../src/control/server.ts';
@@ -13,7 +14,6 @@ import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { FakeStore } from '../helpers/control-fake-store.ts';
 import { parseSize } from '../../src/util/size.ts';
 import { OperationMetrics } from '../../src/util/operation-metrics.ts';
-import { Scheduler } from '../../src/schedule/scheduler.ts';
 
 describe('protocol/control.md examples', () => {
   const steps = readExamples();
