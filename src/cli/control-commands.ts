@@ -8,10 +8,10 @@ import { ControlCallError, ControlClient, ControlUnreachableError } from '../con
 import { formatSize, parseSize } from '../util/size.ts';
 import { parseExportName } from '../volumes/export-name.ts';
 import type { DiffResult, SnapshotView, VolumeView } from '../volumes/views.ts';
-import { UsageError } from './usage.ts';
-import { formatState } from '../volumes/state.ts';
 import type { Schedule } from '../schedule/schedule-file.ts';
 import { scheduleTable } from './schedule-commands.ts';
+import { UsageError } from './usage.ts';
+import { formatState } from '../volumes/state.ts';
 
 export const CONTROL_USAGE = `Usage:
   snapnbd volume create NAME --size SIZE [--backing FILE] [--chunk-size SIZE]
