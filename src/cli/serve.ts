@@ -323,12 +323,13 @@ async function serve(config: ServeConfig): Promise<number> {
     session: { idleTimeoutMs: config.idleTimeoutMs, stallTimeoutMs: config.stallTimeoutMs, metrics: requests },
   });
   const backups = new BackupManager({ store, registry, targets: config.backupTargets });
-  const schedules = new Scheduler({ dataDir: config.dataDir, registry, backups });
   const ctx: ControlContext = {
-    registry, backups, schedules,
-    serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }),
-    health: { dataDir: config.dataDir, operations, schedules },
+    registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }), health: { dataDir: config.dataDir, operations },
   };
+  // Snapshot schedules: the control methods manage them, health reports their failed runs.
+  const schedules = new Scheduler({ dataDir: config.dataDir, registry, backups });
+  ctx.schedules = schedules;
+  if (ctx.health) ctx.health.schedules = schedules;
   let control: ControlServer | null = null;
   let web: ConsoleServer | null = null;
   let metrics: { server: MetricsServer; collector: MetricsCollector } | null = null;
