@@ -89,11 +89,11 @@ describe('schedules with --backup-to (file:// target)', () => {
     expect(text).toMatch(/^snapnbd_schedules_failing 1$/m);
     // Retried at the next slot, not in a loop: about one attempt a second.
     const before = Number(/^snapnbd_schedule_runs_total\{result="failed"\} (\d+)$/m.exec(text)?.[1]);
-    await sleep(2000);
+    await sleep(3000);
     const text2 = await (await fetch(`http://127.0.0.1:${server.metricsPort}/metrics`)).text();
     const after = Number(/^snapnbd_schedule_runs_total\{result="failed"\} (\d+)$/m.exec(text2)?.[1]);
     expect(after - before).toBeGreaterThanOrEqual(1);
-    expect(after - before).toBeLessThanOrEqual(3);
+    expect(after - before).toBeLessThanOrEqual(4); // a tight loop would be hundreds
     await c.call('schedule.remove', { id: s.id });
     await sleep(500);
     health = await run(process.execPath, [SNAPNBD_BIN, 'health', '--control', server.controlPath]).then(
