@@ -3,7 +3,7 @@
 // or another schedule's snapshot; a snapshot held by a backup is skipped and reported; a run
 // missed while stopped is taken once; a failure is reported, waits for the next slot and heals;
 // schedules persist in schedules.json and a file that does not parse is refused, not overwritten.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { planBackupRetention, planSnapshotRetention, scheduledSnapshotName, isScheduledBy } from '../../src/schedule/retention.ts';
@@ -156,6 +156,8 @@ describe('scheduler runs (in-memory store, pinned clock)', () => {
     await sch.add({ volume: 'v', kind: 'daily', at: '02:30', tz: 'Europe/Paris', keep: 7 });
     await sch.add({ volume: 'v', kind: 'weekly', at: 'sun,03:00', keep: 4 });
     expect((await readScheduleFile(dataDir)).schedules.map((s) => s.id)).toEqual(['s1', 's2']);
+    expect(readdirSync(dataDir)).toEqual([SCHEDULE_FILE]); // written through a temporary name, renamed
+    expect(statSync(join(dataDir, SCHEDULE_FILE)).mode & 0o777).toBe(0o600);
     await sch.remove('s1');
     await expect(sch.remove('s1')).rejects.toMatchObject({ code: 'SCHEDULE_NOT_FOUND' });
     expect(await sch.removeVolume('v')).toEqual(['s2']);
