@@ -326,13 +326,13 @@ async function serve(config: ServeConfig): Promise<number> {
   const ctx: ControlContext = {
     registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }), health: { dataDir: config.dataDir, operations },
   };
+  let control: ControlServer | null = null;
+  let web: ConsoleServer | null = null;
+  let metrics: { server: MetricsServer; collector: MetricsCollector } | null = null;
   // Snapshot schedules: the control methods manage them, health reports their failed runs.
   const schedules = new Scheduler({ dataDir: config.dataDir, registry, backups });
   ctx.schedules = schedules;
   if (ctx.health) ctx.health.schedules = schedules;
-  let control: ControlServer | null = null;
-  let web: ConsoleServer | null = null;
-  let metrics: { server: MetricsServer; collector: MetricsCollector } | null = null;
   try {
     for (const addr of config.listen) {
       const bound = await server.listen(addr);
@@ -414,7 +414,7 @@ async function serve(config: ServeConfig): Promise<number> {
     process.on('SIGTERM', onSignal);
     // Without a handler SIGHUP would kill the server (`systemctl reload` sends it).
     process.on('SIGHUP', () => {
-      log.info(`SIGHUP: reloading${reloader.size > 0 ? '' : ' (nothing to reload without --config, TLS or access rules)'}`);
+      log.info('SIGHUP: reloading'); // at least the schedules file; also --config, TLS and access rules when given
       void reloader.reload();
     });
   });
