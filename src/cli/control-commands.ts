@@ -8,13 +8,15 @@ import { ControlCallError, ControlClient, ControlUnreachableError } from '../con
 import { formatSize, parseSize } from '../util/size.ts';
 import { parseExportName } from '../volumes/export-name.ts';
 import type { DiffResult, SnapshotView, VolumeView } from '../volumes/views.ts';
+import type { Schedule } from '../schedule/schedule-file.ts';
+import { scheduleTable } from './schedule-commands.ts';
 import { UsageError } from './usage.ts';
 import { formatState } from '../volumes/state.ts';
 
 export const CONTROL_USAGE = `Usage:
   snapnbd volume create NAME --size SIZE [--backing FILE] [--chunk-size SIZE]
   snapnbd volume list [--limit N] [--after NAME]
-  snapnbd volume info NAME
+  snapnbd volume info NAME                                    (with its schedules)
   snapnbd volume delete NAME [--force] [--with-snapshots]
   snapnbd volume accept-backing NAME                           (dangerous: see below)
   snapnbd snapshot create VOLUME[@NAME] [--description TEXT]   (no @NAME: a generated name)
@@ -230,7 +232,11 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     async run([name], _v, c, out) {
       const r = await c.request('volume.info', { name: name! });
-      out.result(r, () => volumeDetails(r));
+      // Its schedules too (a server without the scheduler answers METHOD_NOT_FOUND: none shown).
+      const schedules = await c.call<{ schedules: Schedule[] }>('schedule.list', { volume: name! })
+        .then((x) => x.schedules, () => null);
+      out.result(schedules === null ? r : { ...r, schedules }, () => volumeDetails(r)
+        + (schedules === null ? '' : schedules.length === 0 ? 'schedules: -\n' : `schedules:\n${scheduleTable(schedules)}`));
     },
   },
   'volume delete': {

@@ -5,6 +5,7 @@ import { runConsoleCli } from './console.ts';
 import { runControlCli } from './control-commands.ts';
 import { runHealth } from './health.ts';
 import { runBackupCli } from './backup-commands.ts';
+import { runScheduleCli } from './schedule-commands.ts';
 import { runServe } from './serve.ts';
 import { MAIN_USAGE } from './usage.ts';
 import { versionLine } from './version.ts';
@@ -47,6 +48,9 @@ export async function main(argv: string[]): Promise<void> {
       break;
     case 'backup':
       code = await runBackupCli(rest);
+      break;
+    case 'schedule':
+      code = await runScheduleCli(rest);
       break;
     case undefined:
       process.stderr.write('snapnbd: missing command (see snapnbd --help)\n');

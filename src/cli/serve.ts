@@ -29,6 +29,7 @@ import { RequestMetrics } from '../server/request-metrics.ts';
 import { OperationMetrics } from '../util/operation-metrics.ts';
 import { BackupManager } from '../backup/manager.ts';
 import { parseTargetArg, type TargetSpec } from '../backup/target.ts';
+import { Scheduler } from '../schedule/scheduler.ts';
 
 export interface ServeConfig {
   dataDir: string;
@@ -350,6 +351,10 @@ async function serve(config: ServeConfig): Promise<number> {
   let control: ControlServer | null = null;
   let web: ConsoleServer | null = null;
   let metrics: { server: MetricsServer; collector: MetricsCollector } | null = null;
+  // Snapshot schedules: the control methods manage them, health reports their failed runs.
+  const schedules = new Scheduler({ dataDir: config.dataDir, registry, backups });
+  ctx.schedules = schedules;
+  if (ctx.health) ctx.health.schedules = schedules;
   try {
     for (const addr of config.listen) {
       const bound = await server.listen(addr);
@@ -363,7 +368,7 @@ async function serve(config: ServeConfig): Promise<number> {
       const { version, commit } = buildInfo();
       const collector = new MetricsCollector({
         registry, requests, operations, store: activity, dataDir: config.dataDir,
-        connections: () => server.connectionCounts, build: { version, commit },
+        connections: () => server.connectionCounts, build: { version, commit }, schedules,
       });
       metrics = { collector, server: await startMetricsServer(config.metrics.host, config.metrics.port, collector) };
       const where = formatListenAddress({ kind: 'tcp', host: config.metrics.host, port: metrics.server.port });
@@ -395,6 +400,9 @@ async function serve(config: ServeConfig): Promise<number> {
     if (v.unavailable !== null) log.error(`volume '${v.name}' is unavailable (not served): ${v.unavailable}; ${backingAdvice(v.name)}`);
   }
   const served = volumes.filter((v) => v.unavailable === null).map((v) => v.name);
+  // Runs missed while the server was down are due now: each is taken once.
+  await schedules.start().catch(() => undefined); // a bad file is logged and shown by health
+  reloader.add({ name: 'schedules', reload: () => schedules.reload() });
   backups.warm();
 
   const stopped = new Promise<number>((resolveExit) => {
@@ -407,6 +415,7 @@ async function serve(config: ServeConfig): Promise<number> {
       }
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
+        const scheduled = schedules.stop(); // no new run; those running end once their backup job is cancelled
         await notifySystemd(['STOPPING=1']);
         await web?.close();
         await control?.close(); // no admin operation starts while we stop
@@ -414,6 +423,7 @@ async function serve(config: ServeConfig): Promise<number> {
         metrics?.collector.stop();
         await server.stop();
         await backups.close(); // running jobs are cancelled; their markers removed
+        await scheduled;
         await registry.revokeAll('server stopping');
         await store.close();
         resolveExit(0);
@@ -426,7 +436,7 @@ async function serve(config: ServeConfig): Promise<number> {
     process.on('SIGTERM', onSignal);
     // Without a handler SIGHUP would kill the server (`systemctl reload` sends it).
     process.on('SIGHUP', () => {
-      log.info(`SIGHUP: reloading${reloader.size > 0 ? '' : ' (nothing to reload without --config, TLS or access rules)'}`);
+      log.info('SIGHUP: reloading'); // at least the schedules file; also --config, TLS and access rules when given
       void reloader.reload();
     });
   });

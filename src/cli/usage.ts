@@ -13,6 +13,7 @@ Usage:
   snapnbd snapshot create|list|info|delete|rollback|diff|export ...
   snapnbd clone VOLUME@SNAPSHOT NEWVOLUME
   snapnbd stats
+  snapnbd schedule add|list|remove ...   snapshot schedules with retention (see: snapnbd schedule --help)
   snapnbd health [--min-free PERCENT]    exit 0 healthy, 1 degraded, 3 unreachable
   snapnbd console url [--data-dir DIR]   the web console's login link (see serve --http)
   snapnbd backup create|list|restore|verify|delete|prune|cancel|jobs ...  (see: snapnbd backup --help)
@@ -76,5 +77,6 @@ When ready, one line per listener goes to stdout ('listening nbd HOST:PORT', 'li
 PATH', 'listening metrics HOST:PORT', 'listening http(s) HOST:PORT' and the console's login link
 'console URL'), then 'ready'. Logs go to stderr. SIGINT/SIGTERM stop gracefully (in-flight
 requests finish, data is flushed, exit 0); a second signal exits at once.
-SIGHUP reloads what can change without a restart (the --config file's log level) and logs it.
+SIGHUP reloads what can change without a restart (the --config file's log level, the schedules
+from DATA_DIR/schedules.json) and logs it.
 `;

@@ -18,6 +18,8 @@ const RUN_OPERATION_PREFIXES = ['schedule', 'backup'];
 export interface HealthSources {
   dataDir: string;
   operations: OperationMetrics;
+  /** Schedules whose last run failed, one line each (src/schedule/scheduler.ts). */
+  schedules?: { failures(): string[]; stats(): { schedules: number } };
 }
 
 export interface HealthCheck {
@@ -32,7 +34,7 @@ export interface HealthReport {
 }
 
 export async function checkHealth(src: HealthSources, minFreePercent = HEALTH_MIN_FREE_PERCENT_DEFAULT): Promise<HealthReport> {
-  const checks = [await storeWritable(src.dataDir), await freeSpace(src.dataDir, minFreePercent), lastRuns(src.operations)];
+  const checks = [await storeWritable(src.dataDir), await freeSpace(src.dataDir, minFreePercent), lastRuns(src.operations, src.schedules?.failures() ?? [], src.schedules?.stats().schedules ?? 0)];
   return { status: checks.every((c) => c.ok) ? 'ok' : 'degraded', checks };
 }
 
@@ -66,9 +68,9 @@ async function freeSpace(dir: string, minPercent: number): Promise<HealthCheck> 
   }
 }
 
-function lastRuns(ops: OperationMetrics): HealthCheck {
-  const failed: string[] = [];
-  let runs = 0;
+function lastRuns(ops: OperationMetrics, scheduleFailures: string[], schedules: number): HealthCheck {
+  const failed: string[] = [...scheduleFailures];
+  let runs = schedules;
   for (const [op, f] of ops.all()) {
     if (!RUN_OPERATION_PREFIXES.some((p) => op.startsWith(p))) continue;
     runs++;

@@ -7,6 +7,8 @@ import type { VolumeRegistry } from '../volumes/registry.ts';
 import type { DiffResult } from '../volumes/views.ts';
 import type { BackupManager } from '../backup/manager.ts';
 import { BACKUP_METHODS } from './backup-methods.ts';
+import type { Scheduler } from '../schedule/scheduler.ts';
+import { SCHEDULE_METHODS } from './schedule-methods.ts';
 import { invalidParams } from './errors.ts';
 import { checkHealth, type HealthReport, type HealthSources } from './health.ts';
 import { validateParams, type Params, type ParamsSchema } from './validate.ts';
@@ -38,6 +40,8 @@ export interface ControlContext {
   registry: VolumeRegistry;
   /** Backup targets and jobs (absent: the backup methods say there are no targets). */
   backups?: BackupManager;
+  /** Snapshot schedules (absent: the schedule methods answer NOT_SUPPORTED). */
+  schedules?: Scheduler;
   serverInfo(): ServerInfo;
   /** What server.health checks; without it (a server that never set it up) it answers degraded. */
   health?: HealthSources;
@@ -108,6 +112,7 @@ export const METHODS = {
 
   'volume.delete': def({ name, force: optBool, withSnapshots: optBool }, async (p, ctx) => {
     const r = await ctx.registry.deleteVolume(p.name, p.force ?? false, p.withSnapshots ?? false);
+    await ctx.schedules?.removeVolume(p.name); // its schedules go with it
     return { name: p.name, deleted: true, disconnected: r.disconnected, snapshots: r.snapshots, clones: r.clones };
   }),
 
@@ -164,6 +169,7 @@ export const METHODS = {
   }),
 
   ...BACKUP_METHODS,
+  ...SCHEDULE_METHODS,
 } as const;
 
 export type MethodName = keyof typeof METHODS;

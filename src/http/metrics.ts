@@ -9,6 +9,7 @@ import type { StoreObserver } from '../storage/index.ts';
 import { Histogram, LATENCY_BUCKETS_SECONDS } from '../util/histogram.ts';
 import type { OperationMetrics } from '../util/operation-metrics.ts';
 import type { VolumeRegistry } from '../volumes/registry.ts';
+import type { SchedulerStats } from '../schedule/scheduler.ts';
 import type { MetricFamily } from './prom-text.ts';
 import { ProcessMetrics } from './process-metrics.ts';
 
@@ -36,6 +37,8 @@ export interface MetricsSources {
   connections: () => { accepted: number; refused: number };
   dataDir: string;
   build: { version: string; commit: string };
+  /** Snapshot schedules' runs and retention (src/schedule/scheduler.ts). */
+  schedules?: { stats(): SchedulerStats };
 }
 
 type Sample = { labels: Record<string, string>; value: number };
@@ -135,6 +138,19 @@ export class MetricsCollector {
       { name: 'snapnbd_operation_duration_seconds', type: 'histogram', help: 'Duration of snapshot, schedule and backup operations, failed ones included, in seconds.', samples: durations },
       family('snapnbd_operation_failures_total', 'counter', 'Snapshot, schedule and backup operations that failed.', failures),
     );
+
+    const sch = this.src.schedules?.stats();
+    if (sch) {
+      out.push(
+        family('snapnbd_schedules', 'gauge', 'Snapshot schedules configured.', one(sch.schedules)),
+        family('snapnbd_schedules_failing', 'gauge', 'Snapshot schedules whose last run failed.', one(sch.failing)),
+        family('snapnbd_schedule_runs_total', 'counter', 'Scheduled runs (snapshot, backup, retention) since start, by result.',
+          [{ labels: { result: 'ok' }, value: sch.runs.ok }, { labels: { result: 'failed' }, value: sch.runs.failed }]),
+        family('snapnbd_schedule_snapshots_deleted_total', 'counter', 'Snapshots deleted by schedule retention.', one(sch.snapshotsDeleted)),
+        family('snapnbd_schedule_retention_skipped_total', 'counter', 'Snapshots retention would delete but kept (exported, cloned or being backed up), per run.', one(sch.retentionSkipped)),
+        family('snapnbd_schedule_backups_deleted_total', 'counter', 'Backups deleted by schedule retention (keepBackups).', one(sch.backupsDeleted)),
+      );
+    }
 
     out.push(...this.proc.families());
     return out;

@@ -14,6 +14,8 @@ export const VARYING_FIELDS = new Set([
   'allocatedBytes', 'liveBytes', 'freeBytes', 'next', 'detail', 'guid', 'eventLoop',
   // backups and jobs
   'started', 'finished', 'bytesPerSecond', 'etaSeconds', 'source', 'url', 'bytesRead',
+  // schedules
+  'nextRun', 'lastRun',
 ]);
 /** A backup id (time and random): any such id matches, and later requests get the real one. */
 const BACKUP_ID = /^\d{8}T\d{9}Z-[0-9a-f]{8}$/;

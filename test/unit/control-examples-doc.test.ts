@@ -6,6 +6,7 @@ import { METHODS } from '../../src/control/methods.ts';
 import { rmSync } from 'node:fs';
 import { compareAnswer, readExamples, rewriteIds } from '../helpers/control-examples.ts';
 import { BackupManager } from '../../src/backup/manager.ts';
+import { Scheduler } from '../../src/schedule/scheduler.ts';
 import { parseTargetUrl } from '../../src/backup/target.ts';
 import { tempDir } from '../helpers/server.ts';
 import { answerFrame } from '../../src/control/server.ts';
@@ -62,9 +63,11 @@ describe('protocol/control.md examples against the in-memory store', () => {
     await registry.createVolume({ name: 'vm1', size: 64 * 1024 * 1024 });
     const backupDir = tempDir('snapnbd-docs-target-');
     const backups = new BackupManager({ store, registry, targets: new Map([['docs', parseTargetUrl(`file://${backupDir}`)]]) });
+    const schedules = new Scheduler({ dataDir: tempDir('snapnbd-docs-schedules-'), registry, backups });
     const ctx = {
       registry, backups, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }),
       health: { dataDir: tempDir(), operations: new OperationMetrics() },
+      schedules,
     };
     const ids = new Map<string, string>();
     let replayed = 0;
@@ -89,6 +92,7 @@ describe('protocol/control.md examples against the in-memory store', () => {
       replayed++;
     }
     expect(replayed).toBeGreaterThan(20);
+    await schedules.stop();
     await backups.close();
     rmSync(backupDir, { recursive: true, force: true });
   });
