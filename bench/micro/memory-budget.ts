@@ -27,7 +27,7 @@ const runtime = Number(v.runtime ?? 5);
 
 installExitHandlers();
 const workDir = mkdtempSync(join(tmpdir(), 'snapnbd-budget-'));
-const ctx: BenchContext = { workDir, image: join(workDir, 'bench.raw'), imageBytes: VOLUME_BYTES, snapnbdEnv: {}, snapnbdBin: SNAPNBD_BIN, cpuProfDir: null, verbose: false };
+const ctx: BenchContext = { workDir, image: join(workDir, 'bench.raw'), imageBytes: VOLUME_BYTES, snapnbdEnv: {}, snapnbdBin: SNAPNBD_BIN, compareBin: null, cpuProfDir: null, verbose: false };
 const got = new Map<string, number[]>();
 try {
   for (let rep = 0; rep < reps; rep++) {
