@@ -26,7 +26,7 @@ import { ExportCatalog, compareNames, type CatalogSnapshot, type CatalogVolume }
 import { KeyedMutex } from './keyed-mutex.ts';
 import { describeHolders, LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
-import { VolumeState, unavailableExportMessage } from './state.ts';
+import { VolumeState, unavailableExportMessage, type RestoreStatus } from './state.ts';
 import { SnapshotState, type ExportStats, type ListPage, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
 import { timed, type OperationMetrics } from '../util/operation-metrics.ts';
 
@@ -74,6 +74,7 @@ export class VolumeRegistry implements ExportResolver {
   /** Export name `VOLUME@SNAPSHOT` -> why it is held (e.g. "backup job j3"). */
   private readonly holds = new Map<string, string[]>();
   private annotate: ((volume: string, snapshot: string) => string | null) | null = null;
+  private restoring: ((volume: string) => RestoreStatus | null) | null = null;
   private readonly catalog: ExportCatalog;
   private closing = false;
 
@@ -188,6 +189,16 @@ export class VolumeRegistry implements ExportResolver {
   /** Adds the `backup` field to snapshot views (the backup manager's state). */
   setSnapshotAnnotator(fn: (volume: string, snapshot: string) => string | null): void {
     this.annotate = fn;
+  }
+
+  /** Marks volumes that an instant restore still fills (state `restoring`, and its progress). */
+  setVolumeAnnotator(fn: (volume: string) => RestoreStatus | null): void {
+    this.restoring = fn;
+  }
+
+  private volumeState(v: VolumeInfo): { state: VolumeState; reason: string | null; restore?: RestoreStatus } {
+    const r = v.unavailable === null ? this.restoring?.(v.name) ?? null : null;
+    return r === null ? stateOf(v) : { state: VolumeState.Restoring, reason: r.stalled, restore: r };
   }
 
   // ---- volumes ----
@@ -498,7 +509,7 @@ export class VolumeRegistry implements ExportResolver {
     }
     return {
       exports,
-      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots, ...stateOf(v) })),
+      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots, ...this.volumeState(v) })),
       store: this.store.stats(),
     };
   }
@@ -551,7 +562,7 @@ export class VolumeRegistry implements ExportResolver {
     return {
       name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing, origin: v.origin,
       created: v.created,
-      ...stateOf(v),
+      ...this.volumeState(v),
       snapshots: v.snapshots,
       referenced: v.space.referenced, used: v.space.used, written: v.space.written,
       readOnly: this.opts.readOnly,
