@@ -12,7 +12,8 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { FileTarget } from './file-target.ts';
 import { collectGarbage, GC_GRACE_MS_DEFAULT, GC_STALE_MS, type GcResult } from './gc.ts';
 import { InstantRestores } from './instant-restores.ts';
-import { JobTable, type JobView } from './jobs.ts';
+import { INTERRUPTED, JobTable, type JobView } from './jobs.ts';
+import { SavedResults, type SavedSnapshotState } from './saved-results.ts';
 import { BACKUP_ID_PATTERN } from './manifest.ts';
 import { selectKept, type RetentionPolicy } from './prune-policy.ts';
 import { Repository } from './repository.ts';
@@ -59,11 +60,15 @@ export class BackupManager {
   private readonly deleting = new Set<string>();
   private closing = false;
   readonly instant: InstantRestores;
+  private readonly results: SavedResults;
 
   constructor(o: BackupManagerOptions) {
     this.o = o;
     this.source = `${hostname()}:${o.store.dataDir}`;
     o.registry.setSnapshotAnnotator((v, s) => this.snapshotState(v, s));
+    this.results = new SavedResults(o.store.dataDir, () => this.resultsNow());
+    this.loadResults();
+    this.jobs.onChange = () => void this.results.save();
     this.instant = new InstantRestores({ store: o.store, registry: o.registry, jobs: this.jobs, repo: (t) => this.repo(t) });
     o.registry.setVolumeAnnotator((v) => this.instant.stateOf(v));
     this.instant.resume(); // before the NBD listeners open: unrestored blocks must never read as zeros
@@ -268,6 +273,7 @@ export class BackupManager {
     this.instant.closeSoon();
     this.closing = true;
     await this.jobs.cancelAll();
+    await this.results.save(); // the jobs as they ended
     for (const p of this.repos.values()) (await p.catch(() => null))?.store.close();
   }
 
@@ -286,6 +292,47 @@ export class BackupManager {
   private localSnapshotIs(volume: string, snapshot: string, created: string): boolean {
     try {
       return this.o.store.snapshotInfo(volume, snapshot).created === created;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Jobs and failed backup states of the previous run (saved-results.ts). */
+  private loadResults(): void {
+    const r = this.results.load();
+    if (!r) return;
+    this.jobs.adopt(r.jobs, r.savedAt);
+    for (const s of r.snapshots) {
+      const at = s.key.indexOf('@');
+      if (at > 0 && this.localSnapshotIs(s.key.slice(0, at), s.key.slice(at + 1), s.created)) this.snapState.set(s.key, s.state);
+    }
+    // A backup that was running when the server stopped failed.
+    for (const j of this.jobs.list()) {
+      if (j.kind === 'backup' && j.error?.code === INTERRUPTED && j.volume !== null && j.snapshot !== null) {
+        const key = exportNameOf(j.volume, j.snapshot);
+        if (!this.snapState.has(key) && this.localSnapshotExists(j.volume, j.snapshot)) this.snapState.set(key, `failed: ${j.error.message}`);
+      }
+    }
+  }
+
+  private resultsNow(): { jobs: JobView[]; snapshots: SavedSnapshotState[] } {
+    const snapshots: SavedSnapshotState[] = [];
+    for (const [key, state] of this.snapState) {
+      if (!state.startsWith('failed')) continue;
+      const at = key.indexOf('@');
+      try {
+        snapshots.push({ key, state, created: this.o.store.snapshotInfo(key.slice(0, at), key.slice(at + 1)).created });
+      } catch {
+        // the snapshot is gone: its state with it
+      }
+    }
+    return { jobs: this.jobs.list(), snapshots };
+  }
+
+  private localSnapshotExists(volume: string, snapshot: string): boolean {
+    try {
+      this.o.store.snapshotInfo(volume, snapshot);
+      return true;
     } catch {
       return false;
     }

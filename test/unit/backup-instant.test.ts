@@ -3,8 +3,9 @@
 // and is never overwritten by the background restore, the volume shows `restoring N%`, snapshots
 // wait for the end, an unreachable target fails only the unrestored reads (EIO) while the task
 // retries, and a restart resumes from the recorded progress without refetching written blocks.
+// Also: the job list and a snapshot's `failed: REASON` survive a restart (saved-results.ts).
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BackupResult } from '../../src/backup/create.ts';
@@ -26,10 +27,15 @@ const DATA_BLOCKS = 12;
 class Gate {
   held = new Set<string>();
   down = false;
+  /** Block PUTs fail while set. */
+  putFails = false;
+  /** Block PUTs wait while set. */
+  putHeld = false;
   gets = new Map<string, number>();
   private waiters: (() => void)[] = [];
-  release(name: string): void {
+  release(name = ''): void {
     this.held.delete(name);
+    this.putHeld = false;
     for (const w of this.waiters.splice(0)) w();
   }
   wrap(inner: ObjectStore): ObjectStore {
@@ -43,6 +49,13 @@ class Gate {
           self.gets.set(name, (self.gets.get(name) ?? 0) + 1);
         }
         return inner.get(key, signal);
+      },
+      async put(key: string, data: Buffer, signal?: AbortSignal): Promise<void> {
+        if (key.includes('blocks/')) {
+          while (self.putHeld) await new Promise<void>((r) => self.waiters.push(r));
+          if (self.putFails) throw new BackupError(BackupErrorCode.TargetUnavailable, 'upload refused (test)');
+        }
+        return inner.put(key, data, signal);
       },
     });
   }
@@ -110,6 +123,11 @@ async function readAll(store: Store, volume: string): Promise<Buffer> {
   return b;
 }
 
+/** The restore progress files and markers in a data dir. */
+function restoreFiles(dir: string): string[] {
+  return readdirSync(join(dir, STATE_DIR)).filter((n) => /^(restore|partial)-/.test(n));
+}
+
 function settled(p: Promise<unknown>): () => boolean {
   let done = false;
   p.then(() => { done = true; }, () => { done = true; });
@@ -175,7 +193,7 @@ describe('instant restore', () => {
     expect((await readAll(b.store, 'r')).equals(expected)).toBe(true);
     // Every block was fetched once: the reads and the write did not fetch twice.
     for (let i = 0; i < DATA_BLOCKS; i++) expect(gate.gets.get(bk.name(i))).toBe(1);
-    expect(readdirSync(join(b.dir, STATE_DIR))).toEqual([]);
+    expect(restoreFiles(b.dir)).toEqual([]);
     await b.reg.createSnapshot('r', 'after', undefined);
   });
 
@@ -218,7 +236,7 @@ describe('instant restore', () => {
 
     const gate2 = new Gate();
     const c = await server(target, gate2, b.dir);
-    const resumed = c.bm.jobs.list().find((j) => j.kind === 'restore' && j.volume === 'r');
+    const resumed = c.bm.jobs.list().filter((j) => j.kind === 'restore' && j.volume === 'r').pop();
     expect(resumed?.state).toBe('running');
     expect((await c.bm.jobs.wait(resumed!.id)).state).toBe('done');
     const expected = Buffer.from(bk.content);
@@ -239,6 +257,44 @@ describe('instant restore', () => {
     gate.release(bk.name(0));
     expect((await b.bm.jobs.wait(job.id)).state).toBe('cancelled');
     expect(() => b.store.volumeInfo('r')).toThrow(/r/);
-    expect(readdirSync(join(b.dir, STATE_DIR))).toEqual([]);
+    expect(restoreFiles(b.dir)).toEqual([]);
+  });
+});
+
+describe('results across a restart', () => {
+  it('the job list and a failed backup state survive; a job running at a crash shows INTERRUPTED', async () => {
+    const target = tempDir('snapnbd-ir-t-');
+    dirs.push(target);
+    const gate = new Gate();
+    const a = await server(target, gate);
+    await a.reg.createVolume({ name: 'v', size: 4 * MiB });
+    await a.store.head('v').write(0, randomBytes(2 * MiB), { fua: false });
+    await a.reg.createSnapshot('v', 'bad', undefined);
+    await a.reg.createSnapshot('v', 'cut', undefined);
+    gate.putFails = true;
+    const failed = await a.bm.jobs.wait(a.bm.create({ target: 't', volume: 'v', snapshot: 'bad' }).id);
+    expect(failed.state).toBe('failed');
+    gate.putFails = false;
+    gate.putHeld = true;
+    const running = a.bm.create({ target: 't', volume: 'v', snapshot: 'cut' });
+    const results = join(a.dir, STATE_DIR, 'results.json');
+    await until('the running job saved', () => existsSync(results) && readFileSync(results, 'utf8').includes(`"id":"${running.id}","kind":"backup"`));
+    const atCrash = readFileSync(results); // what a kill -9 now would leave
+    gate.release();
+    await close(a);
+    writeFileSync(results, atCrash);
+
+    const b = await server(target, null, a.dir);
+    const jobs = b.bm.jobs.list();
+    expect(jobs.find((j) => j.id === failed.id)).toMatchObject({ state: 'failed', error: { message: failed.error!.message } });
+    expect(jobs.find((j) => j.id === running.id)).toMatchObject({ state: 'failed', error: { code: 'INTERRUPTED' } });
+    const snaps = b.reg.listSnapshots('v');
+    expect(snaps.find((s) => s.name === 'bad')?.backup).toBe(`failed: ${failed.error!.message}`);
+    expect(snaps.find((s) => s.name === 'cut')?.backup).toMatch(/^failed: the server stopped/);
+    // New jobs do not reuse old ids; a later success replaces the failed state.
+    const again = await b.bm.jobs.wait(b.bm.create({ target: 't', volume: 'v', snapshot: 'bad' }).id);
+    expect(jobs.map((j) => j.id)).not.toContain(again.id);
+    expect(again.state).toBe('done');
+    expect(b.reg.listSnapshots('v').find((s) => s.name === 'bad')?.backup).toBe('backed-up');
   });
 });
