@@ -17,6 +17,9 @@ import { parseTargetUrl, type ObjectStore, type TargetSpec } from '../../src/bac
 import { openStore } from '../../src/storage/index.ts';
 import type { Store } from '../../src/storage/types.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
+import { formatVolumeState } from '../../src/volumes/state.ts';
+import { volumeState, type Volume as ConsoleVolume } from '../../src/http/console/browser/model.ts';
+import { stateText } from '../../src/http/console/browser/text.ts';
 import { tempDir } from '../helpers/server.ts';
 
 const MiB = 1024 * 1024;
@@ -148,6 +151,8 @@ describe('instant restore', () => {
     const view = b.reg.volumeInfo('r');
     expect(view.state).toBe('restoring');
     expect(view.restore?.percent).toBe(Math.floor((100 * (DATA_BLOCKS - 3)) / DATA_BLOCKS));
+    expect(formatVolumeState(view)).toBe('restoring 75%'); // the CLI's STATE column
+    expect(stateText(volumeState(view as unknown as ConsoleVolume, []))).toBe('restoring 75%'); // the console's
     await expect(b.reg.createSnapshot('r', 'early', undefined)).rejects.toMatchObject({ code: 'VOLUME_BUSY' });
     const head = b.store.head('r');
 
@@ -214,6 +219,7 @@ describe('instant restore', () => {
     await head.read(1 * MiB, 4096, buf);
     expect(buf.equals(bk.content.subarray(MiB, MiB + 4096))).toBe(true);
     await until('the stalled state', () => b.reg.volumeInfo('r').restore?.stalled != null);
+    expect(formatVolumeState(b.reg.volumeInfo('r'))).toBe('restoring 91% (stalled: target unreachable (test))');
     expect(b.bm.jobs.get(job.id).state).toBe('running');
     gate.down = false;
     expect((await b.bm.jobs.wait(job.id)).state).toBe('done');
