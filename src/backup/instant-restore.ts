@@ -41,6 +41,8 @@ export class InstantRestore implements FillSource {
   readonly volume: string;
   readonly target: string;
   readonly id: string;
+  /** The creation time of the volume it fills (another volume of that name later is not it). */
+  readonly volumeCreated: string;
   /** Why the background restore is stalled (it retries), or null. */
   stalled: string | null = null;
   private readonly o: InstantRestoreOptions;
@@ -64,6 +66,7 @@ export class InstantRestore implements FillSource {
     this.volume = p.volume;
     this.target = p.target;
     this.id = p.id;
+    this.volumeCreated = p.volumeCreated;
     this.blockSize = p.blockSize;
     this.nBlocks = p.blocks;
     this.done = p.done.slice();

@@ -106,7 +106,7 @@ export class InstantRestores {
         return r;
       } catch (e) {
         if (this.closing) throw e; // the progress file stays: resumed at the next start
-        if (this.volumeIs(volume, null)) {
+        if (this.volumeIs(volume, ir.volumeCreated)) {
           this.o.store.attachFill(volume, null);
           await this.o.registry.deleteVolume(volume, true).catch((d: unknown) => log.warn(`instant restore: cannot remove the half-restored volume '${volume}'`, d));
         }
@@ -120,10 +120,9 @@ export class InstantRestores {
     return job;
   }
 
-  private volumeIs(volume: string, created: string | null): boolean {
+  private volumeIs(volume: string, created: string): boolean {
     try {
-      const info = this.o.store.volumeInfo(volume);
-      return created === null || info.created === created;
+      return this.o.store.volumeInfo(volume).created === created;
     } catch {
       return false;
     }
