@@ -292,14 +292,18 @@ describe('instant restore and restore faults against RGW', () => {
   /** Block k's object name (the target is not encrypted: the SHA-256 of its bytes). */
   const nameOf = (k: number): string => createHash('sha256').update(Buffer.alloc(MiB, patternOf(k))).digest('hex');
   const SLOW = [4, 5, 6, 7, 8, 9, 10, 11];
-  /** RGW answers blocks 4-11 late: the background restore's workers (8, in block order) all wait on
-   *  them, so most later blocks are still unrestored while a test reads and writes them. */
-  const slowBlocks = (delayMs = 8000): void => {
+  /** RGW holds blocks 4-11 until release(): the background restore's workers (8, in block order)
+   *  all wait on them, so later blocks stay unrestored until the test lets them go. */
+  const slowBlocks = (): void => {
     const names = SLOW.map(nameOf);
-    proxy.inject('delay', 10_000, (m, u) => m === 'GET' && names.some((n) => u.includes(n)), delayMs);
+    proxy.inject('hold', 10_000, (m, u) => m === 'GET' && names.some((n) => u.includes(n)));
+  };
+  const releaseAll = (): void => {
+    proxy.clear();
+    proxy.release();
   };
   /** Everything else a little late, so a restart finds work left. */
-  const slowRest = (): void => proxy.inject('delay', 10_000, (m, u) => m === 'GET' && u.includes('/blocks/'), 1000);
+  const slowRest = (): void => proxy.inject('delay', 10_000, (m, u) => m === 'GET' && u.includes('/blocks/'), 2000);
 
   /** qemu-io commands on an export; throws when a `read -P` finds another pattern. */
   async function qemuIo(server: RunningServer, exportName: string, cmds: string[]): Promise<void> {
@@ -350,8 +354,8 @@ describe('instant restore and restore faults against RGW', () => {
     // Writes while restoring: a partial one into a block not fetched yet, and a whole block.
     await qemuIo(a, 'ir', [`write -P 238 ${20 * MiB + 8192} 4096`, `write -P 221 ${14 * MiB} ${MiB}`]);
     expect((await volume(a, 'ir'))?.state).toBe('restoring');
+    releaseAll();
     await untilReady(a, 'ir');
-    proxy.clear();
     const expected = Buffer.from(ivImage);
     expected.fill(238, 20 * MiB + 8192, 20 * MiB + 12288);
     expected.fill(221, 14 * MiB, 15 * MiB);
@@ -360,14 +364,14 @@ describe('instant restore and restore faults against RGW', () => {
   });
 
   it('kill -9 in the middle of an instant restore: the restart resumes it and it completes exactly', async () => {
-    slowBlocks(60_000);
+    slowBlocks();
     await ok(a, ['backup', 'restore', ivId, 'ir2', '--target', 'off', '--instant']);
     await qemuIo(a, 'ir2', [`write -P 204 ${15 * MiB + 512} 1024`, `read -P ${patternOf(13)} ${13 * MiB} 4096`]);
     await new Promise((r) => setTimeout(r, 2000)); // some blocks restored, most not
     const before = (await volume(a, 'ir2'))?.restore?.percent ?? 100;
     expect(before).toBeLessThan(100);
     await a.kill();
-    proxy.clear();
+    releaseAll();
     slowRest();
     a = await startA();
     expect(a.stderr()).not.toMatch(/cannot read/);
@@ -388,7 +392,7 @@ describe('instant restore and restore faults against RGW', () => {
     expect(await volume(a, 'pr')).toBeDefined();
     await new Promise((r) => setTimeout(r, 2000));
     await a.kill();
-    proxy.clear();
+    releaseAll();
     a = await startA();
     for (let i = 0; i < 50 && (await volume(a, 'pr')); i++) await new Promise((r) => setTimeout(r, 100));
     expect(await volume(a, 'pr')).toBeUndefined();

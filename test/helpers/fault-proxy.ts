@@ -1,12 +1,12 @@
 // An HTTP proxy between the S3 client and RGW that misbehaves on demand: answers 500 or 503
 // SlowDown itself, resets the connection, stalls (never answers), forwards the request late
-// (`delay`: a slow target), or forwards the response but cuts its body short. Each fault applies to the next N requests that match; the rest pass
+// (`delay`: a slow target; `hold`: until release()), or forwards the response but cuts its body short. Each fault applies to the next N requests that match; the rest pass
 // through unchanged (the Host header too, so signatures stay valid).
 import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type Fault = 'status500' | 'slowdown' | 'reset' | 'stall' | 'truncate' | 'delay';
+export type Fault = 'status500' | 'slowdown' | 'reset' | 'stall' | 'truncate' | 'delay' | 'hold';
 
 /** How late a `delay` fault forwards its request, unless told. */
 export const FAULT_DELAY_MS = 1500;
@@ -24,6 +24,8 @@ export interface FaultProxy {
   inject(fault: Fault, times: number, match?: (method: string, url: string) => boolean, delayMs?: number): void;
   /** Drops every pending fault. */
   clear(): void;
+  /** Forwards every request a `hold` fault is holding. */
+  release(): void;
   /** Requests seen, as "METHOD url". */
   seen: string[];
   faultsServed: number;
@@ -33,6 +35,7 @@ export interface FaultProxy {
 export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const to = new URL(target);
   const rules: Rule[] = [];
+  const held: (() => void)[] = [];
   const sockets = new Set<import('node:net').Socket>();
   const state = { seen: [] as string[], faultsServed: 0 };
   const server = http.createServer((req, res) => {
@@ -77,6 +80,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         up.end(Buffer.concat(body));
       };
       if (rule?.fault === 'delay') setTimeout(forward, rule.delayMs);
+      else if (rule?.fault === 'hold') held.push(forward);
       else forward();
     });
   });
@@ -88,6 +92,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     endpoint: `http://127.0.0.1:${port}`,
     inject(fault, times, match = () => true, delayMs = FAULT_DELAY_MS) { rules.push({ fault, left: times, match, delayMs }); },
     clear() { rules.length = 0; },
+    release() { for (const f of held.splice(0)) f(); },
     get seen() { return state.seen; },
     get faultsServed() { return state.faultsServed; },
     async close() {
