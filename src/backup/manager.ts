@@ -188,7 +188,8 @@ export class BackupManager {
       // A crash from here on leaves a half-made volume: the marker gets it removed at the next start.
       const marker = partialFile(this.o.store.dataDir, p.volume);
       try {
-        await writeFileAtomic(marker, JSON.stringify({ volume: p.volume, volumeCreated: info.created, target: p.target, id: p.id } satisfies PartialRestore));
+        await writeFileAtomic(marker, JSON.stringify({ volume: p.volume, volumeCreated: info.created, target: p.target, id: p.id } satisfies PartialRestore))
+          .catch((e: unknown) => log.warn(`restore of ${p.id}: cannot write ${marker} (a crash now would leave the half-made volume '${p.volume}')`, e));
         const r = await restoreInto({ repo, manifest: m, device: this.o.store.head(p.volume), signal: ctx.signal, progress: ctx.progress }, p.volume);
         await removeStateFile(marker);
         return r;

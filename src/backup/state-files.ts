@@ -20,7 +20,11 @@ export function stateDir(dataDir: string): string {
 /** Replaces `path` with `data` atomically and durably. */
 export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
   const dir = path.slice(0, path.lastIndexOf('/'));
-  mkdirSync(dir, { recursive: true });
+  try {
+    mkdirSync(dir); // the state dir only: the data dir itself must exist
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
   const f = await open(tmp, 'w');
   try {
