@@ -1,8 +1,11 @@
 // Backup throughput against a local Ceph RGW (the test cluster of test/helpers/rgw.ts), side by
 // side in one run with `aws s3 cp` of the same raw image and with restic (backup, restore, and an
-// incremental after a 1 MiB change). Prints a markdown table; speeds are for ratios within a run.
+// incremental after a 1 MiB change). Then an instant restore (command to the first 4 KiB read
+// answered; 4 KiB reads while it restores against the same reads after), and the incremental of a
+// sparse 1 TiB volume with --big-gib GiB written and 64 MiB then changed, on a file:// target (the
+// RGW's memory store holds 2 GiB). Prints markdown tables; speeds are for ratios within a run.
 //
-//   node --import tsx bench/backup.ts [--size-mib 1024]
+//   node --import tsx bench/backup.ts [--size-mib 1024] [--big-gib 8] [--skip-rgw]
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
@@ -27,9 +30,15 @@ async function snapnbd(s: RunningServer, args: string[]): Promise<Record<string,
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { 'size-mib': { type: 'string' } } });
+  const { values } = parseArgs({ options: { 'size-mib': { type: 'string' }, 'big-gib': { type: 'string' }, 'skip-rgw': { type: 'boolean' } } });
   const sizeMiB = Number(values['size-mib'] ?? 1024);
+  const bigGiB = Number(values['big-gib'] ?? 8);
   const work = tempDir('snapnbd-bench-backup-');
+  if (bigGiB > 0) await bigIncremental(work, bigGiB);
+  if (values['skip-rgw']) {
+    rmSync(work, { recursive: true, force: true });
+    return;
+  }
   const rgw = await startRgw();
   const servers: RunningServer[] = [];
   try {
@@ -77,10 +86,79 @@ async function main(): Promise<void> {
     process.stdout.write(`${sizeMiB} MiB random image, RGW on 127.0.0.1 (memstore), one run\n\n`);
     process.stdout.write('| operation | snapnbd | aws s3 cp | restic | aws/snapnbd | restic/snapnbd |\n|---|---|---|---|---|---|\n');
     for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`);
+    await instantRestore(b, String(full.id), sizeMiB, tRestore);
   } finally {
     for (const s of servers) await s.stop();
     await rgw.stop();
     rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Polls until the volume's state is `ready` (an instant restore has ended). */
+async function untilReady(s: RunningServer, volume: string): Promise<void> {
+  for (;;) {
+    const l = await snapnbd(s, ['volume', 'list']) as unknown as { volumes: { name: string; state: string }[] };
+    if (l.volumes.find((v) => v.name === volume)?.state === 'ready') return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** 4 KiB reads at `offsets` in one qemu-io session; seconds. */
+function reads(s: RunningServer, volume: string, offsets: number[]): Promise<number> {
+  return timed(() => run('qemu-io', ['-f', 'raw', ...offsets.flatMap((o) => ['-c', `read ${o} 4096`]), s.uri(volume)]));
+}
+
+async function instantRestore(b: RunningServer, id: string, sizeMiB: number, tPlain: number): Promise<void> {
+  const READS = 64;
+  const offsets = Array.from({ length: READS }, () => Math.floor(Math.random() * (sizeMiB * MiB / 4096)) * 4096);
+  const t0 = process.hrtime.bigint();
+  await snapnbd(b, ['backup', 'restore', id, 'ri', '--target', 'b', '--instant']);
+  const tCommand = Number(process.hrtime.bigint() - t0) / 1e9;
+  await run('qemu-io', ['-f', 'raw', '-c', `read ${Math.floor(sizeMiB / 2) * MiB + 8192} 4096`, b.uri('ri')]);
+  const tFirst = Number(process.hrtime.bigint() - t0) / 1e9;
+  const tDuring = await reads(b, 'ri', offsets);
+  await untilReady(b, 'ri');
+  const tAll = Number(process.hrtime.bigint() - t0) / 1e9;
+  const tAfter = await reads(b, 'ri', offsets);
+  const tIdle = await reads(b, 'ri', offsets.map((o) => (o + 2 * MiB) % (sizeMiB * MiB)));
+  process.stdout.write(`\n| instant restore (${sizeMiB} MiB, RGW) | time |\n|---|---|\n`);
+  process.stdout.write(`| command answered (volume usable) | ${tCommand.toFixed(3)} s |\n`);
+  process.stdout.write(`| command to first 4 KiB read answered (qemu-io, incl. its connect) | ${tFirst.toFixed(3)} s |\n`);
+  process.stdout.write(`| ${READS} random 4 KiB reads while restoring | ${tDuring.toFixed(3)} s |\n`);
+  process.stdout.write(`| the same reads after the restore | ${tAfter.toFixed(3)} s (slowdown ${(tDuring / tAfter).toFixed(1)}x); other offsets ${tIdle.toFixed(3)} s |\n`);
+  process.stdout.write(`| until fully restored in the background | ${tAll.toFixed(2)} s (plain restore: ${tPlain.toFixed(2)} s) |\n`);
+}
+
+/** A sparse 1 TiB volume, `gib` GiB written, a full backup, 64 scattered MiB changed, the incremental. */
+async function bigIncremental(work: string, gib: number): Promise<void> {
+  const CHANGES = 64;
+  const target = join(work, 'file-target');
+  mkdirSync(target);
+  const s = await startServer({ args: ['--backup-target', `f=file://${target}`] });
+  try {
+    await snapnbd(s, ['volume', 'create', 'big', '--size', '1T']);
+    // Random bytes from AES-CTR over zeros (fast, and no two blocks alike: nothing dedups).
+    const tFill = await timed(() => run('bash', ['-c',
+      `head -c ${gib}G /dev/zero | openssl enc -aes-256-ctr -nosalt -pbkdf2 -pass pass:bench | nbdcopy - ${s.uri('big')}`], { maxBuffer: MiB }));
+    await snapnbd(s, ['snapshot', 'create', 'big@b1']);
+    let full: Record<string, number | string> = {};
+    const tFull = await timed(async () => { full = await snapnbd(s, ['backup', 'create', 'big@b1', '--target', 'f']); });
+    const blocks = new Set<number>();
+    while (blocks.size < CHANGES) blocks.add(Math.floor(Math.random() * gib * 1024));
+    const cmds = [...blocks].flatMap((blk, i) => ['-c', `write -P ${i + 1} ${blk * MiB} ${MiB}`]);
+    await run('qemu-io', ['-f', 'raw', ...cmds, s.uri('big')]);
+    await snapnbd(s, ['snapshot', 'create', 'big@b2']);
+    let inc: Record<string, number | string> = {};
+    const tInc = await timed(async () => { inc = await snapnbd(s, ['backup', 'create', 'big@b2', '--target', 'f']); });
+    const changed = CHANGES * MiB;
+    process.stdout.write(`\n| 1 TiB sparse volume, file:// target | value |\n|---|---|\n`);
+    process.stdout.write(`| ${gib} GiB written (nbdcopy) | ${tFill.toFixed(1)} s |\n`);
+    process.stdout.write(`| full backup | ${tFull.toFixed(1)} s, ${full.bytesUploaded} B uploaded |\n`);
+    process.stdout.write(`| incremental after ${CHANGES} MiB changed (${CHANGES} x 1 MiB, scattered) | ${tInc.toFixed(2)} s, ${inc.bytesUploaded} B uploaded ` +
+      `(${(Number(inc.bytesUploaded) / changed).toFixed(2)}x the change), ${inc.bytesRead} B read |\n`);
+  } finally {
+    await s.stop();
+    rmSync(target, { recursive: true, force: true });
   }
 }
 

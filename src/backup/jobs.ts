@@ -1,5 +1,7 @@
 // Long-running backup work (create, restore, verify) as jobs: each has an id, progress, a
-// result or an error, and can be cancelled. Finished jobs stay listed for a while.
+// result or an error, and can be cancelled. Finished jobs stay listed for a while, and across a
+// restart: the manager saves the list when a job starts or ends (`onChange`) and gives it back
+// with `adopt` (a job that was running then is shown failed: INTERRUPTED).
 import { BackupError, BackupErrorCode } from './errors.ts';
 import type { Progress } from './create.ts';
 
@@ -40,9 +42,28 @@ interface Job {
   done: Promise<void>;
 }
 
+/** The error of a job that was running when the server stopped. */
+export const INTERRUPTED = 'INTERRUPTED';
+
 export class JobTable {
   private readonly jobs = new Map<string, Job>();
   private next = 1;
+  /** Told when a job starts or ends (the manager persists the list). */
+  onChange: (() => void) | null = null;
+
+  /** Lists jobs of an earlier run of the server (finished; a running one is shown interrupted). */
+  adopt(views: JobView[], stoppedAt: string): void {
+    for (const v of views) {
+      const m = /^j(\d+)$/.exec(v.id);
+      if (!m || this.jobs.has(v.id)) continue;
+      const view: JobView = v.state === JobState.Running
+        ? { ...v, state: JobState.Failed, finished: stoppedAt, etaSeconds: null, error: { code: INTERRUPTED, message: 'the server stopped while this job ran' } }
+        : v;
+      this.jobs.set(v.id, { view, cause: null, controller: new AbortController(), done: Promise.resolve() });
+      this.next = Math.max(this.next, Number(m[1]) + 1);
+    }
+    this.trim();
+  }
 
   start(meta: { kind: string; target: string; volume?: string; snapshot?: string }, run: (ctx: JobContext) => Promise<unknown>): JobView {
     const id = `j${this.next++}`;
@@ -82,9 +103,11 @@ export class JobTable {
       } finally {
         view.finished = new Date().toISOString();
         this.trim();
+        this.onChange?.();
       }
     })();
     this.jobs.set(id, job);
+    this.onChange?.();
     return view;
   }
 
@@ -109,7 +132,7 @@ export class JobTable {
     await j.done;
     if (j.view.state === JobState.Done) return j.view.result;
     if (j.view.state === JobState.Cancelled) throw new BackupError(BackupErrorCode.Cancelled, `job ${id} was cancelled`);
-    throw j.cause;
+    throw j.cause ?? Object.assign(new Error(j.view.error?.message ?? 'failed'), { code: j.view.error?.code });
   }
 
   cancel(id: string): JobView {

@@ -11,12 +11,15 @@ import { createBackup, type BackupResult } from './create.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { FileTarget } from './file-target.ts';
 import { collectGarbage, GC_GRACE_MS_DEFAULT, GC_STALE_MS, type GcResult } from './gc.ts';
-import { JobTable, type JobView } from './jobs.ts';
+import { InstantRestores } from './instant-restores.ts';
+import { INTERRUPTED, JobTable, type JobView } from './jobs.ts';
+import { SavedResults, type SavedSnapshotState } from './saved-results.ts';
 import { BACKUP_ID_PATTERN } from './manifest.ts';
 import { selectKept, type RetentionPolicy } from './prune-policy.ts';
 import { Repository } from './repository.ts';
-import { restoreInto } from './restore.ts';
+import { restoreFailure, restoreInto } from './restore.ts';
 import { S3Target } from './s3-target.ts';
+import { decodePartialRestore, listRestoreFiles, partialFile, readStateFile, removeStateFile, writeFileAtomic, type PartialRestore } from './state-files.ts';
 import type { ObjectStore, TargetSpec } from './target.ts';
 import { verifyTarget } from './verify.ts';
 
@@ -55,11 +58,21 @@ export class BackupManager {
   /** `VOLUME@SNAPSHOT` -> backup state shown by snapshot.list. */
   private readonly snapState = new Map<string, string>();
   private readonly deleting = new Set<string>();
+  private closing = false;
+  readonly instant: InstantRestores;
+  private readonly results: SavedResults;
 
   constructor(o: BackupManagerOptions) {
     this.o = o;
     this.source = `${hostname()}:${o.store.dataDir}`;
     o.registry.setSnapshotAnnotator((v, s) => this.snapshotState(v, s));
+    this.results = new SavedResults(o.store.dataDir, () => this.resultsNow());
+    this.loadResults();
+    this.jobs.onChange = () => void this.results.save();
+    this.instant = new InstantRestores({ store: o.store, registry: o.registry, jobs: this.jobs, repo: (t) => this.repo(t) });
+    o.registry.setVolumeAnnotator((v) => this.instant.stateOf(v));
+    this.instant.resume(); // before the NBD listeners open: unrestored blocks must never read as zeros
+    this.removePartialRestores();
   }
 
   /** Reads each target's manifests once (in the background), so that after a restart
@@ -154,6 +167,16 @@ export class BackupManager {
     return out.sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : 0));
   }
 
+  /** `--instant`: answers once the volume is usable; its job restores the rest in the background. */
+  async restoreInstant(p: { target: string; id: string; volume: string }): Promise<JobView> {
+    this.spec(p.target);
+    this.checkId(p.id);
+    const repo = await this.repo(p.target);
+    const m = await repo.getManifest(p.id);
+    if (!m) throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
+    return this.instant.start(p.target, m, p.volume);
+  }
+
   restore(p: { target: string; id: string; volume: string }): JobView {
     this.spec(p.target);
     this.checkId(p.id);
@@ -161,14 +184,43 @@ export class BackupManager {
       const repo = await this.repo(p.target);
       const m = await repo.getManifest(p.id);
       if (!m) throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
-      await this.o.registry.createVolume({ name: p.volume, size: m.size, chunkSize: m.chunkSize });
+      const info = await this.o.registry.createVolume({ name: p.volume, size: m.size, chunkSize: m.chunkSize });
+      // A crash from here on leaves a half-made volume: the marker gets it removed at the next start.
+      const marker = partialFile(this.o.store.dataDir, p.volume);
       try {
-        return await restoreInto({ repo, manifest: m, device: this.o.store.head(p.volume), signal: ctx.signal, progress: ctx.progress }, p.volume);
+        await writeFileAtomic(marker, JSON.stringify({ volume: p.volume, volumeCreated: info.created, target: p.target, id: p.id } satisfies PartialRestore))
+          .catch((e: unknown) => log.warn(`restore of ${p.id}: cannot write ${marker} (a crash now would leave the half-made volume '${p.volume}')`, e));
+        const r = await restoreInto({ repo, manifest: m, device: this.o.store.head(p.volume), signal: ctx.signal, progress: ctx.progress }, p.volume);
+        await removeStateFile(marker);
+        return r;
       } catch (e) {
+        if (this.closing) throw e; // the marker stays: the volume goes at the next start
         await this.o.registry.deleteVolume(p.volume, true).catch((d: unknown) => log.warn(`restore of ${p.id}: cannot remove the partial volume '${p.volume}'`, d));
-        throw e;
+        await removeStateFile(marker).catch(() => undefined);
+        throw restoreFailure(e, p.volume);
       }
     });
+  }
+
+  /** Removes the half-made volumes of plain restores that a crash or shutdown interrupted. */
+  private removePartialRestores(): void {
+    for (const file of listRestoreFiles(this.o.store.dataDir, true)) {
+      let pr: PartialRestore;
+      try {
+        pr = decodePartialRestore(readStateFile(file) ?? '', file);
+      } catch (e) {
+        log.error(`restore: cannot read ${file} (${(e as Error).message})`);
+        continue;
+      }
+      if (this.localVolumeIs(pr.volume, pr.volumeCreated)) {
+        log.warn(`restore of backup ${pr.id} into '${pr.volume}' was interrupted; removing the half-restored volume (run the restore again)`);
+        this.o.registry.deleteVolume(pr.volume, true)
+          .then(() => removeStateFile(file))
+          .catch((e: unknown) => log.error(`restore: cannot remove the half-restored volume '${pr.volume}'`, e));
+      } else {
+        removeStateFile(file).catch(() => undefined);
+      }
+    }
   }
 
   verify(p: { target: string; id?: string; samplePct: number }): JobView {
@@ -219,7 +271,10 @@ export class BackupManager {
   }
 
   async close(): Promise<void> {
+    this.instant.closeSoon();
+    this.closing = true;
     await this.jobs.cancelAll();
+    await this.results.save(); // the jobs as they ended
     for (const p of this.repos.values()) (await p.catch(() => null))?.store.close();
   }
 
@@ -227,9 +282,58 @@ export class BackupManager {
     if (!BACKUP_ID_PATTERN.test(id)) throw new BackupError(BackupErrorCode.BackupNotFound, `'${id}' is not a backup id (e.g. 20261130T080000123Z-0a1b2c3d)`);
   }
 
+  private localVolumeIs(volume: string, created: string): boolean {
+    try {
+      return this.o.store.volumeInfo(volume).created === created;
+    } catch {
+      return false;
+    }
+  }
+
   private localSnapshotIs(volume: string, snapshot: string, created: string): boolean {
     try {
       return this.o.store.snapshotInfo(volume, snapshot).created === created;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Jobs and failed backup states of the previous run (saved-results.ts). */
+  private loadResults(): void {
+    const r = this.results.load();
+    if (!r) return;
+    this.jobs.adopt(r.jobs, r.savedAt);
+    for (const s of r.snapshots) {
+      const at = s.key.indexOf('@');
+      if (at > 0 && this.localSnapshotIs(s.key.slice(0, at), s.key.slice(at + 1), s.created)) this.snapState.set(s.key, s.state);
+    }
+    // A backup that was running when the server stopped failed.
+    for (const j of this.jobs.list()) {
+      if (j.kind === 'backup' && j.error?.code === INTERRUPTED && j.volume !== null && j.snapshot !== null) {
+        const key = exportNameOf(j.volume, j.snapshot);
+        if (!this.snapState.has(key) && this.localSnapshotExists(j.volume, j.snapshot)) this.snapState.set(key, `failed: ${j.error.message}`);
+      }
+    }
+  }
+
+  private resultsNow(): { jobs: JobView[]; snapshots: SavedSnapshotState[] } {
+    const snapshots: SavedSnapshotState[] = [];
+    for (const [key, state] of this.snapState) {
+      if (!state.startsWith('failed')) continue;
+      const at = key.indexOf('@');
+      try {
+        snapshots.push({ key, state, created: this.o.store.snapshotInfo(key.slice(0, at), key.slice(at + 1)).created });
+      } catch {
+        // the snapshot is gone: its state with it
+      }
+    }
+    return { jobs: this.jobs.list(), snapshots };
+  }
+
+  private localSnapshotExists(volume: string, snapshot: string): boolean {
+    try {
+      this.o.store.snapshotInfo(volume, snapshot);
+      return true;
     } catch {
       return false;
     }

@@ -1,7 +1,8 @@
 // Restoring a backup into a new volume: every block fetched is checked against its name (the
 // SHA-256, or keyed HMAC, of its bytes) before it is written; a mismatch or a missing object is
 // an error naming the block and the object, and the half-made volume is deleted.
-import type { BlockDevice } from '../storage/device.ts';
+import { StorageError, type BlockDevice } from '../storage/device.ts';
+import { StoreError, StoreErrorCode } from '../storage/types.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import type { Manifest } from './manifest.ts';
 import { runPool } from './pool.ts';
@@ -48,4 +49,12 @@ export async function restoreInto(o: RestoreOptions, newVolume: string): Promise
   });
   await o.device.flush();
   return r;
+}
+
+/** A local disk that fills up is said plainly (the engine's ENOSPC names the store, not the restore). */
+export function restoreFailure(e: unknown, volume: string): unknown {
+  if ((e instanceof StorageError && e.errno === 'ENOSPC') || (e instanceof StoreError && e.code === StoreErrorCode.NoSpace)) {
+    return new StoreError(StoreErrorCode.NoSpace, `restore into '${volume}' stopped: the local disk is full (${(e as Error).message}); the partial volume was removed`, { cause: e });
+  }
+  return e;
 }

@@ -10,7 +10,7 @@ import { controlFailure, ExitCode, controlSocketPath, table } from './control-co
 export const BACKUP_USAGE = `Usage:
   snapnbd backup create VOLUME@SNAPSHOT --target NAME [--detach]
   snapnbd backup list [VOLUME] --target NAME
-  snapnbd backup restore ID NEWVOLUME --target NAME [--detach]
+  snapnbd backup restore ID NEWVOLUME --target NAME [--detach | --instant]
   snapnbd backup verify [ID] --target NAME [--sample PCT] [--detach]
   snapnbd backup delete ID --target NAME
   snapnbd backup prune VOLUME --target NAME [--keep-last N] [--keep-daily N] [--keep-weekly N]
@@ -19,6 +19,8 @@ export const BACKUP_USAGE = `Usage:
   snapnbd backup jobs
   snapnbd backup targets
 
+--instant: returns as soon as NEWVOLUME is usable; blocks not restored yet are fetched when read,
+and a background job restores the rest (volume list shows 'restoring N%'; a restart resumes it).
 Targets are named by the server (serve --backup-target NAME=URL). Common options: --control PATH,
 --data-dir DIR, --json (the method's result as JSON), -h/--help.
 `;
@@ -67,7 +69,7 @@ export async function runBackupCli(argv: string[]): Promise<number> {
       args: argv, allowPositionals: true, strict: true,
       options: {
         control: { type: 'string' }, 'data-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-        target: { type: 'string' }, detach: { type: 'boolean' }, sample: { type: 'string' }, 'dry-run': { type: 'boolean' },
+        target: { type: 'string' }, detach: { type: 'boolean' }, instant: { type: 'boolean' }, sample: { type: 'string' }, 'dry-run': { type: 'boolean' },
         'keep-last': { type: 'string' }, 'keep-daily': { type: 'string' }, 'keep-weekly': { type: 'string' }, 'keep-monthly': { type: 'string' },
         grace: { type: 'string' },
       },
@@ -122,6 +124,14 @@ export async function runBackupCli(argv: string[]): Promise<number> {
       case 'restore': {
         need(2, 2, 'ID NEWVOLUME');
         const t = target();
+        if (v.instant) {
+          call = async (c) => {
+            const job = await c.call<JobView>('backup.restore', { target: t, id: args[0], volume: args[1], instant: true });
+            print(job, () => `volume ${args[1]} is usable now; job ${job.id} restores the rest of ${args[0]} in the background\n`);
+            return ExitCode.Ok;
+          };
+          break;
+        }
         call = (c) => runJob(c, 'backup.restore', { target: t, id: args[0], volume: args[1] }, (r: { volume: string; bytesWritten: number }) =>
           `restored ${args[0]} to volume ${r.volume} (${formatSize(r.bytesWritten)} written, every block verified)\n`);
         break;

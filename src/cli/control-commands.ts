@@ -11,7 +11,7 @@ import type { DiffResult, SnapshotView, VolumeView } from '../volumes/views.ts';
 import type { Schedule } from '../schedule/schedule-file.ts';
 import { scheduleTable } from './schedule-commands.ts';
 import { UsageError } from './usage.ts';
-import { formatState } from '../volumes/state.ts';
+import { formatState, formatVolumeState } from '../volumes/state.ts';
 
 export const CONTROL_USAGE = `Usage:
   snapnbd volume create NAME --size SIZE [--backing FILE] [--chunk-size SIZE]
@@ -167,7 +167,7 @@ function keyValues(pairs: [string, string][]): string {
 function volumeDetails(v: VolumeView): string {
   return keyValues([
     ['name', v.name],
-    ['state', formatState(v.state, v.reason)],
+    ['state', formatVolumeState(v)],
     ['size', `${formatSize(v.size)} (${v.size} bytes)`],
     ['chunk size', formatSize(v.chunkSize)],
     ['backing', v.backing ?? '-'],
@@ -223,7 +223,7 @@ const COMMANDS: Record<string, Command> = {
       out.result(r, () => table(
         ['NAME', 'SIZE', 'USED', 'REFER', 'SNAPSHOTS', 'CONNS', 'ORIGIN', 'BACKING', 'STATE'],
         r.volumes.map((x) => [x.name, formatSize(x.size), formatSize(x.used), formatSize(x.referenced), String(x.snapshots),
-          String(x.connections), x.origin ? `${x.origin.volume}@${x.origin.snapshot}` : '-', x.backing ?? '-', formatState(x.state, x.reason)]),
+          String(x.connections), x.origin ? `${x.origin.volume}@${x.origin.snapshot}` : '-', x.backing ?? '-', formatVolumeState(x)]),
       ) + moreHint(r.next));
     },
   },

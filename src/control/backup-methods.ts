@@ -52,8 +52,10 @@ export const BACKUP_METHODS = {
     backups: await bm.list({ target: p.target, ...(p.volume !== undefined ? { volume: p.volume } : {}) }),
   })),
 
-  'backup.restore': method({ target: str, id: str, volume: str, wait: optBool }, (p, bm) =>
-    answer(bm, bm.restore({ target: p.target, id: p.id, volume: p.volume }), p.wait)),
+  'backup.restore': method({ target: str, id: str, volume: str, wait: optBool, instant: optBool }, async (p, bm) => {
+    const r = { target: p.target, id: p.id, volume: p.volume };
+    return answer(bm, p.instant ? await bm.restoreInstant(r) : bm.restore(r), p.wait);
+  }),
 
   'backup.verify': method({ target: str, id: optStr, samplePct: { type: 'integer', required: false, min: 1, max: 100 }, wait: optBool }, (p, bm) =>
     answer(bm, bm.verify({ target: p.target, ...(p.id !== undefined ? { id: p.id } : {}), samplePct: p.samplePct ?? 100 }), p.wait)),

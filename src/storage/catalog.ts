@@ -7,6 +7,7 @@ import { NodeMap } from './block-map.ts';
 import type { ChunkClass, DataStore } from './chunk-store.ts';
 import type { BlockDevice } from './device.ts';
 import type { IoFile } from './file-io.ts';
+import type { FillSource } from './fill.ts';
 import { RangeLock } from './range-lock.ts';
 import { gainIfAlone, NodeSpace, rebuild, released, setEntry, type SpaceNode } from './space.ts';
 import type { NodeKind, NodeRecord, VolumeRecord } from './records.ts';
@@ -29,6 +30,8 @@ export interface Volume extends VolumeRecord {
   backingError: StoreError | null;
   /** The head's device, made on first use (devices.ts). */
   device: BlockDevice | null;
+  /** Runtime only: where unfilled ranges of the head come from while they arrive (fill.ts). */
+  fill: FillSource | null;
 }
 
 export interface Node extends Omit<NodeRecord, 'volumeId'> {
@@ -85,7 +88,7 @@ export class Catalog {
     const vol: Volume = {
       ...rec, nChunks: Math.ceil(rec.size / rec.chunkSize), chunkClass: this.chunks.classOf(rec.chunkSize),
       head: null as unknown as Node, snaps: [], deleted: false,
-      gate: new WriteGate(), locks: new RangeLock(), backingFile: null, backingError: null, device: null,
+      gate: new WriteGate(), locks: new RangeLock(), backingFile: null, backingError: null, device: null, fill: null,
     };
     this.byName.set(vol.name, vol);
     this.byId.set(vol.id, vol);

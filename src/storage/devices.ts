@@ -1,5 +1,6 @@
 // The BlockDevices the engine hands to the NBD server (device.ts is the interface): a volume's
-// writable head and a snapshot's read-only view. Thin: each call goes to the data path.
+// writable head and a snapshot's read-only view. Thin: each call goes to the data path, a head's
+// after the fill hook (fill.ts) when the volume is still being filled.
 import type { Node, Volume } from './catalog.ts';
 import type { DataPath } from './data-path.ts';
 import { StorageError, type BlockDevice, type Extent, type WriteOptions, type ZeroOptions } from './device.ts';
@@ -11,22 +12,40 @@ export class HeadDevice implements BlockDevice {
   readonly multiConn = true;
   private readonly path: DataPath;
   private readonly vol: Volume;
-  constructor(path: DataPath, vol: Volume) {
+  /** The fill source's own device (fill.ts): its writes are the filling, so they skip the hook. */
+  private readonly filler: boolean;
+  constructor(path: DataPath, vol: Volume, filler = false) {
     this.path = path;
     this.vol = vol;
     this.size = vol.size;
     this.preferredBlockSize = vol.chunkSize;
+    this.filler = filler;
+  }
+  /** The fill hook: null when [offset, +length) is ready, else a promise that makes it ready. */
+  private unfilled(offset: number, length: number, forWrite: boolean): Promise<void> | null {
+    const fill = this.vol.fill;
+    if (fill === null || this.filler || !fill.pending(offset, length, forWrite)) return null;
+    return fill.ensure(offset, length, forWrite);
   }
   read(offset: number, length: number, into: Buffer): Promise<void> {
+    const wait = this.unfilled(offset, length, false);
+    if (wait) return wait.then(() => this.path.read(this.vol.head, offset, length, into, 0));
     return this.path.read(this.vol.head, offset, length, into, 0);
   }
   write(offset: number, data: Buffer, opts: WriteOptions): Promise<void> {
+    const wait = this.unfilled(offset, data.length, true);
+    if (wait) {
+      const copy = Buffer.from(data); // `data` may be a pooled buffer reused after this call returns
+      return wait.then(() => this.path.write(this.vol, offset, copy, copy.length, opts.fua));
+    }
     return this.path.write(this.vol, offset, data, data.length, opts.fua);
   }
-  trim(offset: number, length: number, opts: WriteOptions): Promise<void> {
+  async trim(offset: number, length: number, opts: WriteOptions): Promise<void> {
+    await this.unfilled(offset, length, true);
     return this.path.zeroRange(this.vol, offset, length, { fua: opts.fua, noHole: false, fast: false });
   }
-  zero(offset: number, length: number, opts: ZeroOptions): Promise<void> {
+  async zero(offset: number, length: number, opts: ZeroOptions): Promise<void> {
+    await this.unfilled(offset, length, true);
     return this.path.zeroRange(this.vol, offset, length, opts);
   }
   flush(): Promise<void> {
@@ -34,6 +53,8 @@ export class HeadDevice implements BlockDevice {
   }
   async cache(): Promise<void> {}
   extents(offset: number, length: number): Promise<Extent[]> {
+    // While filling, an unfilled range is a hole in the map yet not zeros: report all as data.
+    if (this.vol.fill !== null && !this.filler) return Promise.resolve([{ length, hole: false, zero: false }]);
     return this.path.extents(this.vol.head, offset, length);
   }
 }

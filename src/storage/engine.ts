@@ -17,6 +17,7 @@ import type { BlockDevice } from './device.ts';
 import { HeadDevice, SnapshotDevice } from './devices.ts';
 import { DIFF_LIMIT_DEFAULT, diffMaps } from './diff.ts';
 import type { FileIo, IoFile } from './file-io.ts';
+import type { FillSource } from './fill.ts';
 import { Rec } from './format.ts';
 import { GUID_PATTERN, newGuid } from './guid.ts';
 import { Journal } from './journal.ts';
@@ -293,6 +294,12 @@ export class CowStore implements Store {
     return v.device;
   }
 
+  attachFill(volume: string, source: FillSource | null): BlockDevice {
+    const v = this.catalog.volume(volume);
+    v.fill = source;
+    return new HeadDevice(this.dataPath, v, true);
+  }
+
   snapshotView(volume: string, snapshot: string): BlockDevice {
     const v = this.catalog.volume(volume);
     if (v.backingError) throw v.backingError;
@@ -309,6 +316,8 @@ export class CowStore implements Store {
       const catalog = this.catalog;
       const vol = catalog.volume(volume);
       if (vol.snaps.some((s) => s.name === name)) throw new StoreError(StoreErrorCode.NameTaken, `snapshot '${volume}@${name}' exists`);
+      // Its unfilled chunks are holes in the map: a snapshot now would keep them as zeros.
+      if (vol.fill !== null) throw new StoreError(StoreErrorCode.VolumeBusy, `volume '${volume}' is still being restored: snapshot it once the restore is done`);
       // The barrier covers only the instant of sharing the map: writes answered before are in,
       // later ones see a shared map and redirect, so they cannot touch the snapshot's chunks and
       // may proceed while the commit makes it durable (their records follow its Node record in

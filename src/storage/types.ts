@@ -3,6 +3,7 @@
 // opens one. One store per data dir holds every volume, its snapshots and its clones, so clones
 // can share chunks with their origin.
 import type { BlockDevice } from './device.ts';
+import type { FillSource } from './fill.ts';
 
 /** Stable error codes, shared with the control socket's `error.data.code`. */
 export const StoreErrorCode = {
@@ -175,6 +176,11 @@ export interface Store {
 
   /** The writable head. The same object for every caller, so all connections share one cache. */
   head(volume: string): BlockDevice;
+  /**
+   * Installs (or, with null, removes) the volume's fill source (fill.ts) and returns a device on
+   * its head whose writes skip the hook: the one the source fills through.
+   */
+  attachFill(volume: string, source: FillSource | null): BlockDevice;
   /** A read-only view of a snapshot. */
   snapshotView(volume: string, snapshot: string): BlockDevice;
 

@@ -8,7 +8,7 @@ import { formatSize } from '../util/size.ts';
 import { exportNameOf, parseExportName } from './export-name.ts';
 import { compareNames, type CatalogSnapshot, type CatalogVolume, type ExportCatalog } from './export-catalog.ts';
 import type { LeaseTable } from './leases.ts';
-import { VolumeState } from './state.ts';
+import { VolumeState, type RestoreStatus } from './state.ts';
 import { SnapshotState, type ExportStats, type ListPage, type RegistryStats, type SnapshotView, type VolumeView } from './views.ts';
 
 /** A snapshot being created or deleted (listed as such; its export name resolves to nothing). */
@@ -30,6 +30,8 @@ export interface ListingContext {
   readonly opts: { readonly readOnly: boolean; readonly listSnapshots?: boolean | undefined };
   /** The `backup` field of snapshot views (null: none set). */
   annotator(): ((volume: string, snapshot: string) => string | null) | null;
+  /** Volumes an instant restore still fills (null: none set). */
+  restoring(): ((volume: string) => RestoreStatus | null) | null;
 }
 
 export class RegistryListing {
@@ -129,16 +131,22 @@ export class RegistryListing {
     }
     return {
       exports,
-      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots, ...stateOf(v) })),
+      volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots, ...this.volumeState(v) })),
       store: this.ctx.store.stats(),
     };
+  }
+
+  /** `restoring` (with its progress) while an instant restore fills the volume. */
+  private volumeState(v: VolumeInfo): { state: VolumeState; reason: string | null; restore?: RestoreStatus } {
+    const r = v.unavailable === null ? this.ctx.restoring()?.(v.name) ?? null : null;
+    return r === null ? stateOf(v) : { state: VolumeState.Restoring, reason: r.stalled, restore: r };
   }
 
   volumeView(v: VolumeInfo): VolumeView {
     return {
       name: v.name, size: v.size, chunkSize: v.chunkSize, backing: v.backing, origin: v.origin,
       created: v.created,
-      ...stateOf(v),
+      ...this.volumeState(v),
       snapshots: v.snapshots,
       referenced: v.space.referenced, used: v.space.used, written: v.space.written,
       readOnly: this.ctx.opts.readOnly,

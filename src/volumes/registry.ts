@@ -25,7 +25,7 @@ import { ExportCatalog } from './export-catalog.ts';
 import { KeyedMutex } from './keyed-mutex.ts';
 import { describeHolders, LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
-import { unavailableExportMessage } from './state.ts';
+import { unavailableExportMessage, type RestoreStatus } from './state.ts';
 import { RegistryListing, type PendingSnapshot } from './listing.ts';
 import { SnapshotState, type ListPage, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
 import { timed, type OperationMetrics } from '../util/operation-metrics.ts';
@@ -65,6 +65,7 @@ export class VolumeRegistry implements ExportResolver {
   /** Export name `VOLUME@SNAPSHOT` -> why it is held (e.g. "backup job j3"). */
   private readonly holds = new Map<string, string[]>();
   private annotate: ((volume: string, snapshot: string) => string | null) | null = null;
+  private restoring: ((volume: string) => RestoreStatus | null) | null = null;
   private readonly catalog: ExportCatalog;
   private readonly listing: RegistryListing;
   private closing = false;
@@ -75,7 +76,7 @@ export class VolumeRegistry implements ExportResolver {
     this.leases = new LeaseTable(opts.revokeWaitMs ?? REVOKE_WAIT_MS);
     this.catalog = new ExportCatalog(store);
     this.listing = new RegistryListing({
-      store, catalog: this.catalog, pending: this.pending, leases: this.leases, opts, annotator: () => this.annotate,
+      store, catalog: this.catalog, pending: this.pending, leases: this.leases, opts, annotator: () => this.annotate, restoring: () => this.restoring,
     });
   }
 
@@ -173,6 +174,11 @@ export class VolumeRegistry implements ExportResolver {
   /** Adds the `backup` field to snapshot views (the backup manager's state). */
   setSnapshotAnnotator(fn: (volume: string, snapshot: string) => string | null): void {
     this.annotate = fn;
+  }
+
+  /** Marks volumes that an instant restore still fills (state `restoring`, and its progress). */
+  setVolumeAnnotator(fn: (volume: string) => RestoreStatus | null): void {
+    this.restoring = fn;
   }
 
   // ---- volumes ----

@@ -1,15 +1,31 @@
 // The state of a volume or snapshot, one vocabulary for every place that shows it (volume
 // list/info, snapshot list/info, the control socket, an NBD client's refusal, the startup log):
 // `ready`, or `unavailable` with the reason (its backing file changed or is missing, and what
-// changed). Other states (`creating`, `deleting` for snapshots) come from the operations that
-// set them.
+// changed). Other states (`creating`, `deleting` for snapshots; `restoring` for a volume still
+// arriving from a backup, src/backup/instant-restores.ts) come from the operations that set them.
 
-export const VolumeState = { Ready: 'ready', Unavailable: 'unavailable' } as const;
+export const VolumeState = { Ready: 'ready', Unavailable: 'unavailable', Restoring: 'restoring' } as const;
 export type VolumeState = (typeof VolumeState)[keyof typeof VolumeState];
 
 /** How a person reads a state: `ready`, `unavailable: backing file ... changed (...)`. */
 export function formatState(state: string, reason: string | null): string {
   return reason === null ? state : `${state}: ${reason}`;
+}
+
+/** An instant restore still filling a volume (served meanwhile). */
+export interface RestoreStatus {
+  percent: number;
+  /** Why the background restore is stalled (it retries), else null. */
+  stalled: string | null;
+  job: string;
+  backup: string;
+  target: string;
+}
+
+/** A volume's state as a person reads it: `restoring 37%` while an instant restore fills it. */
+export function formatVolumeState(v: { state: string; reason: string | null; restore?: RestoreStatus }): string {
+  if (v.restore === undefined) return formatState(v.state, v.reason);
+  return `${VolumeState.Restoring} ${v.restore.percent}%${v.restore.stalled !== null ? ` (stalled: ${v.restore.stalled})` : ''}`;
 }
 
 /** The ways forward for a volume refused for its backing file, stated wherever the refusal is. */

@@ -3,7 +3,7 @@
 // back from JSON. Types only.
 import type { ExportCounters } from '../server/exports.ts';
 import type { StoreStats } from '../storage/types.ts';
-import type { VolumeState } from './state.ts';
+import type { RestoreStatus, VolumeState } from './state.ts';
 
 export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting', Unavailable: 'unavailable' } as const;
 export type SnapshotState = (typeof SnapshotState)[keyof typeof SnapshotState];
@@ -50,6 +50,8 @@ export interface VolumeView {
   state: VolumeState;
   /** Why it is `unavailable` (backing file changed or missing, and what changed), else null. */
   reason: string | null;
+  /** Present while an instant restore fills it (state `restoring`). */
+  restore?: RestoreStatus;
   snapshots: number;
   referenced: number;
   used: number;

@@ -1,3 +1,4 @@
+// (Longer than most files: every test here shares one RGW, which takes 15-30 s to start.)
 // Backups end to end against a real Ceph RGW: the real server and CLI, a second server with its
 // own data dir restoring byte for byte (nbdcopy + cmp), incrementals that upload only what
 // changed, a chain of ten with the middle ones deleted and pruned, a clone sharing its origin's
@@ -5,7 +6,7 @@
 // middle of a backup, wrong credentials and a missing bucket. Server A reaches RGW through a
 // fault proxy (passing everything unless told otherwise).
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -274,6 +275,151 @@ describe('backups to Ceph RGW', () => {
       expect(missing.stderr).toMatch(/TARGET_(NOT_FOUND|DENIED): .*bucket 'no-such-bucket'/);
     } finally {
       await c.stop();
+    }
+  });
+});
+
+// Instant restore and restore faults, on server A (through the proxy, whose `delay` makes RGW slow
+// enough to act while a restore runs). Each MiB of the source holds one pattern byte, so qemu-io
+// can check any offset with `read -P`.
+describe('instant restore and restore faults against RGW', () => {
+  const IV_BLOCKS = 24;
+  /** The store keeps about 36 MiB free for its metadata: this leaves room for less than the 24 MiB restored. */
+  const FULL_DISK_MIB = 52;
+  const patternOf = (block: number): number => 0x10 + block;
+  let ivId: string;
+  let ivImage: Buffer;
+  /** Block k's object name (the target is not encrypted: the SHA-256 of its bytes). */
+  const nameOf = (k: number): string => createHash('sha256').update(Buffer.alloc(MiB, patternOf(k))).digest('hex');
+  const SLOW = [4, 5, 6, 7, 8, 9, 10, 11];
+  /** RGW holds blocks 4-11 until release(): the background restore's workers (8, in block order)
+   *  all wait on them, so later blocks stay unrestored until the test lets them go. */
+  const slowBlocks = (): void => {
+    const names = SLOW.map(nameOf);
+    proxy.inject('hold', 10_000, (m, u) => m === 'GET' && names.some((n) => u.includes(n)));
+  };
+  const releaseAll = (): void => {
+    proxy.clear();
+    proxy.release();
+  };
+  /** Everything else a little late, so a restart finds work left. */
+  const slowRest = (): void => proxy.inject('delay', 10_000, (m, u) => m === 'GET' && u.includes('/blocks/'), 2000);
+
+  /** qemu-io commands on an export; throws when a `read -P` finds another pattern. */
+  async function qemuIo(server: RunningServer, exportName: string, cmds: string[]): Promise<void> {
+    const r = await run('qemu-io', ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), server.uri(exportName)]);
+    if (/Pattern verification failed|error|fail/i.test(r.stdout + r.stderr)) throw new Error(`qemu-io ${cmds.join('; ')}: ${r.stdout}${r.stderr}`);
+  }
+
+  async function volume(server: RunningServer, name: string): Promise<{ state: string; restore?: { percent: number } } | undefined> {
+    const l = await ok<{ volumes: { name: string; state: string; restore?: { percent: number } }[] }>(server, ['volume', 'list']);
+    return l.volumes.find((v) => v.name === name);
+  }
+
+  async function untilReady(server: RunningServer, name: string): Promise<void> {
+    for (let i = 0; i < 300; i++) {
+      if ((await volume(server, name))?.state === 'ready') return;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`volume ${name} never became ready: ${JSON.stringify(await volume(server, name))}`);
+  }
+
+  beforeAll(async () => {
+    await ok(a, ['volume', 'create', 'iv', '--size', '32M']);
+    const cmds: string[] = [];
+    for (let k = 0; k < IV_BLOCKS; k++) cmds.push(`write -P ${patternOf(k)} ${k * MiB} ${MiB}`);
+    await qemuIo(a, 'iv', cmds);
+    await ok(a, ['snapshot', 'create', 'iv@src']);
+    ivId = (await ok<Result>(a, ['backup', 'create', 'iv@src', '--target', 'off'])).id;
+    ivImage = await image(a, 'iv@src');
+  }, 120_000);
+
+  it('--instant: usable at once, reads answered while restoring, writes survive, then byte for byte', async () => {
+    slowBlocks();
+    const job = await ok<{ id: string; state: string }>(a, ['backup', 'restore', ivId, 'ir', '--target', 'off', '--instant']);
+    expect(job.state).toBe('running');
+    const v = await volume(a, 'ir');
+    expect(v?.state).toBe('restoring');
+    expect(v?.restore?.percent).toBeLessThan(100);
+    const human = await cli(a, ['volume', 'list']);
+    expect(human.stdout).toMatch(/ir .* restoring \d+%/);
+    // Blocks far apart (most not restored yet), one straddling two blocks, and the zero tail.
+    await qemuIo(a, 'ir', [
+      `read -P ${patternOf(17)} ${17 * MiB + 4096} 4096`,
+      `read -P ${patternOf(3)} ${3 * MiB} ${MiB}`,
+      `read -P ${patternOf(22)} ${23 * MiB - 4096} 4096`,
+      `read -P ${patternOf(23)} ${23 * MiB} 4096`,
+      `read -P 0 ${30 * MiB} 65536`,
+    ]);
+    // Writes while restoring: a partial one into a block not fetched yet, and a whole block.
+    await qemuIo(a, 'ir', [`write -P 238 ${20 * MiB + 8192} 4096`, `write -P 221 ${14 * MiB} ${MiB}`]);
+    expect((await volume(a, 'ir'))?.state).toBe('restoring');
+    releaseAll();
+    await untilReady(a, 'ir');
+    const expected = Buffer.from(ivImage);
+    expected.fill(238, 20 * MiB + 8192, 20 * MiB + 12288);
+    expected.fill(221, 14 * MiB, 15 * MiB);
+    const got = await image(a, 'ir');
+    expect(got.equals(expected)).toBe(true);
+  });
+
+  it('kill -9 in the middle of an instant restore: the restart resumes it and it completes exactly', async () => {
+    slowBlocks();
+    await ok(a, ['backup', 'restore', ivId, 'ir2', '--target', 'off', '--instant']);
+    await qemuIo(a, 'ir2', [`write -P 204 ${15 * MiB + 512} 1024`, `read -P ${patternOf(13)} ${13 * MiB} 4096`]);
+    await new Promise((r) => setTimeout(r, 2000)); // some blocks restored, most not
+    const before = (await volume(a, 'ir2'))?.restore?.percent ?? 100;
+    expect(before).toBeLessThan(100);
+    await a.kill();
+    releaseAll();
+    slowRest();
+    a = await startA();
+    expect(a.stderr()).not.toMatch(/cannot read/);
+    expect((await volume(a, 'ir2'))?.state).toBe('restoring');
+    // Served again at once, before the resumed restore ends: reads of any block are right.
+    await qemuIo(a, 'ir2', [`read -P ${patternOf(21)} ${21 * MiB} 4096`, `read -P 204 ${15 * MiB + 512} 1024`]);
+    await untilReady(a, 'ir2');
+    proxy.clear();
+    const expected = Buffer.from(ivImage);
+    expected.fill(204, 15 * MiB + 512, 15 * MiB + 1536);
+    expect((await image(a, 'ir2')).equals(expected)).toBe(true);
+  });
+
+  it('kill -9 in the middle of a plain restore: the half-made volume is gone after the restart; a retry restores exactly', async () => {
+    slowBlocks();
+    await ok(a, ['backup', 'restore', ivId, 'pr', '--target', 'off', '--detach']);
+    for (let i = 0; i < 50 && !(await volume(a, 'pr')); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await volume(a, 'pr')).toBeDefined();
+    await new Promise((r) => setTimeout(r, 2000));
+    await a.kill();
+    releaseAll();
+    a = await startA();
+    for (let i = 0; i < 50 && (await volume(a, 'pr')); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await volume(a, 'pr')).toBeUndefined();
+    expect(a.stderr()).toMatch(/restore of backup \S+ into 'pr' was interrupted; removing the half-restored volume/);
+    await ok(a, ['backup', 'restore', ivId, 'pr', '--target', 'off']);
+    expect((await image(a, 'pr')).equals(ivImage)).toBe(true);
+  });
+
+  it('a full local disk during a restore: NO_SPACE said plainly, no volume left, the server keeps serving', async () => {
+    requires('mount', 'umount');
+    const mnt = tempDir('snapnbd-bk-full-');
+    await run('mount', ['-t', 'tmpfs', '-o', `size=${FULL_DISK_MIB}m`, 'tmpfs', mnt]);
+    let c: RunningServer | undefined;
+    try {
+      c = await startServer({ dataDir: mnt, args: [...serverArgs(`s3://${BUCKET}/${PREFIX}`), '--volume', 'small=1M'], env: rgw.env });
+      await writeAt(c, 'small', 0, Buffer.alloc(4096, 7));
+      const r = await cli(c, ['backup', 'restore', ivId, 'big', '--target', 'off']);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/NO_SPACE: restore into 'big' stopped: the local disk is full .*the partial volume was removed/);
+      const vols = await ok<{ volumes: { name: string }[] }>(c, ['volume', 'list']);
+      expect(vols.volumes.map((x) => x.name)).toEqual(['small']);
+      expect((await image(c, 'small')).subarray(0, 4096).equals(Buffer.alloc(4096, 7))).toBe(true);
+      await writeAt(c, 'small', 4096, Buffer.alloc(4096, 8)); // space came back with the volume
+    } finally {
+      await c?.stop();
+      await run('umount', [mnt]).catch(() => undefined);
+      rmSync(mnt, { recursive: true, force: true });
     }
   });
 });

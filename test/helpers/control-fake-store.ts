@@ -95,6 +95,7 @@ export class FakeStore implements Store {
   }
 
   head(volume: string): BlockDevice { return this.available(volume).head; }
+  attachFill(): BlockDevice { throw new Error('the fake store has no fill hook'); }
   /** The head's bytes (tests look inside). */
   headData(volume: string): Buffer { return this.vol(volume).head.data; }
   snapshotView(volume: string, snapshot: string): BlockDevice {

@@ -17,6 +17,8 @@ export interface Volume {
   connections: number;
   state?: unknown;
   progress?: unknown;
+  /** While an instant restore fills it (state `restoring`). */
+  restore?: { percent: number; stalled: string | null };
 }
 
 export interface Snapshot {
@@ -49,6 +51,8 @@ export interface ServerInfo {
 
 /** The volume's state: its own `state` field when the server has one, else what its snapshots say. */
 export function volumeState(v: Volume, snaps: Snapshot[]): unknown {
+  // `restoring 37%` (a fraction: stateText reads numbers up to 1 as one).
+  if (v.restore) return { state: v.state, progress: v.restore.percent / 100, ...(v.restore.stalled !== null ? { reason: `stalled: ${v.restore.stalled}` } : {}) };
   if (v.state !== undefined) return v.state;
   if (snaps.some((s) => s.state === 'creating')) return 'snapshotting';
   return 'ready';
