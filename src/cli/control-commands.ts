@@ -235,7 +235,8 @@ const COMMANDS: Record<string, Command> = {
       // Its schedules too (a server without the scheduler answers METHOD_NOT_FOUND: none shown).
       const schedules = await c.call<{ schedules: Schedule[] }>('schedule.list', { volume: name! })
         .then((x) => x.schedules, () => null);
-      out.result(schedules === null ? r : { ...r, schedules }, () => volumeDetails(r)
+      // --json stays volume.info's answer as is (`schedule list VOLUME --json` has the schedules).
+      out.result(r, () => volumeDetails(r)
         + (schedules === null ? '' : schedules.length === 0 ? 'schedules: -\n' : `schedules:\n${scheduleTable(schedules)}`));
     },
   },
