@@ -73,7 +73,8 @@ describe('snapshot schedules (real server)', () => {
   });
 
   it('keeps and reports a snapshot that is exported or the origin of a clone; deletes it once free', async () => {
-    const s = await c.call<Schedule>('schedule.add', { volume: 'b', kind: 'every', every: '1s', keep: 1 });
+    // keep 3: the second snapshot must still exist when the test clones it, two runs later under load.
+    const s = await c.call<Schedule>('schedule.add', { volume: 'b', kind: 'every', every: '1s', keep: 3 });
     const [first] = await until('a first snapshot', async () => { const n = await auto('b', s.id); return n.length ? n : null; });
     const nbd = await RawClient.connect(server.port);
     try {
