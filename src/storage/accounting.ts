@@ -46,7 +46,7 @@ export function volumeInfo(v: Volume): VolumeInfo {
 
 export function snapshotInfo(catalog: Catalog, s: Node): SnapshotInfo {
   return {
-    volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.vol.size,
+    volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.size,
     space: spaceOf(s), clones: catalog.clonesOf(s), durable: s.durable, unavailable: s.vol.backingError?.message ?? null, guid: s.guid,
   };
 }

@@ -74,7 +74,8 @@ export class DataPath {
     const vol = node.vol;
     this.live(vol);
     if (node.deleted) throw new StorageError('EIO', `snapshot '${vol.name}@${node.name}' was deleted`);
-    if (offset < 0 || len < 0 || offset + len > vol.size) throw new StorageError('EINVAL', `read [${offset}, +${len}) past the end (${vol.size})`);
+    // The node's own size: a snapshot keeps the one it was taken at (a head's is its volume's).
+    if (offset < 0 || len < 0 || offset + len > node.size) throw new StorageError('EINVAL', `read [${offset}, +${len}) past the end (${node.size})`);
     if (len === 0) return;
     const chunks = this.chunks;
     const g = chunks.beginRead();
@@ -247,6 +248,16 @@ export class DataPath {
     }
   }
 
+  /**
+   * Writes zeros over [offset, offset+len) of the head for a control operation that holds the
+   * volume's write gate (engine.ts resizeVolume): nothing is in flight, so no chunk lock is needed.
+   */
+  async zeroHeld(vol: Volume, offset: number, len: number): Promise<void> {
+    this.live(vol);
+    if (offset < 0 || offset + len > vol.size || len > ZERO_BUF_LEN) throw new StorageError('EINVAL', `zero [${offset}, +${len}) out of range`);
+    if (len > 0) await this.writeLocked(vol, offset, ZEROES, len);
+  }
+
   /** Queues MapRun records for chunks of a node (sorted, grouped into runs). */
   private logEntries(node: Node, chunks: number[]): void {
     for (let i = 0; i < chunks.length; ) {
@@ -313,7 +324,7 @@ export class DataPath {
   async extents(node: Node, offset: number, len: number): Promise<Extent[]> {
     const vol = node.vol;
     this.live(vol);
-    if (offset < 0 || len <= 0 || offset + len > vol.size) throw new StorageError('EINVAL', `extents [${offset}, +${len}) out of range`);
+    if (offset < 0 || len <= 0 || offset + len > node.size) throw new StorageError('EINVAL', `extents [${offset}, +${len}) out of range`);
     const chunkSize = vol.chunkSize;
     const backingSize = vol.backing ? vol.backing.size : 0;
     const out: Extent[] = [];

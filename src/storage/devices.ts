@@ -14,7 +14,7 @@ export class HeadDevice implements BlockDevice {
   constructor(path: DataPath, vol: Volume) {
     this.path = path;
     this.vol = vol;
-    this.size = vol.size;
+    this.size = vol.size; // fixed for its holders: a resize makes a new device (engine.ts resizeVolume)
     this.preferredBlockSize = vol.chunkSize;
   }
   read(offset: number, length: number, into: Buffer): Promise<void> {
@@ -48,7 +48,7 @@ export class SnapshotDevice implements BlockDevice {
   constructor(path: DataPath, node: Node) {
     this.path = path;
     this.node = node;
-    this.size = node.vol.size;
+    this.size = node.size; // its own: a resize of the volume changes only the head
     this.preferredBlockSize = node.vol.chunkSize;
   }
   read(offset: number, length: number, into: Buffer): Promise<void> {

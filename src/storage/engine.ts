@@ -20,7 +20,7 @@ import type { FileIo, IoFile } from './file-io.ts';
 import { Rec } from './format.ts';
 import { GUID_PATTERN, newGuid } from './guid.ts';
 import { Journal } from './journal.ts';
-import { encodeDelete, encodeNode, encodeRollback, encodeVolume, type BackingRecord } from './records.ts';
+import { encodeDelete, encodeNode, encodeResize, encodeRollback, encodeVolume, type BackingRecord } from './records.ts';
 import { openStoreFiles, type LogFn, type OpenOptions } from './recovery.ts';
 import { SegmentReclaimer } from './segment-reclaim.ts';
 import {
@@ -48,6 +48,14 @@ export interface EngineOptions extends OpenOptions {
 
 /** Largest map: 2^32 chunks (16 TiB at 4 KiB chunks, 256 TiB at 64 KiB). */
 export const VOLUME_CHUNKS_MAX = 2 ** 32;
+
+/** Throws INVALID_ARGUMENT when a volume of `size` would need more than VOLUME_CHUNKS_MAX chunks. */
+function checkChunkCount(size: number, chunkSize: number): void {
+  if (Math.ceil(size / chunkSize) > VOLUME_CHUNKS_MAX) {
+    throw new StoreError(StoreErrorCode.InvalidArgument,
+      `volume size ${size} too large for chunk size ${chunkSize} (at most ${VOLUME_CHUNKS_MAX * chunkSize} bytes)`);
+  }
+}
 
 /**
  * Read-only access to the engine's state for the offline checker and white-box tests: the
@@ -218,17 +226,14 @@ export class CowStore implements Store {
       const size = spec.size ?? (backing ? Math.ceil(backing.size / SECTOR) * SECTOR : undefined);
       try {
         checkVolumeSize(size);
+        checkChunkCount(size, chunkSize);
       } catch (e) {
         await backingFile?.close();
         throw e;
       }
-      if (Math.ceil(size / chunkSize) > VOLUME_CHUNKS_MAX) {
-        await backingFile?.close();
-        throw new StoreError(StoreErrorCode.InvalidArgument, `volume size ${size} too large for chunk size ${chunkSize}`);
-      }
       const vol = catalog.addVolume({ id: catalog.newId(), name: spec.name, size, chunkSize, createdMs: Date.now(), backing, origin: null });
       vol.backingFile = backingFile;
-      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '' },
+      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '', size },
         vol, new NodeMap(vol.nChunks, vol.chunkClass));
       this.journal.log(encodeVolume(vol));
       this.journal.log(encodeNode(Rec.Node, nodeRecord(head), 0));
@@ -316,7 +321,7 @@ export class CowStore implements Store {
       const release = await holdAll([vol.gate]);
       let node: Node;
       try {
-        node = catalog.addNode({ id: catalog.newId(), kind: 'snap', name, description, createdMs: Date.now(), epoch: catalog.epoch, guid: guid ?? newGuid() },
+        node = catalog.addNode({ id: catalog.newId(), kind: 'snap', name, description, createdMs: Date.now(), epoch: catalog.epoch, guid: guid ?? newGuid(), size: vol.size },
           vol, vol.head.map.share());
         this.journal.trackDurable(node);
         this.journal.log(encodeNode(Rec.Node, nodeRecord(node), vol.head.id));
@@ -380,12 +385,12 @@ export class CowStore implements Store {
       const node = catalog.snapshot(volume, snapshot);
       if (catalog.findVolume(newName)) throw new StoreError(StoreErrorCode.NameTaken, `volume '${newName}' exists`);
       const vol = catalog.addVolume({
-        id: catalog.newId(), name: newName, size: src.size, chunkSize: src.chunkSize, createdMs: Date.now(),
+        id: catalog.newId(), name: newName, size: node.size, chunkSize: src.chunkSize, createdMs: Date.now(),
         backing: src.backing ? { ...src.backing } : null, origin: { volume, snapshot },
       });
       vol.backingFile = src.backingFile;
       vol.backingError = src.backingError;
-      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '' },
+      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '', size: vol.size },
         vol, node.map.share());
       this.journal.log(encodeVolume(vol));
       this.journal.log(encodeNode(Rec.Node, nodeRecord(head), node.id));
@@ -394,12 +399,43 @@ export class CowStore implements Store {
     });
   }
 
+  /**
+   * Grows the volume, or with `shrink` cuts it: see Store.resizeVolume. Writes one Resize record
+   * (and, for a cut inside a chunk, that chunk's zeroed tail) in one transaction, so a crash
+   * leaves the old size or the new one whole.
+   */
+  async resizeVolume(name: string, size: number, opts: { shrink?: boolean } = {}): Promise<VolumeInfo> {
+    this.checkOpen();
+    checkVolumeSize(size);
+    return this.serial(async () => {
+      const vol = this.catalog.volume(name);
+      checkChunkCount(size, vol.chunkSize);
+      if (size === vol.size) return volumeInfo(vol);
+      if (size < vol.size) checkShrink(this.catalog, vol, size, opts.shrink === true);
+      const release = await holdAll([vol.gate]);
+      try {
+        const cut = size < vol.size ? size % vol.chunkSize : 0;
+        // The kept part of a chunk cut inside: zeros past the new end, so that a later grow does
+        // not bring the old bytes back (growing relies on tails past the end reading as zeros).
+        if (cut !== 0) await this.dataPath.zeroHeld(vol, size, Math.min(vol.size, size - cut + vol.chunkSize) - size);
+        this.catalog.setVolumeSize(vol, size);
+        vol.device = null; // the next client gets a device of the new size; connected ones keep theirs
+        this.journal.log(encodeResize(vol.id, size));
+      } finally {
+        release();
+      }
+      await this.journal.commitChange(`resize volume '${name}' to ${size} bytes`);
+      return volumeInfo(vol);
+    });
+  }
+
   async diff(volume: string, from: string, to: string | null, page: { start?: number; limit?: number } = {}): Promise<DiffPage> {
     this.checkOpen();
     const vol = this.catalog.volume(volume);
     const a = this.catalog.snapshot(volume, from).map;
-    const b = to === null ? vol.head.map : this.catalog.snapshot(volume, to).map;
-    return diffMaps(a, b, vol.chunkSize, vol.size, page.start ?? 0, page.limit ?? DIFF_LIMIT_DEFAULT);
+    const bNode = to === null ? vol.head : this.catalog.snapshot(volume, to);
+    // Over `to`'s extent: past `from`'s end (a grow in between) a map reads as unmapped.
+    return diffMaps(a, bNode.map, vol.chunkSize, bNode.size, page.start ?? 0, page.limit ?? DIFF_LIMIT_DEFAULT);
   }
 
   async flush(): Promise<void> {
@@ -435,4 +471,22 @@ export class CowStore implements Store {
     void this.journal.close();
     for (const v of this.catalog.volumes()) void v.backingFile?.close().catch(() => undefined);
   }
+}
+
+/**
+ * A cut is refused without `confirmed` (SHRINK_NOT_CONFIRMED: it discards data), and while a
+ * snapshot of the volume is longer than the new size (VOLUME_HAS_SNAPSHOTS, naming them and
+ * their clones): the head could no longer be rolled back to it whole.
+ */
+function checkShrink(catalog: Catalog, vol: Volume, size: number, confirmed: boolean): void {
+  if (!confirmed) {
+    throw new StoreError(StoreErrorCode.ShrinkNotConfirmed,
+      `volume '${vol.name}' is ${vol.size} bytes: shrinking it to ${size} discards everything past ${size}; confirm with --shrink (control: "shrink": true)`);
+  }
+  const longer = vol.snaps.filter((s) => s.size > size);
+  if (longer.length === 0) return;
+  const clones = longer.flatMap((s) => catalog.clonesOf(s).map((c) => `${c} (from ${vol.name}@${s.name})`));
+  throw new StoreError(StoreErrorCode.VolumeHasSnapshots,
+    `volume '${vol.name}' has ${longer.length} snapshot(s) longer than ${size} bytes (${longer.map((s) => `${s.name}: ${s.size}`).join(', ')}); ` +
+    `delete them first` + (clones.length > 0 ? ` (clones made from them: ${clones.join(', ')})` : ''));
 }
