@@ -258,6 +258,28 @@ export class DataPath {
     if (len > 0) await this.writeLocked(vol, offset, ZEROES, len);
   }
 
+  /**
+   * After a grow (the caller holds the gate, the size is already the new one): [from, to) reads
+   * zeros, not the backing file that may lie under it. The chunk holding `from` gets zeros past
+   * it (a write); whole unmapped chunks over the backing become ZERO (no data).
+   */
+  async hideBackingHeld(vol: Volume, from: number, to: number): Promise<void> {
+    this.live(vol);
+    const backingEnd = Math.min(to, vol.backing ? vol.backing.size : 0);
+    if (from >= backingEnd) return; // past the backing's end everything reads zeros already
+    const chunkSize = vol.chunkSize;
+    const firstWhole = Math.ceil(from / chunkSize) * chunkSize;
+    if (firstWhole > from) await this.writeLocked(vol, from, ZEROES, Math.min(to, firstWhole) - from);
+    const map = vol.head.map;
+    const changed: number[] = [];
+    for (let c = firstWhole / chunkSize; c * chunkSize < backingEnd; c++) {
+      if (map.slot(c) !== UNMAPPED) continue;
+      map.set(c, ZERO, this.catalog.epoch);
+      changed.push(c);
+    }
+    if (changed.length > 0) this.logEntries(vol.head, changed);
+  }
+
   /** Queues MapRun records for chunks of a node (sorted, grouped into runs). */
   private logEntries(node: Node, chunks: number[]): void {
     for (let i = 0; i < chunks.length; ) {

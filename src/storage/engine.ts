@@ -369,6 +369,8 @@ export class CowStore implements Store {
       try {
         this.catalog.assignMap(vol.head, node);
         this.journal.log(encodeRollback(vol.head.id, node.id));
+        // A snapshot from before a grow: the head keeps its size, the part past the snapshot reads zeros.
+        if (node.size < vol.size) await this.dataPath.hideBackingHeld(vol, node.size, vol.size);
         await this.journal.commitChange(`roll back '${volume}' to '${snapshot}'`);
       } finally {
         release();
@@ -418,9 +420,21 @@ export class CowStore implements Store {
         // The kept part of a chunk cut inside: zeros past the new end, so that a later grow does
         // not bring the old bytes back (growing relies on tails past the end reading as zeros).
         if (cut !== 0) await this.dataPath.zeroHeld(vol, size, Math.min(vol.size, size - cut + vol.chunkSize) - size);
+        const oldSize = vol.size;
         this.catalog.setVolumeSize(vol, size);
         vol.device = null; // the next client gets a device of the new size; connected ones keep theirs
         this.journal.log(encodeResize(vol.id, size));
+        // The grown part reads zeros, also where a backing file lies under it (records after Resize).
+        // If that fails (ENOSPC), the volume goes back to its old size: a net no-op in the journal.
+        if (size > oldSize) {
+          try {
+            await this.dataPath.hideBackingHeld(vol, oldSize, size);
+          } catch (e) {
+            this.catalog.setVolumeSize(vol, oldSize);
+            this.journal.log(encodeResize(vol.id, oldSize));
+            throw e;
+          }
+        }
       } finally {
         release();
       }

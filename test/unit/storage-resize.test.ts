@@ -131,7 +131,7 @@ describe('grow', () => {
     expect((await readAll(s.head('v'))).equals(all)).toBe(true);
   });
 
-  it('a backing-file volume grows past its backing: reads there are zeros', async () => {
+  it('a backing-file volume grows past its backing, or over it: the grown part reads zeros, also after a rollback', async () => {
     const f = await sim.open('/b.img', 'create');
     const backing = patternBuf(100 * KiB, 6);
     await f.write(backing, 0, backing.length, 0);
@@ -140,9 +140,30 @@ describe('grow', () => {
     await sim.syncDir('/');
     await s.createVolume({ name: 'b', backing: '/b.img', chunkSize: 4096 });
     await s.resizeVolume('b', MiB);
-    const all = await readAll(s.head('b'));
+    let all = await readAll(s.head('b'));
     expect(all.subarray(0, backing.length).equals(backing)).toBe(true);
     expect(all.subarray(backing.length).equals(Buffer.alloc(MiB - backing.length))).toBe(true);
+    // Smaller than its backing, ending inside a chunk (unmapped, then written): growing does not
+    // uncover the backing file's bytes past the old end.
+    for (const written of [false, true]) {
+      const name = written ? 'w' : 'u';
+      const small = 40 * KiB + 512;
+      await s.createVolume({ name, backing: '/b.img', size: small, chunkSize: 4096 });
+      if (written) await s.head(name).write(small - 512, Buffer.alloc(512, 1), { fua: false });
+      await s.createSnapshot(name, 'small');
+      await s.resizeVolume(name, 200 * KiB);
+      const want = Buffer.alloc(200 * KiB);
+      backing.copy(want, 0, 0, small);
+      if (written) want.fill(1, small - 512, small);
+      all = await readAll(s.head(name));
+      expect(all.equals(want), `${name}: grown part`).toBe(true);
+      await s.head(name).write(small, Buffer.alloc(4096, 2), { fua: false });
+      await s.rollback(name, 'small');
+      expect((await readAll(s.head(name))).equals(want), `${name}: after a rollback to the smaller snapshot`).toBe(true);
+      await s.close();
+      await open();
+      expect((await readAll(s.head(name))).equals(want), `${name}: after reopen`).toBe(true);
+    }
   });
 
   it('sizes are checked: multiple of 512, at most VOLUME_CHUNKS_MAX chunks, an unknown volume', async () => {
