@@ -249,30 +249,32 @@ export class DataPath {
   }
 
   /**
-   * Writes zeros over [offset, offset+len) of the head for a control operation that holds the
-   * volume's write gate (engine.ts resizeVolume): nothing is in flight, so no chunk lock is needed.
+   * Zeros [from, the end of its chunk) of the head, the part of the chunk past the volume's end
+   * `from`, for a grow or a rollback onto a shorter snapshot (the caller holds the gate): it may
+   * hold the backing file's bytes or, after a shrink, old data. One chunk write, none when the
+   * chunk reads zeros there already. Invisible at the current size, so it may commit alone.
    */
-  async zeroHeld(vol: Volume, offset: number, len: number): Promise<void> {
+  async zeroTailHeld(vol: Volume, from: number): Promise<void> {
     this.live(vol);
-    if (offset < 0 || offset + len > vol.size || len > ZERO_BUF_LEN) throw new StorageError('EINVAL', `zero [${offset}, +${len}) out of range`);
-    if (len > 0) await this.writeLocked(vol, offset, ZEROES, len);
+    const inner = from % vol.chunkSize;
+    if (inner === 0) return;
+    const s = vol.head.map.slot(Math.floor(from / vol.chunkSize));
+    const backingShows = s === UNMAPPED && vol.backing !== null && from < vol.backing.size;
+    if (!isSlot(s) && !backingShows) return;
+    await this.writeLocked(vol, from, ZEROES, vol.chunkSize - inner);
   }
 
   /**
-   * After a grow (the caller holds the gate, the size is already the new one): [from, to) reads
-   * zeros, not the backing file that may lie under it. The chunk holding `from` gets zeros past
-   * it (a write); whole unmapped chunks over the backing become ZERO (no data).
+   * The whole unmapped chunks of [from, to) that lie over the backing file read zeros from now
+   * on (ZERO entries, no data): the grown part of a volume. Synchronous, so its records join
+   * the Resize or Rollback record logged just before in one commit.
    */
-  async hideBackingHeld(vol: Volume, from: number, to: number): Promise<void> {
-    this.live(vol);
+  zeroOverBacking(vol: Volume, from: number, to: number): void {
     const backingEnd = Math.min(to, vol.backing ? vol.backing.size : 0);
-    if (from >= backingEnd) return; // past the backing's end everything reads zeros already
     const chunkSize = vol.chunkSize;
-    const firstWhole = Math.ceil(from / chunkSize) * chunkSize;
-    if (firstWhole > from) await this.writeLocked(vol, from, ZEROES, Math.min(to, firstWhole) - from);
     const map = vol.head.map;
     const changed: number[] = [];
-    for (let c = firstWhole / chunkSize; c * chunkSize < backingEnd; c++) {
+    for (let c = Math.ceil(from / chunkSize); c * chunkSize < backingEnd; c++) {
       if (map.slot(c) !== UNMAPPED) continue;
       map.set(c, ZERO, this.catalog.epoch);
       changed.push(c);

@@ -369,8 +369,13 @@ export class CowStore implements Store {
       try {
         this.catalog.assignMap(vol.head, node);
         this.journal.log(encodeRollback(vol.head.id, node.id));
-        // A snapshot from before a grow: the head keeps its size, the part past the snapshot reads zeros.
-        if (node.size < vol.size) await this.dataPath.hideBackingHeld(vol, node.size, vol.size);
+        // A snapshot from before a grow: the head keeps its size, the part past the snapshot reads
+        // zeros. (The tail write may commit apart from the Rollback record: a crash between shows
+        // the backing file's bytes in that one chunk past the snapshot's end.)
+        if (node.size < vol.size) {
+          this.dataPath.zeroOverBacking(vol, node.size, vol.size);
+          await this.dataPath.zeroTailHeld(vol, node.size);
+        }
         await this.journal.commitChange(`roll back '${volume}' to '${snapshot}'`);
       } finally {
         release();
@@ -402,9 +407,9 @@ export class CowStore implements Store {
   }
 
   /**
-   * Grows the volume, or with `shrink` cuts it: see Store.resizeVolume. Writes one Resize record
-   * (and, for a cut inside a chunk, that chunk's zeroed tail) in one transaction, so a crash
-   * leaves the old size or the new one whole.
+   * Grows the volume, or with `shrink` cuts it: see Store.resizeVolume. The Resize record and
+   * the grown part's ZERO entries go in one transaction, so a crash leaves the old size or the
+   * new one whole.
    */
   async resizeVolume(name: string, size: number, opts: { shrink?: boolean } = {}): Promise<VolumeInfo> {
     this.checkOpen();
@@ -416,25 +421,15 @@ export class CowStore implements Store {
       if (size < vol.size) checkShrink(this.catalog, vol, size, opts.shrink === true);
       const release = await holdAll([vol.gate]);
       try {
-        const cut = size < vol.size ? size % vol.chunkSize : 0;
-        // The kept part of a chunk cut inside: zeros past the new end, so that a later grow does
-        // not bring the old bytes back (growing relies on tails past the end reading as zeros).
-        if (cut !== 0) await this.dataPath.zeroHeld(vol, size, Math.min(vol.size, size - cut + vol.chunkSize) - size);
         const oldSize = vol.size;
-        this.catalog.setVolumeSize(vol, size);
+        // The part of the last chunk past the old end reads zeros before the size takes it in (it
+        // may hold backing bytes, or old data a shrink left there): a write invisible at the old
+        // size, so it may commit alone. What follows is synchronous: one commit takes it all.
+        if (size > oldSize) await this.dataPath.zeroTailHeld(vol, oldSize);
+        this.catalog.setVolumeSize(vol, size); // a cut unmaps the chunks past the end
         vol.device = null; // the next client gets a device of the new size; connected ones keep theirs
         this.journal.log(encodeResize(vol.id, size));
-        // The grown part reads zeros, also where a backing file lies under it (records after Resize).
-        // If that fails (ENOSPC), the volume goes back to its old size: a net no-op in the journal.
-        if (size > oldSize) {
-          try {
-            await this.dataPath.hideBackingHeld(vol, oldSize, size);
-          } catch (e) {
-            this.catalog.setVolumeSize(vol, oldSize);
-            this.journal.log(encodeResize(vol.id, oldSize));
-            throw e;
-          }
-        }
+        if (size > oldSize) this.dataPath.zeroOverBacking(vol, oldSize, size); // records after Resize
       } finally {
         release();
       }
