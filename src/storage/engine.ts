@@ -416,6 +416,7 @@ export class CowStore implements Store {
     checkVolumeSize(size);
     return this.serial(async () => {
       const vol = this.catalog.volume(name);
+      if (vol.backingError) throw vol.backingError; // unavailable: not served, not resized
       checkChunkCount(size, vol.chunkSize);
       if (size === vol.size) return volumeInfo(vol);
       if (size < vol.size) checkShrink(this.catalog, vol, size, opts.shrink === true);

@@ -166,6 +166,22 @@ describe('grow', () => {
     }
   });
 
+  it('an unavailable volume (its backing file changed) is refused, unchanged', async () => {
+    const f = await sim.open('/c.img', 'create');
+    await f.write(Buffer.alloc(64 * KiB, 1), 0, 64 * KiB, 0);
+    await f.datasync();
+    await s.createVolume({ name: 'c', backing: '/c.img', chunkSize: 4096 });
+    await s.close();
+    await f.write(Buffer.alloc(4096, 2), 0, 4096, 64 * KiB); // the backing file grew: not the one recorded
+    await f.datasync();
+    await f.close();
+    await open();
+    expect(s.volumeInfo('c').unavailable).not.toBeNull();
+    await expectCode(s.resizeVolume('c', MiB), StoreErrorCode.BackingChanged);
+    await expectCode(s.resizeVolume('c', 32 * KiB, { shrink: true }), StoreErrorCode.BackingChanged);
+    expect(s.volumeInfo('c').size).toBe(64 * KiB);
+  });
+
   it('sizes are checked: multiple of 512, at most VOLUME_CHUNKS_MAX chunks, an unknown volume', async () => {
     await s.createVolume({ name: 'v', size: MiB, chunkSize: 4096 });
     await expectCode(s.resizeVolume('v', MiB + 100), StoreErrorCode.InvalidArgument);
