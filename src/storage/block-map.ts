@@ -166,7 +166,9 @@ export class NodeMap {
         old.refs--;
         this.l1 = l1;
       } else if (len > old.pages.length) {
-        for (let i = old.pages.length; i < len; i++) old.pages.push(null);
+        const from = old.pages.length;
+        old.pages.length = len; // one allocation, not one push per page (a grow to 2^32 chunks)
+        old.pages.fill(null, from);
       } else {
         for (const p of old.pages.splice(len)) if (p) releasePage(p, this.slots);
       }
