@@ -20,7 +20,8 @@ import type { FileIo, IoFile } from './file-io.ts';
 import { Rec } from './format.ts';
 import { GUID_PATTERN, newGuid } from './guid.ts';
 import { Journal } from './journal.ts';
-import { encodeDelete, encodeNode, encodeResize, encodeRollback, encodeVolume, type BackingRecord } from './records.ts';
+import { encodeDelete, encodeNode, encodeRollback, encodeVolume, type BackingRecord } from './records.ts';
+import { checkChunkCount, checkShrink, resizeHeld } from './resize.ts';
 import { openStoreFiles, type LogFn, type OpenOptions } from './recovery.ts';
 import { SegmentReclaimer } from './segment-reclaim.ts';
 import {
@@ -46,16 +47,7 @@ export interface EngineOptions extends OpenOptions {
   observer?: StoreObserver;
 }
 
-/** Largest map: 2^32 chunks (16 TiB at 4 KiB chunks, 256 TiB at 64 KiB). */
-export const VOLUME_CHUNKS_MAX = 2 ** 32;
-
-/** Throws INVALID_ARGUMENT when a volume of `size` would need more than VOLUME_CHUNKS_MAX chunks. */
-function checkChunkCount(size: number, chunkSize: number): void {
-  if (Math.ceil(size / chunkSize) > VOLUME_CHUNKS_MAX) {
-    throw new StoreError(StoreErrorCode.InvalidArgument,
-      `volume size ${size} too large for chunk size ${chunkSize} (at most ${VOLUME_CHUNKS_MAX * chunkSize} bytes)`);
-  }
-}
+export { VOLUME_CHUNKS_MAX } from './resize.ts';
 
 /**
  * Read-only access to the engine's state for the offline checker and white-box tests: the
@@ -422,15 +414,7 @@ export class CowStore implements Store {
       if (size < vol.size) checkShrink(this.catalog, vol, size, opts.shrink === true);
       const release = await holdAll([vol.gate]);
       try {
-        const oldSize = vol.size;
-        // The part of the last chunk past the old end reads zeros before the size takes it in (it
-        // may hold backing bytes, or old data a shrink left there): a write invisible at the old
-        // size, so it may commit alone. What follows is synchronous: one commit takes it all.
-        if (size > oldSize) await this.dataPath.zeroTailHeld(vol, oldSize);
-        this.catalog.setVolumeSize(vol, size); // a cut unmaps the chunks past the end
-        vol.device = null; // the next client gets a device of the new size; connected ones keep theirs
-        this.journal.log(encodeResize(vol.id, size));
-        if (size > oldSize) this.dataPath.zeroOverBacking(vol, oldSize, size); // records after Resize
+        await resizeHeld({ catalog: this.catalog, dataPath: this.dataPath, journal: this.journal }, vol, size);
       } finally {
         release();
       }
@@ -483,20 +467,3 @@ export class CowStore implements Store {
   }
 }
 
-/**
- * A cut is refused without `confirmed` (SHRINK_NOT_CONFIRMED: it discards data), and while a
- * snapshot of the volume is longer than the new size (VOLUME_HAS_SNAPSHOTS, naming them and
- * their clones): the head could no longer be rolled back to it whole.
- */
-function checkShrink(catalog: Catalog, vol: Volume, size: number, confirmed: boolean): void {
-  if (!confirmed) {
-    throw new StoreError(StoreErrorCode.ShrinkNotConfirmed,
-      `volume '${vol.name}' is ${vol.size} bytes: shrinking it to ${size} discards everything past ${size}; confirm with --shrink (control: "shrink": true)`);
-  }
-  const longer = vol.snaps.filter((s) => s.size > size);
-  if (longer.length === 0) return;
-  const clones = longer.flatMap((s) => catalog.clonesOf(s).map((c) => `${c} (from ${vol.name}@${s.name})`));
-  throw new StoreError(StoreErrorCode.VolumeHasSnapshots,
-    `volume '${vol.name}' has ${longer.length} snapshot(s) longer than ${size} bytes (${longer.map((s) => `${s.name}: ${s.size}`).join(', ')}); ` +
-    `delete them first` + (clones.length > 0 ? ` (clones made from them: ${clones.join(', ')})` : ''));
-}
