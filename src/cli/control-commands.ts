@@ -85,6 +85,7 @@ const OPTIONS = {
   'chunk-size': { type: 'string' },
   force: { type: 'boolean' },
   'with-snapshots': { type: 'boolean' },
+  shrink: { type: 'boolean' },
   description: { type: 'string' },
   limit: { type: 'string' },
   after: { type: 'string' },
@@ -261,6 +262,21 @@ const COMMANDS: Record<string, Command> = {
       out.result(r, () => r.accepted === null
         ? `volume ${r.name}: its backing file ${r.backing} was unchanged; nothing to accept\n`
         : `volume ${r.name}: accepted its backing file ${r.backing} as it is now (it was refused because: ${r.accepted}); state ${formatState(r.state, r.reason)}\n`);
+    },
+  },
+  'volume resize': {
+    args: { min: 2, max: 2, names: 'NAME SIZE' },
+    options: ['shrink'],
+    async run([name, sizeArg], v, c, out) {
+      const size = parseSize(sizeArg!);
+      if (size === null || size <= 0) throw new UsageError(`volume resize: '${sizeArg}' is not a size (e.g. 40G, 512M)`);
+      const r = await c.request('volume.resize', { name: name!, size, ...(v.shrink ? { shrink: true } : {}) });
+      out.result(r, () => r.size === r.previousSize
+        ? `volume ${r.name} is already ${formatSize(r.size)}\n`
+        : `resized volume ${r.name} from ${formatSize(r.previousSize)} to ${formatSize(r.size)}`
+          + (r.size > r.previousSize && r.connections > 0
+            ? `; its ${plural(r.connections, 'connected client')} keep${r.connections === 1 ? 's' : ''} the old size until ${r.connections === 1 ? 'it reconnects' : 'they reconnect'}` : '')
+          + '\n');
     },
   },
   'snapshot create': {

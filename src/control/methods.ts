@@ -118,6 +118,11 @@ export const METHODS = {
 
   'volume.acceptBacking': def({ name }, (p, ctx) => ctx.registry.acceptBacking(p.name)),
 
+  'volume.resize': def({ name, size: { type: 'integer', required: true, min: 1 }, shrink: optBool }, (p, ctx) => {
+    checkVolumeSize(p.size);
+    return ctx.registry.resizeVolume(p.name, p.size, p.shrink ?? false);
+  }),
+
   'volume.clone': def({ volume: name, snapshot: name, name }, (p, ctx) =>
     ctx.registry.clone(p.volume, p.snapshot, p.name)),
 

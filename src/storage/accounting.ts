@@ -60,7 +60,7 @@ export function volumeInfo(v: Volume): VolumeInfo {
 /** `index`: the snapshot's position in its volume's list, when the caller knows it (a listing). */
 export function snapshotInfo(catalog: Catalog, s: Node, index?: number): SnapshotInfo {
   return {
-    volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.vol.size,
+    volume: s.vol.name, name: s.name, created: isoTime(s.createdMs), description: s.description, size: s.size,
     space: spaceOf(s, index), clones: catalog.clonesOf(s), durable: s.durable, unavailable: s.vol.backingError?.message ?? null, guid: s.guid,
   };
 }

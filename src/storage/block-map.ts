@@ -49,6 +49,7 @@ export class Page {
 }
 
 export class L1 {
+  /** Its length changes only while the L1 is not shared (NodeMap.resize copies a shared one). */
   readonly pages: (Page | null)[];
   refs = 1;
   constructor(n: number, src?: L1) {
@@ -58,7 +59,8 @@ export class L1 {
 
 export class NodeMap {
   l1: L1;
-  readonly nChunks: number;
+  /** Changes only through resize(). */
+  nChunks: number;
   readonly slots: SlotRefs;
 
   constructor(nChunks: number, slots: SlotRefs, l1?: L1) {
@@ -138,6 +140,42 @@ export class NodeMap {
     return l1;
   }
 
+  /**
+   * Grows or cuts the map to `n` chunks (a volume resize; a rollback onto a smaller snapshot's
+   * map). A shared L1 is copied first, so the nodes sharing it keep their length. Cutting
+   * unmaps the chunks past the end (their slots lose this map's references) and drops the pages
+   * past the end; growing adds unmapped chunks.
+   */
+  resize(n: number): void {
+    if (n < this.nChunks) {
+      // The part of the new last page past the end: entries go through set() (copy if shared).
+      const pageEnd = Math.min(this.nChunks, Math.ceil(n / ENTRIES_PER_PAGE) * ENTRIES_PER_PAGE);
+      for (let c = n; c < pageEnd; c++) this.set(c, UNMAPPED, 0);
+    }
+    const len = Math.ceil(n / ENTRIES_PER_PAGE);
+    const old = this.l1;
+    if (len !== old.pages.length) {
+      if (old.refs > 1) {
+        // Copy the part kept; the old L1 stays with its other holders, untouched.
+        const l1 = new L1(len);
+        for (let i = 0; i < Math.min(len, old.pages.length); i++) {
+          const p = old.pages[i] ?? null;
+          if (p) p.refs++;
+          l1.pages[i] = p;
+        }
+        old.refs--;
+        this.l1 = l1;
+      } else if (len > old.pages.length) {
+        const from = old.pages.length;
+        old.pages.length = len; // one allocation, not one push per page (a grow to 2^32 chunks)
+        old.pages.fill(null, from);
+      } else {
+        for (const p of old.pages.splice(len)) if (p) releasePage(p, this.slots);
+      }
+    }
+    this.nChunks = n;
+  }
+
   /** Drops this node's references (delete). Slots nobody holds any more go through unref. */
   release(): void {
     releaseL1(this.l1, this.slots);
@@ -194,12 +232,15 @@ export class NodeMap {
 
 export function releaseL1(l1: L1, slots: SlotRefs): void {
   if (--l1.refs > 0) return;
-  for (const p of l1.pages) {
-    if (!p || --p.refs > 0) continue;
-    const e = p.entries;
-    for (let i = 0; i < e.length; i += 2) {
-      const s = e[i] as number;
-      if (isSlot(s)) slots.unref(s);
-    }
+  for (const p of l1.pages) if (p) releasePage(p, slots);
+}
+
+/** Drops one L1's reference to a page; the last one gives back the page's slots. */
+function releasePage(p: Page, slots: SlotRefs): void {
+  if (--p.refs > 0) return;
+  const e = p.entries;
+  for (let i = 0; i < e.length; i += 2) {
+    const s = e[i] as number;
+    if (isSlot(s)) slots.unref(s);
   }
 }

@@ -1,14 +1,14 @@
 // The catalog as journal records, both ways: `serializeCheckpoint` writes the whole state (a
 // checkpoint), `applyRecord` replays one committed record into it (recovery). Map pages and L1s
 // are written once however many nodes share them, so a checkpoint keeps the sharing.
-import { isSlot, L1, NodeMap, Page, UNMAPPED } from './block-map.ts';
+import { ENTRIES_PER_PAGE, isSlot, L1, NodeMap, Page, UNMAPPED } from './block-map.ts';
 import type { Catalog } from './catalog.ts';
 import { nodeRecord } from './catalog.ts';
 import type { DataStore } from './chunk-store.ts';
 import { Rec, type RecordReader } from './format.ts';
 import { legacyGuid } from './guid.ts';
 import {
-  decodeL1, decodeMapRun, decodeNode, decodePage, decodeRollback, decodeState, decodeVolume, encodeL1, encodeNode, encodePage,
+  decodeL1, decodeMapRun, decodeNode, decodePage, decodeResize, decodeRollback, decodeState, decodeVolume, encodeL1, encodeNode, encodePage,
   encodeState, encodeVolume,
 } from './records.ts';
 
@@ -71,14 +71,21 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
     case Rec.NodeCp: {
       const { node, source } = decodeNode(r);
       const vol = catalog.volumeById(node.volumeId);
+      // A head has its volume's size; so has a snapshot recorded before resize existed.
+      if (node.kind === 'head' || node.size < 0) node.size = vol.size;
+      const nChunks = Math.ceil(node.size / vol.chunkSize);
       let map: NodeMap;
       if (r.type === Rec.NodeCp) {
         const l1 = cp?.l1s.get(source);
         if (!l1) throw new Error(`node ${node.id} names unknown L1 ${source}`);
+        if (l1.pages.length !== Math.ceil(nChunks / ENTRIES_PER_PAGE)) throw new Error(`node ${node.id}: L1 ${source} does not fit its size ${node.size}`);
         l1.refs++;
-        map = new NodeMap(vol.nChunks, vol.chunkClass, l1);
-      } else if (source === 0) map = new NodeMap(vol.nChunks, vol.chunkClass);
-      else map = catalog.node(source).map.share();
+        map = new NodeMap(nChunks, vol.chunkClass, l1);
+      } else if (source === 0) map = new NodeMap(nChunks, vol.chunkClass);
+      else {
+        map = catalog.node(source).map.share();
+        if (map.nChunks !== nChunks) throw new Error(`node ${node.id}: its source ${source} has ${map.nChunks} chunks, not ${nChunks}`);
+      }
       if (node.kind === 'snap' && node.guid === '') node.guid = legacyGuid(vol.createdMs, vol.name, node.id, node.createdMs, node.name);
       catalog.addNode(node, vol, map);
       return;
@@ -91,6 +98,11 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
       const map = catalog.node(run.nodeId).map;
       const e = run.entries;
       for (let i = 0; i < run.n; i++) map.set(run.first + i, e[i * 2] as number, e[i * 2 + 1] as number);
+      return;
+    }
+    case Rec.Resize: {
+      const rs = decodeResize(r);
+      catalog.setVolumeSize(catalog.volumeById(rs.volumeId), rs.size);
       return;
     }
     case Rec.Rollback: {

@@ -15,7 +15,8 @@ import { StoreError, StoreErrorCode } from './types.ts';
 import { WriteGate } from './write-gate.ts';
 
 export interface Volume extends VolumeRecord {
-  readonly nChunks: number;
+  /** Chunks of the head (`size` rounded up); both change only through Catalog.setVolumeSize. */
+  nChunks: number;
   /** The chunk class of its chunk size (shared with its clones). */
   readonly chunkClass: ChunkClass;
   head: Node;
@@ -48,7 +49,10 @@ export interface Node extends Omit<NodeRecord, 'volumeId'> {
 }
 
 export function nodeRecord(n: Node): NodeRecord {
-  return { id: n.id, volumeId: n.vol.id, kind: n.kind, name: n.name, description: n.description, createdMs: n.createdMs, epoch: n.epoch, guid: n.guid };
+  return {
+    id: n.id, volumeId: n.vol.id, kind: n.kind, name: n.name, description: n.description, createdMs: n.createdMs, epoch: n.epoch, guid: n.guid,
+    size: n.size,
+  };
 }
 
 export class Catalog {
@@ -125,13 +129,31 @@ export class Catalog {
     this.byId.delete(vol.id);
   }
 
-  /** The head becomes the snapshot's content (a rollback). */
+  /**
+   * The head becomes the snapshot's content (a rollback). It keeps its own size: a snapshot
+   * taken before a grow is shorter, and the chunks past its end read as never written.
+   */
   assignMap(head: Node, from: Node): void {
     const old = head.map.l1;
     head.map.assign(from.map);
+    // A snapshot from before a grow is shorter: the map grows back (no entry is dropped).
+    head.map.resize(head.vol.nChunks);
     if (!this.counting) return;
     released(old, head.vol.chunkClass, this.candidates(head.vol));
     head.space.copyShared(from.space);
+  }
+
+  /**
+   * A resize: the volume's and its head's size and the head's map (engine.ts checks the size;
+   * a cut drops the head's chunks past the end, outside setEntry: the counters are derived again).
+   */
+  setVolumeSize(vol: Volume, size: number): void {
+    const shrink = size < vol.size;
+    vol.size = size;
+    vol.nChunks = Math.ceil(size / vol.chunkSize);
+    vol.head.size = size;
+    vol.head.map.resize(vol.nChunks);
+    if (shrink) this.recount();
   }
 
   // ------------------------------------------------------------------ space counters (space.ts)

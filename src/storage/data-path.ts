@@ -75,7 +75,8 @@ export class DataPath {
     const vol = node.vol;
     this.live(vol);
     if (node.deleted) throw new StorageError('EIO', `snapshot '${vol.name}@${node.name}' was deleted`);
-    if (offset < 0 || len < 0 || offset + len > vol.size) throw new StorageError('EINVAL', `read [${offset}, +${len}) past the end (${vol.size})`);
+    // The node's own size: a snapshot keeps the one it was taken at (a head's is its volume's).
+    if (offset < 0 || len < 0 || offset + len > node.size) throw new StorageError('EINVAL', `read [${offset}, +${len}) past the end (${node.size})`);
     if (len === 0) return;
     const chunks = this.chunks;
     const g = chunks.beginRead();
@@ -248,6 +249,40 @@ export class DataPath {
     }
   }
 
+  /**
+   * Zeros [from, the end of its chunk) of the head, the part of the chunk past the volume's end
+   * `from`, for a grow or a rollback onto a shorter snapshot (the caller holds the gate): it may
+   * hold the backing file's bytes or, after a shrink, old data. One chunk write, none when the
+   * chunk reads zeros there already. Invisible at the current size, so it may commit alone.
+   */
+  async zeroTailHeld(vol: Volume, from: number): Promise<void> {
+    this.live(vol);
+    const inner = from % vol.chunkSize;
+    if (inner === 0) return;
+    const s = vol.head.map.slot(Math.floor(from / vol.chunkSize));
+    const backingShows = s === UNMAPPED && vol.backing !== null && from < vol.backing.size;
+    if (!isSlot(s) && !backingShows) return;
+    await this.writeLocked(vol, from, ZEROES, vol.chunkSize - inner);
+  }
+
+  /**
+   * The whole unmapped chunks of [from, to) that lie over the backing file read zeros from now
+   * on (ZERO entries, no data): the grown part of a volume. Synchronous, so its records join
+   * the Resize or Rollback record logged just before in one commit.
+   */
+  zeroOverBacking(vol: Volume, from: number, to: number): void {
+    const backingEnd = Math.min(to, vol.backing ? vol.backing.size : 0);
+    const chunkSize = vol.chunkSize;
+    const map = vol.head.map;
+    const changed: number[] = [];
+    for (let c = Math.ceil(from / chunkSize); c * chunkSize < backingEnd; c++) {
+      if (map.slot(c) !== UNMAPPED) continue;
+      this.catalog.setEntry(vol.head, c, ZERO, this.catalog.epoch); // through the space counters
+      changed.push(c);
+    }
+    if (changed.length > 0) this.logEntries(vol.head, changed);
+  }
+
   /** Queues MapRun records for chunks of a node (sorted, grouped into runs). */
   private logEntries(node: Node, chunks: number[]): void {
     for (let i = 0; i < chunks.length; ) {
@@ -314,7 +349,7 @@ export class DataPath {
   async extents(node: Node, offset: number, len: number): Promise<Extent[]> {
     const vol = node.vol;
     this.live(vol);
-    if (offset < 0 || len <= 0 || offset + len > vol.size) throw new StorageError('EINVAL', `extents [${offset}, +${len}) out of range`);
+    if (offset < 0 || len <= 0 || offset + len > node.size) throw new StorageError('EINVAL', `extents [${offset}, +${len}) out of range`);
     const chunkSize = vol.chunkSize;
     const backingSize = vol.backing ? vol.backing.size : 0;
     const out: Extent[] = [];

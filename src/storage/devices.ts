@@ -17,7 +17,7 @@ export class HeadDevice implements BlockDevice {
   constructor(path: DataPath, vol: Volume, filler = false) {
     this.path = path;
     this.vol = vol;
-    this.size = vol.size;
+    this.size = vol.size; // fixed for its holders: a resize makes a new device (engine.ts resizeVolume)
     this.preferredBlockSize = vol.chunkSize;
     this.filler = filler;
   }
@@ -69,7 +69,7 @@ export class SnapshotDevice implements BlockDevice {
   constructor(path: DataPath, node: Node) {
     this.path = path;
     this.node = node;
-    this.size = node.vol.size;
+    this.size = node.size; // its own: a resize of the volume changes only the head
     this.preferredBlockSize = node.vol.chunkSize;
   }
   read(offset: number, length: number, into: Buffer): Promise<void> {

@@ -22,6 +22,7 @@ import { Rec } from './format.ts';
 import { GUID_PATTERN, newGuid } from './guid.ts';
 import { Journal } from './journal.ts';
 import { encodeDelete, encodeNode, encodeRollback, encodeVolume, type BackingRecord } from './records.ts';
+import { checkChunkCount, checkShrink, resizeHeld } from './resize.ts';
 import { openStoreFiles, type LogFn, type OpenOptions } from './recovery.ts';
 import { SegmentReclaimer } from './segment-reclaim.ts';
 import {
@@ -47,8 +48,7 @@ export interface EngineOptions extends OpenOptions {
   observer?: StoreObserver;
 }
 
-/** Largest map: 2^32 chunks (16 TiB at 4 KiB chunks, 256 TiB at 64 KiB). */
-export const VOLUME_CHUNKS_MAX = 2 ** 32;
+export { VOLUME_CHUNKS_MAX } from './resize.ts';
 
 /**
  * Read-only access to the engine's state for the offline checker and white-box tests: the
@@ -220,17 +220,14 @@ export class CowStore implements Store {
       const size = spec.size ?? (backing ? Math.ceil(backing.size / SECTOR) * SECTOR : undefined);
       try {
         checkVolumeSize(size);
+        checkChunkCount(size, chunkSize);
       } catch (e) {
         await backingFile?.close();
         throw e;
       }
-      if (Math.ceil(size / chunkSize) > VOLUME_CHUNKS_MAX) {
-        await backingFile?.close();
-        throw new StoreError(StoreErrorCode.InvalidArgument, `volume size ${size} too large for chunk size ${chunkSize}`);
-      }
       const vol = catalog.addVolume({ id: catalog.newId(), name: spec.name, size, chunkSize, createdMs: Date.now(), backing, origin: null });
       vol.backingFile = backingFile;
-      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '' },
+      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '', size },
         vol, new NodeMap(vol.nChunks, vol.chunkClass));
       this.journal.log(encodeVolume(vol));
       this.journal.log(encodeNode(Rec.Node, nodeRecord(head), 0));
@@ -326,7 +323,7 @@ export class CowStore implements Store {
       const release = await holdAll([vol.gate]);
       let node: Node;
       try {
-        node = catalog.addNode({ id: catalog.newId(), kind: 'snap', name, description, createdMs: Date.now(), epoch: catalog.epoch, guid: guid ?? newGuid() },
+        node = catalog.addNode({ id: catalog.newId(), kind: 'snap', name, description, createdMs: Date.now(), epoch: catalog.epoch, guid: guid ?? newGuid(), size: vol.size },
           vol, vol.head.map.share());
         catalog.shared(vol.head, node);
         this.journal.trackDurable(node);
@@ -375,6 +372,13 @@ export class CowStore implements Store {
       try {
         this.catalog.assignMap(vol.head, node);
         this.journal.log(encodeRollback(vol.head.id, node.id));
+        // A snapshot from before a grow: the head keeps its size, the part past the snapshot reads
+        // zeros. (The tail write may commit apart from the Rollback record: a crash between shows
+        // the backing file's bytes in that one chunk past the snapshot's end.)
+        if (node.size < vol.size) {
+          this.dataPath.zeroOverBacking(vol, node.size, vol.size);
+          await this.dataPath.zeroTailHeld(vol, node.size);
+        }
         await this.journal.commitChange(`roll back '${volume}' to '${snapshot}'`);
       } finally {
         release();
@@ -391,12 +395,12 @@ export class CowStore implements Store {
       const node = catalog.snapshot(volume, snapshot);
       if (catalog.findVolume(newName)) throw new StoreError(StoreErrorCode.NameTaken, `volume '${newName}' exists`);
       const vol = catalog.addVolume({
-        id: catalog.newId(), name: newName, size: src.size, chunkSize: src.chunkSize, createdMs: Date.now(),
+        id: catalog.newId(), name: newName, size: node.size, chunkSize: src.chunkSize, createdMs: Date.now(),
         backing: src.backing ? { ...src.backing } : null, origin: { volume, snapshot },
       });
       vol.backingFile = src.backingFile;
       vol.backingError = src.backingError;
-      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '' },
+      const head = catalog.addNode({ id: catalog.newId(), kind: 'head', name: '', description: '', createdMs: vol.createdMs, epoch: 0, guid: '', size: vol.size },
         vol, node.map.share());
       catalog.shared(node, head);
       this.journal.log(encodeVolume(vol));
@@ -406,12 +410,38 @@ export class CowStore implements Store {
     });
   }
 
+  /**
+   * Grows the volume, or with `shrink` cuts it: see Store.resizeVolume. The Resize record and
+   * the grown part's ZERO entries go in one transaction, so a crash leaves the old size or the
+   * new one whole.
+   */
+  async resizeVolume(name: string, size: number, opts: { shrink?: boolean } = {}): Promise<VolumeInfo> {
+    this.checkOpen();
+    checkVolumeSize(size);
+    return this.serial(async () => {
+      const vol = this.catalog.volume(name);
+      if (vol.backingError) throw vol.backingError; // unavailable: not served, not resized
+      checkChunkCount(size, vol.chunkSize);
+      if (size === vol.size) return volumeInfo(vol);
+      if (size < vol.size) checkShrink(this.catalog, vol, size, opts.shrink === true);
+      const release = await holdAll([vol.gate]);
+      try {
+        await resizeHeld({ catalog: this.catalog, dataPath: this.dataPath, journal: this.journal }, vol, size);
+      } finally {
+        release();
+      }
+      await this.journal.commitChange(`resize volume '${name}' to ${size} bytes`);
+      return volumeInfo(vol);
+    });
+  }
+
   async diff(volume: string, from: string, to: string | null, page: { start?: number; limit?: number } = {}): Promise<DiffPage> {
     this.checkOpen();
     const vol = this.catalog.volume(volume);
     const a = this.catalog.snapshot(volume, from).map;
-    const b = to === null ? vol.head.map : this.catalog.snapshot(volume, to).map;
-    return diffMaps(a, b, vol.chunkSize, vol.size, page.start ?? 0, page.limit ?? DIFF_LIMIT_DEFAULT);
+    const bNode = to === null ? vol.head : this.catalog.snapshot(volume, to);
+    // Over `to`'s extent: past `from`'s end (a grow in between) a map reads as unmapped.
+    return diffMaps(a, bNode.map, vol.chunkSize, bNode.size, page.start ?? 0, page.limit ?? DIFF_LIMIT_DEFAULT);
   }
 
   async flush(): Promise<void> {
@@ -448,3 +478,4 @@ export class CowStore implements Store {
     for (const v of this.catalog.volumes()) void v.backingFile?.close().catch(() => undefined);
   }
 }
+

@@ -35,6 +35,7 @@ export const Rec = {
   Page: 9, // checkpoint: page id, chunk size, entries
   L1: 10, // checkpoint: l1 id, length, count, count × (index, page id)
   NodeCp: 11, // checkpoint: node with its L1 id
+  Resize: 12, // volume id, new size (the head's map grows or is cut; snapshots keep theirs)
   Commit: 99,
 } as const;
 export type Rec = (typeof Rec)[keyof typeof Rec];

@@ -45,8 +45,15 @@ export interface NodeRecord {
   epoch: number;
   /** Snapshots: identity (guid.ts), a trailing optional field; '' for heads and when absent. */
   guid: string;
+  /**
+   * Bytes. A head's is its volume's; a snapshot keeps the size its volume had when it was taken
+   * (a later resize changes only the head): a trailing optional u64 after the guid, absent in
+   * records written before resize existed (then the volume's size at that point of the replay).
+   */
+  size: number;
 }
 
+const SIZE_BYTES = 8;
 const NODE_HEAD = 0;
 const NODE_SNAP = 1;
 
@@ -88,10 +95,14 @@ export function encodeNode(type: typeof Rec.Node | typeof Rec.NodeCp, n: NodeRec
   const w = new RecordWriter(type).u32(n.id).u32(n.volumeId).u8(n.kind === 'head' ? NODE_HEAD : NODE_SNAP)
     .str(n.name).str(n.description).f64(n.createdMs).u32(n.epoch).u32(source);
   // Trailing and optional: readers that predate it ignore bytes after the fields they know.
-  if (n.guid !== '') w.bytes(Buffer.from(n.guid, 'hex'));
+  if (n.guid !== '') {
+    w.bytes(Buffer.from(n.guid, 'hex'));
+    if (n.kind === 'snap') w.u64(n.size);
+  }
   return w.finish();
 }
 
+/** `size` is -1 when the record does not carry one (a head, or written before resize existed). */
 export function decodeNode(r: RecordReader): { node: NodeRecord; source: number } {
   const id = r.u32();
   const volumeId = r.u32();
@@ -102,12 +113,22 @@ export function decodeNode(r: RecordReader): { node: NodeRecord; source: number 
   const epoch = r.u32();
   const source = r.u32();
   const guid = r.remaining >= GUID_BYTES ? r.bytes(GUID_BYTES).toString('hex') : '';
-  return { node: { id, volumeId, kind, name, description, createdMs, epoch, guid }, source };
+  const size = r.remaining >= SIZE_BYTES ? r.u64() : -1;
+  return { node: { id, volumeId, kind, name, description, createdMs, epoch, guid, size }, source };
 }
 
 /** `VolumeDelete 3` and `NodeDelete 5` carry just the id. */
 export function encodeDelete(type: typeof Rec.VolumeDelete | typeof Rec.NodeDelete, id: number): Buffer {
   return new RecordWriter(type).u32(id).finish();
+}
+
+/** `Resize 12`: the volume's (its head's) new size. */
+export function encodeResize(volumeId: number, size: number): Buffer {
+  return new RecordWriter(Rec.Resize).u32(volumeId).u64(size).finish();
+}
+
+export function decodeResize(r: RecordReader): { volumeId: number; size: number } {
+  return { volumeId: r.u32(), size: r.u64() };
 }
 
 export function encodeRollback(headId: number, snapshotId: number): Buffer {

@@ -16,6 +16,8 @@ export const StoreErrorCode = {
   /** Deleting a volume that has snapshots needs withSnapshots (they would go with it). */
   VolumeHasSnapshots: 'VOLUME_HAS_SNAPSHOTS',
   SnapshotBusy: 'SNAPSHOT_BUSY',
+  /** A smaller size for a volume needs `shrink` (it discards the data past the new end). */
+  ShrinkNotConfirmed: 'SHRINK_NOT_CONFIRMED',
   NoSpace: 'NO_SPACE',
   StoreCorrupt: 'STORE_CORRUPT',
   BackingChanged: 'BACKING_CHANGED',
@@ -173,6 +175,15 @@ export interface Store {
    * BACKING_CHANGED when the file is missing.
    */
   acceptBacking(name: string): Promise<{ info: VolumeInfo; accepted: string | null }>;
+
+  /**
+   * Sets the volume's size (a multiple of 512). Growing works while it is in use: a device
+   * already handed out keeps its size, `head()` returns one of the new size. Snapshots keep
+   * their size. A smaller size needs `shrink` (else SHRINK_NOT_CONFIRMED), is refused while a
+   * snapshot is longer than it (VOLUME_HAS_SNAPSHOTS), and frees the chunks past the new end.
+   * The registry refuses a shrink while clients hold the head.
+   */
+  resizeVolume(name: string, size: number, opts?: { shrink?: boolean }): Promise<VolumeInfo>;
 
   /** The writable head. The same object for every caller, so all connections share one cache. */
   head(volume: string): BlockDevice;

@@ -273,6 +273,35 @@ export class VolumeRegistry implements ExportResolver {
     });
   }
 
+  /**
+   * Sets a volume's size (Store.resizeVolume). A grow works while NBD clients hold the volume:
+   * their connections keep the size they negotiated (NBD cannot announce a new one) and see the
+   * new size when they reconnect. A shrink (`shrink`) is refused with VOLUME_BUSY while clients
+   * hold the head, and fences it meanwhile; snapshots and their exports keep their size.
+   */
+  async resizeVolume(name: string, size: number, shrink: boolean): Promise<VolumeView & { previousSize: number }> {
+    checkName('volume', name);
+    return this.mutex.run([name], async () => {
+      const previousSize = this.store.volumeInfo(name).size; // VOLUME_NOT_FOUND before anything else
+      const cut = size < previousSize && shrink;
+      if (cut) {
+        const held = this.leases.where((l) => l.volume === name && l.snapshot === null);
+        if (held.length > 0) {
+          throw new StoreError(StoreErrorCode.VolumeBusy,
+            `volume '${name}' has ${held.length} NBD connection(s) to its head (${describeHolders(held)}); a volume is never shrunk while attached: disconnect them first`);
+        }
+        this.fenced.add(name);
+      }
+      try {
+        const info = await this.tracked([name], () => this.store.resizeVolume(name, size, { shrink }));
+        this.catalog.invalidate(name); // the size NBD_OPT_INFO/GO announce from now on
+        return { ...this.volumeView(info), previousSize };
+      } finally {
+        if (cut) this.fenced.delete(name);
+      }
+    });
+  }
+
   // ---- snapshots ----
 
   async createSnapshot(volume: string, name: string | undefined, description: string | undefined): Promise<SnapshotView> {

@@ -213,3 +213,90 @@ describe('power loss while the store is first created', () => {
     console.log(`store creation: ${cases} power cuts over ${hits.map(([p, c]) => `${p}×${c}`).join(', ')}`);
   });
 });
+
+// A resize writes a Resize record, and for a grow over a backing file (or a shrink inside a
+// chunk) a zeroed chunk and ZERO entries, all in one transaction: a power loss at any hit of any
+// point leaves the old size with the old content or the new size with the new content (the
+// grown part zeros, the kept part intact), the snapshot untouched, and a store that checks clean.
+const RESIZE_POINTS = [...POINTS.filter((p) => p !== CrashPoint.CompactCopied && p !== CrashPoint.CompactSwitched)];
+
+describe('power loss during a resize', () => {
+  const KiB = 1024;
+  const BACKING = 100 * KiB;
+  const SMALL = 40 * KiB + 512; // smaller than its backing, ending inside a chunk
+
+  /** Volume 'b' over a backing file, written in its last chunk, snapshot 's'; all durable. */
+  async function resizeSim(): Promise<{ sim: SimFileIo; store: CowStore; head: Buffer; snap: Buffer }> {
+    const sim = new SimFileIo();
+    const f = await sim.open('/b.img', 'create');
+    const backing = Buffer.alloc(BACKING);
+    for (let i = 0; i < BACKING; i++) backing[i] = (i * 7 + 3) & 0xff;
+    await f.write(backing, 0, BACKING, 0);
+    await f.datasync();
+    await f.close();
+    await sim.syncDir('/');
+    const store = await openSim(sim);
+    await store.createVolume({ name: 'b', backing: '/b.img', size: SMALL, chunkSize: 4096 });
+    const head = Buffer.from(backing.subarray(0, SMALL));
+    head.fill(9, SMALL - 1024);
+    await store.head('b').write(SMALL - 1024, Buffer.alloc(1024, 9), { fua: false });
+    await store.createSnapshot('b', 's');
+    await store.checkpoint();
+    return { sim, store, head, snap: Buffer.from(head) };
+  }
+
+  const OPS: [string, number, (s: CowStore) => Promise<unknown>][] = [
+    ['a grow over the backing file', 300 * KiB, (s) => s.resizeVolume('b', 300 * KiB)],
+    ['a shrink inside a chunk', 20 * KiB + 1536, async (s) => {
+      await s.deleteSnapshot('b', 's');
+      return s.resizeVolume('b', 20 * KiB + 1536, { shrink: true });
+    }],
+  ];
+
+  for (const [what, newSize, op] of OPS) {
+    it(`at the first and last hit of each point of ${what}`, async () => {
+      const dry = await resizeSim();
+      dry.sim.hits.clear();
+      await op(dry.store);
+      const hits = new Map(dry.sim.hits);
+      await dry.store.close();
+      const rand = prng(BASE_SEED);
+      let tried = 0;
+      let newSeen = 0;
+      for (const point of RESIZE_POINTS) {
+        const n = hits.get(point) ?? 0;
+        for (const k of new Set([1, n].filter((x) => x > 0))) {
+          const when = `crash at hit ${k}/${n} of ${point} in ${what}`;
+          const { sim, store, head, snap } = await resizeSim();
+          sim.armCrash(point, k);
+          try {
+            await op(store);
+          } catch (e) {
+            if (!(e instanceof SimCrash) && !sim.dead) throw e;
+          }
+          store.abandon();
+          sim.crash(rand);
+          tried++;
+          const r = await openSim(sim);
+          const size = r.volumeInfo('b').size;
+          expect([SMALL, newSize], when).toContain(size);
+          if (size === newSize) newSeen++;
+          const want = Buffer.alloc(size);
+          head.copy(want, 0, 0, Math.min(size, head.length));
+          const got = Buffer.alloc(size);
+          await r.head('b').read(0, size, got);
+          expect(got.equals(want), `${when}: head content at size ${size}`).toBe(true);
+          if (r.listSnapshots('b').length > 0) {
+            const sg = Buffer.alloc(snap.length);
+            await r.snapshotView('b', 's').read(0, sg.length, sg);
+            expect(sg.equals(snap), `${when}: snapshot`).toBe(true);
+          }
+          await r.close();
+          expect((await checkStore('/store', { repair: false, fileIo: sim })).problems, when).toEqual([]);
+        }
+      }
+      expect(tried).toBeGreaterThan(5);
+      expect(newSeen, 'crashes after the resize was durable').toBeGreaterThan(0);
+    });
+  }
+});

@@ -129,6 +129,23 @@ export class FakeStore implements Store {
   /** Marks a volume unavailable as the engine does for a changed backing file (tests). */
   makeUnavailable(volume: string, reason: string): void { this.vol(volume).info.unavailable = reason; }
 
+  /** Like the engine: connected holders keep the old device (and size); snapshots keep theirs. */
+  async resizeVolume(name: string, size: number, opts: { shrink?: boolean } = {}): Promise<VolumeInfo> {
+    const v = this.vol(name);
+    if (size % 512 !== 0 || size <= 0) throw new StoreError(StoreErrorCode.InvalidArgument, 'size must be a positive multiple of 512');
+    if (size < v.info.size && !opts.shrink) throw new StoreError(StoreErrorCode.ShrinkNotConfirmed, `volume '${name}' would shrink`);
+    if (size < v.info.size && [...v.snaps.values()].some((s) => s.info.size > size)) {
+      throw new StoreError(StoreErrorCode.VolumeHasSnapshots, `volume '${name}' has snapshots longer than ${size}`);
+    }
+    await this.pass();
+    const data = Buffer.alloc(size);
+    v.head.data.copy(data, 0, 0, Math.min(size, v.head.data.length));
+    v.head = new MemDevice(data, false, v.info.chunkSize);
+    v.info.size = size;
+    this.log.push(`resizeVolume ${name} ${size}`);
+    return this.volumeInfo(name);
+  }
+
   async acceptBacking(name: string): Promise<{ info: VolumeInfo; accepted: string | null }> {
     const v = this.vol(name);
     if (v.info.backing === null) throw new StoreError(StoreErrorCode.InvalidArgument, `volume '${name}' has no backing file`);

@@ -41,6 +41,24 @@ describe('storage engine vs in-memory model (simulated file system)', () => {
   }
 });
 
+describe('storage engine vs in-memory model, with volume resizes', () => {
+  const seeds = process.env['SEED'] ? [Number(process.env['SEED'])] : [31, FRESH];
+  const ops = Math.min(OPS, 700); // heads grow to 4 MiB: each verification reads more
+  for (const seed of seeds) {
+    it(`seed ${seed}: ${ops} random operations incl. grows, shrinks and crashes`, async () => {
+      const h = new Harness({ seed, ops, midOpCrashProbability: 0.02, resizeProbability: 0.06 });
+      await withSeed(seed, h, async () => {
+        await h.setupSim();
+        await h.run();
+        console.log(`seed ${seed}: ${h.resizes} resizes, ${h.resizesRefused} refused, crashes cut ${h.crashedOps.join('; ')}`);
+        expect(h.resizes, 'resizes').toBeGreaterThan(10);
+        expect(h.powerLosses, 'power losses').toBeGreaterThan(0);
+        await runCheckOn(h);
+      });
+    });
+  }
+});
+
 describe('storage engine vs in-memory model, with the file system running out of space', () => {
   const seeds = process.env['SEED'] ? [Number(process.env['SEED'])] : [6, 21, 22, 23, FRESH]; // 6 caught a zero whose failed tail lost its unmapped chunks
   for (const seed of seeds) {

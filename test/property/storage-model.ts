@@ -55,7 +55,16 @@ export interface HarnessOptions {
   midOpCrashProbability?: number;
   /** The engine sees the simulated file system through this (a test's faulty variant). */
   wrapSim?: (sim: SimFileIo) => FileIo;
+  /**
+   * Chance per operation (default 0, so older seeds replay unchanged) of a volume resize: a grow
+   * by up to 1 MiB, or a shrink (refused while a snapshot is longer), sizes in whole sectors.
+   */
+  resizeProbability?: number;
 }
+
+/** Resize operations keep heads between these sizes (the model holds every head in memory). */
+const RESIZE_MIN = 64 * 1024;
+const RESIZE_MAX = 4 * 1024 * 1024;
 
 export class Harness {
   readonly rand: () => number;
@@ -69,6 +78,11 @@ export class Harness {
   readonly crashes: string[] = [];
   /** Every power loss: armed ones and the `crash` operation's (between operations). */
   powerLosses = 0;
+  /** The operation each mid-operation crash cut (its log line). */
+  readonly crashedOps: string[] = [];
+  /** Resizes done, and shrinks refused because a snapshot was longer. */
+  resizes = 0;
+  resizesRefused = 0;
   backing: Buffer | null = null;
   backingPath = '';
   /** Segments emptied by compact operations. */
@@ -187,6 +201,11 @@ export class Harness {
     const name = this.pick(vols);
     const m = this.model.get(name)!;
     const dev = this.store.head(name);
+    const rp = this.opts.resizeProbability ?? 0;
+    if (rp > 0 && this.squeeze === 0 && this.rand() < rp) {
+      await this.resizeStep(name, m);
+      return;
+    }
     const r = this.rand();
     if (r < 0.32) {
       const { off, len } = this.randomRange(m.head.length, m.chunkSize);
@@ -234,7 +253,7 @@ export class Harness {
       const sn = this.pick([...m.snaps.keys()]);
       this.log.push(`rollback ${name}@${sn}`);
       const ok = await this.unlessUncommitted(this.store.rollback(name, sn));
-      m.head = Buffer.from(m.snaps.get(sn)!.data);
+      m.head = rolledBack(m, m.snaps.get(sn)!.data);
       if (ok) this.committed();
     } else if (r < 0.73 && m.snaps.size > 0 && this.model.size < 6) {
       const sn = this.pick([...m.snaps.keys()]);
@@ -318,6 +337,27 @@ export class Harness {
       if (st.chunksMoved > 0 && side.length === 0) this.committed();
       if (st.chunksMoved > 0) await this.verifyAll('after compaction');
     }
+  }
+
+  /** Grows or shrinks a volume (whole sectors, often inside a chunk), as the store must. */
+  private async resizeStep(name: string, m: ModelVol): Promise<void> {
+    const cur = m.head.length;
+    const longest = Math.max(0, ...[...m.snaps.values()].map((x) => x.data.length));
+    const grow = cur <= RESIZE_MIN || (cur < RESIZE_MAX && this.rand() < 0.55);
+    const size = grow
+      ? Math.min(RESIZE_MAX, cur + (1 + this.int(2048)) * SECTOR)
+      : Math.max(RESIZE_MIN, cur - (1 + this.int(cur / SECTOR / 2)) * SECTOR);
+    if (size < longest) {
+      this.log.push(`resize-refused ${name} ${size}`);
+      await expect(this.store.resizeVolume(name, size, { shrink: true })).rejects.toMatchObject({ code: 'VOLUME_HAS_SNAPSHOTS' });
+      this.resizesRefused++;
+      return;
+    }
+    this.log.push(`resize ${name} ${size}`);
+    await this.store.resizeVolume(name, size, { shrink: true });
+    resizeModel(m, size);
+    this.resizes++;
+    this.committed();
   }
 
   /**
@@ -485,7 +525,9 @@ export class Harness {
     const to = this.rand() < 0.5 ? null : this.pick(snaps);
     const a = m.snaps.get(from)!.data;
     const b = to === null ? m.head : m.snaps.get(to)!.data;
-    const applied = Buffer.from(a);
+    // Over `to`'s size (a resize in between): what `from` had there, zeros past its end.
+    const applied = Buffer.alloc(b.length);
+    a.copy(applied, 0, 0, Math.min(a.length, b.length));
     let start = 0;
     let prevEnd = -1;
     for (;;) {
@@ -534,6 +576,7 @@ export class Harness {
       } catch (e) {
         if (!(e instanceof SimCrash) && !(this.sim?.dead && isDeadError(e))) throw e;
         const at = this.sim!.lastCrash ?? (e as Error).message;
+        this.crashedOps.push(this.log.filter((l) => !l.startsWith('crashed') && !l.startsWith('arm')).at(-1) ?? '');
         this.log.push(`crashed: ${at}`);
         this.store.abandon();
         this.sim!.crash(this.rand);
@@ -576,6 +619,11 @@ export class Harness {
       this.model.delete(name);
     }
     for (const [name, m] of this.model) {
+      const size = this.store.volumeInfo(name).size;
+      if (size !== m.head.length) {
+        if (op !== 'resize' || arg !== name || size !== Number(arg2)) throw new Error(`volume ${name} is ${size} bytes after a crash during '${last}'`);
+        resizeModel(m, size);
+      }
       const snaps = new Set(this.store.listSnapshots(name).map((s) => s.name));
       for (const sn of snaps) {
         if (m.snaps.has(sn)) continue;
@@ -592,14 +640,29 @@ export class Harness {
         const s = m.snaps.get(arg.slice(name.length + 1));
         const got = Buffer.alloc(m.head.length);
         await this.store.head(name).read(0, got.length, got);
-        if (s && got.equals(s.data)) {
-          m.head = Buffer.from(s.data);
+        if (s && got.equals(rolledBack(m, s.data))) {
+          m.head = rolledBack(m, s.data);
           m.dirty.clear();
         }
       }
     }
     this.store.abandon();
   }
+}
+
+/** The head after a rollback: the snapshot's bytes, zeros past its end up to the head's own size. */
+function rolledBack(m: ModelVol, snap: Buffer): Buffer {
+  const h = Buffer.alloc(m.head.length);
+  snap.copy(h, 0, 0, Math.min(snap.length, h.length));
+  return h;
+}
+
+/** A resize: bytes kept up to the new end, zeros past the old one; no crash candidates past the end. */
+function resizeModel(m: ModelVol, size: number): void {
+  const h = Buffer.alloc(size);
+  m.head.copy(h, 0, 0, Math.min(size, m.head.length));
+  m.head = h;
+  for (const s of [...m.dirty.keys()]) if (s * SECTOR >= size) m.dirty.delete(s);
 }
 
 function isDeadError(e: unknown): boolean {

@@ -27,7 +27,8 @@ async function stripGuids(dataDir: string): Promise<void> {
     let rec = j.subarray(r.at, r.end);
     // Snapshots' Node records (kind byte 1 after id and volume id); heads never carried one.
     if ((r.rec.type === Rec.Node || r.rec.type === Rec.NodeCp) && rec.readUInt8(RECORD_HEADER_LEN + 8) === 1) {
-      const payload = rec.subarray(RECORD_HEADER_LEN, rec.length - GUID_BYTES);
+      // An older store's record: neither the guid nor the snapshot size that follows it (8 bytes).
+      const payload = rec.subarray(RECORD_HEADER_LEN, rec.length - GUID_BYTES - 8);
       rec = Buffer.concat([Buffer.alloc(RECORD_HEADER_LEN), payload]);
       rec.writeUInt32LE(payload.length, 0);
       rec.writeUInt8(r.rec.type, 8);

@@ -28,7 +28,7 @@ WANTED_MODULES=(e1000 nbd crc32c_generic ext4 virtio_pci virtio_blk)
 # Per client package, the files the image takes from it (paths inside the package).
 declare -A PACKAGE_FILES=(
   [nbd-client]="sbin/nbd-client"
-  [e2fsprogs]="sbin/mke2fs etc/mke2fs.conf"
+  [e2fsprogs]="sbin/mke2fs sbin/resize2fs etc/mke2fs.conf"
   [util-linux]="sbin/fsfreeze sbin/fstrim"
 )
 KERNEL_META=linux-image-amd64
