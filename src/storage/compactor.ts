@@ -255,6 +255,13 @@ export class Compactor {
       for (const n of catalog.allNodes()) if (n.vol.chunkClass === cls) l1s.add(n.map.l1);
       const pages = new Set<Page>();
       for (const l1 of l1s) for (const p of l1.pages) if (p) pages.add(p);
+      // Partial slots and their bases follow their copies first (partial-slots.ts), so the
+      // entries' move below frees the old slots without clearing a partial slot.
+      const partialsMoved = cls.partials.remap((slot) => {
+        const seg = cls.segmentOf(slot);
+        const t = moveTo.get(seg)?.[slot - seg * perSeg];
+        return t === undefined || t === NO_COPY ? slot : t;
+      });
       const { remapped, missed } = remapEntries([...pages].map((p) => p.entries), moveTo, perSeg, (from, to) => {
         cls.ref(to);
         cls.unref(from);
@@ -267,7 +274,7 @@ export class Compactor {
         log('warn', `compaction of ${segmentFile(cls.log2, v)}: entries name uncopied slots`);
         drop(v);
       }
-      if (remapped > 0) {
+      if (remapped > 0 || partialsMoved > 0) {
         await journal.checkpoint();
         io.point(CrashPoint.CompactSwitched);
       }

@@ -33,6 +33,7 @@ export const Rec = {
   Page: 9, // checkpoint: page id, chunk size, entries
   L1: 10, // checkpoint: l1 id, length, count, count × (index, page id)
   NodeCp: 11, // checkpoint: node with its L1 id
+  SlotValid: 12, // chunk size, slot, base (UNMAPPED: whole again), valid-block bitmap (partial-slots.ts)
   Commit: 99,
 } as const;
 export type Rec = (typeof Rec)[keyof typeof Rec];
