@@ -1,6 +1,7 @@
 // Partial slots (src/storage/partial-slots.ts): a block-aligned first write to a shared chunk
 // writes only its blocks into a fresh slot and reads nothing; reads merge the slot with its base;
-// the state survives a reopen, a snapshot of it, in-place writes, unaligned writes and `check`.
+// the state survives a reopen, a snapshot of it, in-place writes, unaligned writes and `check`;
+// once nothing else holds their bases a compaction pass merges them (partial-merge.ts).
 import { describe, expect, it } from 'vitest';
 import { openCowStore } from '../../src/storage/index.ts';
 import { checkStore } from '../../src/storage/check.ts';
@@ -115,7 +116,22 @@ describe('partial slots', () => {
     const s4 = await open(new HoldFileIo(sim));
     expect(partialCount(s4)).toBe(SIZE / CHUNK);
     expect((await readAll(s4)).equals(model)).toBe(true);
+    // Their bases are held by nothing else now: a compaction pass merges them and frees the bases.
+    const live = (): number => s4.inspect().chunkClass(CHUNK).liveSlots();
+    expect(live()).toBe(2 * SIZE / CHUNK);
+    await s4.compact();
+    expect(partialCount(s4)).toBe(0);
+    await s4.flush();
+    expect(live()).toBe(SIZE / CHUNK);
+    expect((await readAll(s4)).equals(model)).toBe(true);
+    expect((await readAll(s4, 'c')).equals(model)).toBe(true);
     await s4.close();
+    sim.crash(Math.random, 'lose');
+    const s5 = await open(new HoldFileIo(sim));
+    expect(partialCount(s5)).toBe(0);
+    expect((await readAll(s5)).equals(model)).toBe(true);
+    await s5.close();
+    expect((await checkStore('/s', { repair: false, fileIo: sim })).problems).toEqual([]);
   });
 
   it('an unaligned write into a partial slot, a snapshot of one and a trim of one stay right', async () => {
