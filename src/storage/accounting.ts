@@ -43,7 +43,7 @@ export function walkSpace(node: Node): Space {
   node.map.forEachMapped((_c, s, birth, page) => {
     if (!isSlot(s)) return;
     referenced += chunkSize;
-    if (l1Alone && page.refs === 1 && cls.count(s) === 1) used += chunkSize;
+    if (l1Alone && page.refs === 1 && cls.holders(s) === 1) used += chunkSize;
     if (birth > prevEpoch) written += chunkSize;
   });
   return { referenced, used, written };

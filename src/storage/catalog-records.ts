@@ -8,9 +8,10 @@ import type { DataStore } from './chunk-store.ts';
 import { Rec, type RecordReader } from './format.ts';
 import { legacyGuid } from './guid.ts';
 import {
-  decodeL1, decodeMapRun, decodeNode, decodePage, decodeResize, decodeRollback, decodeState, decodeVolume, encodeL1, encodeNode, encodePage,
-  encodeState, encodeVolume,
+  decodeL1, decodeMapRun, decodeNode, decodePage, decodeResize, decodeRollback, decodeSlotValid, decodeState, decodeVolume, encodeL1, encodeNode,
+  encodePage, encodeSlotValid, encodeState, encodeVolume,
 } from './records.ts';
+import { emptyBits } from './partial-slots.ts';
 
 /** Pages and L1s of the checkpoint being replayed, by their record ids. */
 export interface CheckpointTables {
@@ -19,7 +20,7 @@ export interface CheckpointTables {
 }
 
 /** The whole state as records (a checkpoint), built synchronously so it is one instant. */
-export function serializeCheckpoint(catalog: Catalog): Buffer[] {
+export function serializeCheckpoint(catalog: Catalog, chunks: DataStore): Buffer[] {
   const out: Buffer[] = [encodeState(catalog.epoch, catalog.nextId)];
   for (const v of catalog.volumes()) out.push(encodeVolume(v));
   const pageIds = new Map<Page, number>();
@@ -45,6 +46,10 @@ export function serializeCheckpoint(catalog: Catalog): Buffer[] {
       out.push(encodeL1(l1Id, l1.pages.length, pairs));
     }
     out.push(encodeNode(Rec.NodeCp, nodeRecord(n), l1Id));
+  }
+  // After the pages: a partial slot and its base are referenced by then.
+  for (const cls of chunks.classes.values()) {
+    for (const [slot, p] of cls.partials.entries()) out.push(encodeSlotValid(cls.chunkSize, slot, p.base, p.bits));
   }
   return out;
 }
@@ -138,6 +143,21 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
         l1.pages[idx] = p;
       }
       cp.l1s.set(rec.id, l1);
+      return;
+    }
+    case Rec.SlotValid: {
+      const rec = decodeSlotValid(r);
+      const cls = chunks.classes.get(Math.log2(rec.chunkSize));
+      if (!cls || cls.chunkSize !== rec.chunkSize) throw new Error(`SLOT_VALID names chunk size ${rec.chunkSize} of no volume`);
+      if (!isSlot(rec.slot)) throw new Error(`SLOT_VALID names slot ${rec.slot}`);
+      if (rec.base === UNMAPPED) {
+        cls.partials.clear(rec.slot);
+        return;
+      }
+      if (!isSlot(rec.base) || rec.base === rec.slot || rec.bits.length !== emptyBits(rec.chunkSize).length) {
+        throw new Error(`SLOT_VALID of slot ${rec.slot} is bad`);
+      }
+      cls.partials.set(rec.slot, rec.base, rec.bits);
       return;
     }
     default:

@@ -189,7 +189,7 @@ export class Catalog {
    * that node gains it.
    */
   heldOutsideMapsReleased(vol: Volume, c: number, slot: number): void {
-    if (this.counting && vol.chunkClass.count(slot) === 1) gainIfAlone(this.candidates(vol), c, slot);
+    if (this.counting && vol.chunkClass.holders(slot) === 1) gainIfAlone(this.candidates(vol), c, slot);
   }
 
   /** Nodes that may hold a slot of `vol`'s chunk class: its own snapshots newest first, its head, then the other volumes of the class. */

@@ -5,6 +5,7 @@
 // It takes the store lock (store-lock.ts) like any opener: a store a server has open is refused.
 import { walkSpace } from './accounting.ts';
 import { isSlot, type L1, type Page } from './block-map.ts';
+import { validEnd } from './partial-slots.ts';
 import { SEGMENT_FILE_RE, segmentFile } from './chunk-store.ts';
 import { SEGMENT_BYTES_DEFAULT } from './chunk-store.ts';
 import { CowStore } from './engine.ts';
@@ -89,16 +90,36 @@ async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<Ch
         if (isSlot(s)) refs.set(s, (refs.get(s) ?? 0) + 1);
       }
     }
+    // A partial slot (partial-slots.ts) is mapped, holds one reference on its whole base, and
+    // its data reaches only its last valid block.
+    const partialEnd = new Map<number, Map<number, number>>(); // chunk size -> partial slot -> data end
+    for (const cls of state.classes) {
+      if (cls.partials.size === 0) continue;
+      let refs = slotRefs.get(cls.chunkSize);
+      if (!refs) slotRefs.set(cls.chunkSize, (refs = new Map()));
+      const ends = new Map<number, number>();
+      partialEnd.set(cls.chunkSize, ends);
+      for (const [s, p] of cls.partials.entries()) {
+        if (!refs.has(s)) bad(`partial slot ${s} (chunk size ${cls.chunkSize}) is in no map`);
+        if (cls.partials.get(p.base)) bad(`partial slot ${s} (chunk size ${cls.chunkSize}) has partial base ${p.base}`);
+        refs.set(p.base, (refs.get(p.base) ?? 0) + 1);
+        ends.set(s, validEnd(p.bits, cls.chunkSize));
+      }
+    }
     // 2. Slot refcounts re-derived equal the engine's; every live slot has its segment file.
     const names = new Set(await io.readdir(dir));
     const liveEnd = new Map<string, number>(); // segment file -> end of its last live slot
+    const dataEnd = new Map<string, number>(); // segment file -> end of its live data (partial slots: their valid blocks)
     for (const [chunkSize, derived] of slotRefs) {
       const chunkClass = state.chunkClass(chunkSize);
+      const ends = partialEnd.get(chunkSize);
       for (const [s, n] of derived) {
         if (chunkClass.count(s) !== n) bad(`slot ${s} (chunk size ${chunkSize}) refcount ${chunkClass.count(s)} != derived ${n}`);
         const name = segmentFile(chunkClass.log2, chunkClass.segmentOf(s));
         const end = chunkClass.posOf(s) + chunkSize;
         if ((liveEnd.get(name) ?? 0) < end) liveEnd.set(name, end);
+        const need = chunkClass.posOf(s) + (ends?.get(s) ?? chunkSize);
+        if ((dataEnd.get(name) ?? 0) < need) dataEnd.set(name, need);
       }
       for (let s = 0; s < chunkClass.refs.length; s++) {
         if ((chunkClass.refs[s] as number) > 0 && !derived.has(s)) bad(`slot ${s} (chunk size ${chunkSize}) has refcount ${chunkClass.refs[s]} but no map holds it`);
@@ -110,7 +131,8 @@ async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<Ch
         continue;
       }
       const st = await io.stat(`${dir}/${name}`);
-      if (st && st.size < end) bad(`segment ${name} is ${st.size} bytes, live chunks reach ${end}`);
+      const need = dataEnd.get(name) ?? end;
+      if (st && st.size < need) bad(`segment ${name} is ${st.size} bytes, live chunks reach ${need}`);
       else if (st && st.size > end) {
         problems.push(`leak: ${st.size - end} bytes past the last live chunk of ${name}`);
         if (repair) {

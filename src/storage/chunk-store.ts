@@ -11,6 +11,7 @@ import { StorageError } from './device.ts';
 import type { FileIo, IoFile } from './file-io.ts';
 import type { SlotRefs } from './block-map.ts';
 import { SLOT_MAX } from './block-map.ts';
+import { PartialSlots } from './partial-slots.ts';
 
 export const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
 /**
@@ -58,6 +59,8 @@ export class ChunkClass implements SlotRefs {
   readonly segments = new Map<number, Segment>();
   /** Slots whose refs fell to 0 since the last commit swap. */
   pendingFree: number[] = [];
+  /** Slots holding only some blocks of their chunk, the rest read from a base slot (partial-slots.ts). */
+  readonly partials = new PartialSlots(this);
   private hint = 0;
   private readonly owner: DataStore;
 
@@ -96,11 +99,24 @@ export class ChunkClass implements SlotRefs {
     const n = (this.refs[slot] as number) - 1;
     if (n < 0) throw new Error(`slot ${slot} unref below zero`);
     this.refs[slot] = n;
-    if (n === 0) this.pendingFree.push(slot);
+    if (n === 0) {
+      this.pendingFree.push(slot);
+      // Freed while partial: its base loses the reference (replay does the same, so no record).
+      if (this.partials.size > 0) this.partials.clear(slot);
+    }
   }
 
   count(slot: number): number {
     return slot < this.refs.length ? (this.refs[slot] as number) : 0;
+  }
+
+  /**
+   * References from map pages only (a partial slot's hold on its base left out): the space
+   * figures' notion of who holds a slot. A base only partial slots hold besides one node is that
+   * node's `used`: deleting it leaves the base to the compactor's merge, which frees it.
+   */
+  holders(slot: number): number {
+    return this.count(slot) - this.partials.holdsOn(slot);
   }
 
   /** Takes the lowest free slot (keeps data packed into low segments). */

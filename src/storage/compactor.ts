@@ -9,6 +9,7 @@ import { segmentFile, type ChunkClass, type DataStore } from './chunk-store.ts';
 import { NO_COPY, planPass, remapEntries, type ClassUsage } from './compact-plan.ts';
 import { CrashPoint, type FileIo } from './file-io.ts';
 import type { Journal } from './journal.ts';
+import { mergeOrphanedPartials } from './partial-merge.ts';
 import type { LogFn } from './recovery.ts';
 import { runEnd } from './runs.ts';
 import type { SegmentReclaimer } from './segment-reclaim.ts';
@@ -39,7 +40,7 @@ export interface CompactorDeps {
   dataDir: string;
   chunks: DataStore;
   catalog: Catalog;
-  journal: Pick<Journal, 'checkpoint' | 'checkpointLen'>;
+  journal: Pick<Journal, 'checkpoint' | 'checkpointLen' | 'log'>;
   reclaimer: Pick<SegmentReclaimer, 'settle'>;
   /** Runs `fn` as a control operation (one at a time; rejects once the store is closed). */
   serial: <T>(fn: () => Promise<T>) => Promise<T>;
@@ -131,6 +132,12 @@ export class Compactor {
   private async pass(): Promise<CompactStats | null> {
     if (this.stopped) return null;
     const { io, dataDir, chunks, journal, log } = this.d;
+    // Partial slots whose snapshot is gone give their base back first (partial-merge.ts).
+    for (const c of chunks.classes.values()) {
+      if (c.partials.size === 0) continue;
+      const gates = [...this.d.catalog.volumes()].filter((v) => v.chunkClass === c).map((v) => v.gate);
+      if ((await mergeOrphanedPartials(c, chunks, journal, gates)) > 0) this.schedule();
+    }
     const plan = planPass([...chunks.classes.values()].map(usageOf), journal.checkpointLen);
     if (!plan) return null;
     const cls = plan.usage.chunkClass;
@@ -255,6 +262,13 @@ export class Compactor {
       for (const n of catalog.allNodes()) if (n.vol.chunkClass === cls) l1s.add(n.map.l1);
       const pages = new Set<Page>();
       for (const l1 of l1s) for (const p of l1.pages) if (p) pages.add(p);
+      // Partial slots and their bases follow their copies first (partial-slots.ts), so the
+      // entries' move below frees the old slots without clearing a partial slot.
+      const partialsMoved = cls.partials.remap((slot) => {
+        const seg = cls.segmentOf(slot);
+        const t = moveTo.get(seg)?.[slot - seg * perSeg];
+        return t === undefined || t === NO_COPY ? slot : t;
+      });
       const { remapped, missed } = remapEntries([...pages].map((p) => p.entries), moveTo, perSeg, (from, to) => {
         cls.ref(to);
         cls.unref(from);
@@ -267,7 +281,7 @@ export class Compactor {
         log('warn', `compaction of ${segmentFile(cls.log2, v)}: entries name uncopied slots`);
         drop(v);
       }
-      if (remapped > 0) {
+      if (remapped > 0 || partialsMoved > 0) {
         await journal.checkpoint();
         io.point(CrashPoint.CompactSwitched);
       }

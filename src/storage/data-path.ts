@@ -8,11 +8,12 @@
 import { ENTRIES_PER_PAGE, isSlot, PAGE_SHIFT, UNMAPPED, ZERO, ZERO_ALLOCATED } from './block-map.ts';
 import { readBacking } from './backing.ts';
 import type { Node, Volume } from './catalog.ts';
-import type { DataStore } from './chunk-store.ts';
+import type { ChunkClass, DataStore } from './chunk-store.ts';
 import { appendExtent, StorageError, type Extent, type ZeroOptions } from './device.ts';
 import { CrashPoint, type FileIo } from './file-io.ts';
 import type { Journal } from './journal.ts';
-import { encodeMapRun } from './records.ts';
+import { allValid, blockAligned, emptyBits, forEachRun, markValid, PARTIAL_SLOTS_MAX } from './partial-slots.ts';
+import { encodeMapRun, encodeSlotValid } from './records.ts';
 import { runEnd } from './runs.ts';
 import { StoreClosedError } from './types.ts';
 
@@ -31,6 +32,18 @@ export interface EpochSource {
 }
 /** What it needs of the transaction manager: queue map records, commit for FUA and FLUSH. */
 export type RecordLog = Pick<Journal, 'log' | 'commit'>;
+
+/**
+ * A partial slot a write makes (`new`, over `base`), adds valid blocks to (`more`) or merged
+ * whole (`whole`); applied once the data landed (partial-slots.ts).
+ */
+interface Validity {
+  kind: 'new' | 'more' | 'whole';
+  slot: number;
+  base: number;
+  inner: number;
+  n: number;
+}
 
 export class DataPath {
   private readonly io: Pick<FileIo, 'point'>;
@@ -105,7 +118,15 @@ export class DataPath {
         const n = Math.min(end, cStart + chunkSize) - pos;
         const s = map.slot(c);
         const o = off + pos - offset;
-        if (isSlot(s)) {
+        const partial = isSlot(s) && chunkClass.partials.size > 0 ? chunkClass.partials.get(s) : undefined;
+        if (partial) {
+          // Valid blocks from the slot, the others from its base (partial-slots.ts).
+          flushRun();
+          const inner = pos - cStart;
+          forEachRun(partial.bits, inner, n, (from, to, valid) => {
+            ios.push(chunks.read(chunkClass, valid ? s : partial.base, from, to - from, into, o + from - inner));
+          });
+        } else if (isSlot(s)) {
           if (kind === 1 && chunkClass.continuesRun(runSlot, runInner + runLen, s)) {
             runLen += n;
           } else {
@@ -176,6 +197,8 @@ export class DataPath {
     const fresh: { c: number; slot: number }[] = [];
     const rebirth: number[] = [];
     const merges: Promise<void>[] = [];
+    const validity: Validity[] = [];
+    const partials = chunkClass.partials;
     let pos = offset;
     try {
       while (pos < end) {
@@ -189,26 +212,41 @@ export class DataPath {
         let ioInner = inner;
         let ioLen = n;
         // Not in place into a segment being compacted: its chunk may be being copied right now.
-        if (map.exclusive(c) && !chunkClass.isEvacuating(map.slot(c))) {
-          slot = map.slot(c);
+        const old = map.slot(c);
+        const partial = partials.size > 0 && isSlot(old) ? partials.get(old) : undefined;
+        let merge = false;
+        if (map.exclusive(c) && !chunkClass.isEvacuating(old)) {
+          slot = old;
           if (map.birth(c) !== epoch) rebirth.push(c);
+          if (partial) {
+            // In place into a partial slot: whole blocks become valid; anything else merges the
+            // chunk (read through the partial slot) and makes it whole.
+            merge = !blockAligned(inner, n);
+            validity.push({ kind: merge ? 'whole' : 'more', slot, base: partial.base, inner, n });
+          }
         } else {
           slot = chunkClass.alloc();
           fresh.push({ c, slot });
-          if (n !== chunkSize) {
-            // Partial chunk: merge with the old content (slot, backing or zeros) into a whole one.
-            const buf = Buffer.allocUnsafe(chunkSize);
-            const from = pos - offset;
-            const tail = vol.size - cStart;
-            merges.push(this.read(vol.head, cStart, Math.min(chunkSize, tail), buf, 0).then(() => {
-              if (tail < chunkSize) buf.fill(0, tail);
-              data.copy(buf, inner, from, from + n);
-            }));
-            src = buf;
-            srcOff = 0;
-            ioInner = 0;
-            ioLen = chunkSize;
-          }
+          // A partial first write over a whole, stable slot: only its blocks are written, the
+          // rest stays in the old slot (the base). No read.
+          if (n !== chunkSize && !partial && isSlot(old) && blockAligned(inner, n) && !chunkClass.isEvacuating(old) &&
+            partials.size < PARTIAL_SLOTS_MAX) {
+            validity.push({ kind: 'new', slot, base: old, inner, n });
+          } else merge = n !== chunkSize;
+        }
+        if (merge) {
+          // Partial chunk: merge with the old content (slot, backing or zeros) into a whole one.
+          const buf = Buffer.allocUnsafe(chunkSize);
+          const from = pos - offset;
+          const tail = vol.size - cStart;
+          merges.push(this.read(vol.head, cStart, Math.min(chunkSize, tail), buf, 0).then(() => {
+            if (tail < chunkSize) buf.fill(0, tail);
+            data.copy(buf, inner, from, from + n);
+          }));
+          src = buf;
+          srcOff = 0;
+          ioInner = 0;
+          ioLen = chunkSize;
         }
         const prev = runs[runs.length - 1];
         if (prev && prev.src === src && src === data && prev.srcOff + prev.len === srcOff && ioInner === 0 &&
@@ -236,7 +274,9 @@ export class DataPath {
       this.chunks.releaseUnmapped(chunkClass, fresh.map((f) => f.slot));
       return;
     }
-    // The data is in place: now map it (records go to the next commit).
+    // The data is in place: now map it (records go to the next commit). Partial slots first, so
+    // a base never drops to no reference between its page entry and the partial slot's hold.
+    if (validity.length > 0) this.applyValidity(chunkClass, validity);
     if (fresh.length > 0) {
       const ep = this.catalog.epoch;
       for (const f of fresh) this.catalog.setEntry(vol.head, f.c, f.slot, ep);
@@ -281,6 +321,26 @@ export class DataPath {
       changed.push(c);
     }
     if (changed.length > 0) this.logEntries(vol.head, changed);
+  }
+
+  /** Records the partial slots a write made or filled (partial-slots.ts) and queues their records. */
+  private applyValidity(cls: ChunkClass, validity: Validity[]): void {
+    const partials = cls.partials;
+    const cs = cls.chunkSize;
+    for (const v of validity) {
+      const p = partials.get(v.slot);
+      if (v.kind === 'new') {
+        const bits = emptyBits(cs);
+        markValid(bits, v.inner, v.n);
+        partials.set(v.slot, v.base, bits);
+        this.journal.log(encodeSlotValid(cs, v.slot, v.base, bits));
+      } else if (!p) {
+        continue; // cannot happen: the chunk lock kept the slot partial
+      } else if (v.kind === 'whole' || (markValid(p.bits, v.inner, v.n) && allValid(p.bits, cs))) {
+        partials.clear(v.slot);
+        this.journal.log(encodeSlotValid(cs, v.slot, UNMAPPED, null));
+      } else this.journal.log(encodeSlotValid(cs, v.slot, p.base, p.bits));
+    }
   }
 
   /** Queues MapRun records for chunks of a node (sorted, grouped into runs). */

@@ -176,3 +176,18 @@ export function decodeL1(r: RecordReader): { id: number; len: number; pairs: Uin
   const count = r.u32();
   return { id, len, pairs: r.u32s(count * 2) };
 }
+
+/** `SlotValid 13`: slot of a class is partial over `base` with `bits`; base UNMAPPED = whole again. */
+export function encodeSlotValid(chunkSize: number, slot: number, base: number, bits: Uint32Array | null): Buffer {
+  const words = bits ? bits.length : 0;
+  const w = new RecordWriter(Rec.SlotValid, 16 + words * 4).u32(chunkSize).u32(slot).u32(base).u32(words);
+  if (bits) w.u32s(bits, 0, words);
+  return w.finish();
+}
+
+export function decodeSlotValid(r: RecordReader): { chunkSize: number; slot: number; base: number; bits: Uint32Array } {
+  const chunkSize = r.u32();
+  const slot = r.u32();
+  const base = r.u32();
+  return { chunkSize, slot, base, bits: r.u32s(r.u32()) };
+}

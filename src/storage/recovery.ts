@@ -67,7 +67,7 @@ export async function openStoreFiles(dataDir: string, opts: OpenOptions): Promis
 }
 
 function journalOptions(dataDir: string, opts: OpenOptions, chunks: DataStore, catalog: Catalog) {
-  return { io: opts.fileIo, dataDir, chunks, serializeCheckpoint: () => serializeCheckpoint(catalog), journalCompactBytes: opts.journalCompactBytes };
+  return { io: opts.fileIo, dataDir, chunks, serializeCheckpoint: () => serializeCheckpoint(catalog, chunks), journalCompactBytes: opts.journalCompactBytes };
 }
 
 async function createStore(dataDir: string, opts: OpenOptions): Promise<OpenedStore> {

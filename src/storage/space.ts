@@ -8,7 +8,8 @@
 //   since the previous snapshot = those born after its epoch.
 // - `unique`: slots this node alone holds (no other node of any volume maps them): what deleting
 //   it frees. A slot's holders are the nodes whose L1 holds a page holding it, so it is held by
-//   exactly one node when its slot count, its page's count and that L1's count are all 1.
+//   exactly one node when its holders (chunk-store.ts `holders`: the slot count less the holds of
+//   partial slots on their base), its page's count and that L1's count are all 1.
 //
 // When a node stops holding a slot (overwritten, trimmed, its node dropped or rolled back), the
 // slot may be left with one holder, which gains it; the candidate holders are the nodes of the
@@ -75,7 +76,7 @@ export function setEntry(node: SpaceNode, cls: ChunkClass, candidates: Candidate
   if (old === slot) return; // in place (a rebirth): the same holders
   if (isSlot(slot)) sp.unique++;
   if (isSlot(old)) {
-    const n = cls.count(old);
+    const n = cls.holders(old);
     if (n === 0) sp.unique--; // it was this node's alone
     else if (n === 1) gainIfAlone(candidates, c, old);
   }
@@ -112,7 +113,7 @@ export function released(l1: L1, cls: ChunkClass, candidates: Candidates): void 
       let n = 0;
       for (let i = 0; i < p.entries.length; i += 2) {
         const s = p.entries[i] as number;
-        if (isSlot(s) && cls.count(s) === 1) n++;
+        if (isSlot(s) && cls.holders(s) === 1) n++;
       }
       owner.space.unique += n;
       continue;
@@ -126,7 +127,7 @@ export function released(l1: L1, cls: ChunkClass, candidates: Candidates): void 
     if (alone.length === 0) continue;
     for (let i = 0; i < p.entries.length; i += 2) {
       const s = p.entries[i] as number;
-      if (!isSlot(s) || cls.count(s) !== 1) continue;
+      if (!isSlot(s) || cls.holders(s) !== 1) continue;
       for (const a of alone) {
         if (a.page.entries[i] === s) {
           a.node.space.unique++;
@@ -177,7 +178,7 @@ export function rebuild(nodes: Iterable<SpaceNode & { readonly vol: { readonly c
               k = 0;
             }
             k++;
-            if (cls.count(s) === 1) pg.alone++;
+            if (cls.holders(s) === 1) pg.alone++;
           }
           if (k > 0) pg.births.push(b0, k);
           perPage.set(p, pg);

@@ -7,6 +7,8 @@ export type HeldOp = 'read' | 'write' | 'datasync';
 
 export class HoldFileIo implements FileIo {
   private readonly inner: FileIo;
+  /** Reads done so far, by path (tests that assert an operation read nothing). */
+  readonly reads = new Map<string, number>();
   private readonly holds: { suffix: string; op: HeldOp; reached: () => void; gate: Promise<Error | null> }[] = [];
 
   constructor(inner: FileIo) {
@@ -38,6 +40,7 @@ export class HoldFileIo implements FileIo {
     const write = f.write.bind(f);
     const datasync = f.datasync.bind(f);
     f.read = async (buf, off, len, pos) => {
+      this.reads.set(path, (this.reads.get(path) ?? 0) + 1);
       await this.gate(path, 'read');
       return read(buf, off, len, pos);
     };

@@ -15,6 +15,8 @@ import { StorageError, UncommittedChangeError } from '../../src/storage/device.t
 import type { CrashPoint, FileIo } from '../../src/storage/file-io.ts';
 
 export const SECTOR = 512;
+/** Guests' write unit: block-aligned partial-chunk writes make partial slots. */
+const BLOCK = 4096;
 /** Spans two map pages at 4 KiB chunks, so page-level sharing is exercised. */
 const V0_SIZE = 2560 * 1024;
 
@@ -89,6 +91,8 @@ export class Harness {
   compacted = 0;
   /** Times the space counters were compared with a walk. */
   countersChecked = 0;
+  /** Most partial slots (src/storage/partial-slots.ts) seen after a write. */
+  partialsMax = 0;
   /** Operations that failed with ENOSPC during squeezes (tests assert there were some). */
   noSpaceFailures = 0;
   /** Operations left in the current squeeze (0: none). */
@@ -181,6 +185,13 @@ export class Harness {
       off = this.int(size / SECTOR) * SECTOR;
       len = Math.min(size - off, (1 + this.int(3 * chunk / SECTOR)) * SECTOR);
     }
+    if (r < 0.5 || r >= 0.7) {
+      // Often whole 4 KiB blocks, as guests write: partial slots (src/storage/partial-slots.ts).
+      if (this.rand() < 0.5) {
+        off -= off % BLOCK;
+        len = Math.min(size - off, Math.ceil(len / BLOCK) * BLOCK);
+      }
+    }
     return { off, len };
   }
 
@@ -219,6 +230,9 @@ export class Harness {
       this.settleTouch(m, off, len);
       const ok = await this.unlessNoSpace(dev.write(off, data, { fua }), () => this.adoptFailedWrite(name, m, off, len, old));
       if (fua && ok) this.committed();
+      let partials = 0;
+      for (const cls of this.store.inspect().classes) partials += cls.partials.size;
+      this.partialsMax = Math.max(this.partialsMax, partials);
     } else if (r < 0.42) {
       const { off, len } = this.randomRange(m.head.length, m.chunkSize);
       const kind = this.int(3);

@@ -1,0 +1,74 @@
+// Completes partial slots (partial-slots.ts) whose base nothing but them still holds: once the
+// snapshot that shared the old chunk is gone, the base costs a whole chunk of space for a few
+// blocks. The missing blocks are copied from the base into the partial slot, which becomes whole
+// and lets its base go. Runs at the start of each compactor pass (compactor.ts), so after the
+// commits that free slots, as a control operation.
+//
+// While a slot is merged it holds one extra reference, taken while the class's writes are held
+// until in-flight ones drained (as a compaction pass starts): a head write to it is then not
+// exclusive and redirects (merging through the read path), so no client write can race the copy
+// into the slot's missing blocks, and the slot cannot be freed and reused under the copy. The copy lands
+// before the `SlotValid` (whole) record; the commit syncs the data first, so a crash before it
+// leaves the slot partial over its intact base.
+import type { ChunkClass, DataStore } from './chunk-store.ts';
+import { UNMAPPED } from './block-map.ts';
+import type { Journal } from './journal.ts';
+import { blocksOf, isValid, VALID_BLOCK, type PartialSlot } from './partial-slots.ts';
+import { encodeSlotValid } from './records.ts';
+import { holdAll, type WriteGate } from './write-gate.ts';
+
+/** Partial slots merged per pass at most: bounded memory and I/O per control operation. */
+export const MERGE_BATCH_SLOTS = 256;
+
+/** Merges the partial slots of `cls` whose base only they hold; returns how many became whole. */
+export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataStore, 'read' | 'write'>, journal: Pick<Journal, 'log'>,
+  gates: WriteGate[]): Promise<number> {
+  if (!hasOrphans(cls)) return 0;
+  const release = await holdAll(gates);
+  const batch: [number, PartialSlot][] = [];
+  try {
+    for (const [slot, p] of cls.partials.entries()) {
+      if (cls.count(p.base) !== 1) continue; // still shared with a snapshot (or held twice)
+      batch.push([slot, p]);
+      if (batch.length >= MERGE_BATCH_SLOTS) break;
+    }
+    for (const [slot] of batch) cls.ref(slot);
+  } finally {
+    release();
+  }
+  if (batch.length === 0) return 0;
+  let merged = 0;
+  try {
+    const buf = Buffer.allocUnsafe(cls.chunkSize);
+    for (const [slot, p] of batch) {
+      // Missing blocks, run by run, from the base into the slot.
+      const n = blocksOf(cls.chunkSize);
+      for (let b = 0; b < n; ) {
+        if (isValid(p.bits, b)) {
+          b++;
+          continue;
+        }
+        let e = b;
+        while (e < n && !isValid(p.bits, e)) e++;
+        const from = b * VALID_BLOCK;
+        const len = (e - b) * VALID_BLOCK;
+        await chunks.read(cls, p.base, from, len, buf, 0);
+        await chunks.write(cls, slot, from, buf, 0, len);
+        b = e;
+      }
+      // Still the same partial slot (a compaction may have moved it meanwhile: then it stays partial).
+      if (cls.partials.get(slot) !== p) continue;
+      cls.partials.clear(slot);
+      journal.log(encodeSlotValid(cls.chunkSize, slot, UNMAPPED, null));
+      merged++;
+    }
+  } finally {
+    for (const [slot] of batch) cls.unref(slot);
+  }
+  return merged;
+}
+
+function hasOrphans(cls: ChunkClass): boolean {
+  for (const p of cls.partials.entries()) if (cls.count(p[1].base) === 1) return true;
+  return false;
+}

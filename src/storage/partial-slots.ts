@@ -1,0 +1,170 @@
+// Sub-chunk validity (README.md "Partial chunks"): the first write to a shared chunk after a
+// snapshot goes to a fresh slot holding only the blocks it wrote, plus which VALID_BLOCK blocks
+// of that slot are valid and the slot (the base) the other blocks are read from. So that write
+// reads nothing: no 64 KiB read of the old chunk, no 64 KiB write, for a 4 KiB write.
+//
+// One table per chunk class (slots are shared only inside a class). A partial slot holds one
+// reference on its base (like a map page does), so the base lives until the partial slot is
+// completed (every block written, or merged) or freed. A base is never partial itself (no
+// chains) and never written in place (it is shared or held only by the partial slot).
+// Persisted as `SlotValid` records (records.ts); replay rebuilds the table and its references.
+/** The validity unit: 4 KiB, the page and file-system block size clients write in. */
+export const VALID_BLOCK = 4096;
+const BITS = 32;
+/**
+ * Partial slots per class at most; past it a partial first write merges as before. Bounds the
+ * table's memory (~130 bytes each) and its share of every checkpoint (~30 bytes each): 64 Ki
+ * partial 64 KiB chunks = 4 GiB of chunks written into since their snapshot, ~8 MiB of memory.
+ */
+export const PARTIAL_SLOTS_MAX = 65536;
+
+export interface PartialSlot {
+  /** A slot of the same class, not partial itself. */
+  base: number;
+  /** Bit b set = block b of the slot holds data; the rest come from the base. */
+  bits: Uint32Array;
+}
+
+export function blocksOf(chunkSize: number): number {
+  return chunkSize / VALID_BLOCK;
+}
+
+export function emptyBits(chunkSize: number): Uint32Array {
+  return new Uint32Array(Math.ceil(blocksOf(chunkSize) / BITS));
+}
+
+/** Whether [inner, inner+len) of a chunk is made of whole validity blocks. */
+export function blockAligned(inner: number, len: number): boolean {
+  return inner % VALID_BLOCK === 0 && len % VALID_BLOCK === 0;
+}
+
+/** Sets the bits of the whole blocks [inner, inner+len); returns whether any bit was new. */
+export function markValid(bits: Uint32Array, inner: number, len: number): boolean {
+  let changed = false;
+  for (let b = inner / VALID_BLOCK; b < (inner + len) / VALID_BLOCK; b++) {
+    const w = b >>> 5;
+    const m = 1 << (b & 31);
+    if (((bits[w] as number) & m) === 0) {
+      bits[w] = (bits[w] as number) | m;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+export function isValid(bits: Uint32Array, block: number): boolean {
+  return (((bits[block >>> 5] as number) >>> (block & 31)) & 1) === 1;
+}
+
+export function allValid(bits: Uint32Array, chunkSize: number): boolean {
+  const n = blocksOf(chunkSize);
+  for (let b = 0; b < n; b++) if (!isValid(bits, b)) return false;
+  return true;
+}
+
+/** Byte just past the last valid block (how far the slot's data reaches in its file). */
+export function validEnd(bits: Uint32Array, chunkSize: number): number {
+  for (let b = blocksOf(chunkSize) - 1; b >= 0; b--) if (isValid(bits, b)) return (b + 1) * VALID_BLOCK;
+  return 0;
+}
+
+/**
+ * Calls `fn(from, to, valid)` for maximal runs of [inner, inner+len) whose blocks are all valid
+ * or all missing (byte offsets in the chunk).
+ */
+export function forEachRun(bits: Uint32Array, inner: number, len: number, fn: (from: number, to: number, valid: boolean) => void): void {
+  const end = inner + len;
+  let pos = inner;
+  while (pos < end) {
+    const valid = isValid(bits, Math.floor(pos / VALID_BLOCK));
+    let to = (Math.floor(pos / VALID_BLOCK) + 1) * VALID_BLOCK;
+    while (to < end && isValid(bits, to / VALID_BLOCK) === valid) to += VALID_BLOCK;
+    if (to > end) to = end;
+    fn(pos, to, valid);
+    pos = to;
+  }
+}
+
+/** What the table needs of its class: slot references. */
+export interface BaseRefs {
+  ref(slot: number): void;
+  unref(slot: number): void;
+}
+
+/** The partial slots of one chunk class. */
+export class PartialSlots {
+  private readonly bySlot = new Map<number, PartialSlot>();
+  /** Base slot -> how many partial slots hold it (the space counters leave these holds out). */
+  private readonly baseHolds = new Map<number, number>();
+  private readonly refs: BaseRefs;
+
+  constructor(refs: BaseRefs) {
+    this.refs = refs;
+  }
+
+  get size(): number {
+    return this.bySlot.size;
+  }
+
+  /** References on `slot` that partial slots hold as their base. */
+  holdsOn(slot: number): number {
+    return this.baseHolds.get(slot) ?? 0;
+  }
+
+  private hold(base: number, d: number): void {
+    const n = (this.baseHolds.get(base) ?? 0) + d;
+    if (n === 0) this.baseHolds.delete(base);
+    else this.baseHolds.set(base, n);
+  }
+
+  get(slot: number): PartialSlot | undefined {
+    return this.bySlot.get(slot);
+  }
+
+  entries(): IterableIterator<[number, PartialSlot]> {
+    return this.bySlot.entries();
+  }
+
+  /** Makes `slot` partial over `base` (taking a reference on it), or updates its bits. */
+  set(slot: number, base: number, bits: Uint32Array): void {
+    const old = this.bySlot.get(slot);
+    this.refs.ref(base);
+    this.hold(base, 1);
+    this.bySlot.set(slot, { base, bits });
+    if (old) {
+      this.hold(old.base, -1);
+      this.refs.unref(old.base);
+    }
+  }
+
+  /** `slot` is whole again (completed, merged, or freed): its base loses the reference. */
+  clear(slot: number): void {
+    const p = this.bySlot.get(slot);
+    if (!p) return;
+    this.bySlot.delete(slot);
+    this.hold(p.base, -1);
+    this.refs.unref(p.base);
+  }
+
+  /** The compactor moved slots: partial slots and bases follow their copies (`to` maps old -> new); how many changed. */
+  remap(to: (slot: number) => number): number {
+    const moved: [number, PartialSlot][] = [];
+    for (const [s, p] of this.bySlot) {
+      const ns = to(s);
+      if (ns === s && to(p.base) === p.base) continue;
+      moved.push([s, p]);
+    }
+    for (const [s] of moved) this.bySlot.delete(s);
+    for (const [s, p] of moved) {
+      const nb = to(p.base);
+      if (nb !== p.base) {
+        this.refs.ref(nb);
+        this.hold(nb, 1);
+        this.hold(p.base, -1);
+        this.refs.unref(p.base);
+      }
+      this.bySlot.set(to(s), { base: nb, bits: p.bits });
+    }
+    return moved.length;
+  }
+}
