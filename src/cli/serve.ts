@@ -16,6 +16,7 @@ import { TlsConfigError, TlsMode, isTlsMode, loadTlsMaterial, type TlsFiles } fr
 import { openStore } from '../storage/index.ts';
 import { isValidName, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
+import { HISTORY_INTERVAL_DEFAULT_S, HISTORY_INTERVAL_MAX_S, HISTORY_INTERVAL_MIN_S, SpaceHistory } from '../volumes/space-history.ts';
 import { isLogFormat, isLogLevelName, log, setLogFormat, setLogLevel, type LogLevelName } from '../util/log.ts';
 import { Reloader, logLevelHook } from './reload.ts';
 import { notifySystemd } from './service-notify.ts';
@@ -59,6 +60,8 @@ export interface ServeConfig {
   memoryBudget: number;
   idleTimeoutMs: number;
   stallTimeoutMs: number;
+  /** `--history-interval S`: how often each volume's space is sampled for volume.history. */
+  historyIntervalS: number;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -100,6 +103,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         config: { type: 'string' },
         http: { type: 'string' },
         'http-insecure': { type: 'boolean' },
+        'history-interval': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -198,7 +202,15 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     memoryBudget,
     idleTimeoutMs: 1000 * count('idle-timeout', v['idle-timeout'], SESSION_DEFAULTS.idleTimeoutMs / 1000),
     stallTimeoutMs: 1000 * count('stall-timeout', v['stall-timeout'], SESSION_DEFAULTS.stallTimeoutMs / 1000),
+    historyIntervalS: historyInterval(count('history-interval', v['history-interval'], HISTORY_INTERVAL_DEFAULT_S)),
   };
+}
+
+function historyInterval(s: number): number {
+  if (s < HISTORY_INTERVAL_MIN_S || s > HISTORY_INTERVAL_MAX_S) {
+    throw new UsageError(`--history-interval: ${s} is not between ${HISTORY_INTERVAL_MIN_S} and ${HISTORY_INTERVAL_MAX_S} seconds`);
+  }
+  return s;
 }
 
 function abs(p: string | undefined): string | undefined {
@@ -322,7 +334,9 @@ async function serve(config: ServeConfig): Promise<number> {
     session: { idleTimeoutMs: config.idleTimeoutMs, stallTimeoutMs: config.stallTimeoutMs, metrics: requests },
   });
   const backups = new BackupManager({ store, registry, targets: config.backupTargets });
+  const history = new SpaceHistory({ dataDir: config.dataDir, intervalSeconds: config.historyIntervalS, figures: () => registry.listVolumes() });
   const ctx: ControlContext = {
+    history,
     registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }), health: { dataDir: config.dataDir, operations },
   };
   let control: ControlServer | null = null;
@@ -374,6 +388,7 @@ async function serve(config: ServeConfig): Promise<number> {
   }
   const served = volumes.filter((v) => v.unavailable === null).map((v) => v.name);
   backups.warm();
+  history.start();
 
   const stopped = new Promise<number>((resolveExit) => {
     let signals = 0;
@@ -386,6 +401,7 @@ async function serve(config: ServeConfig): Promise<number> {
       log.info(`${sig}: stopping (in-flight requests finish, data is flushed)`);
       void (async () => {
         await notifySystemd(['STOPPING=1']);
+        history.stop();
         await web?.close();
         await control?.close(); // no admin operation starts while we stop
         await metrics?.server.close();

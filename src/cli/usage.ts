@@ -67,6 +67,8 @@ Options:
   --http ADDR            serve the web console on HOST:PORT (a loopback address, e.g.
                          127.0.0.1:8080); its login token is DATA_DIR/console.token (mode 0600)
   --http-insecure        allow --http on a non-loopback address (plain HTTP: no TLS yet)
+  --history-interval S   sample each volume's space every S seconds for the console's chart
+                         (volume.history; default 300; a day of samples is kept)
   -h, --help             this text
 
 When the data dir has no volume, a 1 GiB volume named 'default' is created.

@@ -12,6 +12,8 @@ export type ExampleStep =
 export const VARYING_FIELDS = new Set([
   'created', 'startedAt', 'uptimeSeconds', 'pid', 'listeners', 'referenced', 'used', 'written',
   'allocatedBytes', 'liveBytes', 'freeBytes', 'next', 'detail', 'guid',
+  // volume.history samples
+  'at',
   // backups and jobs
   'started', 'finished', 'bytesPerSecond', 'etaSeconds', 'source', 'url', 'bytesRead',
 ]);
