@@ -182,15 +182,20 @@ describe('backups, clients and space history in the console', () => {
   it('draws the space used over time from volume.history, a point per sample', async () => {
     await page.eval(`location.hash = '#/volume/vm1'`);
     // Sampled every second here: at least two samples by now, and the chart reads them again as they grow.
-    const n = await page.waitFor<number>(`document.querySelectorAll('svg.history circle.series-used').length >= 3 && document.querySelectorAll('svg.history circle.series-used').length`, 'three points');
-    const hist = await c.ctl.call<{ samples: { used: number; referenced: number }[] }>('volume.history', { name: 'vm1' });
+    await page.waitFor(`document.querySelectorAll('svg.history circle.series-used').length >= 3`, 'three points');
+    // One look at the chart (it is redrawn as samples arrive): one point per sample in each series,
+    // and the line goes through them.
+    const chart = await page.eval<{ summary: string; circles: number[]; lines: number[] }>(`(() => ({
+      summary: document.getElementById('history-summary').innerText,
+      circles: ['used', 'referenced', 'written'].map((k) => document.querySelectorAll('svg.history circle.series-' + k).length),
+      lines: ['used', 'referenced', 'written'].map((k) => document.querySelector('svg.history polyline.series-' + k).getAttribute('points').split(' ').length),
+    }))()`);
+    const n = chart.circles[0]!;
+    expect(chart.circles).toEqual([n, n, n]);
+    expect(chart.lines).toEqual([n, n, n]);
+    expect(chart.summary).toMatch(new RegExp(`${n} samples from .* now .* used, .* referenced, .* written`));
+    const hist = await c.ctl.call<{ samples: unknown[] }>('volume.history', { name: 'vm1' });
     expect(hist.samples.length).toBeGreaterThanOrEqual(n);
-    expect(await text('#history-summary')).toMatch(new RegExp(`${n} samples from .* now .* used, .* referenced, .* written`));
-    // Each series has one point per sample, and the line goes through them.
-    for (const k of ['used', 'referenced', 'written']) {
-      expect(await page.eval(`document.querySelectorAll('svg.history circle.series-${k}').length`)).toBe(n);
-      expect(await page.eval(`document.querySelector('svg.history polyline.series-${k}').getAttribute('points').split(' ').length`)).toBe(n);
-    }
     // The referenced line is at the top of the chart's scale (128 MiB of data written), not flat at zero.
     const ys = await page.eval<number[]>(`[...document.querySelectorAll('svg.history circle.series-referenced')].map((p) => +p.getAttribute('cy'))`);
     expect(Math.min(...ys)).toBeLessThan(160 / 2);
