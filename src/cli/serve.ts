@@ -334,11 +334,12 @@ async function serve(config: ServeConfig): Promise<number> {
     session: { idleTimeoutMs: config.idleTimeoutMs, stallTimeoutMs: config.stallTimeoutMs, metrics: requests },
   });
   const backups = new BackupManager({ store, registry, targets: config.backupTargets });
-  const history = new SpaceHistory({ dataDir: config.dataDir, intervalSeconds: config.historyIntervalS, figures: () => registry.listVolumes() });
   const ctx: ControlContext = {
-    history,
     registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }), health: { dataDir: config.dataDir, operations },
   };
+  // volume.history (the console's space chart).
+  const history = new SpaceHistory({ dataDir: config.dataDir, intervalSeconds: config.historyIntervalS, figures: () => registry.listVolumes() });
+  ctx.history = history;
   let control: ControlServer | null = null;
   let web: ConsoleServer | null = null;
   let metrics: { server: MetricsServer; collector: MetricsCollector } | null = null;
