@@ -16,6 +16,7 @@ import { formatSize } from '../../src/util/size.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { HISTORY_FILE, HISTORY_SAMPLES_MAX, SpaceHistory, encodeHistoryFile, parseHistoryFile, type SpaceFigures } from '../../src/volumes/space-history.ts';
 import { FakeStore } from '../helpers/control-fake-store.ts';
+import { parseServeArgs, type ServeConfig } from '../../src/cli/serve.ts';
 
 const MiB = 1024 * 1024;
 
@@ -62,6 +63,18 @@ describe('space history', () => {
       .toEqual([{ at: '1970-01-01T00:00:01.000Z', used: 2, referenced: 3, written: 4 }]);
     const rings = new Map([['a', [{ at: '2026-11-30T10:00:00.000Z', used: 5, referenced: 6, written: 7 }]]]);
     expect(parseHistoryFile(encodeHistoryFile(rings))).toEqual(rings);
+  });
+});
+
+describe('serve --history-interval', () => {
+  const interval = (args: string[]): number => (parseServeArgs(['--data-dir', '/tmp/x', ...args]) as ServeConfig).historyIntervalS;
+  it('defaults to 300 s and takes 1 s to a day; anything else is a usage error', () => {
+    expect(interval([])).toBe(300);
+    expect(interval(['--history-interval', '1'])).toBe(1);
+    expect(interval(['--history-interval', '86400'])).toBe(86400);
+    expect(() => interval(['--history-interval', '0'])).toThrow(/--history-interval: 0 is not between 1 and 86400 seconds/);
+    expect(() => interval(['--history-interval', '86401'])).toThrow(/not between/);
+    expect(() => interval(['--history-interval', '1m'])).toThrow(/--history-interval: '1m' is not a whole number/);
   });
 });
 
