@@ -76,7 +76,6 @@ export function volumePage(state: ConsoleState, name: string, server: ServerInfo
     ['Size', `${formatSize(v.size)} (chunks of ${formatSize(v.chunkSize)})`],
     ['Used', `${formatSize(v.used)} by it alone, ${formatSize(v.referenced)} referenced, ${formatSize(v.written)} written since its last snapshot`],
     ['Clients', v.connections > 0 ? `${plural(v.connections, 'NBD connection')} to the volume` : 'none'],
-    ['Space', h('a', { href: '#history' }, 'over time')],
     ['Origin', originText(v)],
     ['Created', formatTime(v.created)],
     ['Export', headUri ?? '—'],
