@@ -4,7 +4,8 @@
 // modules. A declaration file because both builds take it without emitting it; it may hold
 // types only and import nothing (the browser build would have to compile what it imports).
 
-export type VolumeStateName = 'ready' | 'unavailable';
+/** `restoring`: a volume an instant restore is still filling (the restore work, with `restore` below). */
+export type VolumeStateName = 'ready' | 'unavailable' | 'restoring';
 export type SnapshotStateName = 'creating' | 'ready' | 'deleting' | 'unavailable';
 
 /** A snapshot as the control socket lists it. */
@@ -43,6 +44,8 @@ export interface VolumeView {
   state: VolumeStateName;
   /** Why it is `unavailable` (backing file changed or missing, and what changed), else null. */
   reason: string | null;
+  /** Present while an instant restore fills it (state `restoring`); `stalled`: why it waits (it retries). */
+  restore?: { percent: number; stalled: string | null; job: string; backup: string; target: string };
   snapshots: number;
   referenced: number;
   used: number;

@@ -13,8 +13,8 @@ export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: '
 export type SnapshotState = SnapshotStateName;
 /** Fails to compile unless A fits B (used to hold a type to the wire's definition). */
 export type Fits<A extends B, B> = A;
-/** state.ts's VolumeState is the wire's VolumeStateName. */
-export type VolumeStateChecked = [Fits<VolumeState, VolumeStateName>, Fits<VolumeStateName, VolumeState>];
+/** state.ts's VolumeState is one of the wire's VolumeStateName. */
+export type VolumeStateChecked = Fits<VolumeState, VolumeStateName>;
 
 /** One page of a list: up to `limit` entries after the entry named `after`. */
 export interface ListPage {

@@ -12,8 +12,10 @@ export interface ServerInfo {
   listeners: string[];
 }
 
-/** The volume's state: `snapshotting` while one of its snapshots is being created, else its own (with the reason). */
+/** The volume's state: `restoring N%` while an instant restore fills it, `snapshotting` while one of its snapshots is being created, else its own (with the reason). */
 export function volumeState(v: VolumeView, snaps: SnapshotView[]): unknown {
+  // `restoring 37%` (a fraction: stateText reads numbers up to 1 as one).
+  if (v.restore) return { state: v.state, progress: v.restore.percent / 100, ...(v.restore.stalled !== null ? { reason: `stalled: ${v.restore.stalled}` } : {}) };
   if (v.state !== 'ready') return { state: v.state, reason: v.reason };
   return snaps.some((s) => s.state === 'creating') ? 'snapshotting' : v.state;
 }
