@@ -16,6 +16,7 @@ import { TlsConfigError, TlsMode, isTlsMode, loadTlsMaterial, type TlsFiles } fr
 import { openStore } from '../storage/index.ts';
 import { isValidName, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
 import { VolumeRegistry } from '../volumes/registry.ts';
+import { HISTORY_INTERVAL_DEFAULT_S, HISTORY_INTERVAL_MAX_S, HISTORY_INTERVAL_MIN_S, SpaceHistory } from '../volumes/space-history.ts';
 import { isLogFormat, isLogLevelName, log, setLogFormat, setLogLevel, type LogLevelName } from '../util/log.ts';
 import { Reloader, logLevelHook } from './reload.ts';
 import { notifySystemd } from './service-notify.ts';
@@ -60,6 +61,8 @@ export interface ServeConfig {
   memoryBudget: number;
   idleTimeoutMs: number;
   stallTimeoutMs: number;
+  /** `--history-interval S`: how often each volume's space is sampled for volume.history. */
+  historyIntervalS: number;
 }
 
 export const DEFAULT_PORT = 10809;
@@ -101,6 +104,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
         config: { type: 'string' },
         http: { type: 'string' },
         'http-insecure': { type: 'boolean' },
+        'history-interval': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -199,7 +203,15 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     memoryBudget,
     idleTimeoutMs: 1000 * count('idle-timeout', v['idle-timeout'], SESSION_DEFAULTS.idleTimeoutMs / 1000),
     stallTimeoutMs: 1000 * count('stall-timeout', v['stall-timeout'], SESSION_DEFAULTS.stallTimeoutMs / 1000),
+    historyIntervalS: historyInterval(count('history-interval', v['history-interval'], HISTORY_INTERVAL_DEFAULT_S)),
   };
+}
+
+function historyInterval(s: number): number {
+  if (s < HISTORY_INTERVAL_MIN_S || s > HISTORY_INTERVAL_MAX_S) {
+    throw new UsageError(`--history-interval: ${s} is not between ${HISTORY_INTERVAL_MIN_S} and ${HISTORY_INTERVAL_MAX_S} seconds`);
+  }
+  return s;
 }
 
 function abs(p: string | undefined): string | undefined {
@@ -348,6 +360,9 @@ async function serve(config: ServeConfig): Promise<number> {
   const ctx: ControlContext = {
     registry, backups, serverInfo: () => ({ version: VERSION, listeners, startedAt, connections: server.connections() }), health: { dataDir: config.dataDir, operations },
   };
+  // volume.history (the console's space chart).
+  const history = new SpaceHistory({ dataDir: config.dataDir, intervalSeconds: config.historyIntervalS, figures: () => registry.listVolumes() });
+  ctx.history = history;
   let control: ControlServer | null = null;
   let web: ConsoleServer | null = null;
   let metrics: { server: MetricsServer; collector: MetricsCollector } | null = null;
@@ -404,6 +419,7 @@ async function serve(config: ServeConfig): Promise<number> {
   await schedules.start().catch(() => undefined); // a bad file is logged and shown by health
   reloader.add({ name: 'schedules', reload: () => schedules.reload() });
   backups.warm();
+  history.start();
 
   const stopped = new Promise<number>((resolveExit) => {
     let signals = 0;
@@ -417,6 +433,7 @@ async function serve(config: ServeConfig): Promise<number> {
       void (async () => {
         const scheduled = schedules.stop(); // no new run; those running end once their backup job is cancelled
         await notifySystemd(['STOPPING=1']);
+        history.stop();
         await web?.close();
         await control?.close(); // no admin operation starts while we stop
         await metrics?.server.close();

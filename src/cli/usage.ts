@@ -45,6 +45,8 @@ Options:
                          connections stop reading until replies drain (default 512M; 0: none)
   --idle-timeout S       close a connection idle for S seconds (default 0: never)
   --stall-timeout S      close a connection that leaves replies unread for S seconds (default 60)
+  --history-interval S   sample each volume's space every S seconds for the console's chart
+                         (volume.history; default 300; a day of samples is kept)
   --list-snapshots yes|no  whether NBD_OPT_LIST names VOLUME@SNAPSHOT exports too (default
                          yes); with no, snapshots are still served by name
   --tls off|on|require   STARTTLS: refused, offered, or required before anything else (default

@@ -6,6 +6,7 @@ import { checkChunkSize, checkVolumeSize, StoreError, StoreErrorCode } from '../
 import type { VolumeRegistry } from '../volumes/registry.ts';
 import type { DiffResult } from '../volumes/views.ts';
 import type { BackupManager } from '../backup/manager.ts';
+import type { SpaceHistory, VolumeHistory } from '../volumes/space-history.ts';
 import { BACKUP_METHODS } from './backup-methods.ts';
 import type { Scheduler } from '../schedule/scheduler.ts';
 import { SCHEDULE_METHODS } from './schedule-methods.ts';
@@ -45,6 +46,8 @@ export interface ControlContext {
   serverInfo(): ServerInfo;
   /** What server.health checks; without it (a server that never set it up) it answers degraded. */
   health?: HealthSources;
+  /** Space used over time per volume (absent: volume.history answers no samples). */
+  history?: SpaceHistory;
 }
 
 interface MethodDef<S extends ParamsSchema, R = unknown> {
@@ -109,6 +112,11 @@ export const METHODS = {
     ctx.registry.volumePage({ after: p.after, limit: p.limit ?? LIST_PAGE_DEFAULT })),
 
   'volume.info': def({ name }, (p, ctx) => ctx.registry.volumeInfo(p.name)),
+
+  'volume.history': def({ name }, (p, ctx): VolumeHistory => {
+    ctx.registry.volumeInfo(p.name); // VOLUME_NOT_FOUND
+    return ctx.history?.history(p.name) ?? { volume: p.name, intervalSeconds: null, samples: [] };
+  }),
 
   'volume.delete': def({ name, force: optBool, withSnapshots: optBool }, async (p, ctx) => {
     const r = await ctx.registry.deleteVolume(p.name, p.force ?? false, p.withSnapshots ?? false);

@@ -18,5 +18,7 @@ export function formatSize(bytes: number): string {
     v /= 1024;
     i++;
   }
-  return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2).replace(/\.?0+$/, '')} ${units[i]}`;
+  const digits = v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2);
+  // Trailing zeros of the fraction only: 100 MiB stays 100 MiB.
+  return i === 0 ? `${v} B` : `${digits.includes('.') ? digits.replace(/\.?0+$/, '') : digits} ${units[i]}`;
 }

@@ -3,62 +3,23 @@
 // back from JSON. Types only.
 import type { ExportCounters } from '../server/exports.ts';
 import type { StoreStats } from '../storage/types.ts';
-import type { RestoreStatus, VolumeState } from './state.ts';
+import type { VolumeState } from './state.ts';
+import type { SnapshotStateName, VolumeStateName } from './view-types.d.ts';
 
-export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting', Unavailable: 'unavailable' } as const;
-export type SnapshotState = (typeof SnapshotState)[keyof typeof SnapshotState];
+// The views themselves are defined once in view-types.d.ts, which the console's browser code shares.
+export type { SnapshotView, VolumeView } from './view-types.d.ts';
+
+export const SnapshotState = { Creating: 'creating', Ready: 'ready', Deleting: 'deleting', Unavailable: 'unavailable' } as const satisfies Record<string, SnapshotStateName>;
+export type SnapshotState = SnapshotStateName;
+/** Fails to compile unless A fits B (used to hold a type to the wire's definition). */
+export type Fits<A extends B, B> = A;
+/** state.ts's VolumeState is one of the wire's VolumeStateName. */
+export type VolumeStateChecked = Fits<VolumeState, VolumeStateName>;
 
 /** One page of a list: up to `limit` entries after the entry named `after`. */
 export interface ListPage {
   after?: string | undefined;
   limit?: number | undefined;
-}
-
-/** A snapshot as the control socket lists it. */
-export interface SnapshotView {
-  volume: string;
-  name: string;
-  created: string;
-  state: SnapshotState;
-  /** Why it is `unavailable` (its volume's backing file changed), else null. */
-  reason: string | null;
-  description: string;
-  size: number;
-  referenced: number;
-  used: number;
-  written: number;
-  /** Export names of this snapshot that have NBD connections now (e.g. ["vm1@s1"]). */
-  exports: string[];
-  connections: number;
-  /** Volumes cloned from this snapshot. */
-  clones: string[];
-  /** Backup state (`backing-up 42%`, `backed-up`, `failed: reason`); absent when it has none. */
-  backup?: string;
-  /** Identity (32 hex digits; '' while being created): what incremental streams check. */
-  guid: string;
-}
-
-/** A volume as the control socket lists it. */
-export interface VolumeView {
-  name: string;
-  size: number;
-  chunkSize: number;
-  backing: string | null;
-  origin: { volume: string; snapshot: string } | null;
-  created: string;
-  /** `ready`, or `unavailable` (not served: see `reason`). */
-  state: VolumeState;
-  /** Why it is `unavailable` (backing file changed or missing, and what changed), else null. */
-  reason: string | null;
-  /** Present while an instant restore fills it (state `restoring`). */
-  restore?: RestoreStatus;
-  snapshots: number;
-  referenced: number;
-  used: number;
-  written: number;
-  readOnly: boolean;
-  /** NBD connections to the head now. */
-  connections: number;
 }
 
 /** What volume.delete destroyed. */

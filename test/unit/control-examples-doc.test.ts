@@ -14,6 +14,7 @@ import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { FakeStore } from '../helpers/control-fake-store.ts';
 import { parseSize } from '../../src/util/size.ts';
 import { OperationMetrics } from '../../src/util/operation-metrics.ts';
+import { HISTORY_INTERVAL_DEFAULT_S, SpaceHistory } from '../../src/volumes/space-history.ts';
 
 describe('protocol/control.md examples', () => {
   const steps = readExamples();
@@ -61,10 +62,14 @@ describe('protocol/control.md examples against the in-memory store', () => {
     const store = new FakeStore();
     const registry = new VolumeRegistry(store, { defaultExport: 'vm1', readOnly: false });
     await registry.createVolume({ name: 'vm1', size: 64 * 1024 * 1024 });
+    // As serve does: a history sampled at start (only vm1 exists then).
+    const history = new SpaceHistory({ dataDir: tempDir('snapnbd-docs-history-'), intervalSeconds: HISTORY_INTERVAL_DEFAULT_S, figures: () => registry.listVolumes() });
+    history.sample();
     const backupDir = tempDir('snapnbd-docs-target-');
     const backups = new BackupManager({ store, registry, targets: new Map([['docs', parseTargetUrl(`file://${backupDir}`)]]) });
     const schedules = new Scheduler({ dataDir: tempDir('snapnbd-docs-schedules-'), registry, backups });
     const ctx = {
+      history,
       registry, backups, serverInfo: () => ({ version: '0.1.0', listeners: ['nbd 127.0.0.1:1'], startedAt: new Date() }),
       health: { dataDir: tempDir(), operations: new OperationMetrics() },
       schedules,

@@ -121,7 +121,7 @@ export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer>
       return sendJson(res, 413, { error: { code: 'TOO_LARGE', message: `request body longer than ${MAX_BODY_BYTES} bytes` } });
     }
     const reply = await answerFrame({ kind: 'line', text: body }, opts.ctx);
-    watch.poke(); // a change shows on every open console at once
+    watch.poke(touchesBackups(body)); // a change shows on every open console at once
     if (reply === undefined) {
       res.writeHead(204, { ...SECURITY_HEADERS, 'Cache-Control': 'no-store' });
       res.end();
@@ -182,6 +182,16 @@ export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer>
       });
     },
   };
+}
+
+/** A backup.* request: the backup lists are read again (they are otherwise read seldom). */
+function touchesBackups(body: string): boolean {
+  try {
+    const m = (JSON.parse(body) as { method?: unknown }).method;
+    return typeof m === 'string' && m.startsWith('backup.');
+  } catch {
+    return false;
+  }
 }
 
 function header(req: http.IncomingMessage, name: string): string | undefined {

@@ -1,20 +1,28 @@
 // The console's entry point: takes the token from the login link's fragment (then removes it
-// from the address bar), follows the state stream, routes by the fragment (#/ and #/volume/NAME)
-// and re-renders the page when the state or the route changes, keeping keyboard focus in place.
+// from the address bar), follows the state stream, routes by the fragment (#/, #/volume/NAME,
+// #/backups) and re-renders the page when the state or the route changes, keeping keyboard focus
+// in place. A volume page reads its space history (volume.history) when shown and as it grows.
 import * as actions from './actions.ts';
 import { AuthFailure, clearToken, followEvents, getToken, rpc, setToken } from './api.ts';
+import * as backupActions from './backup-actions.ts';
+import { backupsPage, type BackupActions } from './backups-view.ts';
 import { setDialogHooks } from './dialogs.ts';
 import { loadDiff } from './diff.ts';
 import { h } from './dom.ts';
-import type { ConsoleState, ServerInfo } from './model.ts';
-import { loginPage, volumePage, volumesPage, type DiffView, type ViewActions } from './views.ts';
+import type { ConsoleState, HistoryView, ServerInfo } from './model.ts';
+import * as scheduleActions from './schedule-actions.ts';
+import { loginPage, volumePage, volumesPage, type DiffView, type HistoryState, type ViewActions } from './views.ts';
 
 /** How long a message stays in the status line. */
 const TOAST_MS = 8000;
+/** A shown history is read again after its sampling interval, but not more often than this. */
+const HISTORY_REFRESH_MIN_MS = 5000;
 
 let state: ConsoleState | null = null;
 let server: ServerInfo | null = null;
 let diff: DiffView | null = null;
+type LoadedHistory = HistoryState & { loadedAt: number; loading: boolean };
+let hist: LoadedHistory | null = null;
 let stopEvents: (() => void) | null = null;
 let toastTimer: number | undefined;
 
@@ -34,6 +42,9 @@ function setLive(text: string, on: boolean): void {
 }
 
 const viewActions: ViewActions = {
+  backUp: (s) => backupActions.backUp(s, state?.targets ?? []),
+  addSchedule: (volume) => scheduleActions.addSchedule(volume, state?.targets ?? []),
+  removeSchedule: scheduleActions.removeSchedule,
   takeSnapshot: actions.takeSnapshot,
   deleteVolume: actions.deleteVolume,
   rollback: actions.rollback,
@@ -55,9 +66,37 @@ const viewActions: ViewActions = {
   },
 };
 
-function route(): { page: 'volumes' } | { page: 'volume'; name: string } {
+const backupViewActions: BackupActions = {
+  restoreBackup: backupActions.restoreBackup,
+  deleteBackup: backupActions.deleteBackup,
+  cancelJob: backupActions.cancelJob,
+};
+
+function route(): { page: 'volumes' } | { page: 'backups' } | { page: 'volume'; name: string } {
+  if (location.hash === '#/backups') return { page: 'backups' };
   const m = /^#\/volume\/(.+)$/.exec(location.hash);
   return m ? { page: 'volume', name: decodeURIComponent(m[1]!) } : { page: 'volumes' };
+}
+
+/** Reads the volume's history when its page shows another volume's, or its own is due again. */
+function refreshHistory(volume: string): void {
+  if (hist !== null && hist.volume === volume) {
+    const every = Math.max(HISTORY_REFRESH_MIN_MS, (hist.data?.intervalSeconds ?? 0) * 1000);
+    if (hist.loading || Date.now() - hist.loadedAt < every) return;
+  }
+  const mine: LoadedHistory = { volume, data: hist?.volume === volume ? hist.data : null, error: null, loadedAt: Date.now(), loading: true };
+  hist = mine;
+  rpc<HistoryView>('volume.history', { name: volume }).then(
+    (d) => { mine.data = d; mine.error = null; },
+    (e: unknown) => {
+      if (e instanceof AuthFailure) return logout('The console token was refused; log in again.');
+      mine.error = `${(e as Error).message}${(e as { code?: string }).code ? ` (${(e as { code: string }).code})` : ''}`;
+    },
+  ).finally(() => {
+    mine.loading = false;
+    mine.loadedAt = Date.now();
+    if (hist === mine) render();
+  });
 }
 
 function render(): void {
@@ -69,8 +108,15 @@ function render(): void {
   const r = route();
   let nodes: Node[];
   if (state === null) nodes = [h('p', { 'aria-busy': 'true' }, 'Loading…')];
-  else if (r.page === 'volume') nodes = volumePage(state, r.name, server, diff, viewActions);
+  else if (r.page === 'volume') {
+    refreshHistory(r.name);
+    nodes = volumePage(state, r.name, server, diff, hist, viewActions);
+  } else if (r.page === 'backups') nodes = backupsPage(state, backupViewActions);
   else nodes = volumesPage(state, viewActions);
+  for (const a of document.querySelectorAll<HTMLAnchorElement>('nav a')) {
+    if (a.getAttribute('href') === (r.page === 'backups' ? '#/backups' : '#/')) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
   main().replaceChildren(...nodes);
   if (focused !== undefined) {
     const again = main().querySelector<HTMLElement>(`[data-key="${CSS.escape(focused)}"]`);
@@ -94,6 +140,7 @@ function logout(message: string | null): void {
   state = null;
   server = null;
   diff = null;
+  hist = null;
   setLive('signed out', false);
   showLogin(message);
 }

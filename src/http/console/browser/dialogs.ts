@@ -7,6 +7,11 @@ import { h, type Child } from './dom.ts';
 export interface Field {
   name: string;
   label: string;
+  /** A text input unless said: a choice among `options`, a checkbox (value 'on' or ''), or a whole number. */
+  kind?: 'text' | 'select' | 'checkbox' | 'number';
+  options?: { value: string; label: string }[];
+  value?: string;
+  min?: number;
   required?: boolean;
   placeholder?: string;
   pattern?: string;
@@ -45,11 +50,7 @@ function dialogElement(): HTMLDialogElement {
 
 export function openDialog(spec: DialogSpec): void {
   const dialog = dialogElement();
-  const inputs = (spec.fields ?? []).map((f) => h('input', {
-    id: `field-${f.name}`, name: f.name, type: 'text', autocomplete: 'off', spellcheck: 'false',
-    required: f.required, placeholder: f.placeholder, pattern: f.pattern, maxlength: f.maxLength,
-    'aria-describedby': f.hint ? `hint-${f.name}` : undefined,
-  }));
+  const inputs = (spec.fields ?? []).map((f) => fieldInput(f));
   const error = h('p', { class: 'error', role: 'alert', hidden: true });
   const cancel = h('button', { type: 'button', class: 'secondary', 'data-key': 'dialog-cancel' }, 'Cancel');
   const force = h('button', { type: 'button', class: 'danger', hidden: true, 'data-key': 'dialog-force' });
@@ -57,15 +58,17 @@ export function openDialog(spec: DialogSpec): void {
   const form = h('form', { novalidate: false },
     h('h2', { id: 'dialog-title' }, spec.title),
     h('div', { class: 'dialog-body' }, ...spec.body),
-    ...(spec.fields ?? []).map((f, i) => h('div', { class: 'field' },
+    ...(spec.fields ?? []).map((f, i) => h('div', { class: f.kind === 'checkbox' ? 'field check' : 'field' },
+      f.kind === 'checkbox' ? inputs[i] : null,
       h('label', { for: `field-${f.name}` }, f.label),
-      inputs[i],
+      f.kind === 'checkbox' ? null : inputs[i],
       f.hint ? h('small', { id: `hint-${f.name}` }, f.hint) : null)),
     error,
     h('div', { class: 'buttons' }, cancel, force, confirm));
 
   let busy = false;
-  const values = (): Record<string, string> => Object.fromEntries(inputs.map((i) => [i.name, i.value.trim()]));
+  const values = (): Record<string, string> => Object.fromEntries(inputs.map((i) => [
+    i.name, i instanceof HTMLInputElement && i.type === 'checkbox' ? (i.checked ? 'on' : '') : i.value.trim()]));
   const attempt = async (forced: boolean): Promise<void> => {
     if (busy) return;
     busy = true;
@@ -105,6 +108,18 @@ export function openDialog(spec: DialogSpec): void {
   dialog.replaceChildren(form);
   dialog.showModal();
   (inputs[0] ?? (spec.danger ? cancel : confirm)).focus();
+}
+
+function fieldInput(f: Field): HTMLInputElement | HTMLSelectElement {
+  const common = { id: `field-${f.name}`, name: f.name, required: f.required, 'aria-describedby': f.hint ? `hint-${f.name}` : undefined };
+  if (f.kind === 'select') {
+    return h('select', common, (f.options ?? []).map((o) => h('option', { value: o.value, selected: o.value === f.value }, o.label)));
+  }
+  if (f.kind === 'checkbox') return h('input', { ...common, type: 'checkbox', checked: f.value === 'on' });
+  return h('input', {
+    ...common, type: f.kind === 'number' ? 'number' : 'text', autocomplete: 'off', spellcheck: 'false',
+    placeholder: f.placeholder, pattern: f.pattern, maxlength: f.maxLength, min: f.min, value: f.value,
+  });
 }
 
 /** A dialog that only shows something (the nbd:// URI when the clipboard is unavailable). */

@@ -30,9 +30,9 @@ function setAttrs(el: Element, attrs: Record<string, Attr>): void {
   }
 }
 
-/** A state badge; its class (for colour) comes from the first word, the text says it all. */
-export function stateBadge(state: unknown, progress?: unknown): HTMLElement {
-  const text = stateText(state, progress);
-  const word = /^[a-z-]+/i.exec(text)?.[0]?.toLowerCase() ?? 'unknown';
-  return h('span', { class: `state state-${word}` }, text);
+/** A state badge; its class (for colour) comes from the first word, the text (or `text`) says it all. */
+export function stateBadge(state: unknown, progress?: unknown, text?: string): HTMLElement {
+  const said = stateText(state, progress);
+  const word = /^[a-z-]+/i.exec(said)?.[0]?.toLowerCase() ?? 'unknown';
+  return h('span', { class: `state state-${word}` }, text ?? said);
 }

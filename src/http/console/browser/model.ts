@@ -1,61 +1,29 @@
-// What the server's event stream carries (src/http/console/watch.ts): the control methods' own
-// results. Only the fields the pages use are typed; the rest (and fields added later, such as
-// states and backup progress) are kept and shown as text.
+// What the server's event stream carries and the pages read: the types are the server's own
+// (src/http/console/wire.d.ts, shared with watch.ts); here only what the pages derive from them.
+import type { SnapshotView, VolumeView } from '../wire.d.ts';
 
-export interface Volume {
-  name: string;
-  size: number;
-  chunkSize: number;
-  backing: string | null;
-  origin: { volume: string; snapshot: string } | null;
-  created: string;
-  snapshots: number;
-  referenced: number;
-  used: number;
-  written: number;
-  readOnly: boolean;
-  connections: number;
-  state?: unknown;
-  progress?: unknown;
-  /** While an instant restore fills it (state `restoring`). */
-  restore?: { percent: number; stalled: string | null };
-}
-
-export interface Snapshot {
-  volume: string;
-  name: string;
-  created: string;
-  state: unknown;
-  progress?: unknown;
-  description: string;
-  size: number;
-  referenced: number;
-  used: number;
-  written: number;
-  exports: string[];
-  connections: number;
-  clones: string[];
-}
-
-export interface ConsoleState {
-  at: string;
-  volumes: Volume[];
-  snapshots: Record<string, Snapshot[]>;
-  lists: Record<string, unknown>;
-}
+export type {
+  BackupRow, ClientView, ConsoleState, HistoryView, JobRow, ScheduleRow, SnapshotView as Snapshot, SpaceSample, TargetView,
+  VolumeView as Volume,
+} from '../wire.d.ts';
 
 export interface ServerInfo {
   version: string;
   listeners: string[];
 }
 
-/** The volume's state: its own `state` field when the server has one, else what its snapshots say. */
-export function volumeState(v: Volume, snaps: Snapshot[]): unknown {
+/** The volume's state: `restoring N%` while an instant restore fills it, `snapshotting` while one of its snapshots is being created, else its own (with the reason). */
+export function volumeState(v: VolumeView, snaps: SnapshotView[]): unknown {
   // `restoring 37%` (a fraction: stateText reads numbers up to 1 as one).
   if (v.restore) return { state: v.state, progress: v.restore.percent / 100, ...(v.restore.stalled !== null ? { reason: `stalled: ${v.restore.stalled}` } : {}) };
-  if (v.state !== undefined) return v.state;
-  if (snaps.some((s) => s.state === 'creating')) return 'snapshotting';
-  return 'ready';
+  if (v.state !== 'ready') return { state: v.state, reason: v.reason };
+  return snaps.some((s) => s.state === 'creating') ? 'snapshotting' : v.state;
+}
+
+/** A snapshot's state: its backup's (`backing-up 42%`, `backed-up`, `failed: ...`) once it is ready and has one. */
+export function snapshotState(s: SnapshotView): unknown {
+  if (s.state !== 'ready') return { state: s.state, reason: s.reason };
+  return s.backup ?? s.state;
 }
 
 /** The nbd:// URI of an export, from the server's first NBD listener. */

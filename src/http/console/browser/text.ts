@@ -11,7 +11,9 @@ export function formatSize(bytes: number): string {
     v /= 1024;
     i++;
   }
-  return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2).replace(/\.?0+$/, '')} ${UNITS[i]}`;
+  const digits = v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2);
+  // Trailing zeros of the fraction only: 100 MiB stays 100 MiB.
+  return i === 0 ? `${v} B` : `${digits.includes('.') ? digits.replace(/\.?0+$/, '') : digits} ${UNITS[i]}`;
 }
 
 /** `2026-11-30 07:40:12` in the browser's time zone. */

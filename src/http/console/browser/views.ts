@@ -1,9 +1,13 @@
-// The pages, built from the latest state: the volume list (with any backup, job and schedule
-// lists the server has), one volume with its snapshots and the picture of what changed, and the
-// login form. Every control is a button or a link, so the keyboard reaches all of them.
+// The pages, built from the latest state: the volume list, one volume (its snapshots, connected
+// clients, schedules, space over time and the picture of what changed), and the login form. The
+// Backups page is backups-view.ts. Every control is a button or a link, so the keyboard reaches
+// all of them.
 import { type DiffResult, diffStrip } from './diff.ts';
-import { formatSize, formatTime, h, plural, stateBadge, stateText, type Child } from './dom.ts';
-import { nbdUri, volumeState, type ConsoleState, type ServerInfo, type Snapshot, type Volume } from './model.ts';
+import { formatSize, formatTime, h, plural, stateBadge, type Child } from './dom.ts';
+import { historySection } from './history-view.ts';
+import { nbdUri, snapshotState, volumeState, type ClientView, type ConsoleState, type HistoryView, type ServerInfo, type Snapshot, type Volume } from './model.ts';
+import { schedulesSection, type ScheduleActions } from './schedules-view.ts';
+import { button, cell, table, volumeLink } from './widgets.ts';
 
 export interface DiffView {
   volume: string;
@@ -13,7 +17,14 @@ export interface DiffView {
   error: string | null;
 }
 
-export interface ViewActions {
+export interface HistoryState {
+  volume: string;
+  data: HistoryView | null;
+  error: string | null;
+}
+
+export interface ViewActions extends ScheduleActions {
+  backUp(s: Snapshot): void;
   takeSnapshot(volume: string): void;
   deleteVolume(v: Volume, snaps: Snapshot[]): void;
   rollback(v: Volume, s: Snapshot): void;
@@ -22,23 +33,6 @@ export interface ViewActions {
   copyUri(uri: string): void;
   showDiff(volume: string, from: string, to: string | null): void;
 }
-
-function button(label: string, key: string, onclick: () => void, cls = 'secondary', aria?: string): HTMLButtonElement {
-  return h('button', { type: 'button', class: cls, 'data-key': key, 'aria-label': aria, onclick }, label);
-}
-
-function cell(label: string, ...content: Child[]): HTMLTableCellElement {
-  return h('td', { 'data-label': label }, ...content);
-}
-
-function table(cls: string, caption: string, headers: string[], rows: HTMLTableRowElement[]): HTMLTableElement {
-  return h('table', { class: `grid ${cls}` },
-    h('caption', { class: 'visually-hidden' }, caption),
-    h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
-    h('tbody', {}, rows));
-}
-
-const volumeLink = (name: string): HTMLAnchorElement => h('a', { href: `#/volume/${encodeURIComponent(name)}` }, name);
 
 export function volumesPage(state: ConsoleState, act: ViewActions): Node[] {
   const rows = state.volumes.map((v) => {
@@ -52,7 +46,7 @@ export function volumesPage(state: ConsoleState, act: ViewActions): Node[] {
       cell('Snapshots', String(v.snapshots)),
       cell('Clients', String(v.connections)),
       cell('Origin', originText(v)),
-      cell('State', stateBadge(volumeState(v, snaps), v.progress)),
+      cell('State', stateBadge(volumeState(v, snaps))),
       cell('Actions', h('div', { class: 'actions' },
         button('Take snapshot', `snap:${v.name}`, () => act.takeSnapshot(v.name), 'primary', `Take a snapshot of ${v.name}`),
         button('Delete', `delvol:${v.name}`, () => act.deleteVolume(v, snaps), 'danger', `Delete volume ${v.name}`))));
@@ -62,7 +56,6 @@ export function volumesPage(state: ConsoleState, act: ViewActions): Node[] {
     rows.length === 0
       ? h('p', {}, 'No volumes. Create one with snapnbd volume create NAME --size SIZE.')
       : table('volumes', 'Volumes', ['Name', 'Size', 'Used', 'Referenced', 'Written', 'Snapshots', 'Clients', 'Origin', 'State', 'Actions'], rows),
-    ...Object.entries(state.lists).map(([method, result]) => genericList(method, result)),
   ];
 }
 
@@ -72,14 +65,14 @@ function originText(v: Volume): Child {
   return '—';
 }
 
-export function volumePage(state: ConsoleState, name: string, server: ServerInfo | null, diff: DiffView | null, act: ViewActions): Node[] {
+export function volumePage(state: ConsoleState, name: string, server: ServerInfo | null, diff: DiffView | null, hist: HistoryState | null, act: ViewActions): Node[] {
   const back = h('p', { class: 'crumbs' }, h('a', { href: '#/' }, '← Volumes'));
   const v = state.volumes.find((x) => x.name === name);
   if (v === undefined) return [back, h('h1', {}, name), h('p', {}, `There is no volume ${name} (any more).`)];
   const snaps = state.snapshots[name] ?? [];
   const headUri = nbdUri(server, v.name, location.hostname);
   const facts: [string, Child][] = [
-    ['State', stateBadge(volumeState(v, snaps), v.progress)],
+    ['State', stateBadge(volumeState(v, snaps))],
     ['Size', `${formatSize(v.size)} (chunks of ${formatSize(v.chunkSize)})`],
     ['Used', `${formatSize(v.used)} by it alone, ${formatSize(v.referenced)} referenced, ${formatSize(v.written)} written since its last snapshot`],
     ['Clients', v.connections > 0 ? `${plural(v.connections, 'NBD connection')} to the volume` : 'none'],
@@ -95,7 +88,7 @@ export function volumePage(state: ConsoleState, name: string, server: ServerInfo
       cell('Name', h('strong', {}, s.name)),
       cell('Created', formatTime(s.created)),
       cell('Description', s.description || '—'),
-      cell('State', stateBadge(s.state, s.progress)),
+      cell('State', stateBadge(snapshotState(s))),
       cell('Used', formatSize(s.used)),
       cell('Written', formatSize(s.written)),
       cell('Exported', s.connections > 0 ? `yes (${plural(s.connections, 'client')})` : 'no'),
@@ -103,6 +96,7 @@ export function volumePage(state: ConsoleState, name: string, server: ServerInfo
       cell('Actions', h('div', { class: 'actions' },
         button('Roll back', `rollback:${id}`, () => act.rollback(v, s), 'danger', `Roll back ${v.name} to ${s.name}`),
         button('Clone', `clone:${id}`, () => act.clone(s), 'secondary', `Clone ${id}`),
+        button('Back up', `backup:${id}`, () => act.backUp(s), 'secondary', `Back up ${id}`),
         button('Changes', `diff:${id}`, () => act.showDiff(v.name, s.name, next), 'secondary', `Changes from ${s.name} to ${next ?? 'the live volume'}`),
         uri === null ? null : button('Copy URI', `uri:${id}`, () => act.copyUri(uri), 'secondary', `Copy the nbd URI of ${id}`),
         button('Delete', `delsnap:${id}`, () => act.deleteSnapshot(s), 'danger', `Delete snapshot ${id}`))));
@@ -119,6 +113,11 @@ export function volumePage(state: ConsoleState, name: string, server: ServerInfo
     rows.length === 0
       ? h('p', {}, 'No snapshots yet.')
       : table('snapshots', `Snapshots of ${v.name}`, ['Name', 'Created', 'Description', 'State', 'Used', 'Written', 'Exported', 'Clones', 'Actions'], rows),
+    h('h2', {}, 'Connected clients'),
+    clientsTable(v.name, state.clients[v.name] ?? []),
+    ...schedulesSection(v.name, state.schedules, act),
+    h('h2', { id: 'history' }, 'Space over time'),
+    historySection(hist !== null && hist.volume === v.name ? hist.data : null, hist !== null && hist.volume === v.name ? hist.error : null),
     h('h2', {}, 'Changes'),
     diffSection(diff !== null && diff.volume === v.name ? diff : null),
   ];
@@ -131,26 +130,15 @@ function diffSection(d: DiffView | null): Node {
   return diffStrip(d.result);
 }
 
-/** A list method's result as a table: any array in it, every simple field a column, states as text. */
-function genericList(method: string, result: unknown): Node {
-  const title = method.replace(/\.list$/, '');
-  const heading = `${title.charAt(0).toUpperCase()}${title.slice(1)}s`;
-  const items = Array.isArray(result)
-    ? result
-    : Object.values((result ?? {}) as Record<string, unknown>).find(Array.isArray) ?? [];
-  const rows = (items as unknown[]).filter((x): x is Record<string, unknown> => typeof x === 'object' && x !== null);
-  if (rows.length === 0) return h('section', { class: 'list' }, h('h2', {}, heading), h('p', {}, 'None.'));
-  const cols = [...new Set(rows.slice(0, 50).flatMap((r) => Object.keys(r)))].filter((k) => k !== 'progress');
-  return h('section', { class: 'list' },
-    h('h2', {}, heading),
-    table(title, heading, cols, rows.map((r) => h('tr', {}, cols.map((k) => cell(k,
-      k === 'state' ? stateBadge(r.state, r.progress) : simple(r[k])))))));
-}
-
-function simple(v: unknown): string {
-  if (v === undefined || v === null) return '—';
-  if (typeof v === 'object') return stateText(v);
-  return String(v);
+/** Who is connected to the volume or its snapshots: address, TLS identity, export. */
+function clientsTable(volume: string, clients: ClientView[]): Node {
+  if (clients.length === 0) return h('p', {}, 'No NBD clients connected.');
+  const rows = clients.map((c) => h('tr', { 'data-client': c.peer },
+    cell('Address', h('span', { class: 'path' }, c.peer)),
+    cell('Identity', c.identity.length > 0 ? c.identity.join(', ') : c.tls !== null ? 'no client certificate' : '—'),
+    cell('TLS', c.tls ?? 'no'),
+    cell('Export', c.export ?? '—')));
+  return table('clients', `Clients of ${volume}`, ['Address', 'Identity', 'TLS', 'Export'], rows);
 }
 
 export function loginPage(message: string | null, onToken: (token: string) => void): Node[] {
