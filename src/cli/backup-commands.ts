@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { ControlClient } from '../control/client.ts';
 import { formatSize } from '../util/size.ts';
-import { controlFailure, ExitCode, controlSocketPath, table } from './control-commands.ts';
+import { controlFailure, ExitCode, controlSocketPath, table, resultPrinter, usageFailure } from './control-commands.ts';
 
 export const BACKUP_USAGE = `Usage:
   snapnbd backup create VOLUME@SNAPSHOT --target NAME [--detach]
@@ -84,9 +84,7 @@ export async function runBackupCli(argv: string[]): Promise<number> {
     return ExitCode.Ok;
   }
   const json = v.json ?? false;
-  const print = (value: unknown, human: () => string): void => {
-    process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : human());
-  };
+  const print = resultPrinter(json);
   let client: ControlClient | undefined;
   try {
     const need = (n: number, m: number, names: string): void => {
@@ -230,6 +228,5 @@ export async function runBackupCli(argv: string[]): Promise<number> {
 }
 
 function usage(message: string): number {
-  process.stderr.write(`snapnbd: ${message} (see snapnbd backup --help)\n`);
-  return ExitCode.Usage;
+  return usageFailure(message, 'snapnbd backup --help');
 }

@@ -5,7 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ControlClient } from '../control/client.ts';
 import { loginUrl, readToken, tokenPath } from '../http/console/token.ts';
-import { controlFailure, controlSocketPath, ExitCode } from './control-commands.ts';
+import { controlFailure, controlSocketPath, ExitCode, usageFailure } from './control-commands.ts';
 
 export const CONSOLE_USAGE = `Usage: snapnbd console url [--data-dir DIR] [--control PATH]
 
@@ -61,6 +61,5 @@ export async function runConsoleCli(argv: string[]): Promise<number> {
 }
 
 function usage(message: string): number {
-  process.stderr.write(`snapnbd: ${message} (see snapnbd console --help)\n`);
-  return ExitCode.Usage;
+  return usageFailure(message, 'snapnbd console --help');
 }

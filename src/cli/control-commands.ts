@@ -66,6 +66,19 @@ export function controlFailure(e: unknown): number {
   throw e;
 }
 
+/** A command line refused before anything runs: one line naming where help is, exit 2. */
+export function usageFailure(message: string, helpCommand = 'snapnbd --help'): number {
+  process.stderr.write(`snapnbd: ${message} (see ${helpCommand})\n`);
+  return ExitCode.Usage;
+}
+
+/** Prints a result: as JSON with --json (the control answer as is), else the human text. */
+export function resultPrinter(json: boolean): (value: unknown, human: () => string) => void {
+  return (value, human) => {
+    process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : human());
+  };
+}
+
 /** Where the socket is: --control, else --data-dir/control.sock, else $SNAPNBD_CONTROL, else ./data. */
 export function controlSocketPath(opts: { control?: string | undefined; dataDir?: string | undefined }, env: NodeJS.ProcessEnv = process.env): string {
   if (opts.control !== undefined) return resolve(opts.control);
@@ -456,6 +469,5 @@ function plural(n: number, what: string): string {
 }
 
 function usage(message: string): number {
-  process.stderr.write(`snapnbd: ${message} (see snapnbd ${'--help'})\n`);
-  return ExitCode.Usage;
+  return usageFailure(message);
 }

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { ControlClient } from '../control/client.ts';
 import type { Schedule } from '../schedule/schedule-file.ts';
-import { controlFailure, controlSocketPath, ExitCode, table } from './control-commands.ts';
+import { controlFailure, controlSocketPath, ExitCode, table, resultPrinter, usageFailure } from './control-commands.ts';
 import { UsageError } from './usage.ts';
 
 export const SCHEDULE_USAGE = `Usage:
@@ -71,9 +71,7 @@ export async function runScheduleCli(argv: string[]): Promise<number> {
     return ExitCode.Ok;
   }
   const json = v.json ?? false;
-  const print = (value: unknown, human: () => string): void => {
-    process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : human());
-  };
+  const print = resultPrinter(json);
   let call: (c: ControlClient) => Promise<void>;
   try {
     const addOnly = ['hourly', 'daily', 'weekly', 'monthly', 'every', 'tz', 'keep', 'backup-to', 'keep-backups'] as const;
@@ -138,6 +136,5 @@ export async function runScheduleCli(argv: string[]): Promise<number> {
 }
 
 function usage(message: string): number {
-  process.stderr.write(`snapnbd: ${message} (see snapnbd schedule --help)\n`);
-  return ExitCode.Usage;
+  return usageFailure(message, 'snapnbd schedule --help');
 }

@@ -11,7 +11,7 @@ import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { StreamDecoder, StreamFormatError } from '../backup/stream-format.ts';
 import { ControlCallError, ControlUnreachableError, connectControlSocket } from '../control/client.ts';
-import { ExitCode, controlSocketPath } from './control-commands.ts';
+import { ExitCode, controlSocketPath, usageFailure } from './control-commands.ts';
 import { formatSize } from '../util/size.ts';
 
 export const STREAM_USAGE = `Usage:
@@ -234,6 +234,5 @@ export async function runStreamCli(argv: string[]): Promise<number> {
 }
 
 function usage(message: string): number {
-  process.stderr.write(`snapnbd: ${message} (see snapnbd ${'--help'})\n`);
-  return ExitCode.Usage;
+  return usageFailure(message);
 }
