@@ -65,8 +65,10 @@ describe('qemu-img', () => {
       // Soft: a wrong map must not hide what compare and convert say.
       expect.soft(map).toEqual(expected);
 
-      // One changed byte: compare must find it (it reports the 512-byte sector holding it).
-      await mustRun('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a ${20 * MiB + 4097} 1`, uri]);
+      // One changed byte: compare must find it (it reports the 512-byte sector holding it). The
+      // source is random: write the byte's complement, or 1 run in 256 changes nothing.
+      const was = readFileSync(source).readUInt8(20 * MiB + 4097);
+      await mustRun('qemu-io', ['-f', 'raw', '-c', `write -P 0x${(was ^ 0xff).toString(16)} ${20 * MiB + 4097} 1`, uri]);
       const differ = await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', source, uri]);
       expect(differ.code).toBe(1);
       expect(differ.stdout).toContain(`Content mismatch at offset ${20 * MiB + 4096}!`);
