@@ -1,6 +1,7 @@
 // Backup errors: one class with a stable code (the control socket passes it on as
 // `error.data.code`, like the store's codes). Messages name the bucket, object and endpoint,
 // never a credential.
+import { CodedError } from '../util/coded-error.ts';
 
 export const BackupErrorCode = {
   /** The object store refused our credentials or signature (403). */
@@ -22,11 +23,6 @@ export const BackupErrorCode = {
 } as const;
 export type BackupErrorCode = (typeof BackupErrorCode)[keyof typeof BackupErrorCode];
 
-export class BackupError extends Error {
-  readonly code: BackupErrorCode;
-  constructor(code: BackupErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'BackupError';
-    this.code = code;
-  }
+export class BackupError extends CodedError<BackupErrorCode> {
+  override name = 'BackupError';
 }

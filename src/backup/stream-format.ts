@@ -6,6 +6,7 @@
 // record a SHA-256 of every byte before it, so a cut or a flipped byte is always found.
 import { createHash, type Hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
+import { CodedError } from '../util/coded-error.ts';
 
 export const STREAM_MAGIC = 'SNAPSTRM';
 export const STREAM_VERSION_MAJOR = 1;
@@ -72,13 +73,8 @@ export const StreamErrorCode = {
 } as const;
 export type StreamErrorCode = (typeof StreamErrorCode)[keyof typeof StreamErrorCode];
 
-export class StreamFormatError extends Error {
-  readonly code: StreamErrorCode;
-  constructor(code: StreamErrorCode, message: string) {
-    super(message);
-    this.name = 'StreamFormatError';
-    this.code = code;
-  }
+export class StreamFormatError extends CodedError<StreamErrorCode> {
+  override name = 'StreamFormatError';
 }
 
 // ------------------------------------------------------------------ encoding

@@ -12,6 +12,7 @@
 // crash mid-import leaves what a crash leaves: the new volume without a snapshot, or the head
 // with part of the change on top of the base (roll back to the base, or delete, and retry).
 import { NAME_PATTERN, StoreError, StoreErrorCode, type Store } from '../storage/types.ts';
+import { CodedError } from '../util/coded-error.ts';
 import { StreamDecoder, StreamFormatError, type StreamHeader, type StreamTotals } from './stream-format.ts';
 
 export const ImportErrorCode = {
@@ -22,13 +23,8 @@ export const ImportErrorCode = {
 } as const;
 export type ImportErrorCode = (typeof ImportErrorCode)[keyof typeof ImportErrorCode];
 
-export class ImportError extends Error {
-  readonly code: ImportErrorCode;
-  constructor(code: ImportErrorCode, message: string) {
-    super(message);
-    this.name = 'ImportError';
-    this.code = code;
-  }
+export class ImportError extends CodedError<ImportErrorCode> {
+  override name = 'ImportError';
 }
 
 export interface ImportResult {

@@ -6,7 +6,7 @@ import { BackupError, BackupErrorCode } from '../backup/errors.ts';
 import type { RetentionPolicy } from '../backup/prune-policy.ts';
 import type { JobView } from '../backup/jobs.ts';
 import { invalidParams } from './errors.ts';
-import type { Params, ParamsSchema } from './validate.ts';
+import { serviceMethod } from './service-method.ts';
 
 /** The most backups a retention rule may keep (a typo like 1e9 is refused, not obeyed). */
 export const KEEP_MAX = 100_000;
@@ -17,20 +17,8 @@ interface BackupContext {
   backups?: BackupManager;
 }
 
-interface MethodDef<S extends ParamsSchema> {
-  params: S;
-  run(p: Params<S>, ctx: BackupContext): unknown;
-}
-
-function method<S extends ParamsSchema>(params: S, run: (p: Params<S>, bm: BackupManager) => unknown): MethodDef<S> {
-  return {
-    params,
-    run: (p, ctx) => {
-      if (!ctx.backups) throw new BackupError(BackupErrorCode.UnknownTarget, 'this server has no backup targets (serve --backup-target NAME=URL)');
-      return run(p, ctx.backups);
-    },
-  };
-}
+const method = serviceMethod((ctx: BackupContext) => ctx.backups,
+  () => new BackupError(BackupErrorCode.UnknownTarget, 'this server has no backup targets (serve --backup-target NAME=URL)'));
 
 const str = { type: 'string', required: true } as const;
 const optStr = { type: 'string', required: false } as const;

@@ -1,9 +1,9 @@
 // Control-socket errors: JSON-RPC 2.0's own codes for envelope problems, one application code
 // (-32000) for everything the operation itself refused, with the stable reason in
-// `error.data.code` (the same strings as StoreErrorCode, so scripts match on one vocabulary).
+// `error.data.code` (the codes of the store, backups, streams and schedules, each a CodedError, so
+// scripts match on one vocabulary).
 import { StorageError, UncommittedChangeError } from '../storage/device.ts';
-import { StoreError } from '../storage/types.ts';
-import { BackupError } from '../backup/errors.ts';
+import { CodedError } from '../util/coded-error.ts';
 
 export const RpcCode = {
   ParseError: -32700,
@@ -59,7 +59,8 @@ export function invalidParams(message: string, param?: string): RpcError {
 /** Any error a method threw, as the peer sees it. Unknown errors say only "internal error". */
 export function toRpcError(e: unknown): RpcError {
   if (e instanceof RpcError) return e;
-  if (e instanceof StoreError || e instanceof BackupError) return new RpcError(RpcCode.ApplicationError, e.code, e.message);
+  // A refusal with a stable code (store, backup, stream, import, schedule): the code as it is.
+  if (e instanceof CodedError) return new RpcError(RpcCode.ApplicationError, e.code, e.message);
   if (e instanceof StorageError) {
     // `applied`: the change happened and is kept; only its durability is pending (see protocol/control.md).
     const extra = e instanceof UncommittedChangeError ? { applied: true } : {};

@@ -8,8 +8,7 @@
 // on each side, and the store stays with the one process that serves it.
 import type net from 'node:net';
 import { exportHeader, exportStream } from '../backup/stream-export.ts';
-import { ImportError, importStream } from '../backup/stream-import.ts';
-import { StreamFormatError } from '../backup/stream-format.ts';
+import { importStream } from '../backup/stream-import.ts';
 import { log } from '../util/log.ts';
 import { ControlErrorCode, RpcCode, RpcError, toRpcError } from './errors.ts';
 import { LineSplitter, MAX_LINE_BYTES } from './framing.ts';
@@ -94,17 +93,12 @@ export function routeConnection(socket: net.Socket, ctx: ControlContext, linePro
   socket.on('end', onEnd);
 }
 
-function asRpcError(e: unknown): RpcError {
-  if (e instanceof StreamFormatError || e instanceof ImportError) return new RpcError(RpcCode.ApplicationError, e.code, e.message);
-  return toRpcError(e);
-}
-
 function writeLine(socket: net.Socket, obj: unknown): void {
   socket.write(`${JSON.stringify(obj)}\n`);
 }
 
 function writeError(socket: net.Socket, id: RpcId, e: unknown): void {
-  const err = asRpcError(e);
+  const err = toRpcError(e);
   if (err.rpcCode === RpcCode.InternalError) log.error('control stream request failed', e);
   writeLine(socket, { jsonrpc: '2.0', id, error: err.toObject() });
 }

@@ -10,6 +10,7 @@
 //   - runs of different schedules may overlap; the registry serialises changes to one volume.
 import type { BackupManager } from '../backup/manager.ts';
 import { StoreError, StoreErrorCode } from '../storage/types.ts';
+import { CodedError } from '../util/coded-error.ts';
 import { log } from '../util/log.ts';
 import type { VolumeRegistry } from '../volumes/registry.ts';
 import { DEFAULT_TZ, nextRun, parseSpec, type ScheduleKind, type ScheduleSpec } from './calendar.ts';
@@ -30,13 +31,8 @@ export const ScheduleErrorCode = {
 } as const;
 export type ScheduleErrorCode = (typeof ScheduleErrorCode)[keyof typeof ScheduleErrorCode];
 
-export class ScheduleError extends Error {
-  readonly code: ScheduleErrorCode;
-  constructor(code: ScheduleErrorCode, message: string) {
-    super(message);
-    this.name = 'ScheduleError';
-    this.code = code;
-  }
+export class ScheduleError extends CodedError<ScheduleErrorCode> {
+  override name = 'ScheduleError';
 }
 
 export interface ScheduleRequest {

@@ -4,6 +4,7 @@
 // can share chunks with their origin.
 import type { BlockDevice } from './device.ts';
 import type { FillSource } from './fill.ts';
+import { CodedError } from '../util/coded-error.ts';
 
 /** Stable error codes, shared with the control socket's `error.data.code`. */
 export const StoreErrorCode = {
@@ -27,13 +28,8 @@ export const StoreErrorCode = {
 } as const;
 export type StoreErrorCode = (typeof StoreErrorCode)[keyof typeof StoreErrorCode];
 
-export class StoreError extends Error {
-  readonly code: StoreErrorCode;
-  constructor(code: StoreErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'StoreError';
-    this.code = code;
-  }
+export class StoreError extends CodedError<StoreErrorCode> {
+  override name = 'StoreError';
 }
 
 /**

@@ -3,6 +3,7 @@
 // `ready`, or `unavailable` with the reason (its backing file changed or is missing, and what
 // changed). Other states (`creating`, `deleting` for snapshots; `restoring` for a volume still
 // arriving from a backup, src/backup/instant-restores.ts) come from the operations that set them.
+import type { RestoreStatus } from './view-types.d.ts';
 
 export const VolumeState = { Ready: 'ready', Unavailable: 'unavailable', Restoring: 'restoring' } as const;
 export type VolumeState = (typeof VolumeState)[keyof typeof VolumeState];
@@ -12,15 +13,8 @@ export function formatState(state: string, reason: string | null): string {
   return reason === null ? state : `${state}: ${reason}`;
 }
 
-/** An instant restore still filling a volume (served meanwhile). */
-export interface RestoreStatus {
-  percent: number;
-  /** Why the background restore is stalled (it retries), else null. */
-  stalled: string | null;
-  job: string;
-  backup: string;
-  target: string;
-}
+// Defined once with the views the control socket answers (view-types.d.ts).
+export type { RestoreStatus } from './view-types.d.ts';
 
 /** A volume's state as a person reads it: `restoring 37%` while an instant restore fills it. */
 export function formatVolumeState(v: { state: string; reason: string | null; restore?: RestoreStatus }): string {

@@ -32,6 +32,16 @@ export interface SnapshotView {
   guid: string;
 }
 
+/** An instant restore still filling a volume (served meanwhile). */
+export interface RestoreStatus {
+  percent: number;
+  /** Why the background restore is stalled (it retries), else null. */
+  stalled: string | null;
+  job: string;
+  backup: string;
+  target: string;
+}
+
 /** A volume as the control socket lists it. */
 export interface VolumeView {
   name: string;
@@ -44,8 +54,8 @@ export interface VolumeView {
   state: VolumeStateName;
   /** Why it is `unavailable` (backing file changed or missing, and what changed), else null. */
   reason: string | null;
-  /** Present while an instant restore fills it (state `restoring`); `stalled`: why it waits (it retries). */
-  restore?: { percent: number; stalled: string | null; job: string; backup: string; target: string };
+  /** Present while an instant restore fills it (state `restoring`). */
+  restore?: RestoreStatus;
   snapshots: number;
   referenced: number;
   used: number;
