@@ -1,34 +1,26 @@
 // The volume registry: joins the NBD server and the storage engine. It resolves export names
-// (export-name.ts) to block devices, tracks who holds each export (leases.ts), and wraps the
-// engine's operations with the busy rules the control socket promises:
-//   - rollback refuses a volume whose head is exported (VOLUME_BUSY) unless forced; forced, it
-//     revokes those leases (the sessions finish in-flight requests and close) and waits for them;
-//   - deleting an exported snapshot is refused (SNAPSHOT_BUSY);
-//   - deleting an exported volume is refused (VOLUME_BUSY) unless forced;
-//   - deleting a volume that has snapshots needs `withSnapshots` (VOLUME_HAS_SNAPSHOTS);
-//   - a snapshot held by a running job (a backup reading it) cannot be deleted (SNAPSHOT_BUSY),
-//     nor can its volume (VOLUME_BUSY, even forced), until the job ends or is cancelled.
+// (export-name.ts) to block devices, tracks who holds each export (leases.ts), and answers the
+// control socket: the changes to volumes and snapshots, with the busy rules the control socket
+// promises, are operations.ts; listing, paging, the views and stats are listing.ts; LIST and
+// INFO come from export-catalog.ts. What it answers (VolumeView, SnapshotView, ...) is declared in
+// views.ts.
 // A volume whose backing file changed is kept and listed as `unavailable` with the reason
 // (state.ts); NBD clients asking for it are told that reason instead of "unknown export".
-// Changes to one volume are serialised (KeyedMutex); different volumes proceed in parallel.
-// What it answers (VolumeView, SnapshotView, ...) is declared in views.ts; LIST and INFO come
-// from export-catalog.ts; listing, paging, the views and stats live in listing.ts. Longer than a
-// few hundred lines because every busy rule sits beside the operation it guards.
 import type { BlockDevice } from '../storage/device.ts';
 import {
   checkName, isValidName, StoreError, StoreErrorCode,
-  type DiffPage, type SnapshotInfo, type Store, type VolumeInfo, type VolumeSpec,
+  type DiffPage, type Store, type VolumeSpec,
 } from '../storage/types.ts';
 import type { ExportDescription, ExportLease, ExportResolver, ResolvedExport } from '../server/exports.ts';
-import { exportNameOf, generatedSnapshotBase, isValidExportName, parseExportName, uniqueName } from './export-name.ts';
+import { exportNameOf, isValidExportName, parseExportName } from './export-name.ts';
 import { ExportCatalog } from './export-catalog.ts';
-import { KeyedMutex } from './keyed-mutex.ts';
-import { describeHolders, LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
+import { LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
+import { VolumeOperations } from './operations.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
 import { unavailableExportMessage, type RestoreStatus } from './state.ts';
-import { RegistryListing, type PendingSnapshot } from './listing.ts';
-import { SnapshotState, type ListPage, type RegistryStats, type SnapshotView, type VolumeDeleted, type VolumeView } from './views.ts';
-import { timed, type OperationMetrics } from '../util/operation-metrics.ts';
+import { RegistryListing } from './listing.ts';
+import type { ListPage, RegistryStats, SnapshotView, VolumeDeleted, VolumeView } from './views.ts';
+import type { OperationMetrics } from '../util/operation-metrics.ts';
 
 // Re-exported for callers that know only the registry.
 export { exportNameOf, generatedSnapshotBase, parseExportName, SNAPSHOT_SEPARATOR } from './export-name.ts';
@@ -54,19 +46,12 @@ export interface RegistryOptions {
 export class VolumeRegistry implements ExportResolver {
   private readonly store: Store;
   private readonly opts: RegistryOptions;
-  private readonly mutex = new KeyedMutex();
   private readonly leases: LeaseTable;
-  /** Keyed by export name `VOLUME@SNAPSHOT`. */
-  private readonly pending = new Map<string, PendingSnapshot>();
-  /** Volumes whose head may not be acquired now (forced rollback or delete in progress). */
-  private readonly fenced = new Set<string>();
   private readonly readOnlyWrappers = new WeakMap<BlockDevice, ReadOnlyDevice>();
-  private readonly releaseWaiters = new Set<() => void>();
-  /** Export name `VOLUME@SNAPSHOT` -> why it is held (e.g. "backup job j3"). */
-  private readonly holds = new Map<string, string[]>();
   private annotate: ((volume: string, snapshot: string) => string | null) | null = null;
   private restoring: ((volume: string) => RestoreStatus | null) | null = null;
   private readonly catalog: ExportCatalog;
+  private readonly ops: VolumeOperations;
   private readonly listing: RegistryListing;
   private closing = false;
 
@@ -75,8 +60,9 @@ export class VolumeRegistry implements ExportResolver {
     this.opts = opts;
     this.leases = new LeaseTable(opts.revokeWaitMs ?? REVOKE_WAIT_MS);
     this.catalog = new ExportCatalog(store);
+    this.ops = new VolumeOperations({ store, catalog: this.catalog, leases: this.leases, opts, views: () => this.listing });
     this.listing = new RegistryListing({
-      store, catalog: this.catalog, pending: this.pending, leases: this.leases, opts, annotator: () => this.annotate, restoring: () => this.restoring,
+      store, catalog: this.catalog, pending: this.ops.pending, leases: this.leases, opts, annotator: () => this.annotate, restoring: () => this.restoring,
     });
   }
 
@@ -104,7 +90,7 @@ export class VolumeRegistry implements ExportResolver {
       const v = this.catalog.volume(volume);
       if (!v) return undefined;
       if (snapshot === null) return { name: real, description: this.listing.describeVolume(v), device: this.headDevice(volume) };
-      if (this.pending.has(real)) return undefined; // being created or deleted
+      if (this.ops.pending.has(real)) return undefined; // being created or deleted
       const s = v.snapshots.get(snapshot);
       if (!s) return undefined;
       return { name: real, description: this.listing.describeSnapshot(s), device: this.store.snapshotView(volume, snapshot) };
@@ -132,7 +118,7 @@ export class VolumeRegistry implements ExportResolver {
     const resolved = this.lookup(name);
     if (!resolved) return undefined;
     const { volume, snapshot } = parseExportName(resolved.name);
-    if (snapshot === null && this.fenced.has(volume)) return undefined;
+    if (snapshot === null && this.ops.isFenced(volume)) return undefined;
     return { ...resolved, ...this.leases.add(resolved.name, onRevoke) };
   }
 
@@ -151,24 +137,9 @@ export class VolumeRegistry implements ExportResolver {
 
   // ---- holds (jobs reading a snapshot) ----
 
-  /** Keeps the snapshot from being deleted until the returned release is called. */
+  /** Keeps the snapshot from being deleted until the returned release is called (operations.ts). */
   holdSnapshot(volume: string, name: string, reason: string): () => void {
-    this.store.snapshotInfo(volume, name); // SNAPSHOT_NOT_FOUND
-    const key = exportNameOf(volume, name);
-    if (this.pending.get(key)?.state === SnapshotState.Deleting) {
-      throw new StoreError(StoreErrorCode.SnapshotBusy, `snapshot '${key}' is being deleted`);
-    }
-    const list = this.holds.get(key) ?? [];
-    list.push(reason);
-    this.holds.set(key, list);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const l = this.holds.get(key) ?? [];
-      l.splice(l.indexOf(reason), 1);
-      if (l.length === 0) this.holds.delete(key);
-    };
+    return this.ops.holdSnapshot(volume, name, reason);
   }
 
   /** Adds the `backup` field to snapshot views (the backup manager's state). */
@@ -181,7 +152,7 @@ export class VolumeRegistry implements ExportResolver {
     this.restoring = fn;
   }
 
-  // ---- volumes ----
+  // ---- volumes (the changes: operations.ts, with their busy rules) ----
 
   /** Volumes in name order (listing.ts pages them). */
   listVolumes(): VolumeView[] {
@@ -198,131 +169,32 @@ export class VolumeRegistry implements ExportResolver {
 
   volumeInfo(name: string): VolumeView {
     checkName('volume', name);
-    return this.volumeView(this.store.volumeInfo(name));
+    return this.listing.volumeView(this.store.volumeInfo(name));
   }
 
-  async createVolume(spec: VolumeSpec): Promise<VolumeView> {
-    checkName('volume', spec.name);
-    return this.mutex.run([spec.name], async () => {
-      const info = await this.tracked([spec.name], () => this.store.createVolume(spec));
-      this.catalog.addVolume(info);
-      return this.volumeView(info);
-    });
+  createVolume(spec: VolumeSpec): Promise<VolumeView> {
+    return this.ops.createVolume(spec);
   }
 
-  /**
-   * Deletes a volume and its snapshots; clones survive. Refused while exported unless `force`, and
-   * while it has snapshots unless `withSnapshots` (the refusal names them and the clones that
-   * would survive). Returns what was destroyed.
-   */
-  async deleteVolume(name: string, force: boolean, withSnapshots = false): Promise<VolumeDeleted> {
-    checkName('volume', name);
-    return this.mutex.run([name], async () => {
-      this.store.volumeInfo(name); // VOLUME_NOT_FOUND before anything else
-      const jobHolds = [...this.holds].filter(([k]) => parseExportName(k).volume === name);
-      if (jobHolds.length > 0) {
-        throw new StoreError(StoreErrorCode.VolumeBusy,
-          `volume '${name}' has snapshots in use by ${jobHolds.flatMap(([, r]) => r).join(', ')}; cancel first`);
-      }
-      const snaps = this.store.listSnapshots(name);
-      const clones = snaps.flatMap((s) => s.clones.map((c) => `${c} (from ${exportNameOf(name, s.name)})`));
-      const held = this.leases.where((l) => l.volume === name);
-      if (held.length > 0 && !force) {
-        throw new StoreError(StoreErrorCode.VolumeBusy,
-          `volume '${name}' has ${held.length} NBD connection(s) (${describeHolders(held)}); disconnect them or use force`);
-      }
-      if (snaps.length > 0 && !withSnapshots) {
-        throw new StoreError(StoreErrorCode.VolumeHasSnapshots,
-          `volume '${name}' has ${snaps.length} snapshot(s) (${snaps.map((s) => s.name).join(', ')}), which deleting it would delete too; ` +
-          `confirm with --with-snapshots (control: "withSnapshots": true)` +
-          (clones.length > 0 ? `; these clones would survive: ${clones.join(', ')}` : '; no clone depends on them'));
-      }
-      this.fenced.add(name);
-      try {
-        await this.leases.revokeAndWait(held, `volume '${name}' is being deleted`);
-        await this.tracked([name], () => this.store.deleteVolume(name));
-        this.catalog.removeVolume(name);
-      } finally {
-        this.fenced.delete(name);
-      }
-      this.leases.forgetCounters((key) => parseExportName(key).volume === name);
-      return { disconnected: held.length, snapshots: snaps.map((s) => s.name), clones: snaps.flatMap((s) => s.clones) };
-    });
+  /** Deletes a volume and its snapshots (clones survive); refused while exported unless `force`. */
+  deleteVolume(name: string, force: boolean, withSnapshots = false): Promise<VolumeDeleted> {
+    return this.ops.deleteVolume(name, force, withSnapshots);
   }
 
-  /**
-   * Accepts the volume's backing file as it is now (see Store.acceptBacking: dangerous). Refused
-   * with VOLUME_BUSY while NBD clients hold the volume or its snapshots.
-   */
-  async acceptBacking(name: string): Promise<VolumeView & { accepted: string | null }> {
-    checkName('volume', name);
-    return this.mutex.run([name], async () => {
-      this.store.volumeInfo(name);
-      const held = this.leases.where((l) => l.volume === name);
-      if (held.length > 0) {
-        throw new StoreError(StoreErrorCode.VolumeBusy, `volume '${name}' has ${held.length} NBD connection(s) (${describeHolders(held)}); disconnect them first`);
-      }
-      this.fenced.add(name);
-      try {
-        const r = await this.tracked([name], () => this.store.acceptBacking(name));
-        this.catalog.invalidate(name); // its state changed
-        return { ...this.volumeView(r.info), accepted: r.accepted };
-      } finally {
-        this.fenced.delete(name);
-      }
-    });
+  /** Accepts the volume's backing file as it is now (dangerous: Store.acceptBacking). */
+  acceptBacking(name: string): Promise<VolumeView & { accepted: string | null }> {
+    return this.ops.acceptBacking(name);
   }
 
-  /**
-   * Sets a volume's size (Store.resizeVolume). A grow works while NBD clients hold the volume:
-   * their connections keep the size they negotiated (NBD cannot announce a new one) and see the
-   * new size when they reconnect. A shrink (`shrink`) is refused with VOLUME_BUSY while clients
-   * hold the head, and fences it meanwhile; snapshots and their exports keep their size.
-   */
-  async resizeVolume(name: string, size: number, shrink: boolean): Promise<VolumeView & { previousSize: number }> {
-    checkName('volume', name);
-    return this.mutex.run([name], async () => {
-      const previousSize = this.store.volumeInfo(name).size; // VOLUME_NOT_FOUND before anything else
-      const cut = size < previousSize && shrink;
-      if (cut) {
-        const held = this.leases.where((l) => l.volume === name && l.snapshot === null);
-        if (held.length > 0) {
-          throw new StoreError(StoreErrorCode.VolumeBusy,
-            `volume '${name}' has ${held.length} NBD connection(s) to its head (${describeHolders(held)}); a volume is never shrunk while attached: disconnect them first`);
-        }
-        this.fenced.add(name);
-      }
-      try {
-        const info = await this.tracked([name], () => this.store.resizeVolume(name, size, { shrink }));
-        this.catalog.invalidate(name); // the size NBD_OPT_INFO/GO announce from now on
-        return { ...this.volumeView(info), previousSize };
-      } finally {
-        if (cut) this.fenced.delete(name);
-      }
-    });
+  /** Sets a volume's size; a shrink is refused while NBD clients hold the head. */
+  resizeVolume(name: string, size: number, shrink: boolean): Promise<VolumeView & { previousSize: number }> {
+    return this.ops.resizeVolume(name, size, shrink);
   }
 
-  // ---- snapshots ----
+  // ---- snapshots (the changes: operations.ts) ----
 
-  async createSnapshot(volume: string, name: string | undefined, description: string | undefined): Promise<SnapshotView> {
-    checkName('volume', volume);
-    if (name !== undefined) checkName('snapshot', name);
-    return this.mutex.run([volume], async () => {
-      this.store.volumeInfo(volume);
-      const snapName = name ?? this.generateName(volume);
-      const key = exportNameOf(volume, snapName);
-      if (this.pending.has(key) || this.snapshotExists(volume, snapName)) {
-        throw new StoreError(StoreErrorCode.NameTaken, `snapshot '${key}' already exists`);
-      }
-      this.pending.set(key, { state: SnapshotState.Creating, volume, name: snapName, description: description ?? '', started: this.now() });
-      try {
-        const info = await this.tracked([volume], () => timed(this.opts.operations, 'snapshot_create', () => this.store.createSnapshot(volume, snapName, description)));
-        this.catalog.addSnapshot(info);
-        return this.snapshotView(info, SnapshotState.Ready);
-      } finally {
-        this.pending.delete(key);
-      }
-    });
+  createSnapshot(volume: string, name: string | undefined, description: string | undefined): Promise<SnapshotView> {
+    return this.ops.createSnapshot(volume, name, description);
   }
 
   /** Snapshots oldest first, then those being created (listing.ts pages them). */
@@ -341,89 +213,28 @@ export class VolumeRegistry implements ExportResolver {
   snapshotInfo(volume: string, name: string): SnapshotView {
     checkName('volume', volume);
     checkName('snapshot', name);
-    return this.snapshotView(this.store.snapshotInfo(volume, name));
+    return this.listing.snapshotView(this.store.snapshotInfo(volume, name));
   }
 
-  /** Refused with SNAPSHOT_BUSY while the snapshot is exported. Clones never depend on it. */
-  async deleteSnapshot(volume: string, name: string): Promise<void> {
-    checkName('volume', volume);
-    checkName('snapshot', name);
-    await this.mutex.run([volume], async () => {
-      const info = this.store.snapshotInfo(volume, name);
-      const key = exportNameOf(volume, name);
-      const jobs = this.holds.get(key);
-      if (jobs) {
-        throw new StoreError(StoreErrorCode.SnapshotBusy,
-          `snapshot '${key}' is in use by ${jobs.join(', ')}; cancel it first (snapnbd backup cancel JOB)`);
-      }
-      const held = this.leases.where((l) => l.exportName === key);
-      if (held.length > 0) {
-        throw new StoreError(StoreErrorCode.SnapshotBusy,
-          `snapshot '${key}' is exported to ${held.length} NBD connection(s); disconnect them first`);
-      }
-      this.pending.set(key, { state: SnapshotState.Deleting, volume, name, description: info.description, started: this.now() });
-      try {
-        await this.tracked([volume], () => timed(this.opts.operations, 'snapshot_delete', () => this.store.deleteSnapshot(volume, name)));
-        this.catalog.removeSnapshot(volume, name);
-      } finally {
-        this.pending.delete(key);
-      }
-      this.leases.forgetCounters((k) => k === key);
-    });
+  /** Refused with SNAPSHOT_BUSY while the snapshot is exported or held by a job. */
+  deleteSnapshot(volume: string, name: string): Promise<void> {
+    return this.ops.deleteSnapshot(volume, name);
   }
 
-  /**
-   * The head becomes the snapshot again; newer snapshots are kept. Refused with VOLUME_BUSY while
-   * NBD clients hold the head, unless `force`: then they are disconnected cleanly first, because
-   * data under a mounted filesystem must never change silently.
-   */
-  async rollback(volume: string, snapshot: string, force: boolean): Promise<{ disconnected: number }> {
-    checkName('volume', volume);
-    checkName('snapshot', snapshot);
-    return this.mutex.run([volume], async () => {
-      this.store.snapshotInfo(volume, snapshot); // not found before busy
-      const held = this.leases.where((l) => l.volume === volume && l.snapshot === null);
-      if (held.length > 0 && !force) {
-        throw new StoreError(StoreErrorCode.VolumeBusy,
-          `volume '${volume}' has ${held.length} NBD connection(s) to its head; disconnect them or use force`);
-      }
-      // Fence in the same tick as the check: no session can slip in between.
-      this.fenced.add(volume);
-      try {
-        await this.leases.revokeAndWait(held, `volume '${volume}' is being rolled back to snapshot '${snapshot}'`);
-        await this.tracked([volume], () => this.store.rollback(volume, snapshot));
-      } finally {
-        this.fenced.delete(volume);
-      }
-      return { disconnected: held.length };
-    });
+  /** The head becomes the snapshot again; refused with VOLUME_BUSY while exported unless `force`. */
+  rollback(volume: string, snapshot: string, force: boolean): Promise<{ disconnected: number }> {
+    return this.ops.rollback(volume, snapshot, force);
   }
 
-  /**
-   * Runs `fn` on the store as the only user of `volume`: other changes to it wait, and its head
-   * is fenced from NBD clients. Refused with VOLUME_BUSY while clients hold the head (imports).
-   */
-  async exclusive<T>(volume: string, fn: (store: Store) => Promise<T>): Promise<T> {
-    checkName('volume', volume);
-    return this.mutex.run([volume], async () => {
-      const held = this.leases.where((l) => l.volume === volume && l.snapshot === null);
-      if (held.length > 0) {
-        throw new StoreError(StoreErrorCode.VolumeBusy,
-          `volume '${volume}' has ${held.length} NBD connection(s) to its head; disconnect them first`);
-      }
-      this.fenced.add(volume);
-      try {
-        return await fn(this.store);
-      } finally {
-        this.fenced.delete(volume);
-        this.catalog.invalidate(volume); // fn changed the store behind the catalog's back
-      }
-    });
+  /** Runs `fn` on the store as the only user of `volume`, its head fenced from NBD clients. */
+  exclusive<T>(volume: string, fn: (store: Store) => Promise<T>): Promise<T> {
+    return this.ops.exclusive(volume, fn);
   }
 
   /**
    * Runs `fn` reading the given snapshots from the store, holding them as exports meanwhile (so
    * deleting one is refused with SNAPSHOT_BUSY; exports). `revoked` fires when the server stops.
+   * Here, not in operations.ts: it takes leases as an NBD client does.
    */
   async holdingSnapshots<T>(volume: string, snapshots: string[], fn: (store: Store, revoked: AbortSignal) => Promise<T>): Promise<T> {
     checkName('volume', volume);
@@ -445,22 +256,12 @@ export class VolumeRegistry implements ExportResolver {
     }
   }
 
-  async clone(volume: string, snapshot: string, newName: string): Promise<VolumeView> {
-    checkName('volume', volume);
-    checkName('snapshot', snapshot);
-    checkName('volume', newName);
-    return this.mutex.run([volume, newName], async () => {
-      const info = await this.tracked([newName], () => this.store.clone(volume, snapshot, newName));
-      this.catalog.addVolume(info);
-      return this.volumeView(info);
-    });
+  clone(volume: string, snapshot: string, newName: string): Promise<VolumeView> {
+    return this.ops.clone(volume, snapshot, newName);
   }
 
-  async diff(volume: string, from: string, to: string | null, page: { start?: number; limit?: number }): Promise<DiffPage> {
-    checkName('volume', volume);
-    checkName('snapshot', from);
-    if (to !== null) checkName('snapshot', to);
-    return this.store.diff(volume, from, to, page);
+  diff(volume: string, from: string, to: string | null, page: { start?: number; limit?: number }): Promise<DiffPage> {
+    return this.ops.diff(volume, from, to, page);
   }
 
   stats(): RegistryStats {
@@ -468,16 +269,6 @@ export class VolumeRegistry implements ExportResolver {
   }
 
   // ---- internals ----
-
-  /** Runs a store change; if it fails, the catalog reloads the volumes it touched (it may be half done). */
-  private async tracked<T>(volumes: string[], op: () => Promise<T>): Promise<T> {
-    try {
-      return await op();
-    } catch (e) {
-      for (const v of volumes) this.catalog.invalidate(v);
-      throw e;
-    }
-  }
 
   private headDevice(volume: string): BlockDevice {
     const head = this.store.head(volume);
@@ -488,34 +279,5 @@ export class VolumeRegistry implements ExportResolver {
       this.readOnlyWrappers.set(head, ro);
     }
     return ro;
-  }
-
-  private now(): Date {
-    return this.opts.now ? this.opts.now() : new Date();
-  }
-
-  private snapshotExists(volume: string, name: string): boolean {
-    try {
-      this.store.snapshotInfo(volume, name);
-      return true;
-    } catch (e) {
-      if (e instanceof StoreError && e.code === StoreErrorCode.SnapshotNotFound) return false;
-      throw e;
-    }
-  }
-
-  private generateName(volume: string): string {
-    const base = generatedSnapshotBase(volume, this.now());
-    const taken = new Set(this.store.listSnapshots(volume).map((s) => s.name));
-    for (const p of this.pending.values()) if (p.volume === volume) taken.add(p.name);
-    return uniqueName(base, taken);
-  }
-
-  private volumeView(v: VolumeInfo): VolumeView {
-    return this.listing.volumeView(v);
-  }
-
-  private snapshotView(s: SnapshotInfo, state?: SnapshotState): SnapshotView {
-    return this.listing.snapshotView(s, state);
   }
 }
