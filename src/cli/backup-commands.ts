@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { ControlClient } from '../control/client.ts';
 import { formatSize } from '../util/size.ts';
 import { controlFailure, ExitCode, controlSocketPath, table, resultPrinter, usageFailure } from './control-commands.ts';
+import { argsRefusal, UsageError } from './usage.ts';
 
 export const BACKUP_USAGE = `Usage:
   snapnbd backup create VOLUME@SNAPSHOT --target NAME [--detach]
@@ -32,8 +33,6 @@ interface JobView {
   id: string; kind: string; state: string; bytesDone: number; bytesTotal: number; percent: number;
   bytesPerSecond: number; etaSeconds: number | null; result: unknown; error: { code: string; message: string } | null;
 }
-
-class UsageError extends Error {}
 
 function intOpt(v: string | undefined, flag: string, max = 1_000_000): number | undefined {
   if (v === undefined) return undefined;
@@ -75,7 +74,7 @@ export async function runBackupCli(argv: string[]): Promise<number> {
       },
     });
   } catch (e) {
-    return usage((e as Error).message.split(/\.\s|\n/)[0]!);
+    return usage(argsRefusal(e));
   }
   const v = parsed.values;
   const [verb, ...args] = parsed.positionals;

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { ControlClient } from '../control/client.ts';
 import { loginUrl, readToken, tokenPath } from '../http/console/token.ts';
 import { controlFailure, controlSocketPath, ExitCode, usageFailure } from './control-commands.ts';
+import { argsRefusal } from './usage.ts';
 
 export const CONSOLE_USAGE = `Usage: snapnbd console url [--data-dir DIR] [--control PATH]
 
@@ -22,7 +23,7 @@ export async function runConsoleCli(argv: string[]): Promise<number> {
       options: { 'data-dir': { type: 'string' }, control: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     });
   } catch (e) {
-    return usage((e as Error).message.split(/\.\s|\n/)[0]!);
+    return usage(argsRefusal(e));
   }
   const v = parsed.values;
   if (v.help) {

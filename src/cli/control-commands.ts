@@ -10,7 +10,7 @@ import { parseExportName } from '../volumes/export-name.ts';
 import type { DiffResult, SnapshotView, VolumeView } from '../volumes/views.ts';
 import type { Schedule } from '../schedule/schedule-file.ts';
 import { scheduleTable } from './schedule-commands.ts';
-import { UsageError } from './usage.ts';
+import { argsRefusal, UsageError } from './usage.ts';
 import { formatState, formatVolumeState } from '../volumes/state.ts';
 
 export const CONTROL_USAGE = `Usage:
@@ -414,7 +414,7 @@ export async function runControlCli(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
-    return usage((e as Error).message.split(/\.\s|\n/)[0]!);
+    return usage(argsRefusal(e));
   }
   const values = parsed.values as Values;
   const pos = parsed.positionals;

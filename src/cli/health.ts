@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { ControlCallError, ControlClient, ControlUnreachableError } from '../control/client.ts';
 import type { HealthReport } from '../control/health.ts';
 import { controlSocketPath } from './control-commands.ts';
+import { argsRefusal } from './usage.ts';
 
 export const HealthExit = { Healthy: 0, Degraded: 1, Usage: 2, Unreachable: 3 } as const;
 /** A server that takes longer than this to answer is as good as unreachable to a monitor. */
@@ -32,7 +33,7 @@ export async function runHealth(argv: string[]): Promise<number> {
       },
     }).values;
   } catch (e) {
-    return usage((e as Error).message.split(/\.\s|\n/)[0]!);
+    return usage(argsRefusal(e));
   }
   if (v.help) {
     process.stdout.write(HEALTH_USAGE);

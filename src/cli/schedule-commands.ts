@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { ControlClient } from '../control/client.ts';
 import type { Schedule } from '../schedule/schedule-file.ts';
 import { controlFailure, controlSocketPath, ExitCode, table, resultPrinter, usageFailure } from './control-commands.ts';
-import { UsageError } from './usage.ts';
+import { argsRefusal, UsageError } from './usage.ts';
 
 export const SCHEDULE_USAGE = `Usage:
   snapnbd schedule add VOLUME (--hourly :MM | --daily HH:MM | --weekly DAY,HH:MM |
@@ -62,7 +62,7 @@ export async function runScheduleCli(argv: string[]): Promise<number> {
       },
     });
   } catch (e) {
-    return usage((e as Error).message.split(/\.\s|\n/)[0]!);
+    return usage(argsRefusal(e));
   }
   const v = parsed.values;
   const [verb, ...args] = parsed.positionals;

@@ -22,7 +22,7 @@ import { Reloader, logLevelHook } from './reload.ts';
 import { notifySystemd } from './service-notify.ts';
 import { formatSize, parseSize } from '../util/size.ts';
 import { backingAdvice } from '../volumes/state.ts';
-import { SERVE_USAGE, UsageError } from './usage.ts';
+import { argsRefusal, SERVE_USAGE, UsageError } from './usage.ts';
 import { VERSION, buildInfo } from './version.ts';
 import { MetricsCollector, StoreActivity } from '../http/metrics.ts';
 import { startMetricsServer, type MetricsServer } from '../http/metrics-server.ts';
@@ -110,7 +110,7 @@ export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
     });
   } catch (e) {
     // parseArgs explains at length; one line is the contract.
-    throw new UsageError((e as Error).message.split(/\.\s|\n/)[0]!);
+    throw new UsageError(argsRefusal(e));
   }
   const v = parsed.values;
   if (v.help) return 'help';

@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { StreamDecoder, StreamFormatError } from '../backup/stream-format.ts';
 import { ControlCallError, ControlUnreachableError, connectControlSocket } from '../control/client.ts';
 import { ExitCode, controlSocketPath, usageFailure } from './control-commands.ts';
+import { argsRefusal, UsageError } from './usage.ts';
 import { formatSize } from '../util/size.ts';
 
 export const STREAM_USAGE = `Usage:
@@ -37,8 +38,6 @@ const OPTIONS = {
   output: { type: 'string', short: 'o' },
   input: { type: 'string', short: 'i' },
 } as const;
-
-class UsageError extends Error {}
 
 interface ExportResult { volume: string; snapshot: string; guid: string; since: string | null; baseGuid: string | null; size: number }
 interface ImportResult { volume: string; snapshot: string; guid: string; base: string | null; created: boolean; bytes: number; dataBytes: number; zeroBytes: number }
@@ -193,7 +192,7 @@ export async function runStreamCli(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
-    return usage((e as Error).message.split(/\.\s|\n/)[0]!);
+    return usage(argsRefusal(e));
   }
   const v = parsed.values;
   const [noun, verb, ...args] = parsed.positionals;

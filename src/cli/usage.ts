@@ -4,6 +4,14 @@ import { VERSION } from './version.ts';
 /** A bad command line: the command reports it with its usage text. */
 export class UsageError extends Error {}
 
+/**
+ * What parseArgs refused, as one line: its first sentence (the rest is Node's advice about
+ * positionals starting with '-', which names no command of ours).
+ */
+export function argsRefusal(e: unknown): string {
+  return (e as Error).message.split(/\.\s|\n/)[0]!;
+}
+
 export const MAIN_USAGE = `snapnbd ${VERSION}: an NBD server with copy-on-write snapshots
 
 Usage:
