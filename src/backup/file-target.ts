@@ -1,12 +1,10 @@
 // A target in a directory (mounted disk, NAS). An object appears whole or not at all: written to
 // a temporary name, fsynced, renamed, and the directory fsynced.
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { replaceFile, TMP_MARKER } from '../util/atomic-file.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import type { ObjectEntry, ObjectStore } from './target.ts';
-
-const TMP_SUFFIX = '.tmp-';
 
 export class FileTarget implements ObjectStore {
   readonly display: string;
@@ -30,17 +28,7 @@ export class FileTarget implements ObjectStore {
   async put(key: string, data: Buffer): Promise<void> {
     const p = this.path(key);
     await fs.mkdir(dirname(p), { recursive: true });
-    const tmp = `${p}${TMP_SUFFIX}${randomBytes(6).toString('hex')}`;
-    const f = await fs.open(tmp, 'w');
-    try {
-      await f.writeFile(data);
-      await f.sync();
-    } finally {
-      await f.close();
-    }
-    await fs.rename(tmp, p);
-    const d = await fs.open(dirname(p), 'r');
-    try { await d.sync(); } finally { await d.close(); }
+    await replaceFile(p, data);
   }
 
   async get(key: string): Promise<Buffer | null> {
@@ -68,7 +56,7 @@ export class FileTarget implements ObjectStore {
         const key = rel === '' ? e.name : `${rel}/${e.name}`;
         if (e.isDirectory()) {
           if (prefix.startsWith(`${key}/`) || key.startsWith(prefix)) await walk(key);
-        } else if (e.isFile() && key.startsWith(prefix) && !e.name.includes(TMP_SUFFIX)) {
+        } else if (e.isFile() && key.startsWith(prefix) && !e.name.includes(TMP_MARKER)) {
           const st = await fs.stat(join(this.dir, key)).catch(() => null);
           if (st) out.push({ key, size: st.size, lastModified: st.mtime });
         }

@@ -3,10 +3,10 @@
 // blocks are filled) and the last results (results.json, README.md "State that survives a
 // restart"). Each is replaced whole and crash-safe: written to a temporary file, synced,
 // renamed over the old one, and the directory synced, so a crash leaves the old or the new.
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { replaceFile } from '../util/atomic-file.ts';
 
 export const STATE_DIR = 'backup-state';
 export const RESTORE_FORMAT = 1;
@@ -17,7 +17,7 @@ export function stateDir(dataDir: string): string {
   return join(dataDir, STATE_DIR);
 }
 
-/** Replaces `path` with `data` atomically and durably. */
+/** Replaces `path` with `data` atomically and durably (replaceFile), making the state dir first. */
 export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
   const dir = path.slice(0, path.lastIndexOf('/'));
   try {
@@ -25,24 +25,7 @@ export async function writeFileAtomic(path: string, data: string | Buffer): Prom
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
-  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
-  const f = await open(tmp, 'w');
-  try {
-    await f.writeFile(data);
-    await f.sync();
-  } catch (e) {
-    await f.close();
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  await f.close();
-  await rename(tmp, path);
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
+  await replaceFile(path, data);
 }
 
 /** An instant restore in progress: enough to resume it after a restart. */

@@ -3,9 +3,9 @@
 // new one, never a torn one. A file beside the store rather than engine records: schedules are
 // a few hundred bytes changed once a run, need no transaction with volume data, and the engine
 // ignores files it does not own. A file that does not parse is reported and left as it is.
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { replaceFile } from '../util/atomic-file.ts';
 import { isScheduleKind, parseSpec, type ScheduleKind } from './calendar.ts';
 
 export const SCHEDULE_FILE = 'schedules.json';
@@ -117,28 +117,6 @@ export async function readScheduleFile(dataDir: string): Promise<ScheduleFileCon
 /** Replaces the file atomically and durably. */
 export async function writeScheduleFile(dataDir: string, content: ScheduleFileContent): Promise<void> {
   const path = join(dataDir, SCHEDULE_FILE);
-  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   const text = `${JSON.stringify({ format: SCHEDULE_FILE_FORMAT, nextId: content.nextId, schedules: content.schedules }, null, 1)}\n`;
-  const f = await fs.open(tmp, 'w', 0o600);
-  try {
-    await f.writeFile(text);
-    await f.sync();
-  } catch (e) {
-    await f.close();
-    await fs.rm(tmp, { force: true });
-    throw e;
-  }
-  await f.close();
-  try {
-    await fs.rename(tmp, path);
-  } catch (e) {
-    await fs.rm(tmp, { force: true });
-    throw e;
-  }
-  const d = await fs.open(dataDir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
+  await replaceFile(path, text, 0o600);
 }
