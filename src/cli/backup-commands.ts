@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { ControlClient } from '../control/client.ts';
 import { formatSize } from '../util/size.ts';
-import { controlFailure, ExitCode, controlSocketPath, table, resultPrinter, usageFailure } from './control-commands.ts';
+import { CONTROL_CLI_OPTIONS, controlFailure, ExitCode, controlSocketPath, table, resultPrinter, usageFailure } from './control-commands.ts';
 import { argsRefusal, UsageError } from './usage.ts';
 
 export const BACKUP_USAGE = `Usage:
@@ -67,7 +67,7 @@ export async function runBackupCli(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv, allowPositionals: true, strict: true,
       options: {
-        control: { type: 'string' }, 'data-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        ...CONTROL_CLI_OPTIONS,
         target: { type: 'string' }, detach: { type: 'boolean' }, instant: { type: 'boolean' }, sample: { type: 'string' }, 'dry-run': { type: 'boolean' },
         'keep-last': { type: 'string' }, 'keep-daily': { type: 'string' }, 'keep-weekly': { type: 'string' }, 'keep-monthly': { type: 'string' },
         grace: { type: 'string' },

@@ -87,12 +87,16 @@ export function controlSocketPath(opts: { control?: string | undefined; dataDir?
   return resolve('data', 'control.sock');
 }
 
-
-const OPTIONS = {
+/** The options of every command that talks to the control socket (parseArgs form). */
+export const CONTROL_CLI_OPTIONS = {
   control: { type: 'string' },
   'data-dir': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+} as const;
+
+const OPTIONS = {
+  ...CONTROL_CLI_OPTIONS,
   size: { type: 'string' },
   backing: { type: 'string' },
   'chunk-size': { type: 'string' },

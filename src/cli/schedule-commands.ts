@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { ControlClient } from '../control/client.ts';
 import type { Schedule } from '../schedule/schedule-file.ts';
-import { controlFailure, controlSocketPath, ExitCode, table, resultPrinter, usageFailure } from './control-commands.ts';
+import { CONTROL_CLI_OPTIONS, controlFailure, controlSocketPath, ExitCode, table, resultPrinter, usageFailure } from './control-commands.ts';
 import { argsRefusal, UsageError } from './usage.ts';
 
 export const SCHEDULE_USAGE = `Usage:
@@ -56,7 +56,7 @@ export async function runScheduleCli(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv, allowPositionals: true, strict: true,
       options: {
-        control: { type: 'string' }, 'data-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        ...CONTROL_CLI_OPTIONS,
         hourly: { type: 'string' }, daily: { type: 'string' }, weekly: { type: 'string' }, monthly: { type: 'string' }, every: { type: 'string' },
         tz: { type: 'string' }, keep: { type: 'string' }, 'backup-to': { type: 'string' }, 'keep-backups': { type: 'string' },
       },

@@ -11,7 +11,7 @@ import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { StreamDecoder, StreamFormatError } from '../backup/stream-format.ts';
 import { ControlCallError, ControlUnreachableError, connectControlSocket } from '../control/client.ts';
-import { ExitCode, controlSocketPath, usageFailure } from './control-commands.ts';
+import { CONTROL_CLI_OPTIONS, ExitCode, controlSocketPath, usageFailure } from './control-commands.ts';
 import { argsRefusal, UsageError } from './usage.ts';
 import { formatSize } from '../util/size.ts';
 
@@ -30,10 +30,7 @@ Options: --control PATH, --data-dir DIR (as for the other commands), --json (imp
 `;
 
 const OPTIONS = {
-  control: { type: 'string' },
-  'data-dir': { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
+  ...CONTROL_CLI_OPTIONS,
   since: { type: 'string' },
   output: { type: 'string', short: 'o' },
   input: { type: 'string', short: 'i' },
