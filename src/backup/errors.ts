@@ -26,3 +26,8 @@ export type BackupErrorCode = (typeof BackupErrorCode)[keyof typeof BackupErrorC
 export class BackupError extends CodedError<BackupErrorCode> {
   override name = 'BackupError';
 }
+
+/** BACKUP_NOT_FOUND: the target has no backup of that id. */
+export function backupNotFound(target: string, id: string): BackupError {
+  return new BackupError(BackupErrorCode.BackupNotFound, `no backup '${id}' on target '${target}'`);
+}

@@ -8,7 +8,7 @@ import { KeyedMutex } from '../volumes/keyed-mutex.ts';
 import { exportNameOf, type VolumeRegistry } from '../volumes/registry.ts';
 import { log } from '../util/log.ts';
 import { createBackup, type BackupResult } from './create.ts';
-import { BackupError, BackupErrorCode } from './errors.ts';
+import { BackupError, BackupErrorCode, backupNotFound } from './errors.ts';
 import { FileTarget } from './file-target.ts';
 import { collectGarbage, GC_GRACE_MS_DEFAULT, GC_STALE_MS, type GcResult } from './gc.ts';
 import { InstantRestores } from './instant-restores.ts';
@@ -173,7 +173,7 @@ export class BackupManager {
     this.checkId(p.id);
     const repo = await this.repo(p.target);
     const m = await repo.getManifest(p.id);
-    if (!m) throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
+    if (!m) throw backupNotFound(p.target, p.id);
     return this.instant.start(p.target, m, p.volume);
   }
 
@@ -183,7 +183,7 @@ export class BackupManager {
     return this.jobs.start({ kind: 'restore', target: p.target, volume: p.volume }, async (ctx) => {
       const repo = await this.repo(p.target);
       const m = await repo.getManifest(p.id);
-      if (!m) throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
+      if (!m) throw backupNotFound(p.target, p.id);
       const info = await this.o.registry.createVolume({ name: p.volume, size: m.size, chunkSize: m.chunkSize });
       // A crash from here on leaves a half-made volume: the marker gets it removed at the next start.
       const marker = partialFile(this.o.store.dataDir, p.volume);
@@ -229,7 +229,7 @@ export class BackupManager {
     return this.jobs.start({ kind: 'verify', target: p.target }, async (ctx) => {
       const repo = await this.repo(p.target);
       if (p.id !== undefined && (await repo.getManifest(p.id).catch(() => true)) === null) {
-        throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
+        throw backupNotFound(p.target, p.id);
       }
       return verifyTarget(repo, { ...(p.id !== undefined ? { id: p.id } : {}), samplePct: p.samplePct, signal: ctx.signal, progress: ctx.progress });
     });
@@ -240,7 +240,7 @@ export class BackupManager {
     this.checkId(p.id);
     const repo = await this.repo(p.target);
     const m = await repo.getManifest(p.id);
-    if (!m) throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
+    if (!m) throw backupNotFound(p.target, p.id);
     this.deleting.add(p.id);
     try {
       await repo.deleteManifest(p.id);
