@@ -26,6 +26,8 @@ export const ControlErrorCode = {
   Internal: 'INTERNAL',
   NoSpace: 'NO_SPACE',
   IoError: 'IO_ERROR',
+  /** A method over a service this server does not run (the scheduler). */
+  NotSupported: 'NOT_SUPPORTED',
 } as const;
 
 export interface RpcErrorObject {

@@ -4,7 +4,7 @@
 import { ScheduleSpecError, SCHEDULE_KINDS } from '../schedule/calendar.ts';
 import { SCHEDULE_KEEP_MAX, type Scheduler } from '../schedule/scheduler.ts';
 import { checkName } from '../storage/types.ts';
-import { invalidParams, RpcCode, RpcError } from './errors.ts';
+import { ControlErrorCode, invalidParams, RpcCode, RpcError } from './errors.ts';
 import { serviceMethod } from './service-method.ts';
 
 /** Longest `at`, `every`, `tz` and target name a schedule takes, characters. */
@@ -15,7 +15,7 @@ interface ScheduleContext {
 }
 
 const method = serviceMethod((ctx: ScheduleContext) => ctx.schedules,
-  () => new RpcError(RpcCode.ApplicationError, 'NOT_SUPPORTED', 'this server runs no scheduler'));
+  () => new RpcError(RpcCode.ApplicationError, ControlErrorCode.NotSupported, 'this server runs no scheduler'));
 
 const field = { type: 'string', required: false, maxLength: SCHEDULE_FIELD_MAX } as const;
 const keep = { type: 'integer', required: true, min: 1, max: SCHEDULE_KEEP_MAX } as const;
