@@ -380,8 +380,11 @@ export class DataStore {
       if (s.knownSize < 0) s.knownSize = await f.size();
       if (pos + len > s.knownSize) await this.takeRoom(pos + len - s.knownSize);
     }
-    this.dirty.add(s);
     await f.write(data, off, len, pos);
+    // Dirty once written: a commit that swapped the dirty set while the write was in flight
+    // may have synced the file before the data landed, and the write's map record goes to a
+    // later commit, which must sync it again.
+    this.dirty.add(s);
     if (pos + len > s.knownSize) s.knownSize = pos + len;
   }
 
