@@ -97,6 +97,7 @@ export class CowStore implements Store {
     this.reclaimer = new SegmentReclaimer(this.io, dataDir, this.chunks, (msg) => opts.log('warn', msg));
     this.chunks.onEmptySegment = (cls, seg) => this.reclaimer.deleteSegment(cls, seg);
     this.chunks.onShrunkSegment = (cls, seg) => this.reclaimer.trimSegment(cls, seg);
+    this.chunks.reclaimPending = () => this.reclaimer.pending();
     this.compactor = new Compactor({
       io: this.io, dataDir, chunks: this.chunks, catalog: this.catalog, journal: this.journal, reclaimer: this.reclaimer,
       serial: (fn) => this.serial(fn), log: opts.log,
