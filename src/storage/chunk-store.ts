@@ -56,6 +56,11 @@ export class ChunkClass implements SlotRefs {
    * it is copied. Cleared when the file is deleted or the compaction gives up.
    */
   readonly evacuating = new Set<number>();
+  /**
+   * Segments whose file is being truncated, with the first slot the cut gives back: only the
+   * slots below it are allocated meanwhile (segment-reclaim.ts).
+   */
+  readonly cutting = new Map<number, number>();
   readonly segments = new Map<number, Segment>();
   /** Slots whose refs fell to 0 since the last commit swap. */
   pendingFree: number[] = [];
@@ -130,7 +135,8 @@ export class ChunkClass implements SlotRefs {
         i = (seg + 1) * sps;
         continue;
       }
-      const end = Math.min((seg + 1) * sps, this.state.length);
+      const cut = this.cutting.size > 0 ? (this.cutting.get(seg) ?? (seg + 1) * sps) : (seg + 1) * sps;
+      const end = Math.min(cut, this.state.length);
       const st = this.state;
       while (i < end && st[i] !== 0) i++;
       if (i < end) {
@@ -139,6 +145,7 @@ export class ChunkClass implements SlotRefs {
         this.hint = i + 1;
         return i;
       }
+      if (i >= cut) i = (seg + 1) * sps; // the rest of a segment being cut: the next one
     }
   }
 
@@ -227,6 +234,11 @@ export class DataStore {
   dirty = new Set<Segment>();
   /** A segment file was created since the last commit: sync the directory too. */
   dirDirty = false;
+  /**
+   * Segment deletions and truncations still running, or null (set by the engine): a write that
+   * would grow a file past the reserve waits for them, since they give space back.
+   */
+  reclaimPending: () => Promise<void> | null = () => null;
   /** Bytes data writes must leave free on the file system (set by the engine). */
   metadataReserve: () => number = () => METADATA_RESERVE_MIN_BYTES;
   /** The last write that needed more room was refused for the reserve (stats say full). */
@@ -380,8 +392,11 @@ export class DataStore {
       if (s.knownSize < 0) s.knownSize = await f.size();
       if (pos + len > s.knownSize) await this.takeRoom(pos + len - s.knownSize);
     }
-    this.dirty.add(s);
     await f.write(data, off, len, pos);
+    // Dirty once written: a commit that swapped the dirty set while the write was in flight
+    // may have synced the file before the data landed, and the write's map record goes to a
+    // later commit, which must sync it again.
+    this.dirty.add(s);
     if (pos + len > s.knownSize) s.knownSize = pos + len;
   }
 
@@ -392,6 +407,12 @@ export class DataStore {
   private async takeRoom(bytes: number): Promise<void> {
     const reserve = this.metadataReserve();
     if (this.freeEstimate - bytes < reserve) this.freeEstimate = await this.io.freeBytes(this.dir);
+    const reclaim = this.freeEstimate - bytes < reserve ? this.reclaimPending() : null;
+    if (reclaim) {
+      // A freeing commit's files are still being cut or unlinked: their space is not free yet.
+      await reclaim;
+      this.freeEstimate = await this.io.freeBytes(this.dir);
+    }
     if (this.freeEstimate - bytes < reserve) {
       this.full = true;
       throw new StorageError('ENOSPC', `no space left for data: ${this.freeEstimate} bytes free in ${this.dir}, ` +

@@ -45,6 +45,22 @@ interface Validity {
   n: number;
 }
 
+/** A zeroed-tail chunk written but not yet mapped (DataPath.prepareTail). */
+export interface TailChunk {
+  c: number;
+  slot: number;
+}
+
+/**
+ * Whether [from, the end of its chunk) of `node` can read anything but zeros: a slot (data, or
+ * old data a shrink left), or the backing file where the chunk is unmapped over it.
+ */
+function tailShows(vol: Volume, node: Node, from: number): boolean {
+  if (from % vol.chunkSize === 0) return false;
+  const s = node.map.slot(Math.floor(from / vol.chunkSize));
+  return isSlot(s) || (s === UNMAPPED && vol.backing !== null && from < vol.backing.size);
+}
+
 export class DataPath {
   private readonly io: Pick<FileIo, 'point'>;
   private readonly chunks: ChunkIo;
@@ -291,18 +307,47 @@ export class DataPath {
 
   /**
    * Zeros [from, the end of its chunk) of the head, the part of the chunk past the volume's end
-   * `from`, for a grow or a rollback onto a shorter snapshot (the caller holds the gate): it may
-   * hold the backing file's bytes or, after a shrink, old data. One chunk write, none when the
-   * chunk reads zeros there already. Invisible at the current size, so it may commit alone.
+   * `from`, before a grow (the caller holds the gate): it may hold the backing file's bytes or,
+   * after a shrink, old data. One chunk write, none when the chunk reads zeros there already.
+   * Invisible at the current size, so it may commit alone, before the Resize record.
    */
   async zeroTailHeld(vol: Volume, from: number): Promise<void> {
     this.live(vol);
-    const inner = from % vol.chunkSize;
-    if (inner === 0) return;
-    const s = vol.head.map.slot(Math.floor(from / vol.chunkSize));
-    const backingShows = s === UNMAPPED && vol.backing !== null && from < vol.backing.size;
-    if (!isSlot(s) && !backingShows) return;
-    await this.writeLocked(vol, from, ZEROES, vol.chunkSize - inner);
+    if (!tailShows(vol, vol.head, from)) return;
+    await this.writeLocked(vol, from, ZEROES, vol.chunkSize - from % vol.chunkSize);
+  }
+
+  /**
+   * For a rollback onto a snapshot from before a grow (the caller holds the gate): the snapshot's
+   * last chunk with zeros past its end, written to a fresh slot that nothing maps yet; null when
+   * that chunk reads zeros there already. The caller maps it with `mapTail` in the same
+   * synchronous step that logs the Rollback record, so one commit takes both: a commit between
+   * them would make the rollback durable with the backing file's bytes (or old data) showing
+   * past the snapshot's end.
+   */
+  async prepareTail(snap: Node): Promise<TailChunk | null> {
+    const vol = snap.vol;
+    this.live(vol);
+    if (!tailShows(vol, snap, snap.size)) return null;
+    const chunkSize = vol.chunkSize;
+    const c = Math.floor(snap.size / chunkSize);
+    const buf = Buffer.alloc(chunkSize);
+    await this.read(snap, c * chunkSize, snap.size - c * chunkSize, buf, 0);
+    const slot = vol.chunkClass.alloc();
+    try {
+      await this.chunks.write(vol.chunkClass, slot, 0, buf, 0, chunkSize);
+      this.io.point(CrashPoint.DataWritten);
+    } catch (e) {
+      this.chunks.releaseUnmapped(vol.chunkClass, [slot]);
+      throw e;
+    }
+    return { c, slot };
+  }
+
+  /** Maps a chunk from `prepareTail` into the head (synchronous: its record joins the caller's). */
+  mapTail(vol: Volume, tail: TailChunk): void {
+    this.catalog.setEntry(vol.head, tail.c, tail.slot, this.catalog.epoch);
+    this.logEntries(vol.head, [tail.c]);
   }
 
   /**

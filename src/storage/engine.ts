@@ -97,6 +97,7 @@ export class CowStore implements Store {
     this.reclaimer = new SegmentReclaimer(this.io, dataDir, this.chunks, (msg) => opts.log('warn', msg));
     this.chunks.onEmptySegment = (cls, seg) => this.reclaimer.deleteSegment(cls, seg);
     this.chunks.onShrunkSegment = (cls, seg) => this.reclaimer.trimSegment(cls, seg);
+    this.chunks.reclaimPending = () => this.reclaimer.pending();
     this.compactor = new Compactor({
       io: this.io, dataDir, chunks: this.chunks, catalog: this.catalog, journal: this.journal, reclaimer: this.reclaimer,
       serial: (fn) => this.serial(fn), log: opts.log,
@@ -370,14 +371,15 @@ export class CowStore implements Store {
       const node = this.catalog.snapshot(volume, snapshot);
       const release = await holdAll([vol.gate]);
       try {
+        // A snapshot from before a grow: the head keeps its size, the part past the snapshot reads
+        // zeros. The zeroed last chunk is written first and mapped with the Rollback record, in
+        // one synchronous step: one commit takes the whole rollback.
+        const tail = node.size < vol.size ? await this.dataPath.prepareTail(node) : null;
         this.catalog.assignMap(vol.head, node);
         this.journal.log(encodeRollback(vol.head.id, node.id));
-        // A snapshot from before a grow: the head keeps its size, the part past the snapshot reads
-        // zeros. (The tail write may commit apart from the Rollback record: a crash between shows
-        // the backing file's bytes in that one chunk past the snapshot's end.)
         if (node.size < vol.size) {
           this.dataPath.zeroOverBacking(vol, node.size, vol.size);
-          await this.dataPath.zeroTailHeld(vol, node.size);
+          if (tail) this.dataPath.mapTail(vol, tail);
         }
         await this.journal.commitChange(`roll back '${volume}' to '${snapshot}'`);
       } finally {

@@ -1,9 +1,9 @@
-// A FileIo that passes everything to another one, except that a chosen read, write or fdatasync
-// of a file waits until the test lets it go on (or fail): for tests that must stop the engine
+// A FileIo that passes everything to another one, except that a chosen read, write, fdatasync,
+// size or truncate of a file waits until the test lets it go on (or fail): for tests that must stop the engine
 // at one exact I/O (a read holding an old slot, a commit inside a segment's fdatasync).
 import type { CrashPoint, FileIo, IoFile } from '../../src/storage/file-io.ts';
 
-export type HeldOp = 'read' | 'write' | 'datasync';
+export type HeldOp = 'read' | 'write' | 'datasync' | 'size' | 'truncate';
 
 export class HoldFileIo implements FileIo {
   private readonly inner: FileIo;
@@ -51,6 +51,16 @@ export class HoldFileIo implements FileIo {
     f.datasync = async () => {
       await this.gate(path, 'datasync');
       return datasync();
+    };
+    const size = f.size.bind(f);
+    const truncate = f.truncate.bind(f);
+    f.size = async () => {
+      await this.gate(path, 'size');
+      return size();
+    };
+    f.truncate = async (len) => {
+      await this.gate(path, 'truncate');
+      return truncate(len);
     };
     return f;
   };
