@@ -16,6 +16,12 @@ import { decodeRequestHeader, type RequestHeader } from './transmission.ts';
 import type { Gather } from '../util/gather.ts';
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * A payload shorter than this that spans chunks is copied (cheap) instead of kept as views: views
+ * keep whole socket chunks (64 KiB each) alive until the write lands, which for a small write
+ * would hold many times the bytes the memory budget charges it.
+ */
+export const PAYLOAD_VIEWS_MIN = 64 * 1024;
 
 export const DecoderState = {
   ClientFlags: 0,
@@ -224,10 +230,10 @@ export class InboundDecoder {
     return out;
   }
 
-  /** n bytes as views of the chunks they lie in: one view, or a list when they span chunks. */
+  /** n bytes as views of the chunks they lie in: one view, or a list when they span chunks (and are not short). */
   private takeViews(n: number): Payload {
     const first = this.chunks[0]!;
-    if (first.length - this.head >= n) return this.take(n);
+    if (first.length - this.head >= n || n < PAYLOAD_VIEWS_MIN) return this.take(n);
     const out: Buffer[] = [];
     while (n > 0) {
       const c = this.chunks[0]!;
