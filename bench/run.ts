@@ -12,9 +12,9 @@ import { createImage } from './lib/image.ts';
 import { dropCaches, machineInfo, processCpuSeconds, warm } from './lib/machine.ts';
 import { REPO_ROOT, SNAPNBD_BIN, exportNameOf, startPeer, writableCopy, type BenchContext, type PeerInstance } from './lib/peers.ts';
 import { installExitHandlers } from './lib/procs.ts';
-import { computeRatios, evaluateTargets, markdown, type BenchResult, type Row } from './lib/report.ts';
+import { computeRatios, computeTlsCosts, evaluateTargets, markdown, type BenchResult, type Row } from './lib/report.ts';
 import { runScenario } from './lib/scenarios.ts';
-import { startBridge } from './lib/tls.ts';
+import { startBridge, viaTls } from './lib/tls.ts';
 import { median, round } from './lib/stats.ts';
 
 function log(opts: Options, msg: string): void {
@@ -36,7 +36,7 @@ async function prefillThenSnapshot(ctx: BenchContext, inst: PeerInstance, n: num
 }
 
 async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: PeerName, cache: CacheMode): Promise<{ m: Measured; note: string | null }> {
-  const inst = await startPeer(ctx, peer, w.writes, w.via === 'tls');
+  const inst = await startPeer(ctx, peer, w.writes, viaTls(w.via) ? w.via : null);
   const bridge = w.via ? await startBridge(inst, w.via, ctx.workDir).catch(async (e: unknown) => { await inst.stop(); throw e; }) : null;
   try {
     if (w.prefillThenSnapshots !== undefined) await prefillThenSnapshot(ctx, inst, w.prefillThenSnapshots);
@@ -174,7 +174,7 @@ async function main(): Promise<number> {
     machine: machineInfo(opts.snapnbdEnv),
     snapnbdEnv: opts.snapnbdEnv,
     durationS: Math.round((Date.now() - t0) / 1000),
-    rows, ratios, scenarios,
+    rows, ratios, tlsCosts: computeTlsCosts(rows), scenarios,
     targets: evaluateTargets(rows, ratios, scenarios),
   };
   const out = opts.out ?? join(REPO_ROOT, 'bench', 'results', `${result.date.replace(/[:.]/g, '-')}-${opts.mode}.json`);

@@ -90,11 +90,13 @@ export const WORKLOADS: readonly Workload[] = [
   { name: 'randwrite-4k-snap0', client: 'fio', fio: { rw: 'randwrite', bs: '4k', iodepth: 32 }, writes: true, peers: ['snapnbd'], prefillThenSnapshots: 0, primary: 'iops' },
   { name: 'randwrite-4k-snap1', client: 'fio', fio: { rw: 'randwrite', bs: '4k', iodepth: 32 }, writes: true, peers: ['snapnbd'], prefillThenSnapshots: 1, primary: 'iops' },
   { name: 'randwrite-4k-snap100', client: 'fio', fio: { rw: 'randwrite', bs: '4k', iodepth: 32 }, writes: true, peers: ['snapnbd'], prefillThenSnapshots: 100, primary: 'iops' },
-  // TLS (issue 14): fio -> nbdkit nbd bridge -> TLS -> server; bridge-*: the same path in clear.
-  ...(['tls', 'bridge'] as const).flatMap((via) => [
+  // TLS (issue 14): fio -> nbdkit nbd bridge -> TLS -> server, with certificates (tls-*) or a
+  // pre-shared key (psk-*); bridge-*: the same path in clear.
+  ...(['tls', 'psk', 'bridge'] as const).flatMap((via) => [
     { name: `${via}-seqread-1m`, client: 'fio', fio: { rw: 'read', bs: '1M', iodepth: 8 }, writes: false, primary: 'mbps', via, peers: TLS_PEERS },
     { name: `${via}-seqwrite-1m`, client: 'fio', fio: { rw: 'write', bs: '1M', iodepth: 8 }, writes: true, primary: 'mbps', via, peers: TLS_PEERS },
     { name: `${via}-randread-4k`, client: 'fio', fio: { rw: 'randread', bs: '4k', iodepth: 32 }, writes: false, primary: 'iops', via, peers: TLS_PEERS },
+    { name: `${via}-randwrite-4k`, client: 'fio', fio: { rw: 'randwrite', bs: '4k', iodepth: 32 }, writes: true, primary: 'iops', via, peers: TLS_PEERS },
   ] satisfies Workload[]),
 ];
 

@@ -106,10 +106,10 @@ async function isReadOnly(uri: string): Promise<boolean> {
   return j.exports[0]?.is_read_only ?? true;
 }
 
-/** `tls`: TLS required, client certificates checked (bench/lib/tls.ts; snapnbd and nbdkit-file). */
-export async function startPeer(ctx: BenchContext, peer: PeerName, writes: boolean, tls = false): Promise<PeerInstance> {
+/** `tls`: TLS required, with client certificates checked or a PSK (bench/lib/tls.ts; snapnbd and nbdkit-file). */
+export async function startPeer(ctx: BenchContext, peer: PeerName, writes: boolean, tls: 'tls' | 'psk' | null = null): Promise<PeerInstance> {
   const name = exportNameOf(ctx.image);
-  const tlsArgs = tls ? tlsServerArgs(peer) : [];
+  const tlsArgs = tls ? tlsServerArgs(peer, tls) : [];
   switch (peer) {
     case 'snapnbd':
     case BASE_PEER:

@@ -33,6 +33,8 @@ export interface BenchResult {
   durationS: number;
   rows: Row[];
   ratios: { workload: string; cache: CacheMode; peer: PeerName; ratio: number }[];
+  /** Each server's TLS rows against its own plain run through the same bridge (issue 14). */
+  tlsCosts?: TlsCost[];
   scenarios: ScenarioResult[];
   targets: Target[];
 }
@@ -49,6 +51,19 @@ export function computeRatios(rows: Row[]): BenchResult['ratios'] {
     for (const peer of rows.filter((r) => r.workload === ours.workload && r.cache === ours.cache && r.peer !== 'snapnbd' && !r.error)) {
       if (value(peer) > 0) out.push({ workload: ours.workload, cache: ours.cache, peer: peer.peer, ratio: round(value(ours) / value(peer), 3) });
     }
+  }
+  return out;
+}
+
+/** A `tls-*` or `psk-*` row of one peer against its `bridge-*` row: the same path in clear. */
+export interface TlsCost { workload: string; plain: string; cache: CacheMode; peer: PeerName; primary: Row['primary']; tls: number; clear: number; ratio: number }
+
+export function computeTlsCosts(rows: Row[]): TlsCost[] {
+  const out: TlsCost[] = [];
+  for (const t of rows.filter((r) => /^(tls|psk)-/.test(r.workload) && !r.error)) {
+    const plain = `bridge-${t.workload.replace(/^(tls|psk)-/, '')}`;
+    const c = rows.find((r) => r.workload === plain && r.peer === t.peer && r.cache === t.cache && !r.error);
+    if (c && value(c) > 0) out.push({ workload: t.workload, plain, cache: t.cache, peer: t.peer, primary: t.primary, tls: value(t), clear: value(c), ratio: round(value(t) / value(c), 3) });
   }
   return out;
 }
@@ -150,6 +165,15 @@ export function markdown(res: BenchResult): string {
       if (cells.every((c) => c === undefined)) continue;
       L.push(`| ${w} | ${cells.map((c) => (c === undefined ? '–' : `${c.toFixed(2)}×`)).join(' | ')} |`);
     }
+    L.push('');
+  }
+  const costs = res.tlsCosts ?? computeTlsCosts(res.rows);
+  if (costs.length > 0) {
+    L.push('### TLS against our own plain run (the same bridge in clear; IOPS for 4 KiB, MB/s for 1 MiB)');
+    L.push('');
+    L.push('| workload | cache | peer | with TLS | in clear | TLS / clear |');
+    L.push('|---|---|---|---:|---:|---:|');
+    for (const c of costs) L.push(`| ${c.workload} | ${c.cache} | ${c.peer} | ${fmt(c.tls, c.primary === 'iops' ? 0 : 1)} | ${fmt(c.clear, c.primary === 'iops' ? 0 : 1)} | ${c.ratio.toFixed(2)}× |`);
     L.push('');
   }
   if (res.rows.some((r) => r.note)) {

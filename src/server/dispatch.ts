@@ -11,6 +11,7 @@ import {
   encodeBlockStatus, encodeErrorChunk, encodeOffsetDataHeader, encodeOffsetHole, encodeSimpleReply,
   type RequestHeader, type StatusDescriptor,
 } from '../protocol/transmission.ts';
+import type { Payload } from '../protocol/decoder.ts';
 import { appendExtent, type Extent } from '../storage/device.ts';
 import type { ExportLease } from './exports.ts';
 import { allowedCommandFlags } from './negotiate.ts';
@@ -40,7 +41,7 @@ export class RequestDispatcher {
   }
 
   /** The request's errno if it must be refused before touching storage (spec "Request types"). */
-  validate(h: RequestHeader, payload: Buffer | null): RequestError | null {
+  validate(h: RequestHeader, payload: Payload | null): RequestError | null {
     const dev = this.lease.device;
     const allowed = allowedCommandFlags(this.opts.structuredReplies);
     const bad = (errno: NbdErrno, message: string): RequestError => new RequestError(errno, message);
@@ -92,7 +93,7 @@ export class RequestDispatcher {
   }
 
   /** Runs a valid request; its replies are sent before this resolves. Rejects: answer with replyError. */
-  async execute(h: RequestHeader, payload: Buffer): Promise<void> {
+  async execute(h: RequestHeader, payload: Payload): Promise<void> {
     const lease = this.lease;
     const dev = lease.device;
     const fua = (h.flags & CmdFlag.FUA) !== 0;
@@ -107,7 +108,9 @@ export class RequestDispatcher {
         lease.counters.bytesRead += h.length;
         return;
       case Cmd.WRITE:
-        await dev.write(h.offset, payload, { fua });
+        if (Buffer.isBuffer(payload)) await dev.write(h.offset, payload, { fua });
+        else if (dev.writeGather) await dev.writeGather(h.offset, payload, h.length, { fua });
+        else await dev.write(h.offset, Buffer.concat(payload, h.length), { fua });
         lease.counters.bytesWritten += h.length;
         break;
       case Cmd.FLUSH:

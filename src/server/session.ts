@@ -15,7 +15,7 @@
 // budget mechanics live in tls.ts and memory-budget.ts.
 import type { Duplex } from 'node:stream';
 import { Cmd, NbdErrno, nameOfCmd, nameOfErrno, nameOfOpt } from '../protocol/constants.ts';
-import { InboundDecoder, type InboundHandler } from '../protocol/decoder.ts';
+import { InboundDecoder, type InboundHandler, type Payload } from '../protocol/decoder.ts';
 import { toNbdErrno, type ProtocolError } from '../protocol/errors.ts';
 import { encodeGreeting } from '../protocol/handshake.ts';
 import type { RequestHeader } from '../protocol/transmission.ts';
@@ -275,7 +275,7 @@ export class Session implements InboundHandler {
     this.closeGracefully();
   }
 
-  onRequest(h: RequestHeader, payload: Buffer | null): void {
+  onRequest(h: RequestHeader, payload: Payload | null): void {
     const lease = this.lease;
     const dispatch = this.dispatch;
     if (this.phase !== Phase.Transmission || !lease || !dispatch) return;

@@ -9,6 +9,7 @@
 // segment deleted, before the free is durable and nobody can be reading it.
 import { StorageError } from './device.ts';
 import type { FileIo, IoFile } from './file-io.ts';
+import type { Gather } from '../util/gather.ts';
 import type { SlotRefs } from './block-map.ts';
 import { SLOT_MAX } from './block-map.ts';
 import { PartialSlots } from './partial-slots.ts';
@@ -388,16 +389,31 @@ export class DataStore {
     const s = cls.segment(cls.segmentOf(slot));
     const f = s.file ?? (await this.file(cls, cls.segmentOf(slot), true));
     const pos = cls.posOf(slot) + inner;
-    if (pos + len > s.knownSize) {
-      if (s.knownSize < 0) s.knownSize = await f.size();
-      if (pos + len > s.knownSize) await this.takeRoom(pos + len - s.knownSize);
-    }
+    if (pos + len > s.knownSize) await this.grow(s, f, pos + len);
     await f.write(data, off, len, pos);
     // Dirty once written: a commit that swapped the dirty set while the write was in flight
     // may have synced the file before the data landed, and the write's map record goes to a
     // later commit, which must sync it again.
     this.dirty.add(s);
     if (pos + len > s.knownSize) s.knownSize = pos + len;
+  }
+
+  /** `write` of bytes in pieces (`len` in all, views never written to): one pwritev, no copy. */
+  async writeGather(cls: ChunkClass, slot: number, inner: number, pieces: Gather, len: number): Promise<void> {
+    if (pieces.length === 1) return this.write(cls, slot, inner, pieces[0]!, 0, len);
+    const s = cls.segment(cls.segmentOf(slot));
+    const f = s.file ?? (await this.file(cls, cls.segmentOf(slot), true));
+    const pos = cls.posOf(slot) + inner;
+    if (pos + len > s.knownSize) await this.grow(s, f, pos + len);
+    await f.writev(pieces, pos);
+    this.dirty.add(s); // once written: see write()
+    if (pos + len > s.knownSize) s.knownSize = pos + len;
+  }
+
+  /** A write will end at `end`, past the segment file's known size: learn the size, claim the room. */
+  private async grow(s: Segment, f: IoFile, end: number): Promise<void> {
+    if (s.knownSize < 0) s.knownSize = await f.size();
+    if (end > s.knownSize) await this.takeRoom(end - s.knownSize);
   }
 
   /**

@@ -15,6 +15,7 @@ import type { Journal } from './journal.ts';
 import { allValid, blockAligned, emptyBits, forEachRun, markValid, PARTIAL_SLOTS_MAX } from './partial-slots.ts';
 import { encodeMapRun, encodeSlotValid } from './records.ts';
 import { runEnd } from './runs.ts';
+import { gatherCopy, gatherSlice, type Gather } from '../util/gather.ts';
 import { StoreClosedError } from './types.ts';
 
 /** Extents per extents() answer; the NBD client asks again for the rest. */
@@ -24,7 +25,7 @@ const ZERO_BUF_LEN = 1024 * 1024;
 const ZEROES = Buffer.alloc(ZERO_BUF_LEN);
 
 /** What the data path needs of the chunk store: slot I/O, read generations, never-mapped slots back. */
-export type ChunkIo = Pick<DataStore, 'read' | 'write' | 'releaseUnmapped' | 'beginRead' | 'endRead'>;
+export type ChunkIo = Pick<DataStore, 'read' | 'write' | 'writeGather' | 'releaseUnmapped' | 'beginRead' | 'endRead'>;
 /** What it needs of the catalog: the epoch new entries are born in; map entries set with the space counters kept (space.ts). */
 export interface EpochSource {
   readonly epoch: number;
@@ -176,7 +177,8 @@ export class DataPath {
     }
   }
 
-  async write(vol: Volume, offset: number, data: Buffer, len: number, fua: boolean): Promise<void> {
+  /** `data`: one buffer, or the pieces of a payload as the socket delivered it (never written to). */
+  async write(vol: Volume, offset: number, data: Buffer | Gather, len: number, fua: boolean): Promise<void> {
     if (offset < 0 || offset + len > vol.size) throw new StorageError('ENOSPC', `write [${offset}, +${len}) past the end (${vol.size})`);
     if (len > 0) {
       const gate = vol.gate;
@@ -202,14 +204,15 @@ export class DataPath {
   }
 
   /** The write path proper; the caller holds the chunk locks. `data` may be shorter-lived than us. */
-  private async writeLocked(vol: Volume, offset: number, data: Buffer, len: number): Promise<void> {
+  private async writeLocked(vol: Volume, offset: number, data: Buffer | Gather, len: number): Promise<void> {
     const chunkSize = vol.chunkSize;
     const chunkClass = vol.chunkClass;
     const map = vol.head.map;
     const epoch = this.catalog.epoch;
     const end = offset + len;
-    // Planned I/O runs; `fresh` are chunks redirected to new slots (mapped after the data lands).
-    const runs: { slot: number; inner: number; src: Buffer; srcOff: number; len: number }[] = [];
+    // Planned I/O runs (`src` null: from `data`); `fresh` are chunks redirected to new slots
+    // (mapped after the data lands).
+    const runs: { slot: number; inner: number; src: Buffer | null; srcOff: number; len: number }[] = [];
     const fresh: { c: number; slot: number }[] = [];
     const rebirth: number[] = [];
     const merges: Promise<void>[] = [];
@@ -223,7 +226,7 @@ export class DataPath {
         const inner = pos - cStart;
         const n = Math.min(end, cStart + chunkSize) - pos;
         let slot: number;
-        let src = data;
+        let src: Buffer | null = null;
         let srcOff = pos - offset;
         let ioInner = inner;
         let ioLen = n;
@@ -257,7 +260,8 @@ export class DataPath {
           const tail = vol.size - cStart;
           merges.push(this.read(vol.head, cStart, Math.min(chunkSize, tail), buf, 0).then(() => {
             if (tail < chunkSize) buf.fill(0, tail);
-            data.copy(buf, inner, from, from + n);
+            if (Buffer.isBuffer(data)) data.copy(buf, inner, from, from + n);
+            else gatherCopy(data, from, n, buf, inner);
           }));
           src = buf;
           srcOff = 0;
@@ -265,20 +269,23 @@ export class DataPath {
           ioLen = chunkSize;
         }
         const prev = runs[runs.length - 1];
-        if (prev && prev.src === src && src === data && prev.srcOff + prev.len === srcOff && ioInner === 0 &&
+        if (prev && prev.src === null && src === null && prev.srcOff + prev.len === srcOff && ioInner === 0 &&
           chunkClass.continuesRun(prev.slot, prev.inner + prev.len, slot)) {
           prev.len += ioLen;
         } else runs.push({ slot, inner: ioInner, src, srcOff, len: ioLen });
         pos += n;
       }
       if (merges.length > 0) await Promise.all(merges);
-      if (runs.length === 1) {
-        const r = runs[0]!;
-        await this.chunks.write(chunkClass, r.slot, r.inner, r.src, r.srcOff, r.len);
-      } else {
+      const io = (r: (typeof runs)[number]): Promise<void> => {
+        if (r.src !== null) return this.chunks.write(chunkClass, r.slot, r.inner, r.src, r.srcOff, r.len);
+        if (Buffer.isBuffer(data)) return this.chunks.write(chunkClass, r.slot, r.inner, data, r.srcOff, r.len);
+        return this.chunks.writeGather(chunkClass, r.slot, r.inner, gatherSlice(data, r.srcOff, r.len), r.len);
+      };
+      if (runs.length === 1) await io(runs[0]!);
+      else {
         // All settled before a failure releases the fresh slots: no write may land in a slot
         // that another write was given meanwhile.
-        const done = await Promise.allSettled(runs.map((r) => this.chunks.write(chunkClass, r.slot, r.inner, r.src, r.srcOff, r.len)));
+        const done = await Promise.allSettled(runs.map(io));
         for (const d of done) if (d.status === 'rejected') throw d.reason;
       }
       this.io.point(CrashPoint.DataWritten);

@@ -1,6 +1,7 @@
 // The one interface between the NBD server and storage. The server knows only this; a volume
 // head (a clone's head too) and a read-only snapshot view implement it (src/storage/devices.ts),
 // as do the read-only wrapper of src/volumes/read-only-device.ts and the tests' memory device.
+import type { Gather } from '../util/gather.ts';
 
 /** One run of the address space as block status reports it (`base:allocation`). */
 export interface Extent {
@@ -43,6 +44,11 @@ export interface BlockDevice {
   read(offset: number, length: number, into: Buffer): Promise<void>;
   /** `data` may be a view into a pooled buffer: copy it if it must outlive the call. */
   write(offset: number, data: Buffer, opts: WriteOptions): Promise<void>;
+  /**
+   * The same for bytes in several pieces (a payload as the socket delivered it, util/gather.ts),
+   * `length` in all; without it the server joins the pieces and calls `write`.
+   */
+  writeGather?(offset: number, pieces: Gather, length: number, opts: WriteOptions): Promise<void>;
   /** Advisory discard: afterwards the range reads as zeros or as the previous contents' backing. */
   trim(offset: number, length: number, opts: WriteOptions): Promise<void>;
   zero(offset: number, length: number, opts: ZeroOptions): Promise<void>;

@@ -3,6 +3,7 @@
 // after the fill hook (fill.ts) when the volume is still being filled.
 import type { Node, Volume } from './catalog.ts';
 import type { DataPath } from './data-path.ts';
+import type { Gather } from '../util/gather.ts';
 import { StorageError, type BlockDevice, type Extent, type WriteOptions, type ZeroOptions } from './device.ts';
 
 export class HeadDevice implements BlockDevice {
@@ -39,6 +40,14 @@ export class HeadDevice implements BlockDevice {
       return wait.then(() => this.path.write(this.vol, offset, copy, copy.length, opts.fua));
     }
     return this.path.write(this.vol, offset, data, data.length, opts.fua);
+  }
+  writeGather(offset: number, pieces: Gather, length: number, opts: WriteOptions): Promise<void> {
+    const wait = this.unfilled(offset, length, true);
+    if (wait) {
+      const copy = Buffer.concat(pieces, length); // as in write: the pieces may not outlive the call
+      return wait.then(() => this.path.write(this.vol, offset, copy, length, opts.fua));
+    }
+    return this.path.write(this.vol, offset, pieces, length, opts.fua);
   }
   async trim(offset: number, length: number, opts: WriteOptions): Promise<void> {
     await this.unfilled(offset, length, true);

@@ -9,6 +9,7 @@
 // stops the world at the Nth hit of a named crash point: from then on every operation of that
 // "boot" fails, so an abandoned engine cannot touch later boots.
 import { Prng } from '../util/prng.ts';
+import type { Gather } from '../util/gather.ts';
 import { StorageError } from './device.ts';
 import { SECTOR } from './types.ts';
 import { CrashPoint, type FileIo, type FileStat, type IoFile, type OpenMode } from './file-io.ts';
@@ -317,6 +318,12 @@ class SimFile implements IoFile {
     buf.copy(this.node.cur, pos, off, off + len);
     this.node.pending.push({ pos, data: Buffer.from(buf.subarray(off, off + len)) });
     this.node.mtimeMs = Date.now();
+  }
+
+  /** One write of the joined pieces: the simulation loses or tears it as one. */
+  writev(pieces: Gather, pos: number): Promise<void> {
+    const b = Buffer.concat(pieces);
+    return this.write(b, 0, b.length, pos);
   }
 
   /** Data and size become durable (the file's directory entry does not: see syncDir). */

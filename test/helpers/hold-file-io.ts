@@ -48,6 +48,11 @@ export class HoldFileIo implements FileIo {
       await this.gate(path, 'write');
       return write(buf, off, len, pos);
     };
+    const writev = f.writev.bind(f);
+    f.writev = async (pieces, pos) => {
+      await this.gate(path, 'write');
+      return writev(pieces, pos);
+    };
     f.datasync = async () => {
       await this.gate(path, 'datasync');
       return datasync();

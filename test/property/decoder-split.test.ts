@@ -3,7 +3,7 @@
 // and pause()/resume() at any event neither loses nor reorders anything.
 import { describe, expect, it } from 'vitest';
 import { ClientFlag, Cmd, CmdFlag, Info, MAX_REQUEST, Opt } from '../../src/protocol/constants.ts';
-import { InboundDecoder } from '../../src/protocol/decoder.ts';
+import { InboundDecoder, PAYLOAD_VIEWS_MIN, type Payload } from '../../src/protocol/decoder.ts';
 import { encodeClientFlags, encodeInfoRequest, encodeMetaContextRequest, encodeOption } from '../../src/protocol/handshake.ts';
 import { encodeRequestHeader } from '../../src/protocol/transmission.ts';
 import { Prng, withSeeds } from '../helpers/prng.ts';
@@ -99,7 +99,7 @@ function decode(chunks: Buffer[], pauseAt: (i: number) => boolean = () => false)
     onRequest: (h, payload) => {
       record({
         e: 'request', type: h.type, flags: h.flags, cookie: h.cookie.toString('hex'), offset: h.offset, length: h.length,
-        payload: payload ? payload.toString('hex') : null,
+        payload: payload ? joined(payload).toString('hex') : null,
       });
       if (h.type === Cmd.DISC) d.kill();
     },
@@ -150,6 +150,11 @@ function expectSameEvents(got: Event[], what: string): void {
         .toEqual({ what, index: i, event: JSON.stringify(S.expected[i]).slice(0, 300) });
     }
   }
+}
+
+/** A payload's bytes in one buffer (the decoder hands a spanning payload on as views). */
+function joined(p: Payload): Buffer {
+  return Buffer.isBuffer(p) ? p : Buffer.concat(p);
 }
 
 describe('InboundDecoder under every split of a valid client stream', () => {
@@ -205,16 +210,44 @@ describe('InboundDecoder under every split of a valid client stream', () => {
     expectSameEvents(decode([S.stream], () => true), 'pause after every event');
   }));
 
-  it('a payload that spans chunks is copied once and is not overwritten by later input', () => {
-    const events: Buffer[] = [];
+  it('a payload that spans chunks is handed on as views of those chunks, a short one as one copy', () => {
+    const events: Payload[] = [];
     const d: InboundDecoder = new InboundDecoder({
       onClientFlags: () => {}, onOption: () => d.startTransmission(), onRequest: (_h, p) => { if (p) events.push(p); }, onProtocolError: () => {},
     });
-    const write = (n: number, fill: number): Buffer => Buffer.concat([
-      encodeRequestHeader({ type: Cmd.WRITE, flags: 0, cookie: cookie(n), offset: 0, length: 1000 }), Buffer.alloc(1000, fill)]);
-    const a = Buffer.concat([encodeClientFlags(1), encodeOption(Opt.GO, encodeInfoRequest('', [])), write(1, 0x11), write(2, 0x22)]);
-    for (let at = 0; at < a.length; at += 333) d.push(Buffer.from(a.subarray(at, at + 333)));
-    expect(events.map((p) => [p.length, p.readUInt8(0), p.readUInt8(999)])).toEqual([[1000, 0x11, 0x11], [1000, 0x22, 0x22]]);
+    const big = PAYLOAD_VIEWS_MIN + 1000;
+    const write = (n: number, len: number, fill: number): Buffer => Buffer.concat([
+      encodeRequestHeader({ type: Cmd.WRITE, flags: 0, cookie: cookie(n), offset: 0, length: len }), Buffer.alloc(len, fill)]);
+    const a = Buffer.concat([encodeClientFlags(1), encodeOption(Opt.GO, encodeInfoRequest('', [])),
+      write(1, big, 0x11), write(2, big, 0x22), write(3, 1000, 0x33)]);
+    const pushed: Buffer[] = [];
+    const step = 33_333;
+    for (let at = 0; at < a.length; at += step) {
+      pushed.push(Buffer.from(a.subarray(at, at + step)));
+      d.push(pushed[pushed.length - 1]!);
+    }
+    expect(events.map((p) => { const j = joined(p); return [j.length, j.readUInt8(0), j.readUInt8(j.length - 1)]; }))
+      .toEqual([[big, 0x11, 0x11], [big, 0x22, 0x22], [1000, 0x33, 0x33]]);
+  });
+
+  it('a long payload that spans chunks is views of those chunks, not a copy', () => {
+    const events: Payload[] = [];
+    const d: InboundDecoder = new InboundDecoder({
+      onClientFlags: () => {}, onOption: () => d.startTransmission(), onRequest: (_h, p) => { if (p) events.push(p); }, onProtocolError: () => {},
+    });
+    const len = 3 * PAYLOAD_VIEWS_MIN;
+    const a = Buffer.concat([encodeClientFlags(1), encodeOption(Opt.GO, encodeInfoRequest('', [])),
+      encodeRequestHeader({ type: Cmd.WRITE, flags: 0, cookie: cookie(1), offset: 0, length: len }), Buffer.alloc(len, 0x44)]);
+    const pushed: Buffer[] = [];
+    for (let at = 0; at < a.length; at += 65_536) {
+      pushed.push(Buffer.from(a.subarray(at, at + 65_536)));
+      d.push(pushed[pushed.length - 1]!);
+    }
+    expect(events.length).toBe(1);
+    const p = events[0]!;
+    expect(Buffer.isBuffer(p)).toBe(false);
+    for (const v of p as Buffer[]) expect(pushed.some((c) => c.buffer === v.buffer)).toBe(true);
+    expect(joined(p)).toEqual(Buffer.alloc(len, 0x44));
   });
 
   it('a bad request magic after valid requests is one protocol error, then nothing', () => {
