@@ -51,6 +51,8 @@ export class InstantRestore implements FillSource {
   private readonly done: Uint8Array;
   private durable: Uint8Array;
   private readonly inflight = new Map<number, Promise<void>>();
+  /** Blocks that whole-block writes in progress replace without a fetch, and their end. */
+  private readonly claims = new Map<number, { ended: Promise<void>; end: () => void }>();
   private loaded: { repo: Repository; manifest: Manifest } | null = null;
   private loading: Promise<{ repo: Repository; manifest: Manifest }> | null = null;
   private persistChain: Promise<void> = Promise.resolve();
@@ -59,6 +61,8 @@ export class InstantRestore implements FillSource {
   private lastReadFailureLog = 0;
   private bytesDone = 0;
   private bytesTotal = 0;
+  /** Blocks fetched since this restore (or its resumption) started, by reads or the background. */
+  private fetched = 0;
 
   constructor(o: InstantRestoreOptions) {
     this.o = o;
@@ -98,11 +102,22 @@ export class InstantRestore implements FillSource {
   async ensure(offset: number, len: number, forWrite: boolean): Promise<void> {
     const [first, last] = this.range(offset, len);
     const waits: Promise<void>[] = [];
-    for (let i = first; i <= last; i++) if (!this.isDone(this.done, i)) waits.push(this.fill(i));
+    const mine: number[] = [];
+    for (let i = first; i <= last; i++) {
+      if (this.isDone(this.done, i)) continue;
+      // A write replacing a whole block nobody is fetching or replacing needs none of its bytes:
+      // it claims the block (a fetch waits for its end) and written() records it.
+      if (forWrite && this.covers(i, offset, len) && !this.inflight.has(i) && !this.claims.has(i)) {
+        this.claim(i);
+        mine.push(i);
+      } else waits.push(this.fill(i));
+    }
     try {
       await Promise.all(waits);
-      while (forWrite && this.pending(offset, len, true)) await this.persist();
+      // Every block it replaces only in part must be recorded before the write starts.
+      while (forWrite && this.unrecorded(first, last)) await this.persist();
     } catch (e) {
+      for (const i of mine) this.unclaim(i);
       const msg = `volume '${this.volume}' is being restored from backup ${this.id} on target '${this.target}', ` +
         `and [${offset}, +${len}) is not restored yet: ${(e as Error).message}`;
       if (Date.now() - this.lastReadFailureLog >= READ_FAILURE_LOG_MS) {
@@ -111,6 +126,52 @@ export class InstantRestore implements FillSource {
       }
       throw new StorageError('EIO', msg);
     }
+  }
+
+  /** The end of a write ensure() let through: the blocks it claimed hold its data now, and are
+   *  recorded before it is answered; if it failed, a fetch restores them again. (Every claim in
+   *  its range is its own: another request on a claimed block waits in fill() for its end.) */
+  async written(offset: number, len: number, ok: boolean): Promise<void> {
+    const [first, last] = this.range(offset, len);
+    let any = false;
+    for (let i = first; i <= last; i++) {
+      if (!this.claims.has(i)) continue;
+      if (ok && !this.isDone(this.done, i)) {
+        this.setDone(i);
+        this.bytesDone += this.blockLen(i);
+        this.dirty = true;
+        any = true;
+      }
+      this.unclaim(i);
+    }
+    try {
+      while (any && this.pending(offset, len, true)) await this.persist();
+    } catch (e) {
+      throw new StorageError('EIO', `volume '${this.volume}' is being restored, and the restore progress could not be recorded: ${(e as Error).message}`);
+    }
+  }
+
+  private claim(i: number): void {
+    let end!: () => void;
+    const ended = new Promise<void>((r) => (end = r));
+    this.claims.set(i, { ended, end });
+  }
+
+  private unclaim(i: number): void {
+    this.claims.get(i)?.end();
+    this.claims.delete(i);
+  }
+
+  /** True when a block of [first, last] that no write of this range claimed is not recorded yet. */
+  private unrecorded(first: number, last: number): boolean {
+    for (let i = first; i <= last; i++) if (!this.claims.has(i) && !this.isDone(this.durable, i)) return true;
+    return false;
+  }
+
+  /** True when [offset, +len) holds the whole of block i. */
+  private covers(i: number, offset: number, len: number): boolean {
+    const start = i * this.blockSize;
+    return offset <= start && offset + len >= start + this.blockLen(i);
   }
 
   /** Records the blocks filled so far, after making them durable in the store. Coalesced. */
@@ -134,7 +195,6 @@ export class InstantRestore implements FillSource {
     const timer = setInterval(() => {
       if (this.dirty) this.persist().catch((e: unknown) => log.warn(`instant restore of '${this.volume}': cannot record progress`, e));
     }, PROGRESS_PERSIST_MS);
-    let fetched = 0;
     try {
       let delay = RETRY_MIN_MS;
       for (;;) {
@@ -147,7 +207,6 @@ export class InstantRestore implements FillSource {
           const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new BackupError(BackupErrorCode.Cancelled, 'cancelled')), { once: true }));
           aborted.catch(() => undefined);
           await runPool(todo, RESTORE_PARALLEL, signal, async (i) => {
-            if (!this.isDone(this.done, i)) fetched++;
             await Promise.race([this.fill(i), aborted]);
             progress({ bytesDone: this.bytesDone, bytesTotal: this.bytesTotal });
           });
@@ -170,7 +229,7 @@ export class InstantRestore implements FillSource {
     }
     const m = this.loaded!.manifest;
     const zero = m.blocks.filter((b) => b === null).length;
-    return { id: this.id, volume: this.volume, bytesWritten: this.bytesTotal, blocksFetched: fetched, blocksZero: zero };
+    return { id: this.id, volume: this.volume, bytesWritten: this.bytesTotal, blocksFetched: this.fetched, blocksZero: zero };
   }
 
   /** Forgets the progress file (the restore is complete, or abandoned with its volume). */
@@ -208,6 +267,8 @@ export class InstantRestore implements FillSource {
     if (p) return p;
     p = (async () => {
       const { repo, manifest } = await this.load();
+      // A whole-block write is replacing it: wait for its end (if it failed, fetch).
+      for (let c = this.claims.get(i); c; c = this.claims.get(i)) await c.ended;
       if (this.isDone(this.done, i)) return;
       const name = manifest.blocks[i]!;
       const off = i * this.blockSize;
@@ -219,6 +280,7 @@ export class InstantRestore implements FillSource {
       this.setDone(i);
       this.bytesDone += len;
       this.dirty = true;
+      this.fetched++;
     })().finally(() => this.inflight.delete(i));
     p.catch(() => undefined); // each caller sees the failure; one nobody waits for any more is not an error
     this.inflight.set(i, p);

@@ -12,7 +12,8 @@ import type { BackupResult } from '../../src/backup/create.ts';
 import { BackupError, BackupErrorCode } from '../../src/backup/errors.ts';
 import { FileTarget } from '../../src/backup/file-target.ts';
 import { BackupManager } from '../../src/backup/manager.ts';
-import { STATE_DIR } from '../../src/backup/state-files.ts';
+import { RESTORE_PARALLEL } from '../../src/backup/restore.ts';
+import { decodeRestoreProgress, STATE_DIR } from '../../src/backup/state-files.ts';
 import { parseTargetUrl, type ObjectStore, type TargetSpec } from '../../src/backup/target.ts';
 import { openStore } from '../../src/storage/index.ts';
 import type { Store } from '../../src/storage/types.ts';
@@ -200,6 +201,46 @@ describe('instant restore', () => {
     for (let i = 0; i < DATA_BLOCKS; i++) expect(gate.gets.get(bk.name(i))).toBe(1);
     expect(restoreFiles(b.dir)).toEqual([]);
     await b.reg.createSnapshot('r', 'after', undefined);
+  });
+
+  it('a write covering whole unrestored blocks replaces them without fetching them, recorded before it is answered', async () => {
+    const target = tempDir('snapnbd-ir-t-');
+    dirs.push(target);
+    const bk = await backedUp(target);
+    const gate = new Gate();
+    // The background's workers take blocks in order: all of them wait on blocks 0-7.
+    for (let i = 0; i < RESTORE_PARALLEL; i++) gate.held.add(bk.name(i));
+    const b = await server(target, gate);
+    const job = await b.bm.restoreInstant({ target: 't', id: bk.id, volume: 'r' });
+    const head = b.store.head('r');
+    const expected = Buffer.from(bk.content);
+
+    // Blocks 9 and 10 whole, and the first half of block 11: only block 11 is fetched (merge).
+    const w = randomBytes(2 * MiB + MiB / 2);
+    await head.write(9 * MiB, w, { fua: false });
+    w.copy(expected, 9 * MiB);
+    expect(gate.gets.has(bk.name(9))).toBe(false);
+    expect(gate.gets.has(bk.name(10))).toBe(false);
+    expect(gate.gets.get(bk.name(11))).toBe(1);
+    // Recorded before the answer: a restart would not fetch them over the written data.
+    const rec = decodeRestoreProgress(readFileSync(join(b.dir, STATE_DIR, 'restore-r.json'), 'utf8'), 'progress');
+    for (const i of [9, 10, 11]) expect((rec.done[i >> 3]! >> (i & 7)) & 1).toBe(1);
+    expect(b.reg.volumeInfo('r').restore?.percent).toBe(Math.floor((100 * 3) / DATA_BLOCKS));
+    const got = Buffer.alloc(3 * MiB);
+    await head.read(9 * MiB, 3 * MiB, got);
+    expect(got.equals(expected.subarray(9 * MiB, 12 * MiB))).toBe(true);
+
+    // A whole-block zero of block 8 needs no fetch either.
+    await head.zero(8 * MiB, MiB, { fua: false, noHole: false, fast: false });
+    expected.fill(0, 8 * MiB, 9 * MiB);
+    expect(gate.gets.has(bk.name(8))).toBe(false);
+
+    for (let i = 0; i < RESTORE_PARALLEL; i++) gate.release(bk.name(i));
+    const end = await b.bm.jobs.wait(job.id);
+    expect(end.state).toBe('done');
+    expect((end.result as { blocksFetched: number }).blocksFetched).toBe(DATA_BLOCKS - 3);
+    expect((await readAll(b.store, 'r')).equals(expected)).toBe(true);
+    for (const i of [8, 9, 10]) expect(gate.gets.has(bk.name(i))).toBe(false);
   });
 
   it('an unreachable target fails only unrestored reads (EIO) and the task retries to the end', async () => {
