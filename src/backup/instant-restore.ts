@@ -22,6 +22,9 @@ export const PROGRESS_PERSIST_MS = 1000;
 /** Retry delays of the background restore while the target fails. */
 export const RETRY_MIN_MS = 500;
 export const RETRY_MAX_MS = 30_000;
+/** While client requests wait for blocks, the background starts no more fetches than this at
+ *  once: the requested blocks come first, and a busy client still cannot stop the restore. */
+export const BACKGROUND_PARALLEL_WHILE_WAITED = 1;
 /** At most one log line per this long about reads failing for an unreachable target. */
 const READ_FAILURE_LOG_MS = 10_000;
 
@@ -61,6 +64,10 @@ export class InstantRestore implements FillSource {
   private lastReadFailureLog = 0;
   private bytesDone = 0;
   private bytesTotal = 0;
+  /** Client requests waiting for blocks, and the background's fills in progress (the priority). */
+  private waited = 0;
+  private background = 0;
+  private readonly backgroundWakers: (() => void)[] = [];
   /** Blocks fetched since this restore (or its resumption) started, by reads or the background. */
   private fetched = 0;
 
@@ -112,6 +119,7 @@ export class InstantRestore implements FillSource {
         mine.push(i);
       } else waits.push(this.fill(i));
     }
+    if (waits.length > 0) this.waited++;
     try {
       await Promise.all(waits);
       // Every block it replaces only in part must be recorded before the write starts.
@@ -125,6 +133,11 @@ export class InstantRestore implements FillSource {
         log.warn(`instant restore: ${msg} (the background restore retries)`);
       }
       throw new StorageError('EIO', msg);
+    } finally {
+      if (waits.length > 0) {
+        this.waited--;
+        this.wakeBackground();
+      }
     }
   }
 
@@ -206,10 +219,28 @@ export class InstantRestore implements FillSource {
           // A fetch may hang on the target: the job's end (cancel, shutdown) must not wait for it.
           const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new BackupError(BackupErrorCode.Cancelled, 'cancelled')), { once: true }));
           aborted.catch(() => undefined);
+          signal.addEventListener('abort', () => this.wakeBackground(), { once: true });
+          // A block a client request is fetching is not the background's turn: awaited at the end.
+          const joined: Promise<void>[] = [];
           await runPool(todo, RESTORE_PARALLEL, signal, async (i) => {
-            await Promise.race([this.fill(i), aborted]);
+            const fetching = this.inflight.get(i);
+            if (fetching) {
+              joined.push(fetching);
+              return;
+            }
+            while (this.waited > 0 && this.background >= BACKGROUND_PARALLEL_WHILE_WAITED && !signal.aborted) {
+              await new Promise<void>((r) => this.backgroundWakers.push(r));
+            }
+            this.background++;
+            try {
+              await Promise.race([this.fill(i), aborted]);
+            } finally {
+              this.background--;
+              this.wakeBackground();
+            }
             progress({ bytesDone: this.bytesDone, bytesTotal: this.bytesTotal });
           });
+          await Promise.race([Promise.all(joined), aborted]);
           await this.persist();
           this.stalled = null;
           break;
@@ -230,6 +261,10 @@ export class InstantRestore implements FillSource {
     const m = this.loaded!.manifest;
     const zero = m.blocks.filter((b) => b === null).length;
     return { id: this.id, volume: this.volume, bytesWritten: this.bytesTotal, blocksFetched: this.fetched, blocksZero: zero };
+  }
+
+  private wakeBackground(): void {
+    for (const w of this.backgroundWakers.splice(0)) w();
   }
 
   /** Forgets the progress file (the restore is complete, or abandoned with its volume). */

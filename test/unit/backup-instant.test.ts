@@ -36,6 +36,13 @@ class Gate {
   /** Block PUTs wait while set. */
   putHeld = false;
   gets = new Map<string, number>();
+  /** Block GETs waiting on a hold now. */
+  holding = 0;
+  /** Each block GET of a name in `watch` takes `slowMs`; `maxWatched` is how many overlapped at most. */
+  watch = new Set<string>();
+  slowMs = 0;
+  maxWatched = 0;
+  private watched = 0;
   private waiters: (() => void)[] = [];
   release(name = ''): void {
     this.held.delete(name);
@@ -48,9 +55,18 @@ class Gate {
       async get(key: string, signal?: AbortSignal): Promise<Buffer | null> {
         const name = key.split('/').pop()!;
         if (key.includes('blocks/')) {
-          while (self.held.has(name)) await new Promise<void>((r) => self.waiters.push(r));
+          while (self.held.has(name)) {
+            self.holding++;
+            await new Promise<void>((r) => self.waiters.push(r));
+            self.holding--;
+          }
           if (self.down) throw new BackupError(BackupErrorCode.TargetUnavailable, 'target unreachable (test)');
           self.gets.set(name, (self.gets.get(name) ?? 0) + 1);
+          if (self.watch.has(name)) {
+            self.maxWatched = Math.max(self.maxWatched, ++self.watched);
+            await new Promise((r) => setTimeout(r, self.slowMs));
+            self.watched--;
+          }
         }
         return inner.get(key, signal);
       },
@@ -120,6 +136,8 @@ async function until(what: string, cond: () => boolean, ms = 10_000): Promise<vo
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+const headOfR = (s: { store: Store }): ReturnType<Store['head']> => s.store.head('r');
 
 async function readAll(store: Store, volume: string): Promise<Buffer> {
   const b = Buffer.alloc(SIZE);
@@ -241,6 +259,32 @@ describe('instant restore', () => {
     expect((end.result as { blocksFetched: number }).blocksFetched).toBe(DATA_BLOCKS - 3);
     expect((await readAll(b.store, 'r')).equals(expected)).toBe(true);
     for (const i of [8, 9, 10]) expect(gate.gets.has(bk.name(i))).toBe(false);
+  });
+
+  it('while a read waits for its block, the background fetches one block at a time', async () => {
+    const target = tempDir('snapnbd-ir-t-');
+    dirs.push(target);
+    const bk = await backedUp(target);
+    const gate = new Gate();
+    // The background's workers all wait on blocks 0-7; the read waits on block 10.
+    for (let i = 0; i < RESTORE_PARALLEL; i++) gate.held.add(bk.name(i));
+    gate.held.add(bk.name(10));
+    for (const i of [8, 9, 11]) gate.watch.add(bk.name(i));
+    gate.slowMs = 50;
+    const b = await server(target, gate);
+    const job = await b.bm.restoreInstant({ target: 't', id: bk.id, volume: 'r' });
+    await until('the background waiting', () => gate.holding === RESTORE_PARALLEL);
+    const got = Buffer.alloc(4096);
+    const reading = headOfR(b).read(10 * MiB, 4096, got);
+    await until('the read waiting', () => gate.holding === RESTORE_PARALLEL + 1);
+    for (let i = 0; i < RESTORE_PARALLEL; i++) gate.release(bk.name(i));
+    await until('blocks 8, 9 and 11', () => [8, 9, 11].every((i) => gate.gets.has(bk.name(i))));
+    expect(gate.maxWatched).toBe(1);
+    gate.release(bk.name(10));
+    await reading;
+    expect(got.equals(bk.content.subarray(10 * MiB, 10 * MiB + 4096))).toBe(true);
+    expect((await b.bm.jobs.wait(job.id)).state).toBe('done');
+    expect((await readAll(b.store, 'r')).equals(bk.content)).toBe(true);
   });
 
   it('an unreachable target fails only unrestored reads (EIO) and the task retries to the end', async () => {
