@@ -16,6 +16,7 @@ import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts';
+import { RESTORE_PARALLEL } from '../../src/backup/restore.ts';
 import { requires } from '../helpers/requires.ts';
 import { startRgw, type Rgw } from '../helpers/rgw.ts';
 import { tempDir, type RunningServer } from '../helpers/server.ts';
@@ -29,7 +30,7 @@ const SCENARIO_TIMEOUT_MS = 900_000;
 const MiB = 1024 * 1024;
 const BUCKET = 'snapnbd-instant-boot';
 const TARGET = 'off';
-/** The raw partition: more 1 MiB backup blocks than the restore fetches at once (RESTORE_PARALLEL = 8). */
+/** The raw partition: more 1 MiB backup blocks than the restore fetches at once (RESTORE_PARALLEL). */
 const RAW_START_MIB = 1;
 const RAW_MIB = 16;
 const FS_START_MIB = RAW_START_MIB + RAW_MIB;
@@ -134,6 +135,7 @@ describe('a VM boots from a disk while it is instantly restored', () => {
     // The raw partition's blocks (unencrypted target: named by their SHA-256) are held; every
     // other block fetch is late. Block 0 (the partition table) is restored first, then the
     // background's workers all wait on the raw partition.
+    expect(RAW_MIB).toBeGreaterThan(RESTORE_PARALLEL); // else a worker would get past the raw partition
     const held = new Set<string>();
     for (let k = RAW_START_MIB; k < FS_START_MIB; k++) held.add(sha256(image.subarray(k * MiB, (k + 1) * MiB)));
     const isHeld = (u: string): boolean => [...held].some((n) => u.includes(n));
