@@ -22,6 +22,9 @@ export const PROGRESS_PERSIST_MS = 1000;
 /** Retry delays of the background restore while the target fails. */
 export const RETRY_MIN_MS = 500;
 export const RETRY_MAX_MS = 30_000;
+/** While client requests wait for blocks, the background starts no more fetches than this at
+ *  once: the requested blocks come first, and a busy client still cannot stop the restore. */
+export const BACKGROUND_PARALLEL_WHILE_WAITED = 1;
 /** At most one log line per this long about reads failing for an unreachable target. */
 const READ_FAILURE_LOG_MS = 10_000;
 
@@ -51,6 +54,8 @@ export class InstantRestore implements FillSource {
   private readonly done: Uint8Array;
   private durable: Uint8Array;
   private readonly inflight = new Map<number, Promise<void>>();
+  /** Blocks that whole-block writes in progress replace without a fetch, and their end. */
+  private readonly claims = new Map<number, { ended: Promise<void>; end: () => void }>();
   private loaded: { repo: Repository; manifest: Manifest } | null = null;
   private loading: Promise<{ repo: Repository; manifest: Manifest }> | null = null;
   private persistChain: Promise<void> = Promise.resolve();
@@ -59,6 +64,12 @@ export class InstantRestore implements FillSource {
   private lastReadFailureLog = 0;
   private bytesDone = 0;
   private bytesTotal = 0;
+  /** Client requests waiting for blocks, and the background's fills in progress (the priority). */
+  private waited = 0;
+  private background = 0;
+  private readonly backgroundWakers: (() => void)[] = [];
+  /** Blocks fetched since this restore (or its resumption) started, by reads or the background. */
+  private fetched = 0;
 
   constructor(o: InstantRestoreOptions) {
     this.o = o;
@@ -98,11 +109,23 @@ export class InstantRestore implements FillSource {
   async ensure(offset: number, len: number, forWrite: boolean): Promise<void> {
     const [first, last] = this.range(offset, len);
     const waits: Promise<void>[] = [];
-    for (let i = first; i <= last; i++) if (!this.isDone(this.done, i)) waits.push(this.fill(i));
+    const mine: number[] = [];
+    for (let i = first; i <= last; i++) {
+      if (this.isDone(this.done, i)) continue;
+      // A write replacing a whole block nobody is fetching or replacing needs none of its bytes:
+      // it claims the block (a fetch waits for its end) and written() records it.
+      if (forWrite && this.covers(i, offset, len) && !this.inflight.has(i) && !this.claims.has(i)) {
+        this.claim(i);
+        mine.push(i);
+      } else waits.push(this.fill(i));
+    }
+    if (waits.length > 0) this.waited++;
     try {
       await Promise.all(waits);
-      while (forWrite && this.pending(offset, len, true)) await this.persist();
+      // Every block it replaces only in part must be recorded before the write starts.
+      while (forWrite && this.unrecorded(first, last)) await this.persist();
     } catch (e) {
+      for (const i of mine) this.unclaim(i);
       const msg = `volume '${this.volume}' is being restored from backup ${this.id} on target '${this.target}', ` +
         `and [${offset}, +${len}) is not restored yet: ${(e as Error).message}`;
       if (Date.now() - this.lastReadFailureLog >= READ_FAILURE_LOG_MS) {
@@ -110,7 +133,58 @@ export class InstantRestore implements FillSource {
         log.warn(`instant restore: ${msg} (the background restore retries)`);
       }
       throw new StorageError('EIO', msg);
+    } finally {
+      if (waits.length > 0) {
+        this.waited--;
+        this.wakeBackground();
+      }
     }
+  }
+
+  /** The end of a write ensure() let through: the blocks it claimed hold its data now, and are
+   *  recorded before it is answered; if it failed, a fetch restores them again. (Every claim in
+   *  its range is its own: another request on a claimed block waits in fill() for its end.) */
+  async written(offset: number, len: number, ok: boolean): Promise<void> {
+    const [first, last] = this.range(offset, len);
+    let any = false;
+    for (let i = first; i <= last; i++) {
+      if (!this.claims.has(i)) continue;
+      if (ok && !this.isDone(this.done, i)) {
+        this.setDone(i);
+        this.bytesDone += this.blockLen(i);
+        this.dirty = true;
+        any = true;
+      }
+      this.unclaim(i);
+    }
+    try {
+      while (any && this.pending(offset, len, true)) await this.persist();
+    } catch (e) {
+      throw new StorageError('EIO', `volume '${this.volume}' is being restored, and the restore progress could not be recorded: ${(e as Error).message}`);
+    }
+  }
+
+  private claim(i: number): void {
+    let end!: () => void;
+    const ended = new Promise<void>((r) => (end = r));
+    this.claims.set(i, { ended, end });
+  }
+
+  private unclaim(i: number): void {
+    this.claims.get(i)?.end();
+    this.claims.delete(i);
+  }
+
+  /** True when a block of [first, last] that no write of this range claimed is not recorded yet. */
+  private unrecorded(first: number, last: number): boolean {
+    for (let i = first; i <= last; i++) if (!this.claims.has(i) && !this.isDone(this.durable, i)) return true;
+    return false;
+  }
+
+  /** True when [offset, +len) holds the whole of block i. */
+  private covers(i: number, offset: number, len: number): boolean {
+    const start = i * this.blockSize;
+    return offset <= start && offset + len >= start + this.blockLen(i);
   }
 
   /** Records the blocks filled so far, after making them durable in the store. Coalesced. */
@@ -134,7 +208,6 @@ export class InstantRestore implements FillSource {
     const timer = setInterval(() => {
       if (this.dirty) this.persist().catch((e: unknown) => log.warn(`instant restore of '${this.volume}': cannot record progress`, e));
     }, PROGRESS_PERSIST_MS);
-    let fetched = 0;
     try {
       let delay = RETRY_MIN_MS;
       for (;;) {
@@ -146,11 +219,28 @@ export class InstantRestore implements FillSource {
           // A fetch may hang on the target: the job's end (cancel, shutdown) must not wait for it.
           const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new BackupError(BackupErrorCode.Cancelled, 'cancelled')), { once: true }));
           aborted.catch(() => undefined);
+          signal.addEventListener('abort', () => this.wakeBackground(), { once: true });
+          // A block a client request is fetching is not the background's turn: awaited at the end.
+          const joined: Promise<void>[] = [];
           await runPool(todo, RESTORE_PARALLEL, signal, async (i) => {
-            if (!this.isDone(this.done, i)) fetched++;
-            await Promise.race([this.fill(i), aborted]);
+            const fetching = this.inflight.get(i);
+            if (fetching) {
+              joined.push(fetching);
+              return;
+            }
+            while (this.waited > 0 && this.background >= BACKGROUND_PARALLEL_WHILE_WAITED && !signal.aborted) {
+              await new Promise<void>((r) => this.backgroundWakers.push(r));
+            }
+            this.background++;
+            try {
+              await Promise.race([this.fill(i), aborted]);
+            } finally {
+              this.background--;
+              this.wakeBackground();
+            }
             progress({ bytesDone: this.bytesDone, bytesTotal: this.bytesTotal });
           });
+          await Promise.race([Promise.all(joined), aborted]);
           await this.persist();
           this.stalled = null;
           break;
@@ -170,7 +260,11 @@ export class InstantRestore implements FillSource {
     }
     const m = this.loaded!.manifest;
     const zero = m.blocks.filter((b) => b === null).length;
-    return { id: this.id, volume: this.volume, bytesWritten: this.bytesTotal, blocksFetched: fetched, blocksZero: zero };
+    return { id: this.id, volume: this.volume, bytesWritten: this.bytesTotal, blocksFetched: this.fetched, blocksZero: zero };
+  }
+
+  private wakeBackground(): void {
+    for (const w of this.backgroundWakers.splice(0)) w();
   }
 
   /** Forgets the progress file (the restore is complete, or abandoned with its volume). */
@@ -208,6 +302,8 @@ export class InstantRestore implements FillSource {
     if (p) return p;
     p = (async () => {
       const { repo, manifest } = await this.load();
+      // A whole-block write is replacing it: wait for its end (if it failed, fetch).
+      for (let c = this.claims.get(i); c; c = this.claims.get(i)) await c.ended;
       if (this.isDone(this.done, i)) return;
       const name = manifest.blocks[i]!;
       const off = i * this.blockSize;
@@ -219,6 +315,7 @@ export class InstantRestore implements FillSource {
       this.setDone(i);
       this.bytesDone += len;
       this.dirty = true;
+      this.fetched++;
     })().finally(() => this.inflight.delete(i));
     p.catch(() => undefined); // each caller sees the failure; one nobody waits for any more is not an error
     this.inflight.set(i, p);

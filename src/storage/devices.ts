@@ -33,11 +33,23 @@ export class HeadDevice implements BlockDevice {
     if (wait) return wait.then(() => this.path.read(this.vol.head, offset, length, into, 0));
     return this.path.read(this.vol.head, offset, length, into, 0);
   }
+  /** A write, trim or zero the fill hook let through; the source then learns how it ended. */
+  private async afterFill(wait: Promise<void>, offset: number, length: number, op: () => Promise<void>): Promise<void> {
+    const fill = this.vol.fill;
+    await wait;
+    let ok = false;
+    try {
+      await op();
+      ok = true;
+    } finally {
+      await fill?.written?.(offset, length, ok);
+    }
+  }
   write(offset: number, data: Buffer, opts: WriteOptions): Promise<void> {
     const wait = this.unfilled(offset, data.length, true);
     if (wait) {
       const copy = Buffer.from(data); // `data` may be a pooled buffer reused after this call returns
-      return wait.then(() => this.path.write(this.vol, offset, copy, copy.length, opts.fua));
+      return this.afterFill(wait, offset, copy.length, () => this.path.write(this.vol, offset, copy, copy.length, opts.fua));
     }
     return this.path.write(this.vol, offset, data, data.length, opts.fua);
   }
@@ -45,17 +57,19 @@ export class HeadDevice implements BlockDevice {
     const wait = this.unfilled(offset, length, true);
     if (wait) {
       const copy = Buffer.concat(pieces, length); // as in write: the pieces may not outlive the call
-      return wait.then(() => this.path.write(this.vol, offset, copy, length, opts.fua));
+      return this.afterFill(wait, offset, length, () => this.path.write(this.vol, offset, copy, length, opts.fua));
     }
     return this.path.write(this.vol, offset, pieces, length, opts.fua);
   }
-  async trim(offset: number, length: number, opts: WriteOptions): Promise<void> {
-    await this.unfilled(offset, length, true);
-    return this.path.zeroRange(this.vol, offset, length, { fua: opts.fua, noHole: false, fast: false });
+  trim(offset: number, length: number, opts: WriteOptions): Promise<void> {
+    const op = (): Promise<void> => this.path.zeroRange(this.vol, offset, length, { fua: opts.fua, noHole: false, fast: false });
+    const wait = this.unfilled(offset, length, true);
+    return wait ? this.afterFill(wait, offset, length, op) : op();
   }
-  async zero(offset: number, length: number, opts: ZeroOptions): Promise<void> {
-    await this.unfilled(offset, length, true);
-    return this.path.zeroRange(this.vol, offset, length, opts);
+  zero(offset: number, length: number, opts: ZeroOptions): Promise<void> {
+    const op = (): Promise<void> => this.path.zeroRange(this.vol, offset, length, opts);
+    const wait = this.unfilled(offset, length, true);
+    return wait ? this.afterFill(wait, offset, length, op) : op();
   }
   flush(): Promise<void> {
     return this.path.flush();

@@ -12,7 +12,8 @@ import type { BackupResult } from '../../src/backup/create.ts';
 import { BackupError, BackupErrorCode } from '../../src/backup/errors.ts';
 import { FileTarget } from '../../src/backup/file-target.ts';
 import { BackupManager } from '../../src/backup/manager.ts';
-import { STATE_DIR } from '../../src/backup/state-files.ts';
+import { RESTORE_PARALLEL } from '../../src/backup/restore.ts';
+import { decodeRestoreProgress, STATE_DIR } from '../../src/backup/state-files.ts';
 import { parseTargetUrl, type ObjectStore, type TargetSpec } from '../../src/backup/target.ts';
 import { openStore } from '../../src/storage/index.ts';
 import type { Store } from '../../src/storage/types.ts';
@@ -35,6 +36,13 @@ class Gate {
   /** Block PUTs wait while set. */
   putHeld = false;
   gets = new Map<string, number>();
+  /** Block GETs waiting on a hold now. */
+  holding = 0;
+  /** Each block GET of a name in `watch` takes `slowMs`; `maxWatched` is how many overlapped at most. */
+  watch = new Set<string>();
+  slowMs = 0;
+  maxWatched = 0;
+  private watched = 0;
   private waiters: (() => void)[] = [];
   release(name = ''): void {
     this.held.delete(name);
@@ -47,9 +55,18 @@ class Gate {
       async get(key: string, signal?: AbortSignal): Promise<Buffer | null> {
         const name = key.split('/').pop()!;
         if (key.includes('blocks/')) {
-          while (self.held.has(name)) await new Promise<void>((r) => self.waiters.push(r));
+          while (self.held.has(name)) {
+            self.holding++;
+            await new Promise<void>((r) => self.waiters.push(r));
+            self.holding--;
+          }
           if (self.down) throw new BackupError(BackupErrorCode.TargetUnavailable, 'target unreachable (test)');
           self.gets.set(name, (self.gets.get(name) ?? 0) + 1);
+          if (self.watch.has(name)) {
+            self.maxWatched = Math.max(self.maxWatched, ++self.watched);
+            await new Promise((r) => setTimeout(r, self.slowMs));
+            self.watched--;
+          }
         }
         return inner.get(key, signal);
       },
@@ -119,6 +136,8 @@ async function until(what: string, cond: () => boolean, ms = 10_000): Promise<vo
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+const headOfR = (s: { store: Store }): ReturnType<Store['head']> => s.store.head('r');
 
 async function readAll(store: Store, volume: string): Promise<Buffer> {
   const b = Buffer.alloc(SIZE);
@@ -200,6 +219,72 @@ describe('instant restore', () => {
     for (let i = 0; i < DATA_BLOCKS; i++) expect(gate.gets.get(bk.name(i))).toBe(1);
     expect(restoreFiles(b.dir)).toEqual([]);
     await b.reg.createSnapshot('r', 'after', undefined);
+  });
+
+  it('a write covering whole unrestored blocks replaces them without fetching them, recorded before it is answered', async () => {
+    const target = tempDir('snapnbd-ir-t-');
+    dirs.push(target);
+    const bk = await backedUp(target);
+    const gate = new Gate();
+    // The background's workers take blocks in order: all of them wait on blocks 0-7.
+    for (let i = 0; i < RESTORE_PARALLEL; i++) gate.held.add(bk.name(i));
+    const b = await server(target, gate);
+    const job = await b.bm.restoreInstant({ target: 't', id: bk.id, volume: 'r' });
+    const head = b.store.head('r');
+    const expected = Buffer.from(bk.content);
+
+    // Blocks 9 and 10 whole, and the first half of block 11: only block 11 is fetched (merge).
+    const w = randomBytes(2 * MiB + MiB / 2);
+    await head.write(9 * MiB, w, { fua: false });
+    w.copy(expected, 9 * MiB);
+    expect(gate.gets.has(bk.name(9))).toBe(false);
+    expect(gate.gets.has(bk.name(10))).toBe(false);
+    expect(gate.gets.get(bk.name(11))).toBe(1);
+    // Recorded before the answer: a restart would not fetch them over the written data.
+    const rec = decodeRestoreProgress(readFileSync(join(b.dir, STATE_DIR, 'restore-r.json'), 'utf8'), 'progress');
+    for (const i of [9, 10, 11]) expect((rec.done[i >> 3]! >> (i & 7)) & 1).toBe(1);
+    expect(b.reg.volumeInfo('r').restore?.percent).toBe(Math.floor((100 * 3) / DATA_BLOCKS));
+    const got = Buffer.alloc(3 * MiB);
+    await head.read(9 * MiB, 3 * MiB, got);
+    expect(got.equals(expected.subarray(9 * MiB, 12 * MiB))).toBe(true);
+
+    // A whole-block zero of block 8 needs no fetch either.
+    await head.zero(8 * MiB, MiB, { fua: false, noHole: false, fast: false });
+    expected.fill(0, 8 * MiB, 9 * MiB);
+    expect(gate.gets.has(bk.name(8))).toBe(false);
+
+    for (let i = 0; i < RESTORE_PARALLEL; i++) gate.release(bk.name(i));
+    const end = await b.bm.jobs.wait(job.id);
+    expect(end.state).toBe('done');
+    expect((end.result as { blocksFetched: number }).blocksFetched).toBe(DATA_BLOCKS - 3);
+    expect((await readAll(b.store, 'r')).equals(expected)).toBe(true);
+    for (const i of [8, 9, 10]) expect(gate.gets.has(bk.name(i))).toBe(false);
+  });
+
+  it('while a read waits for its block, the background fetches one block at a time', async () => {
+    const target = tempDir('snapnbd-ir-t-');
+    dirs.push(target);
+    const bk = await backedUp(target);
+    const gate = new Gate();
+    // The background's workers all wait on blocks 0-7; the read waits on block 10.
+    for (let i = 0; i < RESTORE_PARALLEL; i++) gate.held.add(bk.name(i));
+    gate.held.add(bk.name(10));
+    for (const i of [8, 9, 11]) gate.watch.add(bk.name(i));
+    gate.slowMs = 50;
+    const b = await server(target, gate);
+    const job = await b.bm.restoreInstant({ target: 't', id: bk.id, volume: 'r' });
+    await until('the background waiting', () => gate.holding === RESTORE_PARALLEL);
+    const got = Buffer.alloc(4096);
+    const reading = headOfR(b).read(10 * MiB, 4096, got);
+    await until('the read waiting', () => gate.holding === RESTORE_PARALLEL + 1);
+    for (let i = 0; i < RESTORE_PARALLEL; i++) gate.release(bk.name(i));
+    await until('blocks 8, 9 and 11', () => [8, 9, 11].every((i) => gate.gets.has(bk.name(i))));
+    expect(gate.maxWatched).toBe(1);
+    gate.release(bk.name(10));
+    await reading;
+    expect(got.equals(bk.content.subarray(10 * MiB, 10 * MiB + 4096))).toBe(true);
+    expect((await b.bm.jobs.wait(job.id)).state).toBe('done');
+    expect((await readAll(b.store, 'r')).equals(bk.content)).toBe(true);
   });
 
   it('an unreachable target fails only unrestored reads (EIO) and the task retries to the end', async () => {
