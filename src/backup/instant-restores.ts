@@ -7,7 +7,7 @@
 import type { Store } from '../storage/types.ts';
 import { log } from '../util/log.ts';
 import type { VolumeRegistry } from '../volumes/registry.ts';
-import { BackupError, BackupErrorCode } from './errors.ts';
+import { backupNotFound } from './errors.ts';
 import { InstantRestore } from './instant-restore.ts';
 import type { JobTable, JobView } from './jobs.ts';
 import type { Manifest } from './manifest.ts';
@@ -86,7 +86,7 @@ export class InstantRestores {
       load: async () => {
         const repo = await this.o.repo(p.target);
         const m = await repo.getManifest(p.id);
-        if (!m) throw new BackupError(BackupErrorCode.BackupNotFound, `no backup '${p.id}' on target '${p.target}'`);
+        if (!m) throw backupNotFound(p.target, p.id);
         return { repo, manifest: m };
       },
       volumeGone: () => !this.volumeIs(p.volume, p.volumeCreated),
