@@ -69,10 +69,12 @@ export class CheckpointPlan {
     for (const n of this.nodes) {
       const l1 = n.l1;
       if (l1) {
-        const pages = l1.kept ?? l1.pages;
+        // Looked up afresh at each step: the L1 may change (and keep its old pages) while this
+        // generator waits for a piece to be written.
+        const len = (l1.kept ?? l1.pages).length;
         const pairs: number[] = [];
-        for (let i = 0; i < pages.length; i++) {
-          const p = pages[i];
+        for (let i = 0; i < len; i++) {
+          const p = (l1.kept ?? l1.pages)[i];
           if (!p) continue;
           let pid = pageIds.get(p);
           if (pid === undefined) {
@@ -84,7 +86,7 @@ export class CheckpointPlan {
           }
           pairs.push(i, pid);
         }
-        const rec = encodeL1(n.l1Id, pages.length, pairs);
+        const rec = encodeL1(n.l1Id, len, pairs);
         l1.frozen = false;
         l1.kept = null;
         yield rec;
