@@ -15,6 +15,10 @@ import { emptyBits } from './partial-slots.ts';
 export interface CheckpointTables {
   pages: Map<number, Page>;
   l1s: Map<number, L1>;
+  /** Slots each chunk class's tables are sized for at its first page (ChunkClass.reserve); 0: none. */
+  slotsHint: number;
+  /** Classes already sized. */
+  reserved: Set<number>;
 }
 
 /**
@@ -85,6 +89,10 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
       p.refs = 0;
       p.entries.set(rec.entries);
       const cls = chunks.classOf(rec.chunkSize);
+      if (!cp.reserved.has(rec.chunkSize)) {
+        cp.reserved.add(rec.chunkSize);
+        cls.reserve(cp.slotsHint);
+      }
       for (let i = 0; i < p.entries.length; i += 2) {
         const s = p.entries[i] as number;
         if (s !== UNMAPPED) p.mapped++;
