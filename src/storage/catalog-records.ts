@@ -84,10 +84,9 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
     }
     case Rec.Page: {
       if (!cp) throw new Error('PAGE record outside a checkpoint');
-      const rec = decodePage(r);
       const p = new Page();
       p.refs = 0;
-      p.entries.set(rec.entries);
+      const rec = decodePage(r, p.entries);
       const cls = chunks.classOf(rec.chunkSize);
       if (!cp.reserved.has(rec.chunkSize)) {
         cp.reserved.add(rec.chunkSize);

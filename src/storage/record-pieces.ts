@@ -13,7 +13,9 @@ export const RECORD_PIECE_BYTES = 1024 * 1024;
 
 /**
  * Writes `parts` back to back from offset `at`, through `piece` (filled, written, reused; a part
- * may span pieces). `afterPiece` runs after each full piece (a crash point). Returns the end offset.
+ * may span pieces; each part is copied whole before the next is asked for, so an iterator may
+ * reuse one buffer for its parts). `afterPiece` runs after each full piece (a crash point).
+ * Returns the end offset.
  */
 export async function writeInPieces(parts: Iterable<Buffer>, piece: Buffer, at: number,
   write: (buf: Buffer, len: number, pos: number) => Promise<void>, afterPiece: () => void): Promise<number> {

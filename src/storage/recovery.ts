@@ -7,19 +7,17 @@
 import { ENTRIES_PER_PAGE } from './block-map.ts';
 import { Catalog } from './catalog.ts';
 import { applyRecord, type CheckpointTables } from './catalog-records.ts';
-import { CheckpointPlan } from './checkpoint.ts';
+import { CheckpointPlan, PAGE_RECORD_BYTES } from './checkpoint.ts';
 import { DataStore, SEGMENT_FILE_RE } from './chunk-store.ts';
 import type { FileIo, IoFile } from './file-io.ts';
 import {
-  CREATING_FILE, decodeJournalHeader, decodeSuperblock, FORMAT_VERSION, JOURNAL_FILE_RE, JOURNAL_HEADER_LEN, journalFile, Rec, RECORD_HEADER_LEN,
+  CREATING_FILE, decodeJournalHeader, decodeSuperblock, FORMAT_VERSION, JOURNAL_FILE_RE, JOURNAL_HEADER_LEN, journalFile, Rec,
   SUPERBLOCK_FILE, SUPERBLOCK_SLOT, type RecordReader, type Superblock,
 } from './format.ts';
 import { Journal, type JournalState } from './journal.ts';
 import { RECORD_PIECE_BYTES, scanFileRecords } from './record-pieces.ts';
 import { StoreError, StoreErrorCode } from './types.ts';
 
-/** Bytes of a Page record (records.ts encodePage): header, id, chunk size, the entries. */
-const PAGE_RECORD_LEN = RECORD_HEADER_LEN + 8 + ENTRIES_PER_PAGE * 8;
 /** Slot tables sized at open for this many times the chunks the checkpoint's pages can map. */
 const RESERVE_HEADROOM = 1.125;
 
@@ -159,7 +157,7 @@ async function replayJournal(dataDir: string, sb: Superblock, catalog: Catalog, 
   let commitSeq = 0;
   let cpDone = false;
   // Every page of the checkpoint full, plus an eighth for the writes after open (ChunkClass.reserve).
-  const slotsHint = Math.floor(sb.checkpointLen / PAGE_RECORD_LEN) * ENTRIES_PER_PAGE * RESERVE_HEADROOM;
+  const slotsHint = Math.floor(sb.checkpointLen / PAGE_RECORD_BYTES) * ENTRIES_PER_PAGE * RESERVE_HEADROOM;
   const cp: CheckpointTables = { pages: new Map(), l1s: new Map(), slotsHint, reserved: new Set() };
   try {
     end = await scanFileRecords(jf, JOURNAL_HEADER_LEN, sb.checkpointLen, piece, (r) => {
