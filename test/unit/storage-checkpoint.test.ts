@@ -1,19 +1,21 @@
 // The checkpoint written and the journal read in bounded pieces (record-pieces.ts,
 // checkpoint.ts): the bytes are those of the records back to back whatever the piece size, the
 // reader finds the same records and stops at the same damaged one as the one-buffer scanner,
-// a checkpoint is the state at its swap even when the maps change while it is being written,
+// a checkpoint is the state at its swap even when the maps change while it is being written
+// (writes, trims, resizes, the compactor's switch),
 // and a damaged byte in a middle piece refuses the store as before.
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { realFileIo, type IoFile } from '../../src/storage/file-io.ts';
+import { CrashPoint, realFileIo, type IoFile } from '../../src/storage/file-io.ts';
 import { JOURNAL_HEADER_LEN, journalFile, Rec, RECORD_HEADER_LEN, RecordWriter, scanRecords } from '../../src/storage/format.ts';
 import { openCowStore } from '../../src/storage/index.ts';
 import { scanFileRecords, writeInPieces, type FileRecord } from '../../src/storage/record-pieces.ts';
-import { prng } from '../../src/storage/sim-file-io.ts';
+import { prng, SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { StoreError } from '../../src/storage/types.ts';
 import { HoldFileIo } from '../helpers/hold-file-io.ts';
+import { buildSparseStore, verifyNodes } from '../property/storage-model.ts';
 
 /** A file in memory whose reads return at most `maxRead` bytes (short reads, as a pipe might). */
 class MemFile implements IoFile {
@@ -262,5 +264,41 @@ describe('a store checkpointed in tiny pieces', () => {
     expect((err as StoreError).message).toContain(name);
     expect((err as StoreError).message).toMatch(/checkpoint damaged/);
     expect((await readFile(join(dir, name))).equals(j), 'the journal is untouched').toBe(true);
+  });
+
+  it('is the state at its swap although the compactor rewrites pages in place meanwhile', async () => {
+    const sim = new SimFileIo();
+    const io = new HoldFileIo(sim);
+    const open = () => openCowStore('/store', { fileIo: io, commitIntervalMs: 0, segmentBytes: 16 * 4096, pieceBytes: PIECE });
+    const s = await open();
+    s.autoCompact = false;
+    const nodes = await buildSparseStore(s, 4096, 256);
+    const cpBody = (): Buffer => {
+      const j = sim.files.get(`/store/${journalFile(s.inspect().journalGen)}`)!.cur;
+      return checkpointBody(j, s.inspect().checkpointLen);
+    };
+    await s.checkpoint();
+    const before = cpBody();
+    const name = journalFile(s.inspect().journalGen + 1);
+    const first = io.hold(name, 'write');
+    const cp = s.checkpoint();
+    await first.reached;
+    const second = io.hold(name, 'write');
+    first.release();
+    await second.reached;
+    // The pass copies, switches (rewrites shared pages in place), then waits for our commit.
+    sim.hits.clear();
+    const compacted = s.compact();
+    while (!sim.hits.get(CrashPoint.CompactCopied)) await new Promise((r) => setTimeout(r, 1));
+    await new Promise((r) => setTimeout(r, 5));
+    second.release();
+    await cp;
+    expect(cpBody().equals(before), 'the checkpoint written during the switch').toBe(true);
+    expect((await compacted).segments).toBeGreaterThan(0);
+    expect(cpBody().equals(before), 'the compaction\'s own checkpoint').toBe(false);
+    await s.close();
+    const r = await open();
+    await verifyNodes(r, nodes, 'reopened after the compaction');
+    await r.close();
   });
 });
