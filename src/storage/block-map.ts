@@ -37,6 +37,10 @@ export class Page {
   refs = 1;
   /** Entries that are not UNMAPPED. */
   mapped = 0;
+  /** A checkpoint being written has yet to encode this page (checkpoint.ts): keep its content. */
+  frozen = false;
+  /** Its entries at the checkpoint's instant, once they changed after it (else null). */
+  kept: Uint32Array | null = null;
   constructor(src?: Page) {
     if (src) {
       this.entries = src.entries.slice();
@@ -52,9 +56,30 @@ export class L1 {
   /** Its length changes only while the L1 is not shared (NodeMap.resize copies a shared one). */
   readonly pages: (Page | null)[];
   refs = 1;
+  /** As Page.frozen: a checkpoint being written has yet to encode this L1. */
+  frozen = false;
+  /** Its pages at the checkpoint's instant, once they changed after it (else null). */
+  kept: (Page | null)[] | null = null;
   constructor(n: number, src?: L1) {
     this.pages = src ? src.pages.slice() : new Array<Page | null>(n).fill(null);
   }
+}
+
+/**
+ * Called before a page's entries change in place: a checkpoint still writing it (checkpoint.ts)
+ * keeps its content as of the checkpoint's instant. One flag test when no checkpoint runs.
+ */
+export function beforePageChange(p: Page): void {
+  if (!p.frozen) return;
+  p.kept = p.entries.slice();
+  p.frozen = false;
+}
+
+/** As beforePageChange, for an L1's page array. */
+function beforeL1Change(l1: L1): void {
+  if (!l1.frozen) return;
+  l1.kept = l1.pages.slice();
+  l1.frozen = false;
 }
 
 export class NodeMap {
@@ -104,6 +129,7 @@ export class NodeMap {
     if (!page && slot === UNMAPPED) return;
     if (l1.refs > 1) l1 = this.unshareL1();
     if (!page) {
+      beforeL1Change(l1);
       page = new Page();
       l1.pages[pi] = page;
     } else if (page.refs > 1) {
@@ -114,18 +140,21 @@ export class NodeMap {
         if (isSlot(s)) this.slots.ref(s);
       }
       page.refs--;
+      beforeL1Change(l1);
       l1.pages[pi] = copy;
       page = copy;
     }
     const at = (c & (ENTRIES_PER_PAGE - 1)) * 2;
     const old = page.entries[at] as number;
     if (isSlot(slot)) this.slots.ref(slot);
+    beforePageChange(page);
     if (old === UNMAPPED && slot !== UNMAPPED) page.mapped++;
     else if (old !== UNMAPPED && slot === UNMAPPED) page.mapped--;
     page.entries[at] = slot;
     page.entries[at + 1] = slot === UNMAPPED ? 0 : birth;
     if (isSlot(old)) this.slots.unref(old);
     if (page.mapped === 0) {
+      beforeL1Change(l1);
       l1.pages[pi] = null;
       // The page is ours alone (copied above) and holds no slots now.
     }
@@ -166,10 +195,12 @@ export class NodeMap {
         old.refs--;
         this.l1 = l1;
       } else if (len > old.pages.length) {
+        beforeL1Change(old);
         const from = old.pages.length;
         old.pages.length = len; // one allocation, not one push per page (a grow to 2^32 chunks)
         old.pages.fill(null, from);
       } else {
+        beforeL1Change(old);
         for (const p of old.pages.splice(len)) if (p) releasePage(p, this.slots);
       }
     }

@@ -1,15 +1,13 @@
-// The catalog as journal records, both ways: `serializeCheckpoint` writes the whole state (a
-// checkpoint), `applyRecord` replays one committed record into it (recovery). Map pages and L1s
-// are written once however many nodes share them, so a checkpoint keeps the sharing.
+// Journal records applied to the catalog: `applyRecord` replays one committed record into it
+// (recovery), a checkpoint's (written by checkpoint.ts) or the log's. Map pages and L1s are
+// written once however many nodes share them, so a checkpoint keeps the sharing.
 import { ENTRIES_PER_PAGE, isSlot, L1, NodeMap, Page, UNMAPPED } from './block-map.ts';
 import type { Catalog } from './catalog.ts';
-import { nodeRecord } from './catalog.ts';
 import type { DataStore } from './chunk-store.ts';
 import { Rec, type RecordReader } from './format.ts';
 import { legacyGuid } from './guid.ts';
 import {
-  decodeL1, decodeMapRun, decodeNode, decodePage, decodeResize, decodeRollback, decodeSlotValid, decodeState, decodeVolume, encodeL1, encodeNode,
-  encodePage, encodeSlotValid, encodeState, encodeVolume,
+  decodeL1, decodeMapRun, decodeNode, decodePage, decodeResize, decodeRollback, decodeSlotValid, decodeState, decodeVolume,
 } from './records.ts';
 import { emptyBits } from './partial-slots.ts';
 
@@ -17,41 +15,10 @@ import { emptyBits } from './partial-slots.ts';
 export interface CheckpointTables {
   pages: Map<number, Page>;
   l1s: Map<number, L1>;
-}
-
-/** The whole state as records (a checkpoint), built synchronously so it is one instant. */
-export function serializeCheckpoint(catalog: Catalog, chunks: DataStore): Buffer[] {
-  const out: Buffer[] = [encodeState(catalog.epoch, catalog.nextId)];
-  for (const v of catalog.volumes()) out.push(encodeVolume(v));
-  const pageIds = new Map<Page, number>();
-  const l1Ids = new Map<L1, number>();
-  for (const n of catalog.allNodes()) {
-    const l1 = n.map.l1;
-    let l1Id = l1Ids.get(l1);
-    if (l1Id === undefined) {
-      const pairs: number[] = [];
-      for (let i = 0; i < l1.pages.length; i++) {
-        const p = l1.pages[i];
-        if (!p) continue;
-        let pid = pageIds.get(p);
-        if (pid === undefined) {
-          pid = pageIds.size + 1;
-          pageIds.set(p, pid);
-          out.push(encodePage(pid, n.vol.chunkSize, p.entries));
-        }
-        pairs.push(i, pid);
-      }
-      l1Id = l1Ids.size + 1;
-      l1Ids.set(l1, l1Id);
-      out.push(encodeL1(l1Id, l1.pages.length, pairs));
-    }
-    out.push(encodeNode(Rec.NodeCp, nodeRecord(n), l1Id));
-  }
-  // After the pages: a partial slot and its base are referenced by then.
-  for (const cls of chunks.classes.values()) {
-    for (const [slot, p] of cls.partials.entries()) out.push(encodeSlotValid(cls.chunkSize, slot, p.base, p.bits));
-  }
-  return out;
+  /** Slots each chunk class's tables are sized for at its first page (ChunkClass.reserve); 0: none. */
+  slotsHint: number;
+  /** Classes already sized. */
+  reserved: Set<number>;
 }
 
 /**
@@ -117,11 +84,14 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
     }
     case Rec.Page: {
       if (!cp) throw new Error('PAGE record outside a checkpoint');
-      const rec = decodePage(r);
       const p = new Page();
       p.refs = 0;
-      p.entries.set(rec.entries);
+      const rec = decodePage(r, p.entries);
       const cls = chunks.classOf(rec.chunkSize);
+      if (!cp.reserved.has(rec.chunkSize)) {
+        cp.reserved.add(rec.chunkSize);
+        cls.reserve(cp.slotsHint);
+      }
       for (let i = 0; i < p.entries.length; i += 2) {
         const s = p.entries[i] as number;
         if (s !== UNMAPPED) p.mapped++;

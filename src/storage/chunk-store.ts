@@ -77,10 +77,11 @@ export class ChunkClass implements SlotRefs {
     this.slotsPerSeg = Math.max(1, Math.floor(owner.segmentBytes / chunkSize));
   }
 
-  private growTo(n: number): void {
+  private growTo(n: number, exact = false): void {
     if (n <= this.refs.length) return;
     let len = this.refs.length;
     while (len < n) len *= 2;
+    if (exact) len = n;
     if (len > SLOT_MAX) throw new StorageError('ENOSPC', 'slot space exhausted');
     const r = new Uint32Array(len);
     r.set(this.refs);
@@ -94,6 +95,16 @@ export class ChunkClass implements SlotRefs {
       u.set(this.segUse);
       this.segUse = u;
     }
+  }
+
+  /**
+   * Sizes the slot tables for `n` slots at once (recovery, from the checkpoint's size): grown
+   * by doubling while a big map loads, each step would leave the previous tables (80 MiB at
+   * 16 M slots) to the garbage collector, and a store filled to a power of two would double
+   * again at its first new slot. Untouched table pages cost no memory.
+   */
+  reserve(n: number): void {
+    this.growTo(Math.min(Math.ceil(n), SLOT_MAX), true);
   }
 
   ref(slot: number): void {
@@ -162,11 +173,13 @@ export class ChunkClass implements SlotRefs {
 
   /** After open: state and per-segment use derived from the reference counts. */
   deriveState(): void {
-    this.state.fill(0);
     this.segUse.fill(0);
+    const st = this.state;
     for (let i = 0; i < this.refs.length; i++) {
+      // Written only where needed: the reserved tail's pages stay untouched (no memory).
+      if (st[i] !== 0) st[i] = 0;
       if ((this.refs[i] as number) > 0) {
-        this.state[i] = 1;
+        st[i] = 1;
         const seg = Math.floor(i / this.slotsPerSeg);
         this.segUse[seg] = (this.segUse[seg] as number) + 1;
       }

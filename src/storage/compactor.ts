@@ -3,7 +3,7 @@
 // the same allocator and chunk I/O as writes, switches the maps in one synchronous step, and
 // makes the switch durable with a checkpoint through the transaction manager (journal.ts).
 // Passes run as control operations (`serial`), never two at once. It owns only its schedule.
-import type { L1, Page } from './block-map.ts';
+import { beforePageChange, type L1, type Page } from './block-map.ts';
 import type { Catalog } from './catalog.ts';
 import { segmentFile, type ChunkClass, type DataStore } from './chunk-store.ts';
 import { NO_COPY, planPass, remapEntries, type ClassUsage } from './compact-plan.ts';
@@ -269,6 +269,7 @@ export class Compactor {
         const t = moveTo.get(seg)?.[slot - seg * perSeg];
         return t === undefined || t === NO_COPY ? slot : t;
       });
+      for (const p of pages) beforePageChange(p); // a checkpoint being written keeps its instant
       const { remapped, missed } = remapEntries([...pages].map((p) => p.entries), moveTo, perSeg, (from, to) => {
         cls.ref(to);
         cls.unref(from);

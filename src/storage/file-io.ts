@@ -54,6 +54,8 @@ export const CrashPoint = {
   JournalAppendMid: 'journal-append-mid',
   BeforeJournalSync: 'before-journal-sync',
   AfterJournalSync: 'after-journal-sync',
+  /** After each full piece of a checkpoint longer than one piece (record-pieces.ts). */
+  CheckpointPiece: 'checkpoint-piece',
   CheckpointWritten: 'checkpoint-written',
   SuperblockWritten: 'superblock-written',
   AfterSuperblockSync: 'after-superblock-sync',

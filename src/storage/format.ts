@@ -109,9 +109,10 @@ export class RecordWriter {
   private pos = RECORD_HEADER_LEN;
   private readonly type: Rec;
 
-  constructor(type: Rec, sizeHint = 64) {
+  /** `into`: a buffer to build the record in when it fits (a checkpoint reuses one per page). */
+  constructor(type: Rec, sizeHint = 64, into?: Buffer) {
     this.type = type;
-    this.buf = Buffer.allocUnsafe(RECORD_HEADER_LEN + sizeHint);
+    this.buf = into && into.length >= RECORD_HEADER_LEN + sizeHint ? into : Buffer.allocUnsafe(RECORD_HEADER_LEN + sizeHint);
   }
 
   private room(n: number): void {
@@ -234,9 +235,10 @@ export class RecordReader {
     this.pos += n;
     return v;
   }
-  u32s(n: number): Uint32Array {
+  /** `into`: the array to fill (at least n long), else a new one. */
+  u32s(n: number, into?: Uint32Array): Uint32Array {
     this.need(n * 4);
-    const a = new Uint32Array(n);
+    const a = into ?? new Uint32Array(n);
     for (let i = 0; i < n; i++) a[i] = this.b.readUInt32LE(this.pos + i * 4);
     this.pos += n * 4;
     return a;

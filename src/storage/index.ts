@@ -22,6 +22,8 @@ export interface OpenStoreOptions {
   segmentBytes?: number;
   /** Journal length that triggers a new checkpoint. */
   journalCompactBytes?: number;
+  /** Bytes per piece the journal is read and a checkpoint written in (tests use tiny ones). */
+  pieceBytes?: number;
   /** Who holds the store, as a second opener's refusal names it (serve adds its sockets). */
   holder?: () => HolderDetails;
   /** Told of each commit (with its duration) and compaction pass (with the bytes it moved). */
@@ -53,6 +55,7 @@ export async function openCowStore(dataDir: string, opts: OpenStoreOptions = {})
       segmentBytes: opts.segmentBytes ?? SEGMENT_BYTES_DEFAULT,
       journalCompactBytes: opts.journalCompactBytes ?? JOURNAL_COMPACT_BYTES_DEFAULT,
       inspectOnly: false,
+      ...(opts.pieceBytes ? { pieceBytes: opts.pieceBytes } : {}),
       ...(opts.observer ? { observer: opts.observer } : {}),
     });
   } catch (e) {

@@ -3,10 +3,12 @@
 // flip), and the generations and sequence numbers that tie them together. It owns the journal
 // and superblock files and every counter about them; recovery.ts hands it the state it found at
 // open. README.md "Commit protocol" is the specification; durability can be reviewed here alone.
+import type { CheckpointPlan } from './checkpoint.ts';
 import type { DataStore } from './chunk-store.ts';
 import { StorageError, UncommittedChangeError } from './device.ts';
 import { CrashPoint, type FileIo, type IoFile } from './file-io.ts';
 import { commitRecord, encodeJournalHeader, encodeSuperblock, FORMAT_VERSION, journalFile, SUPERBLOCK_SLOT } from './format.ts';
+import { writeInPieces } from './record-pieces.ts';
 import { StoreClosedError, StoreError } from './types.ts';
 
 /**
@@ -36,9 +38,11 @@ export interface JournalOptions {
   dataDir: string;
   /** The data side: dirty segments are synced first, pending frees travel with the commit. */
   chunks: DataStore;
-  /** The whole catalog as records, for a checkpoint (catalog-records.ts). */
-  serializeCheckpoint: () => Buffer[];
+  /** The whole catalog frozen at this instant, for a checkpoint (checkpoint.ts). */
+  planCheckpoint: () => CheckpointPlan;
   journalCompactBytes: number;
+  /** Bytes per piece a checkpoint is written in (record-pieces.ts RECORD_PIECE_BYTES). */
+  pieceBytes: number;
 }
 
 /** Something that becomes durable with the next successful commit (a new snapshot). */
@@ -50,8 +54,9 @@ export class Journal {
   private readonly io: FileIo;
   private readonly dataDir: string;
   private readonly chunks: DataStore;
-  private readonly serialize: () => Buffer[];
+  private readonly plan: () => CheckpointPlan;
   private readonly compactBytes: number;
+  private readonly pieceBytes: number;
   private readonly sbFile: IoFile;
   private journal: IoFile | null;
   private sbSeq: number;
@@ -78,8 +83,9 @@ export class Journal {
     this.io = opts.io;
     this.dataDir = opts.dataDir;
     this.chunks = opts.chunks;
-    this.serialize = opts.serializeCheckpoint;
+    this.plan = opts.planCheckpoint;
     this.compactBytes = opts.journalCompactBytes;
+    this.pieceBytes = opts.pieceBytes;
     this.sbFile = state.sbFile;
     this.journal = state.journal;
     this.sbSeq = state.sbSeq;
@@ -119,7 +125,12 @@ export class Journal {
 
   /** A new store: its first checkpoint and superblock (generation 1). */
   async create(): Promise<void> {
-    await this.writeCheckpoint(this.serialize());
+    const cp = this.plan();
+    try {
+      await this.writeCheckpoint(cp);
+    } finally {
+      cp.release();
+    }
   }
 
   startPeriodicCommit(intervalMs: number, log: (msg: string) => void): void {
@@ -202,7 +213,7 @@ export class Journal {
     this.pending = [];
     const frees = data.takePendingFrees();
     const dirty = data.takeDirty();
-    const cp = wantCp ? this.serialize() : null;
+    const cp = wantCp ? this.plan() : null;
     this.forceCheckpoint = false;
     const becomeDurable = this.undurable;
     this.undurable = new Set<Durable>();
@@ -224,6 +235,8 @@ export class Journal {
       for (const n of becomeDurable) this.undurable.add(n);
       if (this.journal && this.end === oldEnd) await this.journal.truncate(oldEnd).catch(() => undefined);
       throw e instanceof StoreError || e instanceof StorageError ? e : new StorageError('EIO', `commit failed: ${(e as Error).message}`, { cause: e });
+    } finally {
+      cp?.release();
     }
     data.committedFrees(frees);
     for (const n of becomeDurable) n.durable = true;
@@ -251,19 +264,21 @@ export class Journal {
   }
 
   /** Compaction of the metadata: a new journal generation starting with a full checkpoint. */
-  private async writeCheckpoint(records: Buffer[]): Promise<void> {
+  private async writeCheckpoint(cp: CheckpointPlan): Promise<void> {
     // A new generation for every attempt: a failed one may have left its superblock durable,
     // naming its file, which a retry must then not truncate (stale files go at the next open).
     const gen = Math.max(this.gen, this.triedGen) + 1;
     this.triedGen = gen;
     const seq = this.commitSeq + 1;
     const path = `${this.dataDir}/${journalFile(gen)}`;
-    const buf = joinRecords([encodeJournalHeader(gen), ...records, commitRecord(seq)]);
-    const len = buf.length;
     const f = await this.io.open(path, 'create');
+    let len: number;
     try {
       await f.truncate(0);
-      await f.write(buf, 0, len, 0);
+      // In pieces at increasing offsets, encoded as they go (checkpoint.ts): never one buffer.
+      const parts = concatParts([encodeJournalHeader(gen)], cp.records(), [commitRecord(seq)]);
+      const piece = Buffer.allocUnsafe(this.pieceBytes);
+      len = await writeInPieces(parts, piece, 0, (b, n, pos) => f.write(b, 0, n, pos), () => this.io.point(CrashPoint.CheckpointPiece));
       this.io.point(CrashPoint.CheckpointWritten);
       await f.datasync();
       await this.io.syncDir(this.dataDir);
@@ -302,7 +317,11 @@ export class Journal {
   }
 }
 
-/** One buffer holding `parts` back to back (a journal append or checkpoint is one write). */
+function* concatParts(...lists: Iterable<Buffer>[]): Generator<Buffer> {
+  for (const l of lists) yield* l;
+}
+
+/** One buffer holding `parts` back to back (a journal append is one write). */
 function joinRecords(parts: Buffer[]): Buffer {
   let len = 0;
   for (const r of parts) len += r.length;

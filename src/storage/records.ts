@@ -155,12 +155,14 @@ export function decodeMapRun(r: RecordReader): { nodeId: number; first: number; 
 }
 
 /** A checkpoint's map page: its id and the chunk size of the slots it names. */
-export function encodePage(id: number, chunkSize: number, entries: Uint32Array): Buffer {
-  return new RecordWriter(Rec.Page, 8 + ENTRIES_PER_PAGE * 8).u32(id).u32(chunkSize).u32s(entries, 0, entries.length).finish();
+/** `into`: a buffer to encode into when it fits (the record then lives in it). */
+export function encodePage(id: number, chunkSize: number, entries: Uint32Array, into?: Buffer): Buffer {
+  return new RecordWriter(Rec.Page, 8 + ENTRIES_PER_PAGE * 8, into).u32(id).u32(chunkSize).u32s(entries, 0, entries.length).finish();
 }
 
-export function decodePage(r: RecordReader): { id: number; chunkSize: number; entries: Uint32Array } {
-  return { id: r.u32(), chunkSize: r.u32(), entries: r.u32s(ENTRIES_PER_PAGE * 2) };
+/** `into`: the page's own entries to decode into (no copy in between). */
+export function decodePage(r: RecordReader, into?: Uint32Array): { id: number; chunkSize: number; entries: Uint32Array } {
+  return { id: r.u32(), chunkSize: r.u32(), entries: r.u32s(ENTRIES_PER_PAGE * 2, into) };
 }
 
 /** A checkpoint's L1: its id, its length, and (index, page id) pairs for the pages present. */

@@ -4,16 +4,22 @@
 // (stale journals, empty segment files, segment tails). Recovery writes nothing that changes the
 // committed state, so it is deterministic and idempotent (README.md "Recovery"). The result is
 // the catalog, the chunk store and the transaction manager (journal.ts), ready to use.
+import { ENTRIES_PER_PAGE } from './block-map.ts';
 import { Catalog } from './catalog.ts';
-import { applyRecord, serializeCheckpoint, type CheckpointTables } from './catalog-records.ts';
+import { applyRecord, type CheckpointTables } from './catalog-records.ts';
+import { CheckpointPlan, PAGE_RECORD_BYTES } from './checkpoint.ts';
 import { DataStore, SEGMENT_FILE_RE } from './chunk-store.ts';
 import type { FileIo, IoFile } from './file-io.ts';
 import {
-  CREATING_FILE, decodeJournalHeader, decodeSuperblock, FORMAT_VERSION, JOURNAL_FILE_RE, JOURNAL_HEADER_LEN, journalFile, Rec, scanRecords,
+  CREATING_FILE, decodeJournalHeader, decodeSuperblock, FORMAT_VERSION, JOURNAL_FILE_RE, JOURNAL_HEADER_LEN, journalFile, Rec,
   SUPERBLOCK_FILE, SUPERBLOCK_SLOT, type RecordReader, type Superblock,
 } from './format.ts';
 import { Journal, type JournalState } from './journal.ts';
+import { RECORD_PIECE_BYTES, scanFileRecords } from './record-pieces.ts';
 import { StoreError, StoreErrorCode } from './types.ts';
+
+/** Slot tables sized at open for this many times the chunks the checkpoint's pages can map. */
+const RESERVE_HEADROOM = 1.125;
 
 export type LogFn = (level: 'error' | 'warn' | 'info' | 'debug', msg: string) => void;
 
@@ -25,6 +31,8 @@ export interface OpenOptions {
   journalCompactBytes: number;
   /** Open for offline checking: no writes at all (no tail truncation, no reclaim). */
   inspectOnly: boolean;
+  /** Bytes per piece the journal is read and a checkpoint written in (default RECORD_PIECE_BYTES; tests use tiny ones). */
+  pieceBytes?: number;
 }
 
 export interface OpenedStore {
@@ -67,7 +75,10 @@ export async function openStoreFiles(dataDir: string, opts: OpenOptions): Promis
 }
 
 function journalOptions(dataDir: string, opts: OpenOptions, chunks: DataStore, catalog: Catalog) {
-  return { io: opts.fileIo, dataDir, chunks, serializeCheckpoint: () => serializeCheckpoint(catalog, chunks), journalCompactBytes: opts.journalCompactBytes };
+  return {
+    io: opts.fileIo, dataDir, chunks, planCheckpoint: () => new CheckpointPlan(catalog, chunks), journalCompactBytes: opts.journalCompactBytes,
+    pieceBytes: opts.pieceBytes ?? RECORD_PIECE_BYTES,
+  };
 }
 
 async function createStore(dataDir: string, opts: OpenOptions): Promise<OpenedStore> {
@@ -132,54 +143,56 @@ async function replayJournal(dataDir: string, sb: Superblock, catalog: Catalog, 
   const st = await io.stat(jPath);
   if (!st) throw corrupt(jPath, 'journal file named by the superblock is missing');
   const jf = await io.open(jPath, opts.inspectOnly ? 'r' : 'rw');
-  const buf = Buffer.alloc(st.size);
-  const got = await jf.read(buf, 0, st.size, 0);
-  const b = buf.subarray(0, got);
-  const h = decodeJournalHeader(b);
+  const size = st.size;
+  const hb = Buffer.alloc(JOURNAL_HEADER_LEN);
+  const h = decodeJournalHeader(hb.subarray(0, await jf.read(hb, 0, JOURNAL_HEADER_LEN, 0)));
   if (typeof h === 'string') throw corrupt(jPath, h);
   if (h.gen !== sb.journalGen) throw corrupt(jPath, `journal generation ${h.gen}, superblock expects ${sb.journalGen}`);
-  if (b.length < sb.checkpointLen) throw corrupt(jPath, `truncated: ${b.length} bytes, checkpoint needs ${sb.checkpointLen}`);
-  // The checkpoint must be whole: it was synced before the superblock named it.
-  let txn: RecordReader[] = [];
+  if (size < sb.checkpointLen) throw corrupt(jPath, `truncated: ${size} bytes, checkpoint needs ${sb.checkpointLen}`);
+  const piece = opts.pieceBytes ?? RECORD_PIECE_BYTES;
+  // The checkpoint must be whole: it was synced before the superblock named it. Its records are
+  // applied as they are read (a piece at a time: the journal is never one buffer); a damaged one
+  // refuses the store, so what was applied before it does not matter.
   let end = JOURNAL_HEADER_LEN;
   let commitSeq = 0;
   let cpDone = false;
-  const cp: CheckpointTables = { pages: new Map(), l1s: new Map() };
+  // Every page of the checkpoint full, plus an eighth for the writes after open (ChunkClass.reserve).
+  const slotsHint = Math.floor(sb.checkpointLen / PAGE_RECORD_BYTES) * ENTRIES_PER_PAGE * RESERVE_HEADROOM;
+  const cp: CheckpointTables = { pages: new Map(), l1s: new Map(), slotsHint, reserved: new Set() };
   try {
-    for (const r of scanRecords(b.subarray(0, sb.checkpointLen), JOURNAL_HEADER_LEN)) {
+    end = await scanFileRecords(jf, JOURNAL_HEADER_LEN, sb.checkpointLen, piece, (r) => {
       if (r.rec.type === Rec.Commit) {
-        const seq = r.rec.u64();
-        for (const rec of txn) applyRecord(catalog, chunks, rec, cp);
-        txn = [];
-        commitSeq = seq;
-        end = r.end;
+        commitSeq = r.rec.u64();
         cpDone = true;
-        break;
+        return false;
       }
-      txn.push(r.rec);
-    }
+      applyRecord(catalog, chunks, r.rec, cp);
+      return true;
+    });
   } catch (e) {
     throw corrupt(jPath, `bad checkpoint record: ${(e as Error).message}`, e);
   }
   if (!cpDone || end !== sb.checkpointLen) throw corrupt(jPath, 'checkpoint damaged (checksum or length mismatch)');
-  txn = [];
+  // The log: a transaction's records are held until its Commit (the pieces they lie in with them).
+  let txn: RecordReader[] = [];
   try {
-    for (const r of scanRecords(b, end)) {
+    await scanFileRecords(jf, end, size, piece, (r) => {
       if (r.rec.type === Rec.Commit) {
         const seq = r.rec.u64();
-        if (seq !== commitSeq + 1) break; // a stale commit from an earlier, truncated tail
+        if (seq !== commitSeq + 1) return false; // a stale commit from an earlier, truncated tail
         for (const rec of txn) applyRecord(catalog, chunks, rec, null);
         txn = [];
         commitSeq = seq;
         end = r.end;
-        continue;
+        return true;
       }
       txn.push(r.rec);
-    }
+      return true;
+    });
   } catch (e) {
     throw corrupt(jPath, `bad log record: ${(e as Error).message}`, e);
   }
-  const tornTail = b.length - end;
+  const tornTail = size - end;
   if (tornTail > 0 && !opts.inspectOnly) {
     opts.log('warn', `${jPath}: ignoring ${tornTail} bytes of uncommitted journal tail`);
     await jf.truncate(end);

@@ -40,6 +40,8 @@ export interface HarnessOptions {
   /** Arm a crash point during operations (sim only). */
   crashPoints?: readonly CrashPoint[];
   journalCompactBytes?: number;
+  /** Bytes per piece the journal is read and checkpoints written in (default: the engine's). */
+  pieceBytes?: number;
   /** Chance per operation of arming a crash point (default 0.03). */
   armProbability?: number;
   /** Chance per operation of a compact operation (default 0.04, at most 0.11). */
@@ -120,6 +122,7 @@ export class Harness {
     this.store = await openCowStore(this.dir, {
       fileIo: this.io, commitIntervalMs: 0, segmentBytes: 64 * 1024,
       journalCompactBytes: this.opts.journalCompactBytes ?? 48 * 1024,
+      ...(this.opts.pieceBytes ? { pieceBytes: this.opts.pieceBytes } : {}),
     });
     // Compaction runs only as a seeded operation: a timer would make runs irreproducible.
     this.store.autoCompact = false;

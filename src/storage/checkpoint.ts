@@ -1,0 +1,120 @@
+// The whole catalog as records (a checkpoint), frozen at one instant and encoded while it is
+// written. The plan is made synchronously at the commit's swap: the small records (State,
+// Volume, NodeCp, SlotValid) are encoded at once, and every L1 and page the checkpoint will
+// encode is marked frozen. The pages themselves (most of a checkpoint: 128 MiB per TiB mapped)
+// are encoded one by one as the writer asks for them (record-pieces.ts writes them in pieces),
+// so no second copy of the maps is ever held. A write that changes a frozen page or L1 in the
+// meantime first keeps its old content (block-map.ts `beforePageChange`), which the plan then
+// encodes: the checkpoint is the state at the swap, exactly as if it had been encoded there.
+// The extra memory is one page per page changed while the checkpoint is written.
+import { ENTRIES_PER_PAGE, type L1, type Page } from './block-map.ts';
+import type { Catalog } from './catalog.ts';
+import { nodeRecord } from './catalog.ts';
+import type { DataStore } from './chunk-store.ts';
+import { Rec, RECORD_HEADER_LEN } from './format.ts';
+import { encodeL1, encodeNode, encodePage, encodeSlotValid, encodeState, encodeVolume } from './records.ts';
+
+/** Bytes of a Page record: header, id, chunk size, the entries. */
+export const PAGE_RECORD_BYTES = RECORD_HEADER_LEN + 8 + ENTRIES_PER_PAGE * 8;
+
+/** One node of the plan: its NodeCp record, and its L1 when this node is the first to name it. */
+interface PlanNode {
+  record: Buffer;
+  /** Set on the first node holding this L1: the L1 and its pages are encoded before the node. */
+  l1: L1 | null;
+  l1Id: number;
+  chunkSize: number;
+}
+
+export class CheckpointPlan {
+  private readonly head: Buffer[];
+  private readonly nodes: PlanNode[] = [];
+  private readonly tail: Buffer[] = [];
+  private readonly l1s: L1[] = [];
+  /** Every page record is encoded here: no 4 KiB of garbage per page (128 MiB per TiB). */
+  private readonly scratch = Buffer.allocUnsafe(PAGE_RECORD_BYTES);
+  private released = false;
+
+  /** Synchronous: the checkpoint is the state at this call. */
+  constructor(catalog: Catalog, chunks: DataStore) {
+    this.head = [encodeState(catalog.epoch, catalog.nextId)];
+    for (const v of catalog.volumes()) this.head.push(encodeVolume(v));
+    const l1Ids = new Map<L1, number>();
+    for (const n of catalog.allNodes()) {
+      const l1 = n.map.l1;
+      let l1Id = l1Ids.get(l1);
+      const first = l1Id === undefined;
+      if (l1Id === undefined) {
+        l1Id = l1Ids.size + 1;
+        l1Ids.set(l1, l1Id);
+        this.l1s.push(l1);
+        l1.frozen = true;
+        l1.kept = null;
+        for (const p of l1.pages) {
+          if (!p) continue;
+          p.frozen = true;
+          p.kept = null;
+        }
+      }
+      this.nodes.push({ record: encodeNode(Rec.NodeCp, nodeRecord(n), l1Id), l1: first ? l1 : null, l1Id, chunkSize: n.vol.chunkSize });
+    }
+    // After the pages: a partial slot and its base are referenced by then.
+    for (const cls of chunks.classes.values()) {
+      for (const [slot, p] of cls.partials.entries()) this.tail.push(encodeSlotValid(cls.chunkSize, slot, p.base, p.bits));
+    }
+  }
+
+  /**
+   * The records in checkpoint order: State, Volume…, then per node its new pages and L1 (each
+   * written once however many nodes share it) and its NodeCp, then SlotValid…. Once per plan.
+   * A Page record is valid only until the next record is asked for (it lives in `scratch`).
+   */
+  *records(): Generator<Buffer> {
+    yield* this.head;
+    const pageIds = new Map<Page, number>();
+    for (const n of this.nodes) {
+      const l1 = n.l1;
+      if (l1) {
+        // Looked up afresh at each step: the L1 may change (and keep its old pages) while this
+        // generator waits for a piece to be written.
+        const len = (l1.kept ?? l1.pages).length;
+        const pairs: number[] = [];
+        for (let i = 0; i < len; i++) {
+          const p = (l1.kept ?? l1.pages)[i];
+          if (!p) continue;
+          let pid = pageIds.get(p);
+          if (pid === undefined) {
+            pid = pageIds.size + 1;
+            pageIds.set(p, pid);
+            const rec = encodePage(pid, n.chunkSize, p.kept ?? p.entries, this.scratch);
+            thawPage(p);
+            yield rec;
+          }
+          pairs.push(i, pid);
+        }
+        const rec = encodeL1(n.l1Id, len, pairs);
+        l1.frozen = false;
+        l1.kept = null;
+        yield rec;
+      }
+      yield n.record;
+    }
+    yield* this.tail;
+  }
+
+  /** Ends the freeze of whatever was not encoded yet (after the write, whether it succeeded or not). */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const l1 of this.l1s) {
+      for (const p of l1.kept ?? l1.pages) if (p) thawPage(p);
+      l1.frozen = false;
+      l1.kept = null;
+    }
+  }
+}
+
+function thawPage(p: Page): void {
+  p.frozen = false;
+  p.kept = null;
+}
