@@ -44,6 +44,12 @@ class MemFile implements IoFile {
     }
     buf.copy(this.data, pos, off, off + len);
   }
+  async writev(pieces: readonly Buffer[], pos: number): Promise<void> {
+    for (const b of pieces) {
+      await this.write(b, 0, b.length, pos);
+      pos += b.length;
+    }
+  }
   async datasync(): Promise<void> {}
   async truncate(len: number): Promise<void> {
     this.data = this.data.subarray(0, len);
