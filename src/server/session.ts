@@ -139,7 +139,7 @@ export class Session implements InboundHandler {
       onRevoke: (reason) => void this.shutdown(reason),
     });
     this.decoder = new InboundDecoder(this);
-    this.writer = new ReplyWriter(socket);
+    this.writer = new ReplyWriter(socket, this.onFlushed);
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.unsubscribeBudget = this.opts.budget ? this.opts.budget.subscribe(() => this.updateFlow()) : () => undefined;
   }
@@ -166,6 +166,13 @@ export class Session implements InboundHandler {
     this.writeBlocked = false;
     if (this.stallTimer) clearTimeout(this.stallTimer);
     this.stallTimer = null;
+    this.updateFlow();
+  };
+
+  /** The replies holding `bytes` of the budget have left (reply-writer.ts release). */
+  private readonly onFlushed = (bytes: number): void => {
+    this.opts.budget?.release(bytes);
+    this.charged -= bytes;
     this.updateFlow();
   };
 
@@ -343,7 +350,7 @@ export class Session implements InboundHandler {
       if (raw.destroyed) return;
       const up = upgradeToTls(raw, material);
       this.socket = up.socket;
-      this.writer = new ReplyWriter(up.socket);
+      this.writer = new ReplyWriter(up.socket, this.onFlushed);
       this.attach(up.socket);
       up.ready.then((peer) => {
         this.handshake.tlsVersion = peer.version;
@@ -392,14 +399,7 @@ export class Session implements InboundHandler {
     this.inFlight--;
     this.inFlightBytes -= cost;
     // The reply (queued before this) holds its buffer until the kernel has it.
-    const budget = this.opts.budget;
-    if (budget && cost > 0) {
-      this.writer.whenFlushed(() => {
-        budget.release(cost);
-        this.charged -= cost;
-        this.updateFlow();
-      });
-    }
+    if (this.opts.budget && cost > 0) this.writer.release(cost);
     this.updateFlow();
     this.maybeFinish();
   }

@@ -6,6 +6,7 @@ import {
 } from '../../src/protocol/constants.ts';
 import { encodeClientFlags, encodeInfoRequest, encodeOption } from '../../src/protocol/handshake.ts';
 import { encodeRequestHeader } from '../../src/protocol/transmission.ts';
+import { MemoryBudget } from '../../src/server/memory-budget.ts';
 import { Phase, SPARSE_READ_MIN, type Session } from '../../src/server/session.ts';
 import { StaticExports } from '../../src/server/static-exports.ts';
 import { setLogLevel } from '../../src/util/log.ts';
@@ -520,6 +521,31 @@ describe('ordering and flow control', () => {
     for (let i = 1; i < 5; i++) got.add((await client.reply()).cookie);
     expect(got).toEqual(new Set(cookies.slice(1)));
     expect(dev.maxRunning).toBe(2);
+  });
+
+  it('memory budget: a reply holds its bytes until the socket has taken it, then every byte comes back', async () => {
+    const budget = new MemoryBudget(64 * MiB);
+    const { client, server } = setup({}, { budget });
+    await client.handshake();
+    // Stand in for a full kernel buffer: the server end takes no chunk until told to.
+    const stuck: (() => void)[] = [];
+    let holding = true;
+    const write = server._write.bind(server);
+    server._write = (chunk, enc, cb) => {
+      if (holding) stuck.push(() => write(chunk, enc, cb));
+      else write(chunk, enc, cb);
+    };
+    // Small: their replies stay under the socket's high-water mark, so all eight are read.
+    const cookies = Array.from({ length: 8 }, (_, i) => client.request({ type: Cmd.READ, offset: i * 512, length: 512 }));
+    await settle();
+    expect(budget.used).toBe(8 * 512); // answered, but not one reply has left
+    holding = false;
+    for (const go of stuck.splice(0)) go();
+    const got = new Set<string>();
+    for (let i = 0; i < 8; i++) got.add((await client.reply()).cookie);
+    expect(got).toEqual(new Set(cookies));
+    await settle();
+    expect(budget.used).toBe(0);
   });
 
   it('DISC waits for in-flight requests, answers them, then closes', async () => {
