@@ -548,6 +548,25 @@ describe('ordering and flow control', () => {
     expect(budget.used).toBe(0);
   });
 
+  it('stall timeout: a client whose socket blocks and drains for longer than it is kept; one that stops reading is dropped after it', async () => {
+    const STALL_MS = 100;
+    const { client, server, session } = setup({}, { stallTimeoutMs: STALL_MS });
+    await client.handshake();
+    // 64 KiB replies exceed the socket's high-water mark: each one blocks it, then it drains.
+    const start = performance.now();
+    while (performance.now() - start < 4 * STALL_MS) {
+      const c = client.request({ type: Cmd.READ, offset: 0, length: 64 * 1024 });
+      expectSimple(await client.reply(), c, 0);
+    }
+    expect(session.phase).toBe(Phase.Transmission);
+    // Now the socket takes nothing: the client is dropped after STALL_MS of that.
+    server._write = () => undefined;
+    const blocked = performance.now();
+    client.request({ type: Cmd.READ, offset: 0, length: 64 * 1024 });
+    await session.closed;
+    expect(performance.now() - blocked).toBeGreaterThanOrEqual(STALL_MS - 5);
+  });
+
   it('DISC waits for in-flight requests, answers them, then closes', async () => {
     const { client, session, dev } = setup();
     await client.handshake();
