@@ -6,6 +6,9 @@
 // same for every tree, so differences between trees are the server's.
 //   node --import tsx bench/micro/session-requests.ts [--trees DIR,DIR] [--reps 30] [--requests N]
 //     [--workloads read-4k,read-1m,write-4k] [--depth 32] [--budget BYTES (0: none)]
+// `--count`: instead of CPU, the async resources (promises, timers, immediates, ticks, write
+// requests) created per request, counted by async_hooks: exact, whatever the load.
+import { createHook } from 'node:async_hooks';
 import { join, resolve } from 'node:path';
 import { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
@@ -32,7 +35,7 @@ const WORKLOADS: Record<string, { cmd: number; length: number; requests: number 
 };
 
 const { values: v } = parseArgs({
-  options: { trees: { type: 'string' }, reps: { type: 'string' }, requests: { type: 'string' }, workloads: { type: 'string' }, depth: { type: 'string' }, budget: { type: 'string' } },
+  options: { trees: { type: 'string' }, reps: { type: 'string' }, requests: { type: 'string' }, workloads: { type: 'string' }, depth: { type: 'string' }, budget: { type: 'string' }, count: { type: 'boolean' } },
 });
 const trees = (v.trees ?? join(import.meta.dirname, '..', '..')).split(',').map((t) => resolve(t));
 const reps = Number(v.reps ?? 30);
@@ -160,10 +163,29 @@ function runSession(b: Build, w: { cmd: number; length: number }, requests: numb
   });
 }
 
+/** Async resources created per request, by type, over one run of each build. */
+async function countResources(spec: { cmd: number; length: number }, requests: number): Promise<void> {
+  for (const b of builds) {
+    await runSession(b, spec, requests); // the same warm state as a measured run
+    const counts = new Map<string, number>();
+    const hook = createHook({ init: (_id, type) => void counts.set(type, (counts.get(type) ?? 0) + 1) });
+    hook.enable();
+    await runSession(b, spec, requests);
+    hook.disable();
+    const per = [...counts].sort((x, y) => y[1] - x[1]).map(([t, n]) => `${t} ${round(n / requests, 3)}`).join(', ');
+    process.stdout.write(`  ${per}  ${b.tree}\n`);
+  }
+}
+
 for (const w of names) {
   const spec = WORKLOADS[w];
   if (!spec) throw new Error(`unknown workload ${w}`);
   const requests = v.requests !== undefined ? Number(v.requests) : spec.requests;
+  if (v.count) {
+    process.stdout.write(`${w}: async resources per request\n`);
+    await countResources(spec, requests);
+    continue;
+  }
   for (const b of builds) await runSession(b, spec, requests); // warm up the JIT
   // Interleaved: each repetition runs every build once, so load changes hit them alike; the
   // order alternates, so no build always follows the same one (GC debt, caches).
