@@ -7,6 +7,7 @@ import {
 import { encodeClientFlags, encodeInfoRequest, encodeOption } from '../../src/protocol/handshake.ts';
 import { encodeRequestHeader } from '../../src/protocol/transmission.ts';
 import { MemoryBudget } from '../../src/server/memory-budget.ts';
+import { REPLY_SLAB_BYTES, SLAB_READ_MAX } from '../../src/server/dispatch.ts';
 import { Phase, SPARSE_READ_MIN, type Session } from '../../src/server/session.ts';
 import { StaticExports } from '../../src/server/static-exports.ts';
 import { setLogLevel } from '../../src/util/log.ts';
@@ -565,6 +566,27 @@ describe('ordering and flow control', () => {
     client.request({ type: Cmd.READ, offset: 0, length: 64 * 1024 });
     await session.closed;
     expect(performance.now() - blocked).toBeGreaterThanOrEqual(STALL_MS - 5);
+  });
+
+  it('short reads share a reply slab but never its bytes: concurrent reads of odd sizes each get their own range', async () => {
+    const { client, dev } = setup();
+    const image = pattern(MiB, 3);
+    dev.preload(0, image);
+    await client.handshake();
+    const sizes = [1, 7, 4096, 5000, SLAB_READ_MAX, 300, SLAB_READ_MAX + 1];
+    const want = new Map<string, Buffer>();
+    let offset = 0;
+    // Several slabs' worth (REPLY_SLAB_BYTES each), all in flight at once.
+    for (let i = 0; offset < 3 * REPLY_SLAB_BYTES; i++) {
+      const length = sizes[i % sizes.length]!;
+      want.set(client.request({ type: Cmd.READ, offset, length }), image.subarray(offset, offset + length));
+      offset += length + 13;
+    }
+    for (let i = 0; i < want.size; i++) {
+      const r = await client.reply();
+      expectSimple(r, r.cookie, 0);
+      expect(r.kind === 'simple' && r.data?.equals(want.get(r.cookie)!)).toBe(true);
+    }
   });
 
   it('DISC waits for in-flight requests, answers them, then closes', async () => {
