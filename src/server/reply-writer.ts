@@ -3,9 +3,10 @@
 // whose I/O completed in the same poll phase, leave as one writev; nothing is ever concatenated.
 // (nextTick uncorked after each completion callback: one syscall per reply, ~20% of CPU at
 // queue depth 32; see bench/README.md.)
-// Bytes a reply holds of the memory budget are handed back once the kernel has the reply: one
-// empty write marks the end of each batch, and its callback releases every reply of the batch at
-// once (a marker per reply cost ~5% of the CPU of a 4 KiB read; bench/README.md, issue 11).
+// Bytes a reply holds of the memory budget are handed back once the kernel has the reply: at once
+// when the batch's writev took everything, else through one empty write queued after the batch,
+// whose callback releases every reply of the batch (a marker per reply cost a buffered chunk and
+// a callback per request; bench/README.md, issue 11).
 import type { Duplex } from 'node:stream';
 
 const EMPTY = Buffer.alloc(0);
@@ -19,12 +20,14 @@ export class ReplyWriter {
   private batchBytes = 0;
   private readonly uncork = (): void => {
     this.corked = false;
+    const s = this.socket;
+    s.uncork();
     const bytes = this.batchBytes;
-    if (bytes > 0) {
-      this.batchBytes = 0;
-      this.flushMarker(bytes);
-    }
-    this.socket.uncork();
+    if (bytes === 0) return;
+    this.batchBytes = 0;
+    // Usually the kernel took the whole batch in the writev just made: nothing left to wait for.
+    if (s.writableLength === 0) this.onFlushed(bytes);
+    else this.flushMarker(bytes);
   };
 
   constructor(socket: Duplex, onFlushed: (bytes: number) => void = () => undefined) {
@@ -48,7 +51,7 @@ export class ReplyWriter {
 
   /** onFlushed gets `bytes` back once everything queued so far has been handed to the kernel (or the socket is gone). */
   release(bytes: number): void {
-    // Corked: the batch's marker, written at uncork, comes after everything queued so far.
+    // Corked: settled at uncork, after everything queued so far has gone to the socket.
     if (this.corked) this.batchBytes += bytes;
     else this.flushMarker(bytes);
   }
