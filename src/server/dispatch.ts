@@ -19,6 +19,17 @@ import { allowedCommandFlags } from './negotiate.ts';
 /** Structured reads shorter than this are sent as one data chunk: a hole lookup costs more than it saves. */
 export const SPARSE_READ_MIN = 64 * 1024;
 
+/**
+ * Reads up to this long take their reply buffer from the connection's slab: Buffer.allocUnsafe
+ * pools only below 4 KiB, so each 4 KiB read made an ArrayBuffer of its own (malloc, external
+ * memory accounting, a free at the next GC). Per connection, so a client that leaves its replies
+ * unread pins only its own slab.
+ */
+export const SLAB_READ_MAX = 16 * 1024;
+export const REPLY_SLAB_BYTES = 128 * 1024;
+/** Slab pieces start 8-byte aligned, like Node's own buffer pool. */
+const SLAB_ALIGN = 8;
+
 /** Queues a reply: a header and optionally its data, sent in order without concatenation. */
 export type SendReply = (header: Buffer, data?: Buffer) => void;
 
@@ -33,6 +44,9 @@ export class RequestDispatcher {
   private readonly lease: ExportLease;
   private readonly opts: DispatchOptions;
   private readonly send: SendReply;
+  /** The current reply slab and how much of it is handed out (never reused: pieces die with their replies). */
+  private slab: Buffer | null = null;
+  private slabUsed = 0;
 
   constructor(lease: ExportLease, opts: DispatchOptions, send: SendReply) {
     this.lease = lease;
@@ -101,7 +115,7 @@ export class RequestDispatcher {
       case Cmd.READ:
         if (this.opts.structuredReplies) await this.readStructured(h);
         else {
-          const buf = Buffer.allocUnsafe(h.length);
+          const buf = this.replyBuffer(h.length);
           await dev.read(h.offset, h.length, buf);
           this.send(encodeSimpleReply(NbdErrno.OK, h.cookie), buf);
         }
@@ -145,7 +159,7 @@ export class RequestDispatcher {
   /** Structured READ: holes as OFFSET_HOLE, data as OFFSET_DATA, the last chunk DONE; DF: one chunk. */
   private async readStructured(h: RequestHeader): Promise<void> {
     const dev = this.lease.device;
-    const buf = Buffer.allocUnsafe(h.length);
+    const buf = this.replyBuffer(h.length);
     if ((h.flags & CmdFlag.DF) !== 0 || h.length < SPARSE_READ_MIN) {
       await dev.read(h.offset, h.length, buf);
       this.send(encodeOffsetDataHeader(ReplyFlag.DONE, h.cookie, h.offset, h.length), buf);
@@ -165,6 +179,19 @@ export class RequestDispatcher {
       else this.send(encodeOffsetDataHeader(flags, h.cookie, h.offset + pos, r.length), buf.subarray(pos, pos + r.length));
       pos += r.length;
     });
+  }
+
+  /** A buffer for a READ's data: a piece of the slab when short, else its own. */
+  private replyBuffer(length: number): Buffer {
+    if (length > SLAB_READ_MAX) return Buffer.allocUnsafe(length);
+    let slab = this.slab;
+    if (slab === null || this.slabUsed + length > slab.length) {
+      slab = this.slab = Buffer.allocUnsafeSlow(REPLY_SLAB_BYTES);
+      this.slabUsed = 0;
+    }
+    const piece = slab.subarray(this.slabUsed, this.slabUsed + length);
+    this.slabUsed += Math.ceil(length / SLAB_ALIGN) * SLAB_ALIGN;
+    return piece;
   }
 
   /** Extents exactly covering [offset, offset+length), adjacent runs of the same kind merged. */

@@ -3,6 +3,10 @@
 // whose I/O completed in the same poll phase, leave as one writev; nothing is ever concatenated.
 // (nextTick uncorked after each completion callback: one syscall per reply, ~20% of CPU at
 // queue depth 32; see bench/README.md.)
+// Bytes a reply holds of the memory budget are handed back once the kernel has the reply: at once
+// when the batch's writev took everything, else through one empty write queued after the batch,
+// whose callback releases every reply of the batch (a marker per reply cost a buffered chunk and
+// a callback per request; bench/README.md, issue 11).
 import type { Duplex } from 'node:stream';
 
 const EMPTY = Buffer.alloc(0);
@@ -10,13 +14,25 @@ const EMPTY = Buffer.alloc(0);
 export class ReplyWriter {
   private corked = false;
   private readonly socket: Duplex;
+  /** Told the bytes given to release() once their replies have left (or the socket is gone). */
+  private readonly onFlushed: (bytes: number) => void;
+  /** Bytes given to release() for replies of the batch being corked. */
+  private batchBytes = 0;
   private readonly uncork = (): void => {
     this.corked = false;
-    this.socket.uncork();
+    const s = this.socket;
+    s.uncork();
+    const bytes = this.batchBytes;
+    if (bytes === 0) return;
+    this.batchBytes = 0;
+    // Usually the kernel took the whole batch in the writev just made: nothing left to wait for.
+    if (s.writableLength === 0) this.onFlushed(bytes);
+    else this.flushMarker(bytes);
   };
 
-  constructor(socket: Duplex) {
+  constructor(socket: Duplex, onFlushed: (bytes: number) => void = () => undefined) {
     this.socket = socket;
+    this.onFlushed = onFlushed;
   }
 
   /** Queue buffers in order. Returns false when the socket wants the caller to wait for 'drain'. */
@@ -33,14 +49,17 @@ export class ReplyWriter {
     return ok;
   }
 
-  /** `done` runs once everything queued so far has been handed to the kernel (or the socket is gone). */
-  whenFlushed(done: () => void): void {
+  /** onFlushed gets `bytes` back once everything queued so far has been handed to the kernel (or the socket is gone). */
+  release(bytes: number): void {
+    // Corked: settled at uncork, after everything queued so far has gone to the socket.
+    if (this.corked) this.batchBytes += bytes;
+    else this.flushMarker(bytes);
+  }
+
+  private flushMarker(bytes: number): void {
     const s = this.socket;
-    if (s.destroyed || s.writableEnded) {
-      done();
-      return;
-    }
-    s.write(EMPTY, () => done());
+    if (s.destroyed || s.writableEnded) this.onFlushed(bytes);
+    else s.write(EMPTY, () => this.onFlushed(bytes));
   }
 
   /** Queue many buffers (structured read replies). */

@@ -6,6 +6,8 @@ import {
 } from '../../src/protocol/constants.ts';
 import { encodeClientFlags, encodeInfoRequest, encodeOption } from '../../src/protocol/handshake.ts';
 import { encodeRequestHeader } from '../../src/protocol/transmission.ts';
+import { MemoryBudget } from '../../src/server/memory-budget.ts';
+import { REPLY_SLAB_BYTES, SLAB_READ_MAX } from '../../src/server/dispatch.ts';
 import { Phase, SPARSE_READ_MIN, type Session } from '../../src/server/session.ts';
 import { StaticExports } from '../../src/server/static-exports.ts';
 import { setLogLevel } from '../../src/util/log.ts';
@@ -520,6 +522,71 @@ describe('ordering and flow control', () => {
     for (let i = 1; i < 5; i++) got.add((await client.reply()).cookie);
     expect(got).toEqual(new Set(cookies.slice(1)));
     expect(dev.maxRunning).toBe(2);
+  });
+
+  it('memory budget: a reply holds its bytes until the socket has taken it, then every byte comes back', async () => {
+    const budget = new MemoryBudget(64 * MiB);
+    const { client, server } = setup({}, { budget });
+    await client.handshake();
+    // Stand in for a full kernel buffer: the server end takes no chunk until told to.
+    const stuck: (() => void)[] = [];
+    let holding = true;
+    const write = server._write.bind(server);
+    server._write = (chunk, enc, cb) => {
+      if (holding) stuck.push(() => write(chunk, enc, cb));
+      else write(chunk, enc, cb);
+    };
+    // Small: their replies stay under the socket's high-water mark, so all eight are read.
+    const cookies = Array.from({ length: 8 }, (_, i) => client.request({ type: Cmd.READ, offset: i * 512, length: 512 }));
+    await settle();
+    expect(budget.used).toBe(8 * 512); // answered, but not one reply has left
+    holding = false;
+    for (const go of stuck.splice(0)) go();
+    const got = new Set<string>();
+    for (let i = 0; i < 8; i++) got.add((await client.reply()).cookie);
+    expect(got).toEqual(new Set(cookies));
+    await settle();
+    expect(budget.used).toBe(0);
+  });
+
+  it('stall timeout: a client whose socket blocks and drains for longer than it is kept; one that stops reading is dropped after it', async () => {
+    const STALL_MS = 100;
+    const { client, server, session } = setup({}, { stallTimeoutMs: STALL_MS });
+    await client.handshake();
+    // 64 KiB replies exceed the socket's high-water mark: each one blocks it, then it drains.
+    const start = performance.now();
+    while (performance.now() - start < 4 * STALL_MS) {
+      const c = client.request({ type: Cmd.READ, offset: 0, length: 64 * 1024 });
+      expectSimple(await client.reply(), c, 0);
+    }
+    expect(session.phase).toBe(Phase.Transmission);
+    // Now the socket takes nothing: the client is dropped after STALL_MS of that.
+    server._write = () => undefined;
+    const blocked = performance.now();
+    client.request({ type: Cmd.READ, offset: 0, length: 64 * 1024 });
+    await session.closed;
+    expect(performance.now() - blocked).toBeGreaterThanOrEqual(STALL_MS - 5);
+  });
+
+  it('short reads share a reply slab but never its bytes: concurrent reads of odd sizes each get their own range', async () => {
+    const { client, dev } = setup();
+    const image = pattern(MiB, 3);
+    dev.preload(0, image);
+    await client.handshake();
+    const sizes = [1, 7, 4096, 5000, SLAB_READ_MAX, 300, SLAB_READ_MAX + 1];
+    const want = new Map<string, Buffer>();
+    let offset = 0;
+    // Several slabs' worth (REPLY_SLAB_BYTES each), all in flight at once.
+    for (let i = 0; offset < 3 * REPLY_SLAB_BYTES; i++) {
+      const length = sizes[i % sizes.length]!;
+      want.set(client.request({ type: Cmd.READ, offset, length }), image.subarray(offset, offset + length));
+      offset += length + 13;
+    }
+    for (let i = 0; i < want.size; i++) {
+      const r = await client.reply();
+      expectSimple(r, r.cookie, 0);
+      expect(r.kind === 'simple' && r.data?.equals(want.get(r.cookie)!)).toBe(true);
+    }
   });
 
   it('DISC waits for in-flight requests, answers them, then closes', async () => {
