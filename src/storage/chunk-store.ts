@@ -402,7 +402,7 @@ export class DataStore {
     const s = cls.segment(cls.segmentOf(slot));
     const f = s.file ?? (await this.file(cls, cls.segmentOf(slot), true));
     const pos = cls.posOf(slot) + inner;
-    if (pos + len > s.knownSize) await this.grow(s, f, pos + len);
+    if (pos + len > s.knownSize && !this.growFast(s, pos + len)) await this.grow(s, f, pos + len);
     await f.write(data, off, len, pos);
     // Dirty once written: a commit that swapped the dirty set while the write was in flight
     // may have synced the file before the data landed, and the write's map record goes to a
@@ -417,10 +417,23 @@ export class DataStore {
     const s = cls.segment(cls.segmentOf(slot));
     const f = s.file ?? (await this.file(cls, cls.segmentOf(slot), true));
     const pos = cls.posOf(slot) + inner;
-    if (pos + len > s.knownSize) await this.grow(s, f, pos + len);
+    if (pos + len > s.knownSize && !this.growFast(s, pos + len)) await this.grow(s, f, pos + len);
     await f.writev(pieces, pos);
     this.dirty.add(s); // once written: see write()
     if (pos + len > s.knownSize) s.knownSize = pos + len;
+  }
+
+  /**
+   * `grow` without an await when the size is known and the estimate leaves the reserve whole (the
+   * common case: a sequence of writes growing a segment paid a promise each). False: call `grow`.
+   */
+  private growFast(s: Segment, end: number): boolean {
+    if (s.knownSize < 0) return false;
+    const bytes = end - s.knownSize;
+    if (this.freeEstimate - bytes < this.metadataReserve()) return false;
+    this.freeEstimate -= bytes;
+    this.full = false;
+    return true;
   }
 
   /** A write will end at `end`, past the segment file's known size: learn the size, claim the room. */
