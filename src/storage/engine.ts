@@ -356,7 +356,9 @@ export class CowStore implements Store {
       try {
         this.catalog.dropNode(node);
         this.journal.untrack(node);
+        // Queued before any of its slots is freed: a commit that carries a free carries the delete.
         this.journal.log(encodeDelete(Rec.NodeDelete, node.id));
+        await this.catalog.finishReleases(); // its pages, in slices (node-release.ts)
         await this.journal.commitChange(`delete snapshot '${volume}@${name}'`);
       } finally {
         release();
