@@ -17,8 +17,12 @@ import type { ChunkClass } from './chunk-store.ts';
 import { releasedPage, type SpaceNode } from './space.ts';
 import { Slicer } from '../util/slice.ts';
 
-/** Page indices done between two looks at the clock. */
-const PAGES_PER_CLOCK_LOOK = 16;
+/**
+ * Page indices done between two looks at the clock: one. A freed page's hand-over may compare
+ * its 512 entries with the pages of hundreds of snapshots at that index (space.ts), milliseconds
+ * for one page, so sixteen at a time overshot the slice; a clock look costs far less than a page.
+ */
+const PAGES_PER_CLOCK_LOOK = 1;
 
 export class NodeRelease {
   private readonly l1: L1;
