@@ -160,7 +160,22 @@ async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown
     }
     const job = { rw: 'randrw', rwmixread: 50, bs: '4k', iodepth: 32 };
     const baseline = await runFio(ioUri, 'cp-base', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
-    const before = await ctl.call('server.stats', {}) as StatsAnswer; // opens the event-loop window
+    const before = await ctl.call('server.stats', {}) as StatsAnswer; // starts the event-loop monitor
+    /** The longest eventLoopSeconds server.stats takes (protocol/control.md). */
+    const STATS_WINDOW_MAX_SECONDS = 300;
+    // Each stats call asks for the seconds since the previous one (plus the second it began in).
+    let statsAt = performance.now();
+    const sinceStats = (): { eventLoopSeconds: number } => {
+      const now = performance.now();
+      const n = Math.min(STATS_WINDOW_MAX_SECONDS, Math.ceil((now - statsAt) / 1000) + 1);
+      statsAt = now;
+      return { eventLoopSeconds: n };
+    };
+    // A build from before eventLoopSeconds (--compare) refuses it: its window is since the last call.
+    const stats = async (): Promise<StatsAnswer> => {
+      const p = sinceStats();
+      return await ctl.call('server.stats', p).catch(() => ctl.call('server.stats', {})) as StatsAnswer;
+    };
     const t = { list: [] as number[], info: [] as number[], stats: [] as number[], diff: [] as number[], create: [] as number[], delete: [] as number[] };
     let loopMaxMs = 0;
     let rounds = 0;
@@ -170,7 +185,7 @@ async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown
         t.list.push(await ctl.timed('snapshot.list', { volume: 'cp' }));
         t.info.push(await ctl.timed('volume.info', { name: 'cp' }));
         const t0 = process.hrtime.bigint();
-        const st = await ctl.call('server.stats', {}) as StatsAnswer;
+        const st = await stats();
         t.stats.push(Number(process.hrtime.bigint() - t0) / 1e6);
         loopMaxMs = Math.max(loopMaxMs, st.eventLoop?.maxMs ?? NaN);
         t.diff.push(await ctl.timed('snapshot.diff', { volume: 'cp', from: 'p0' }));
@@ -188,7 +203,7 @@ async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown
       stop = true;
       await loop;
     }
-    const after = await ctl.call('server.stats', {}) as StatsAnswer;
+    const after = await stats();
     loopMaxMs = Math.max(loopMaxMs, after.eventLoop?.maxMs ?? NaN);
     const fio = (m: typeof during) => ({ maxLatMs: round(m.latMaxMs ?? NaN, 3), p999Ms: round(m.latP999Ms ?? NaN, 3), p99Ms: round(m.latP99Ms ?? NaN, 3), iops: round(m.iops, 0) });
     return {

@@ -4,7 +4,12 @@
 // SNAPSHOTS snapshots each after REWRITE chunks rewritten through the head device; then rounds of
 // listSnapshots, volumeInfo, stats, diff (oldest snapshot to head, first page), create + delete of
 // an old snapshot and a compaction pass, while a 1 ms timer measures the longest event-loop delay.
-// Run: node --import tsx bench/micro/control-plane.ts [--gib 8] [--snapshots 500] [--rounds 20]
+// Then two rows of issue 15's open items on a second volume of VOLUME_GIB, fully mapped:
+//   - big delete: a snapshot whose pages are its own (the head trimmed whole) deleted; the walk
+//     that frees its slots runs in slices (node-release.ts): its duration, yields, loop delay;
+//   - write stall: QD 32 random 4 KiB writes for STALL_SECONDS with a snapshot every second; the
+//     longest write across a snapshot.create against the longest away from one.
+// Run: node --import tsx bench/micro/control-plane.ts [--gib 8] [--snapshots 500] [--rounds 20] [--stall-seconds 5]
 import { mkdtemp, rm } from 'node:fs/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
@@ -14,8 +19,17 @@ import { openCowStore } from '../../src/storage/index.ts';
 
 const CHUNK = 65536;
 const REWRITE = 64;
-const { values } = parseArgs({ options: { gib: { type: 'string' }, snapshots: { type: 'string' }, rounds: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { gib: { type: 'string' }, snapshots: { type: 'string' }, rounds: { type: 'string' }, 'stall-seconds': { type: 'string' }, help: { type: 'boolean' } },
+});
+if (values.help) {
+  console.log('usage: node --import tsx bench/micro/control-plane.ts [--gib 8] [--snapshots 500] [--rounds 20] [--stall-seconds 5]');
+  process.exit(0);
+}
 const GIB = Number(values.gib ?? 8);
+const STALL_SECONDS = Number(values['stall-seconds'] ?? 5);
+const QUEUE_DEPTH = 32;
+const BLOCK = 4096;
 const SNAPSHOTS = Number(values.snapshots ?? 500);
 const ROUNDS = Number(values.rounds ?? 20);
 
@@ -37,6 +51,10 @@ async function main(): Promise<void> {
     const cls = st.chunkClass(CHUNK);
     const head = st.volume('v')!.head;
     for (let c = 0; c < chunks; c++) head.map.set(c, cls.alloc(), 1);
+    // The big-delete and write-stall volume, alike.
+    await s.createVolume({ name: 'w', size, chunkSize: CHUNK });
+    const wMap = st.volume('w')!.head.map;
+    for (let c = 0; c < chunks; c++) wMap.set(c, cls.alloc(), 1);
     await s.checkpoint();
     await s.close();
     const store = await openCowStore(join(root, 's'), { commitIntervalMs: 0 }); // counters rebuilt from the maps
@@ -82,6 +100,63 @@ async function main(): Promise<void> {
     console.log(`  create: ${summary(t.create)}; delete: ${summary(t.del)} (both with their commit's fdatasyncs)`);
     console.log(`  compact: ${summary(t.compact)}`);
     console.log(`  longest event-loop delay while each ran: ${[...blocked].map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
+
+    // Big delete: a snapshot holding every page alone.
+    await store.createSnapshot('w', 'big');
+    await store.head('w').trim(0, size, { fua: false });
+    await store.commit();
+    // The longest gap between two runs of a 1 ms timer: how long the delete kept the loop at once.
+    let ticks = 0;
+    let last = now();
+    let gap = 0;
+    const ticker = setInterval(() => {
+      const t = now();
+      gap = Math.max(gap, t - last);
+      last = t;
+      ticks++;
+    }, 1);
+    loop.enable();
+    const d0 = now();
+    last = d0;
+    await store.deleteSnapshot('w', 'big');
+    const delMs = now() - d0;
+    await new Promise((r) => setTimeout(r, 2));
+    clearInterval(ticker);
+    console.log(`  big delete (${chunks} slots freed): ${delMs.toFixed(1)} ms, a 1 ms timer ran ${ticks} times meanwhile, longest gap ${gap.toFixed(1)} ms`);
+
+    // Write stall: QD 32 random 4 KiB writes, a snapshot every second.
+    const wdev = store.head('w');
+    const blocks = size / BLOCK;
+    const data = Buffer.alloc(BLOCK, 0x33);
+    const lat: { t0: number; t1: number }[] = [];
+    const creates: { t0: number; t1: number }[] = [];
+    let stop = false;
+    const worker = async (): Promise<void> => {
+      while (!stop) {
+        const t0 = now();
+        await wdev.write(Math.floor(rand() * blocks) * BLOCK, data, { fua: false });
+        lat.push({ t0, t1: now() });
+        // The next request arrives as an event (over NBD: a socket read), not in the same microtask run.
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    const workers = Array.from({ length: QUEUE_DEPTH }, worker);
+    loop.reset();
+    for (let i = 0; i < STALL_SECONDS; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const t0 = now();
+      await store.createSnapshot('w', `st${i}`);
+      creates.push({ t0, t1: now() });
+    }
+    stop = true;
+    await Promise.all(workers);
+    const across = (l: { t0: number; t1: number }): boolean => creates.some((c) => l.t0 < c.t1 && l.t1 > c.t0);
+    const ms = (l: { t0: number; t1: number }): number => l.t1 - l.t0;
+    const spanning = lat.filter(across).map(ms);
+    const quiet = lat.filter((l) => !across(l)).map(ms);
+    console.log(`  write stall (QD ${QUEUE_DEPTH} 4 KiB random writes, ${lat.length} in ${STALL_SECONDS} s, ${creates.length} snapshots): ` +
+      `across a create ${spanning.length ? summary(spanning) : 'none'}; away ${summary(quiet)}; create ${summary(creates.map(ms))}; longest event-loop delay ${(loop.max / 1e6).toFixed(1)} ms`);
+    loop.disable();
     await store.close();
   } finally {
     await rm(root, { recursive: true, force: true });

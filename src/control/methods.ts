@@ -13,7 +13,7 @@ import { SCHEDULE_METHODS } from './schedule-methods.ts';
 import { invalidParams } from './errors.ts';
 import { checkHealth, type HealthReport, type HealthSources } from './health.ts';
 import { validateParams, type Params, type ParamsSchema } from './validate.ts';
-import { LoopDelayMonitor } from '../util/loop-delay.ts';
+import { LoopDelayMonitor, LOOP_DELAY_WINDOW_MAX_SECONDS } from '../util/loop-delay.ts';
 
 /** Extents per snapshot.diff page unless `limit` says otherwise, and the most it may say. */
 export const DIFF_PAGE_DEFAULT = 1024;
@@ -26,7 +26,7 @@ export const DESCRIPTION_MAX = 1024;
 /** Longest backing path, characters. */
 export const PATH_MAX = 4096;
 
-/** server.stats' `eventLoop`: one window per call. */
+/** server.stats' `eventLoop`: the worst of the window each call asks for (`eventLoopSeconds`). */
 const loopDelay = new LoopDelayMonitor();
 
 export interface ServerInfo {
@@ -79,7 +79,9 @@ export const METHODS = {
     };
   }),
 
-  'server.stats': def({}, (_p, ctx) => ({ ...ctx.registry.stats(), connections: ctx.serverInfo().connections ?? [], eventLoop: loopDelay.read() })),
+  'server.stats': def({ eventLoopSeconds: { type: 'integer', required: false, min: 1, max: LOOP_DELAY_WINDOW_MAX_SECONDS } }, (p, ctx) => ({
+    ...ctx.registry.stats(), connections: ctx.serverInfo().connections ?? [], eventLoop: loopDelay.read(p.eventLoopSeconds),
+  })),
 
   'server.health': def({ minFreePercent: { type: 'integer', required: false, min: 0, max: 100 } }, async (p, ctx): Promise<HealthReport> => {
     if (!ctx.health) return { status: 'degraded', checks: [] };

@@ -267,7 +267,7 @@ export function releaseL1(l1: L1, slots: SlotRefs): void {
 }
 
 /** Drops one L1's reference to a page; the last one gives back the page's slots. */
-function releasePage(p: Page, slots: SlotRefs): void {
+export function releasePage(p: Page, slots: SlotRefs): void {
   if (--p.refs > 0) return;
   const e = p.entries;
   for (let i = 0; i < e.length; i += 2) {

@@ -64,6 +64,7 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
     }
     case Rec.NodeDelete:
       catalog.dropNode(catalog.node(r.u32()));
+      catalog.finishReleasesSync();
       return;
     case Rec.MapRun: {
       const run = decodeMapRun(r);

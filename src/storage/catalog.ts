@@ -3,7 +3,8 @@
 // (catalog-records.ts) change it only through the methods here. A Volume or Node is its
 // persisted record (records.ts) plus what exists only in memory: the map, the chunk class, the
 // write gate and range lock of the data path, the backing file handle, the devices.
-import { NodeMap } from './block-map.ts';
+import { NodeMap, PAGE_SHIFT } from './block-map.ts';
+import { NodeRelease } from './node-release.ts';
 import type { ChunkClass, DataStore } from './chunk-store.ts';
 import type { BlockDevice } from './device.ts';
 import type { IoFile } from './file-io.ts';
@@ -64,6 +65,8 @@ export class Catalog {
   private nextIdNow = 1;
   /** Off during replay (counters are rebuilt once after it, `startCounting`). */
   private counting = false;
+  /** Walks of dropped nodes' maps not finished yet (node-release.ts), oldest first. */
+  private readonly releasing: NodeRelease[] = [];
 
   constructor(chunks: DataStore) {
     this.chunks = chunks;
@@ -112,18 +115,46 @@ export class Catalog {
     return node;
   }
 
-  dropNode(node: Node): void {
-    node.map.release();
+  /**
+   * Removes a node; its map's pages are let go by the returned walk, which the caller runs
+   * (`run`: sliced, after queuing the delete record; `runSync`) before its next control step.
+   */
+  dropNode(node: Node): NodeRelease {
     node.deleted = true;
     this.nodes.delete(node.id);
     const i = node.vol.snaps.indexOf(node);
     if (i >= 0) node.vol.snaps.splice(i, 1);
-    if (this.counting) released(node.map.l1, node.vol.chunkClass, this.candidates(node.vol));
+    const walk = new NodeRelease(node.map, this.counting ? { cls: node.vol.chunkClass, nodes: this.candidates(node.vol) } : null);
+    if (!walk.finished) this.releasing.push(walk);
+    return walk;
+  }
+
+  /** Runs the walks of dropped nodes to the end, sliced (node-release.ts). */
+  async finishReleases(): Promise<void> {
+    while (this.releasing.length > 0) {
+      await this.releasing[0]!.run();
+      this.releasing.shift();
+    }
+  }
+
+  /** ... or in one go. */
+  finishReleasesSync(): void {
+    for (const w of this.releasing) w.runSync();
+    this.releasing.length = 0;
+  }
+
+  /** An entry at page index `pi` is about to change: every walk does that index first. */
+  private beforeChange(pi: number): void {
+    for (const w of this.releasing) w.page(pi);
   }
 
   dropVolume(vol: Volume): void {
-    for (const s of [...vol.snaps]) this.dropNode(s);
+    for (const s of [...vol.snaps]) {
+      this.dropNode(s);
+      this.finishReleasesSync();
+    }
     this.dropNode(vol.head);
+    this.finishReleasesSync();
     vol.deleted = true;
     this.byName.delete(vol.name);
     this.byId.delete(vol.id);
@@ -165,6 +196,7 @@ export class Catalog {
 
   /** Sets a head's map entry (the data path), keeping the space counters. */
   setEntry(node: Node, c: number, slot: number, birth: number): void {
+    if (this.releasing.length > 0) this.beforeChange(c >>> PAGE_SHIFT);
     if (this.counting) setEntry(node, node.vol.chunkClass, this.candidates(node.vol), c, slot, birth);
     else node.map.set(c, slot, birth);
   }
@@ -189,6 +221,7 @@ export class Catalog {
    * that node gains it.
    */
   heldOutsideMapsReleased(vol: Volume, c: number, slot: number): void {
+    if (this.releasing.length > 0) this.beforeChange(c >>> PAGE_SHIFT);
     if (this.counting && vol.chunkClass.holders(slot) === 1) gainIfAlone(this.candidates(vol), c, slot);
   }
 

@@ -218,6 +218,9 @@ export class DataPath {
     const merges: Promise<void>[] = [];
     const validity: Validity[] = [];
     const partials = chunkClass.partials;
+    const gate = vol.gate;
+    // Counted from the choice until the map entries are in: a snapshot shares the map only after.
+    let inPlace = false;
     let pos = offset;
     try {
       while (pos < end) {
@@ -234,7 +237,10 @@ export class DataPath {
         const old = map.slot(c);
         const partial = partials.size > 0 && isSlot(old) ? partials.get(old) : undefined;
         let merge = false;
-        if (map.exclusive(c) && !chunkClass.isEvacuating(old)) {
+        // Nor while a snapshot create or delete asks writes to redirect (write-gate.ts).
+        if (map.exclusive(c) && !chunkClass.isEvacuating(old) && !gate.noInPlace) {
+          if (!inPlace) gate.enterInPlace();
+          inPlace = true;
           slot = old;
           if (map.birth(c) !== epoch) rebirth.push(c);
           if (partial) {
@@ -291,8 +297,20 @@ export class DataPath {
       this.io.point(CrashPoint.DataWritten);
     } catch (e) {
       this.chunks.releaseUnmapped(chunkClass, fresh.map((f) => f.slot)); // never mapped: free at once
+      if (inPlace) gate.leaveInPlace();
       throw e;
     }
+    try {
+      this.mapWritten(vol, fresh, rebirth, validity);
+    } finally {
+      if (inPlace) gate.leaveInPlace();
+    }
+  }
+
+  /** After a write's data landed: its partial slots, fresh slots and rebirths go into the head's map. */
+  private mapWritten(vol: Volume, fresh: { c: number; slot: number }[], rebirth: number[], validity: Validity[]): void {
+    const chunkClass = vol.chunkClass;
+    const map = vol.head.map;
     if (vol.deleted) {
       this.chunks.releaseUnmapped(chunkClass, fresh.map((f) => f.slot));
       return;

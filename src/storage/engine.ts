@@ -316,12 +316,13 @@ export class CowStore implements Store {
       if (vol.snaps.some((s) => s.name === name)) throw new StoreError(StoreErrorCode.NameTaken, `snapshot '${volume}@${name}' exists`);
       // Its unfilled chunks are holes in the map: a snapshot now would keep them as zeros.
       if (vol.fill !== null) throw new StoreError(StoreErrorCode.VolumeBusy, `volume '${volume}' is still being restored: snapshot it once the restore is done`);
-      // The barrier covers only the instant of sharing the map: writes answered before are in,
-      // later ones see a shared map and redirect, so they cannot touch the snapshot's chunks and
-      // may proceed while the commit makes it durable (their records follow its Node record in
-      // the same or a later transaction). Holding writes over the commit's fdatasync stalled
+      // No write is held: the in-place writes in flight finish, new ones redirect until the map
+      // is shared (write-gate.ts `redirect`); later ones see a shared map and redirect anyway, so
+      // none can touch the snapshot's chunks, and they proceed while the commit makes it durable
+      // (their records follow its Node record in the same or a later transaction). Holding every
+      // write until those in flight drained (and, before, over the commit's fdatasync) stalled
       // them for hundreds of milliseconds under load.
-      const release = await holdAll([vol.gate]);
+      const release = await vol.gate.redirect();
       let node: Node;
       try {
         node = catalog.addNode({ id: catalog.newId(), kind: 'snap', name, description, createdMs: Date.now(), epoch: catalog.epoch, guid: guid ?? newGuid(), size: vol.size },
@@ -350,13 +351,15 @@ export class CowStore implements Store {
     return this.serial(async () => {
       const vol = this.catalog.volume(volume);
       const node = this.catalog.snapshot(volume, name);
-      // The barrier covers the commit: until the delete is durable, no write may go in place
-      // into a slot the (still committed) snapshot holds.
-      const release = await holdAll([vol.gate]);
+      // Until the delete is durable no write may go in place into a slot the (still committed)
+      // snapshot holds: writes redirect over the commit instead of waiting for it.
+      const release = await vol.gate.redirect();
       try {
         this.catalog.dropNode(node);
         this.journal.untrack(node);
+        // Queued before any of its slots is freed: a commit that carries a free carries the delete.
         this.journal.log(encodeDelete(Rec.NodeDelete, node.id));
+        await this.catalog.finishReleases(); // its pages, in slices (node-release.ts)
         await this.journal.commitChange(`delete snapshot '${volume}@${name}'`);
       } finally {
         release();

@@ -104,35 +104,41 @@ export function released(l1: L1, cls: ChunkClass, candidates: Candidates): void 
   if (l1.refs >= 2) return; // still held by two nodes or more: every slot in it keeps two holders
   const nodes = [...candidates()]; // once: scanned per page below
   const pages = l1.pages;
-  for (let pi = 0; pi < pages.length; pi++) {
-    const p = pages[pi];
-    if (!p || p.refs > 1) continue;
-    if (p.refs === 1) {
-      const owner = ownerOf(nodes, pi, p);
-      if (!owner) continue;
-      let n = 0;
-      for (let i = 0; i < p.entries.length; i += 2) {
-        const s = p.entries[i] as number;
-        if (isSlot(s) && cls.holders(s) === 1) n++;
-      }
-      owner.space.unique += n;
-      continue;
-    }
-    // Freed: the slots' remaining holders are pages at the same index held by one node alone.
-    const alone: { page: Page; node: SpaceNode }[] = [];
-    for (const m of nodes) {
-      const q = m.map.l1.pages[pi];
-      if (q && q.refs === 1 && m.map.l1.refs === 1) alone.push({ page: q, node: m });
-    }
-    if (alone.length === 0) continue;
+  for (let pi = 0; pi < pages.length; pi++) releasedPage(pages[pi] ?? null, pi, cls, nodes);
+}
+
+/**
+ * `released` for the page at index `pi` of the L1 let go (the caller checked that L1's refs < 2).
+ * Pages at different indices hold different slots (a slot stays at its chunk), so the pages of
+ * one L1 may be done one at a time, in any order, between other changes (node-release.ts).
+ */
+export function releasedPage(p: Page | null, pi: number, cls: ChunkClass, nodes: readonly SpaceNode[]): void {
+  if (!p || p.refs > 1) return;
+  if (p.refs === 1) {
+    const owner = ownerOf(nodes, pi, p);
+    if (!owner) return;
+    let n = 0;
     for (let i = 0; i < p.entries.length; i += 2) {
       const s = p.entries[i] as number;
-      if (!isSlot(s) || cls.holders(s) !== 1) continue;
-      for (const a of alone) {
-        if (a.page.entries[i] === s) {
-          a.node.space.unique++;
-          break;
-        }
+      if (isSlot(s) && cls.holders(s) === 1) n++;
+    }
+    owner.space.unique += n;
+    return;
+  }
+  // Freed: the slots' remaining holders are pages at the same index held by one node alone.
+  const alone: { page: Page; node: SpaceNode }[] = [];
+  for (const m of nodes) {
+    const q = m.map.l1.pages[pi];
+    if (q && q.refs === 1 && m.map.l1.refs === 1) alone.push({ page: q, node: m });
+  }
+  if (alone.length === 0) return;
+  for (let i = 0; i < p.entries.length; i += 2) {
+    const s = p.entries[i] as number;
+    if (!isSlot(s) || cls.holders(s) !== 1) continue;
+    for (const a of alone) {
+      if (a.page.entries[i] === s) {
+        a.node.space.unique++;
+        break;
       }
     }
   }
