@@ -199,7 +199,9 @@ describe('a store that leaves out one directory sync', () => {
       }
       expect(skipped, 'directory syncs left out').toBeGreaterThan(0);
       expect(failures.length, 'power-loss check failures').toBeGreaterThan(0);
-      expect(failures[0]).toMatch(/is missing/);
+      // The dropped entry shows as a segment file missing, or (SEED=104) as other bytes in place
+      // of a committed write; the same seeds pass when no sync is left out.
+      expect(failures[0]).toMatch(/is missing|lost an answered-and-committed write/);
       console.log(`without the directory sync in ${what}: ${failures[0]}`);
     });
   }
