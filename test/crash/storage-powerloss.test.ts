@@ -55,6 +55,26 @@ describe('power loss at each crash point', () => {
   });
 });
 
+// A segment truncation runs in the background after the operation that freed the tail has
+// returned: a power cut there kills the boot without failing any operation. The harness must
+// recover from it even when it falls in the last operation of a run (SEED=101 on 3fc342e failed
+// with a SimCrash in the final verify, fs-truncate at seed 115): one operation per run, the point
+// armed before each, until such a cut happened.
+describe('power loss in background work during the last operation of a run', () => {
+  it('recovers and verifies instead of reading a dead store', async () => {
+    const h = new Harness({ seed: BASE_SEED, ops: 1, crashPoints: [CrashPoint.FsTruncate], armProbability: 0, journalCompactBytes: 24 * 1024 });
+    await h.setupSim();
+    let runs = 0;
+    while (h.crashes.length < 2 && runs < 3000) {
+      h.sim!.armCrash(CrashPoint.FsTruncate, 1);
+      await h.run(1);
+      runs++;
+    }
+    expect(h.crashes.filter((m) => m === CrashPoint.FsTruncate).length, `fs-truncate cuts in ${runs} runs`).toBeGreaterThanOrEqual(2);
+    await runCheckOn(h);
+  });
+});
+
 // Every point a compaction passes through (its copies, its checkpoint commit, the deletion of the
 // emptied files), at its first, middle and last hit of a full compact(): the store must recover
 // with every node exactly as before (all of it was flushed), compact to the end afterwards, and
@@ -179,7 +199,9 @@ describe('a store that leaves out one directory sync', () => {
       }
       expect(skipped, 'directory syncs left out').toBeGreaterThan(0);
       expect(failures.length, 'power-loss check failures').toBeGreaterThan(0);
-      expect(failures[0]).toMatch(/is missing/);
+      // The dropped entry shows as a segment file missing, or (SEED=104) as other bytes in place
+      // of a committed write; the same seeds pass when no sync is left out.
+      expect(failures[0]).toMatch(/is missing|lost an answered-and-committed write/);
       console.log(`without the directory sync in ${what}: ${failures[0]}`);
     });
   }
