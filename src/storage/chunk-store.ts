@@ -67,6 +67,8 @@ export class ChunkClass implements SlotRefs {
   pendingFree: number[] = [];
   /** Slots holding only some blocks of their chunk, the rest read from a base slot (partial-slots.ts). */
   readonly partials = new PartialSlots(this);
+  /** Slot -> references operations hold on it (pin/unpin), left out of `holders`. */
+  private readonly pins = new Map<number, number>();
   private hint = 0;
   private readonly owner: DataStore;
 
@@ -133,7 +135,26 @@ export class ChunkClass implements SlotRefs {
    * node's `used`: deleting it leaves the base to the compactor's merge, which frees it.
    */
   holders(slot: number): number {
-    return this.count(slot) - this.partials.holdsOn(slot);
+    const pinned = this.pins.size > 0 ? (this.pins.get(slot) ?? 0) : 0;
+    return this.count(slot) - this.partials.holdsOn(slot) - pinned;
+  }
+
+  /**
+   * A reference an operation holds for a while (partial-merge.ts), not a map: it keeps the slot
+   * alive and makes a write to it redirect, but is no holder, so a node that lets go of the slot
+   * meanwhile still loses it from its `used` (space.ts).
+   */
+  pin(slot: number): void {
+    this.ref(slot);
+    this.pins.set(slot, (this.pins.get(slot) ?? 0) + 1);
+  }
+
+  unpin(slot: number): void {
+    const n = (this.pins.get(slot) ?? 0) - 1;
+    if (n < 0) throw new Error(`slot ${slot} unpinned but not pinned`);
+    if (n === 0) this.pins.delete(slot);
+    else this.pins.set(slot, n);
+    this.unref(slot);
   }
 
   /** Takes the lowest free slot (keeps data packed into low segments). */

@@ -4,12 +4,13 @@
 // and lets its base go. Runs at the start of each compactor pass (compactor.ts), so after the
 // commits that free slots, as a control operation.
 //
-// While a slot is merged it holds one extra reference, taken while the class's writes are held
-// until in-flight ones drained (as a compaction pass starts): a head write to it is then not
-// exclusive and redirects (merging through the read path), so no client write can race the copy
-// into the slot's missing blocks, and the slot cannot be freed and reused under the copy. The copy lands
-// before the `SlotValid` (whole) record; the commit syncs the data first, so a crash before it
-// leaves the slot partial over its intact base.
+// While a slot is merged it holds one extra reference, a pin (ChunkClass.pin: no holder for the
+// space counters), taken while the class's writes are held until in-flight ones drained (as a
+// compaction pass starts): a head write to it is then not exclusive and redirects (merging
+// through the read path), so no client write can race the copy into the slot's missing blocks,
+// and the slot cannot be freed and reused under the copy. The copy lands before the `SlotValid`
+// (whole) record; the commit syncs the data first, so a crash before it leaves the slot partial
+// over its intact base.
 import type { ChunkClass, DataStore } from './chunk-store.ts';
 import { UNMAPPED } from './block-map.ts';
 import type { Journal } from './journal.ts';
@@ -32,7 +33,7 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
       batch.push([slot, p]);
       if (batch.length >= MERGE_BATCH_SLOTS) break;
     }
-    for (const [slot] of batch) cls.ref(slot);
+    for (const [slot] of batch) cls.pin(slot);
   } finally {
     release();
   }
@@ -63,7 +64,7 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
       merged++;
     }
   } finally {
-    for (const [slot] of batch) cls.unref(slot);
+    for (const [slot] of batch) cls.unpin(slot);
   }
   return merged;
 }
