@@ -7,6 +7,9 @@
 // free (still state 1) → the commit that records the unmapping lands: quarantined until every
 // read that began before it has finished → free. So a freed slot is never reused, nor its
 // segment deleted, before the free is durable and nobody can be reading it.
+//
+// Over 500 lines because the allocator (ChunkClass: refcounts, pins, slot states, segments) and
+// the slot I/O (DataStore) share every slot table; split apart, each would reach into the other's.
 import { StorageError } from './device.ts';
 import type { FileIo, IoFile } from './file-io.ts';
 import type { Gather } from '../util/gather.ts';

@@ -5,6 +5,8 @@
 // become MapRun records for the next commit. It reaches the catalog, the allocator and the
 // journal only through the narrow interfaces below, and owns nothing but its `closed` flag.
 // Hot paths: no await when the gate is open and the chunks are unlocked, one I/O per run.
+// Over 500 lines because each request kind's choice of in place, fresh, partial or merged slots
+// and its undo on failure are one rule read in one place (README.md "Write path").
 import { ENTRIES_PER_PAGE, isSlot, PAGE_SHIFT, UNMAPPED, ZERO, ZERO_ALLOCATED } from './block-map.ts';
 import { readBacking } from './backing.ts';
 import type { Node, Volume } from './catalog.ts';
