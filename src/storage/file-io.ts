@@ -105,6 +105,14 @@ export const SYNC_IO_RULE = {
    * (1 MiB reads: the loop was 80% busy in pread + writev, serially).
    */
   poolMinBytes: 128 * 1024,
+  /**
+   * One synchronous I/O slower than this moves to the pool at once: a write caught by the
+   * kernel's dirty-page throttling or a read behind a writeback queue held the whole event loop
+   * (every connection, the control socket) for ~100 ms with 8 GiB written (bench/README.md)...
+   */
+  stallNs: 10_000_000,
+  /** ...and no synchronous probe is tried for this long after it (a probe would stall again). */
+  stallHoldMs: 1000,
 } as const;
 
 /** For one direction (reads or writes): whether the next I/O runs synchronously or in the pool. */
@@ -112,15 +120,33 @@ export class SyncIoStrategy {
   sync = true;
   private reads = 0;
   private misses = 0;
+  /** After a stall: no probe before this time (ms of `clock`), 0 when none is pending. */
+  private holdUntil = 0;
+  private readonly clock: () => number;
+
+  constructor(clock: () => number = () => performance.now()) {
+    this.clock = clock;
+  }
 
   /** Whether the next I/O should be synchronous. */
   next(): boolean {
     if (this.sync) return true;
+    if (this.holdUntil !== 0) {
+      if (this.clock() < this.holdUntil) return false;
+      this.holdUntil = 0;
+    }
     return ++this.reads % SYNC_IO_RULE.probeEvery === 0;
   }
 
   /** Records a synchronous I/O's time. */
   record(ns: number, len: number): void {
+    if (ns > SYNC_IO_RULE.stallNs) {
+      this.sync = false;
+      this.reads = 0;
+      this.misses = 0;
+      this.holdUntil = this.clock() + SYNC_IO_RULE.stallHoldMs;
+      return;
+    }
     const miss = ns > SYNC_IO_RULE.slowBaseNs + len * SYNC_IO_RULE.nsPerByte;
     if (miss) this.misses++;
     if (this.sync) {

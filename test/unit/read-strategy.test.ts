@@ -47,6 +47,21 @@ describe('SyncIoStrategy', () => {
     expect(s.sync).toBe(true);
   });
 
+  it('one stalled I/O moves to the pool at once, and no probe is tried until the hold has passed', () => {
+    let now = 0;
+    const s = new SyncIoStrategy(() => now);
+    expect(run(s, 1000, FAST)).toBe(1000);
+    s.next();
+    s.record(SYNC_IO_RULE.stallNs + 1, 4096);
+    expect(s.sync).toBe(false);
+    // Within the hold, not one synchronous probe, however many I/Os.
+    expect(run(s, SYNC_IO_RULE.probeEvery * 20, FAST)).toBe(0);
+    now += SYNC_IO_RULE.stallHoldMs;
+    // After it, probes again, and fast ones bring the synchronous mode back.
+    expect(run(s, SYNC_IO_RULE.probeEvery * SYNC_IO_RULE.probes, FAST)).toBe(SYNC_IO_RULE.probes);
+    expect(s.sync).toBe(true);
+  });
+
   it('a large read is allowed its copy time before it counts as slow', () => {
     const s = new SyncIoStrategy();
     const big = 1024 * 1024;
