@@ -452,12 +452,7 @@ export class DataStore {
    * common case: a sequence of writes growing a segment paid a promise each). False: call `grow`.
    */
   private growFast(s: Segment, end: number): boolean {
-    if (s.knownSize < 0) return false;
-    const bytes = end - s.knownSize;
-    if (this.freeEstimate - bytes < this.metadataReserve()) return false;
-    this.freeEstimate -= bytes;
-    this.full = false;
-    return true;
+    return s.knownSize >= 0 && this.claim(end - s.knownSize);
   }
 
   /** A write will end at `end`, past the segment file's known size: learn the size, claim the room. */
@@ -466,26 +461,32 @@ export class DataStore {
     if (end > s.knownSize) await this.takeRoom(end - s.knownSize);
   }
 
+  /** Takes `bytes` from the running free-space estimate if that leaves the metadata reserve whole. */
+  private claim(bytes: number): boolean {
+    if (this.freeEstimate - bytes < this.metadataReserve()) return false;
+    this.freeEstimate -= bytes;
+    this.full = false;
+    return true;
+  }
+
   /**
    * Claims `bytes` of file growth, or fails ENOSPC when that would eat into the metadata reserve.
    * statfs only when the running estimate says the reserve is near (or full was said before).
    */
   private async takeRoom(bytes: number): Promise<void> {
-    const reserve = this.metadataReserve();
-    if (this.freeEstimate - bytes < reserve) this.freeEstimate = await this.io.freeBytes(this.dir);
-    const reclaim = this.freeEstimate - bytes < reserve ? this.reclaimPending() : null;
+    if (this.claim(bytes)) return;
+    this.freeEstimate = await this.io.freeBytes(this.dir);
+    if (this.claim(bytes)) return;
+    const reclaim = this.reclaimPending();
     if (reclaim) {
       // A freeing commit's files are still being cut or unlinked: their space is not free yet.
       await reclaim;
       this.freeEstimate = await this.io.freeBytes(this.dir);
+      if (this.claim(bytes)) return;
     }
-    if (this.freeEstimate - bytes < reserve) {
-      this.full = true;
-      throw new StorageError('ENOSPC', `no space left for data: ${this.freeEstimate} bytes free in ${this.dir}, ` +
-        `${reserve} kept for the store's metadata`);
-    }
-    this.freeEstimate -= bytes;
-    this.full = false;
+    this.full = true;
+    throw new StorageError('ENOSPC', `no space left for data: ${this.freeEstimate} bytes free in ${this.dir}, ` +
+      `${this.metadataReserve()} kept for the store's metadata`);
   }
 
   /** Free bytes on the data dir's file system as last seen (stats). */
