@@ -203,4 +203,13 @@ describe('backups, clients and space history in the console', () => {
     await page.screenshot(join(shots, 'volume-history.png'), true);
     expect(page.errors).toEqual([]);
   });
+
+  it('keeps drawing new samples while nothing else changes (an idle server sends no state)', async () => {
+    await page.eval(`location.hash = '#/volume/vm1'`);
+    const count = `document.querySelectorAll('svg.history circle.series-used').length`;
+    await page.waitFor(`${count} >= 1`, 'the chart');
+    const n = await page.eval<number>(count);
+    // The console reads the history again every 5 s at the least; two periods are plenty.
+    await page.waitFor(`${count} > ${n}`, 'a new sample on an idle page', 15_000);
+  });
 });

@@ -25,6 +25,8 @@ type LoadedHistory = HistoryState & { loadedAt: number; loading: boolean };
 let hist: LoadedHistory | null = null;
 let stopEvents: (() => void) | null = null;
 let toastTimer: number | undefined;
+/** Reads a shown history again when it is due, whether or not the state stream says anything. */
+let historyTimer: number | undefined;
 
 const main = (): HTMLElement => document.getElementById('main')!;
 
@@ -78,11 +80,15 @@ function route(): { page: 'volumes' } | { page: 'backups' } | { page: 'volume'; 
   return m ? { page: 'volume', name: decodeURIComponent(m[1]!) } : { page: 'volumes' };
 }
 
+/** How long a loaded history stays current: its sampling interval, within the floor. */
+function historyPeriodMs(h: LoadedHistory): number {
+  return Math.max(HISTORY_REFRESH_MIN_MS, (h.data?.intervalSeconds ?? 0) * 1000);
+}
+
 /** Reads the volume's history when its page shows another volume's, or its own is due again. */
 function refreshHistory(volume: string): void {
   if (hist !== null && hist.volume === volume) {
-    const every = Math.max(HISTORY_REFRESH_MIN_MS, (hist.data?.intervalSeconds ?? 0) * 1000);
-    if (hist.loading || Date.now() - hist.loadedAt < every) return;
+    if (hist.loading || Date.now() - hist.loadedAt < historyPeriodMs(hist)) return;
   }
   const mine: LoadedHistory = { volume, data: hist?.volume === volume ? hist.data : null, error: null, loadedAt: Date.now(), loading: true };
   hist = mine;
@@ -95,7 +101,14 @@ function refreshHistory(volume: string): void {
   ).finally(() => {
     mine.loading = false;
     mine.loadedAt = Date.now();
-    if (hist === mine) render();
+    if (hist !== mine) return;
+    render();
+    // An idle server sends no state, so nothing else would render the page when the history is due.
+    window.clearTimeout(historyTimer);
+    historyTimer = window.setTimeout(() => {
+      const r = route();
+      if (hist === mine && r.page === 'volume' && r.name === mine.volume) render();
+    }, historyPeriodMs(mine));
   });
 }
 
