@@ -4,6 +4,7 @@
 // and superblock files and every counter about them; recovery.ts hands it the state it found at
 // open. README.md "Commit protocol" is the specification; durability can be reviewed here alone.
 import type { CheckpointPlan } from './checkpoint.ts';
+import { CommitPacer } from './commit-pacer.ts';
 import type { DataStore } from './chunk-store.ts';
 import { StorageError, UncommittedChangeError } from './device.ts';
 import { CrashPoint, type FileIo, type IoFile } from './file-io.ts';
@@ -12,9 +13,10 @@ import { writeInPieces } from './record-pieces.ts';
 import { StoreClosedError, StoreError } from './types.ts';
 
 /**
- * Background commit for clients that never FLUSH (NBD promises nothing for unflushed writes):
- * bounds the work a crash can lose and the memory of pending records. 5 s like ext4's commit=5
- * and ZFS's txg timeout; at 1 s the data fdatasyncs halved write throughput (bench/README.md).
+ * The background commit's tick, for clients that never FLUSH (NBD promises nothing for unflushed
+ * writes): bounds the work a crash can lose and the memory of pending records. Metadata commits
+ * at the first tick with no new records, else after `COMMIT_DEFER_TICKS_MAX` ticks (commit-pacer.ts).
+ * At 1 s and a commit every tick the data fdatasyncs halved write throughput (bench/README.md).
  */
 export const COMMIT_INTERVAL_DEFAULT_MS = 5000;
 /** Journal length beyond which a commit writes a new checkpoint (also at 2x the last checkpoint). */
@@ -67,6 +69,10 @@ export class Journal {
   /** The journal generation the last checkpoint attempt used (failed attempts included). */
   private triedGen = 0;
   private pending: Buffer[] = [];
+  /** Bytes in `pending`, and every record byte ever logged (the pacer's sign of activity). */
+  private pendingBytes = 0;
+  private loggedBytes = 0;
+  private readonly pacer = new CommitPacer();
   private commitRunning: Promise<void> | null = null;
   private commitQueued: Promise<void> | null = null;
   private forceCheckpoint = false;
@@ -110,6 +116,8 @@ export class Journal {
   /** Queues records for the next commit (a change already made in memory). */
   log(record: Buffer): void {
     this.pending.push(record);
+    this.pendingBytes += record.length;
+    this.loggedBytes += record.length;
   }
 
   /** `node.durable` turns true with the next successful commit (until then its snapshot reads `creating`). */
@@ -139,7 +147,8 @@ export class Journal {
       // Only metadata needs the background commit. Data overwritten in place references no new
       // metadata, so like any page-cache server we sync it when a client FLUSHes (or FUA), not
       // on a timer: the timer's fdatasyncs were the write-throughput limit (bench/README.md).
-      if (!this.hasPendingMetadata()) return;
+      // Metadata too waits while its writers keep going, within bounds (commit-pacer.ts).
+      if (!this.pacer.due(this.hasPendingMetadata(), this.loggedBytes, this.pendingBytes)) return;
       this.commit().catch((e: unknown) => log(`periodic commit failed: ${(e as Error).message}`));
     }, intervalMs);
     this.timer.unref();
@@ -210,7 +219,9 @@ export class Journal {
     const data = this.chunks;
     // The swap: everything below is one instant of the in-memory state.
     const records = this.pending;
+    const recordBytes = this.pendingBytes;
     this.pending = [];
+    this.pendingBytes = 0;
     const frees = data.takePendingFrees();
     const dirty = data.takeDirty();
     const cp = wantCp ? this.plan() : null;
@@ -229,6 +240,7 @@ export class Journal {
       else if (records.length > 0) await this.append(records);
     } catch (e) {
       this.pending = records.concat(this.pending);
+      this.pendingBytes += recordBytes;
       data.restorePendingFrees(frees);
       data.restoreDirty(dirty);
       if (cp) this.forceCheckpoint = true;
