@@ -231,12 +231,29 @@ class RealFile implements IoFile {
       const n = readSync(this.fd, buf, off, len, pos);
       const ns = Number(process.hrtime.bigint() - t0);
       strategy.record(ns, len);
-      if (strategy === cachedReadStrategy && isSlowIo(ns, len)) readAround.forget(this.id, pos);
+      if (isSlowIo(ns, len)) {
+        if (strategy === cachedReadStrategy) readAround.forget(this.id, pos);
+        else this.prefetchWindow(pos);
+      }
       if (n === len || n === 0) return Promise.resolve(n);
       return this.readAsync(buf, off, len, pos, n);
     } catch (e) {
       return Promise.reject(ioError(e, `read ${this.path}`));
     }
+  }
+
+  /**
+   * A synchronous read missed the page cache: the window around it goes to the pool now, so the
+   * reads near it hit (read-around.ts). Only a hint: its result and errors are dropped.
+   */
+  private prefetchWindow(pos: number): void {
+    const start = pos - (pos % READ_AROUND.windowBytes);
+    if (!readAround.prefetch(this.id, pos)) return;
+    const w = takeWindow();
+    fsRead(this.fd, w, 0, READ_AROUND.windowBytes, start, (err) => {
+      releaseWindow(w);
+      if (!err) readAround.remember(this.id, pos);
+    });
   }
 
   /** A likely miss: reads the whole window at `start` around it (read-around.ts), copies its part. */

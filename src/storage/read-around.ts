@@ -48,6 +48,12 @@ export class ReadAroundRule {
     return known ? ReadPlan.Cached : this.on ? ReadPlan.Around : ReadPlan.Exact;
   }
 
+  /** After a slow synchronous read at `pos` (no plan was asked): whether to fetch its window now. */
+  prefetch(fileId: number, pos: number): boolean {
+    const key = windowKey(fileId, pos);
+    return this.on && this.table[slotOf(key)] !== key;
+  }
+
   /** The window around `pos` was read whole. */
   remember(fileId: number, pos: number): void {
     const key = windowKey(fileId, pos);

@@ -23,6 +23,15 @@ describe('ReadAroundRule', () => {
     expect(r.plan(1, 5 * W)).toBe(ReadPlan.Around);
   });
 
+  it('asks for a prefetch after a slow synchronous read only for a window it does not hold', () => {
+    const r = new ReadAroundRule();
+    expect(r.prefetch(1, 7 * W + 4096)).toBe(true);
+    r.remember(1, 7 * W + 4096);
+    expect(r.prefetch(1, 7 * W)).toBe(false);
+    r.on = false;
+    expect(r.prefetch(1, 9 * W)).toBe(false);
+  });
+
   it('stays on while reads come back to remembered windows', () => {
     const r = new ReadAroundRule();
     // 16384 windows (a 1 GiB file) read at random: a good part of the reads land in remembered ones.
