@@ -2,8 +2,8 @@
 // file (1 GiB by default) through the engine's file layer (src/storage/file-io.ts), right after
 // the page cache was dropped (root). Reports reads per second, CPU time per read, the bytes the
 // disk served and how many reads ran synchronously (page cache hits) against in the pool.
-// `--base DIR` runs another checkout's file-io.ts the same way, alternating, to compare builds.
-// Run: node --import tsx bench/micro/cold-read.ts [--file PATH] [--mib 1024] [--reads 100000] [--reps 3] [--base DIR]
+// `--hot` reads the file through first instead (the page cache holds it). `--base DIR` runs another checkout's file-io.ts the same way, alternating, to compare builds.
+// Run: node --import tsx bench/micro/cold-read.ts [--file PATH] [--mib 1024] [--reads 100000] [--reps 3] [--hot] [--base DIR]
 import { execSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -30,9 +30,10 @@ function rng(seed: number): () => number {
   };
 }
 
-async function once(mod: FileIoModule, file: string, size: number, reads: number): Promise<string> {
+async function once(mod: FileIoModule, file: string, size: number, reads: number, hot: boolean): Promise<string> {
   const f = await mod.realFileIo.open(file, 'r');
-  execSync('sync; echo 3 > /proc/sys/vm/drop_caches');
+  if (hot) readFileSync(file);
+  else execSync('sync; echo 3 > /proc/sys/vm/drop_caches');
   const rand = rng(11);
   const blocks = size / BLOCK;
   let issued = 0;
@@ -60,7 +61,7 @@ async function once(mod: FileIoModule, file: string, size: number, reads: number
 const { values } = parseArgs({
   options: {
     file: { type: 'string' }, mib: { type: 'string', default: '1024' }, reads: { type: 'string', default: '100000' },
-    reps: { type: 'string', default: '3' }, base: { type: 'string' },
+    reps: { type: 'string', default: '3' }, base: { type: 'string' }, hot: { type: 'boolean', default: false },
   },
 });
 const size = Number(values.mib) * MiB;
@@ -72,12 +73,12 @@ if (!existsSync(file)) {
 // Each build in its own child, so each has its own (process-wide) read strategy.
 if (process.env['COLD_READ_CHILD']) {
   const mod = (await import(resolve(process.env['COLD_READ_CHILD'], 'src/storage/file-io.ts'))) as FileIoModule;
-  process.stdout.write(await once(mod, file, size, Number(values.reads)));
+  process.stdout.write(await once(mod, file, size, Number(values.reads), values.hot));
 } else {
   const builds = [['this', resolve(import.meta.dirname, '../..')], ...(values.base ? [['base', resolve(values.base)]] : [])];
   for (let rep = 0; rep < Number(values.reps); rep++) {
     for (const [name, dir] of rep % 2 ? [...builds].reverse() : builds) {
-      const out = execSync(`node --import tsx ${JSON.stringify(import.meta.filename)} --file ${file} --mib ${values.mib} --reads ${values.reads}`, {
+      const out = execSync(`node --import tsx ${JSON.stringify(import.meta.filename)} --file ${file} --mib ${values.mib} --reads ${values.reads}${values.hot ? ' --hot' : ''}`, {
         env: { ...process.env, COLD_READ_CHILD: dir }, cwd: resolve(import.meta.dirname, '../..'),
       });
       console.log(`${name} rep ${rep + 1}: ${out.toString()}`);
