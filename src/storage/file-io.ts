@@ -2,7 +2,8 @@
 // a simulated file system that loses or tears writes that were not fdatasync'ed (sim-file-io.ts)
 // and stops dead at named crash points. The real implementation reads and writes with the
 // callback fs API on a raw fd (FileHandle's promise machinery cost ~30% of a 4 KiB read), and
-// reads (and writes) synchronously while the page cache is serving them (see SyncIoStrategy).
+// reads (and writes) synchronously while the page cache is serving them (see SyncIoStrategy);
+// small reads that miss it fetch their whole 64 KiB window (read-around.ts).
 import { constants as fsc, read as fsRead, readSync, statSync, write as fsWrite, writeSync, writev as fsWritev, writevSync } from 'node:fs';
 import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { gatherSlice, type Gather } from '../util/gather.ts';
