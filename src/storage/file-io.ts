@@ -2,11 +2,13 @@
 // a simulated file system that loses or tears writes that were not fdatasync'ed (sim-file-io.ts)
 // and stops dead at named crash points. The real implementation reads and writes with the
 // callback fs API on a raw fd (FileHandle's promise machinery cost ~30% of a 4 KiB read), and
-// reads (and writes) synchronously while the page cache is serving them (see SyncIoStrategy).
+// reads (and writes) synchronously while the page cache is serving them (see SyncIoStrategy);
+// small reads that miss it fetch their whole 64 KiB window (read-around.ts).
 import { constants as fsc, read as fsRead, readSync, statSync, write as fsWrite, writeSync, writev as fsWritev, writevSync } from 'node:fs';
 import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { gatherSlice, type Gather } from '../util/gather.ts';
 import { StorageError } from './device.ts';
+import { newFileId, READ_AROUND, readAround, ReadPlan, releaseWindow, takeWindow } from './read-around.ts';
 
 export type OpenMode = 'r' | 'rw' | 'create';
 
@@ -115,6 +117,11 @@ export const SYNC_IO_RULE = {
   stallHoldMs: 1000,
 } as const;
 
+/** Whether a synchronous I/O of `len` bytes that took `ns` missed the page cache. */
+export function isSlowIo(ns: number, len: number): boolean {
+  return ns > SYNC_IO_RULE.slowBaseNs + len * SYNC_IO_RULE.nsPerByte;
+}
+
 /** For one direction (reads or writes): whether the next I/O runs synchronously or in the pool. */
 export class SyncIoStrategy {
   sync = true;
@@ -147,8 +154,7 @@ export class SyncIoStrategy {
       this.holdUntil = this.clock() + SYNC_IO_RULE.stallHoldMs;
       return;
     }
-    const miss = ns > SYNC_IO_RULE.slowBaseNs + len * SYNC_IO_RULE.nsPerByte;
-    if (miss) this.misses++;
+    if (isSlowIo(ns, len)) this.misses++;
     if (this.sync) {
       if (++this.reads < SYNC_IO_RULE.window) return;
       if (this.misses >= SYNC_IO_RULE.missesToAsync) this.sync = false;
@@ -173,6 +179,11 @@ export class SyncIoStrategy {
  */
 export const readStrategy = new SyncIoStrategy();
 export const writeStrategy = new SyncIoStrategy();
+/**
+ * While reads go to the pool: reads inside a window read whole a moment ago (read-around.ts),
+ * which the page cache should hold; the same rule catches it when it no longer does.
+ */
+export const cachedReadStrategy = new SyncIoStrategy();
 
 function readOnce(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -196,6 +207,7 @@ class RealFile implements IoFile {
   private readonly fh: FileHandle;
   private readonly fd: number;
   private readonly path: string;
+  private readonly id = newFileId();
   constructor(fh: FileHandle, path: string) {
     this.fh = fh;
     this.fd = fh.fd;
@@ -203,18 +215,64 @@ class RealFile implements IoFile {
   }
 
   read(buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-    if (len < SYNC_IO_RULE.poolMinBytes && readStrategy.next()) {
-      try {
-        const t0 = process.hrtime.bigint();
-        const n = readSync(this.fd, buf, off, len, pos);
-        readStrategy.record(Number(process.hrtime.bigint() - t0), len);
-        if (n === len || n === 0) return Promise.resolve(n);
-        return this.readAsync(buf, off, len, pos, n);
-      } catch (e) {
-        return Promise.reject(ioError(e, `read ${this.path}`));
-      }
+    if (len < SYNC_IO_RULE.poolMinBytes && readStrategy.next()) return this.readNow(readStrategy, buf, off, len, pos);
+    const start = pos - (pos % READ_AROUND.windowBytes);
+    if (pos + len <= start + READ_AROUND.windowBytes) {
+      const plan = readAround.plan(this.id, pos);
+      if (plan === ReadPlan.Around) return this.readWindow(buf, off, len, pos, start);
+      if (plan === ReadPlan.Cached && cachedReadStrategy.next()) return this.readNow(cachedReadStrategy, buf, off, len, pos);
     }
     return this.readAsync(buf, off, len, pos, 0);
+  }
+
+  /** A synchronous read, timed into `strategy`. */
+  private readNow(strategy: SyncIoStrategy, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+    try {
+      const t0 = process.hrtime.bigint();
+      const n = readSync(this.fd, buf, off, len, pos);
+      const ns = Number(process.hrtime.bigint() - t0);
+      strategy.record(ns, len);
+      if (isSlowIo(ns, len)) {
+        if (strategy === cachedReadStrategy) readAround.forget(this.id, pos);
+        else this.prefetchWindow(pos);
+      }
+      if (n === len || n === 0) return Promise.resolve(n);
+      return this.readAsync(buf, off, len, pos, n);
+    } catch (e) {
+      return Promise.reject(ioError(e, `read ${this.path}`));
+    }
+  }
+
+  /**
+   * A synchronous read missed the page cache: the window around it goes to the pool now, so the
+   * reads near it hit (read-around.ts). Only a hint: its result and errors are dropped.
+   */
+  private prefetchWindow(pos: number): void {
+    const start = pos - (pos % READ_AROUND.windowBytes);
+    if (!readAround.prefetch(this.id, pos)) return;
+    const w = takeWindow();
+    fsRead(this.fd, w, 0, READ_AROUND.windowBytes, start, (err) => {
+      releaseWindow(w);
+      if (!err) readAround.remember(this.id, pos);
+    });
+  }
+
+  /** A likely miss: reads the whole window at `start` around it (read-around.ts), copies its part. */
+  private async readWindow(buf: Buffer, off: number, len: number, pos: number, start: number): Promise<number> {
+    const w = takeWindow();
+    let got: number;
+    try {
+      got = await readOnce(this.fd, w, 0, READ_AROUND.windowBytes, start);
+    } catch (e) {
+      releaseWindow(w);
+      throw ioError(e, `read ${this.path}`);
+    }
+    const n = Math.max(0, Math.min(got, pos + len - start) - (pos - start));
+    w.copy(buf, off, pos - start, pos - start + n);
+    releaseWindow(w);
+    readAround.remember(this.id, pos);
+    // Short only at the end of the file or on a rare short read: the usual loop finishes it.
+    return n === len ? n : this.readAsync(buf, off, len, pos, n);
   }
 
   private async readAsync(buf: Buffer, off: number, len: number, pos: number, done: number): Promise<number> {
