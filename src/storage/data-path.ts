@@ -14,6 +14,7 @@ import type { ChunkClass, DataStore } from './chunk-store.ts';
 import { appendExtent, StorageError, type Extent, type ZeroOptions } from './device.ts';
 import { CrashPoint, type FileIo } from './file-io.ts';
 import type { Journal } from './journal.ts';
+import { MergeBuffers } from './merge-buffers.ts';
 import { allValid, blockAligned, emptyBits, forEachRun, markValid, PARTIAL_SLOTS_MAX } from './partial-slots.ts';
 import { encodeMapRun, encodeSlotValid } from './records.ts';
 import { runEnd } from './runs.ts';
@@ -69,6 +70,8 @@ export class DataPath {
   private readonly chunks: ChunkIo;
   private readonly catalog: EpochSource;
   private readonly journal: RecordLog;
+  /** Whole-chunk buffers of merges, reused once their write landed. */
+  private readonly mergeBuffers = new MergeBuffers();
   private closed = false;
 
   constructor(io: Pick<FileIo, 'point'>, chunks: ChunkIo, catalog: EpochSource, journal: RecordLog) {
@@ -263,7 +266,7 @@ export class DataPath {
         }
         if (merge) {
           // Partial chunk: merge with the old content (slot, backing or zeros) into a whole one.
-          const buf = Buffer.allocUnsafe(chunkSize);
+          const buf = this.mergeBuffers.take(chunkSize);
           const from = pos - offset;
           const tail = vol.size - cStart;
           merges.push(this.read(vol.head, cStart, Math.min(chunkSize, tail), buf, 0).then(() => {
@@ -297,6 +300,9 @@ export class DataPath {
         for (const d of done) if (d.status === 'rejected') throw d.reason;
       }
       this.io.point(CrashPoint.DataWritten);
+      // Every read and write of the merge buffers has settled. (Not on failure: a merge read
+      // may still be filling one after another merge failed.)
+      if (merges.length > 0) for (const r of runs) if (r.src !== null) this.mergeBuffers.give(r.src);
     } catch (e) {
       this.chunks.releaseUnmapped(chunkClass, fresh.map((f) => f.slot)); // never mapped: free at once
       if (inPlace) gate.leaveInPlace();
