@@ -10,11 +10,15 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 export const KEY_BYTES = 32;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
+/** How much longer a sealed object is than its plain bytes. */
+export const SEAL_OVERHEAD = NONCE_BYTES + TAG_BYTES;
 
 export interface Sealer {
   readonly encrypted: boolean;
   /** The object name of a block with these bytes (64 hex digits). */
   nameOf(data: Buffer): string;
+  /** nameOf's HMAC key; null when a name is the plain SHA-256 (then it is also the object's payload hash). */
+  readonly nameKey: Buffer | null;
   seal(data: Buffer, aad: string): Buffer;
   /** The plain bytes; throws BACKUP_CORRUPT when the tag fails. */
   open(data: Buffer, aad: string, what: string): Buffer;
@@ -39,6 +43,7 @@ export function loadKey(path: string): Buffer {
 export const plainSealer: Sealer = {
   encrypted: false,
   keyCheck: null,
+  nameKey: null,
   nameOf: (data) => createHash('sha256').update(data).digest('hex'),
   seal: (data) => data,
   open: (data) => data,
@@ -51,6 +56,7 @@ export function keySealer(key: Buffer): Sealer {
   return {
     encrypted: true,
     keyCheck: derive('snapnbd-backup-key-check').subarray(0, 16).toString('hex'),
+    nameKey,
     nameOf: (data) => createHmac('sha256', nameKey).update(data).digest('hex'),
     seal(data, aad) {
       const nonce = randomBytes(NONCE_BYTES);

@@ -31,9 +31,23 @@ export class FileTarget implements ObjectStore {
     await replaceFile(p, data);
   }
 
-  async get(key: string): Promise<Buffer | null> {
+  async get(key: string, _signal?: AbortSignal, into?: Buffer): Promise<Buffer | null> {
     try {
-      return await fs.readFile(this.path(key));
+      if (into === undefined) return await fs.readFile(this.path(key));
+      const fh = await fs.open(this.path(key), 'r');
+      try {
+        const size = (await fh.stat()).size;
+        if (size > into.length) return await fh.readFile();
+        let got = 0;
+        while (got < size) {
+          const { bytesRead } = await fh.read(into, got, size - got, got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        return into.subarray(0, got);
+      } finally {
+        await fh.close();
+      }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;

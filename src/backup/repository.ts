@@ -7,7 +7,8 @@
 // This file maps those names to objects and checks what it reads; the rules that use them live in
 // create.ts, restore.ts, verify.ts and gc.ts.
 import { BackupError, BackupErrorCode } from './errors.ts';
-import { keySealer, loadKey, plainSealer, type Sealer } from './crypto.ts';
+import { keySealer, loadKey, plainSealer, SEAL_OVERHEAD, type Sealer } from './crypto.ts';
+import { hashPool, type HashResult } from './hash-pool.ts';
 import { BACKUP_BLOCK_SIZE, decodeManifest, encodeManifest, type Manifest } from './manifest.ts';
 import type { ObjectEntry, ObjectStore, TargetSpec } from './target.ts';
 
@@ -81,24 +82,48 @@ export class Repository {
     return `${BLOCKS_PREFIX}${name.slice(0, 2)}/${name}`;
   }
 
+  /** The most bytes a block's object holds: a buffer this long receives any valid one. */
+  get objectCapacity(): number {
+    return this.blockSize + (this.sealer.encrypted ? SEAL_OVERHEAD : 0);
+  }
+
+  /**
+   * A block's name, hashed off the event loop (hash-pool.ts): `data` is transferred there and
+   * back, so the caller goes on with the result's `data`, not its own (detached) Buffer.
+   */
+  nameBlock(data: Buffer): Promise<HashResult> {
+    return hashPool.hash(data, this.sealer.nameKey);
+  }
+
+  /** Stores a block named `name`; `plain` is free again when this resolves. */
   async putBlock(name: string, plain: Buffer, signal?: AbortSignal): Promise<void> {
-    await this.store.put(this.blockKey(name), this.sealer.seal(plain, `block:${name}`), signal);
+    const key = this.blockKey(name);
+    // A plain block's name is its SHA-256: the request's signature uses it as the payload hash.
+    if (this.sealer.nameKey === null && !this.sealer.encrypted) return this.store.put(key, plain, signal, name);
+    const sealed = await hashPool.hash(this.sealer.seal(plain, `block:${name}`));
+    await this.store.put(key, sealed.data, signal, sealed.hex);
   }
 
   hasBlock(name: string, signal?: AbortSignal): Promise<boolean> {
     return this.store.exists(this.blockKey(name), signal);
   }
 
-  /** The block's plain bytes, checked against its name; BACKUP_CORRUPT naming `what` and the object. */
-  async getBlock(name: string, what: string, signal?: AbortSignal): Promise<Buffer> {
+  /**
+   * The block's plain bytes, checked against its name (hashed off the event loop);
+   * BACKUP_CORRUPT naming `what` and the object. With `into` (objectCapacity bytes at least), a
+   * plain block is received into it and comes back in the same memory (as another Buffer:
+   * `into` itself is detached by the hash's transfer and must not be used again).
+   */
+  async getBlock(name: string, what: string, signal?: AbortSignal, into?: Buffer): Promise<Buffer> {
     const key = this.blockKey(name);
-    const raw = await this.store.get(key, signal);
+    const raw = await this.store.get(key, signal, into);
     if (raw === null) throw new BackupError(BackupErrorCode.BackupCorrupt, `${what}: object ${key} is missing from ${this.store.display}`);
     const plain = this.sealer.open(raw, `block:${name}`, `${what}: object ${key}`);
-    if (this.sealer.nameOf(plain) !== name) {
+    const checked = await hashPool.hash(plain, this.sealer.nameKey);
+    if (checked.hex !== name) {
       throw new BackupError(BackupErrorCode.BackupCorrupt, `${what}: object ${key} does not match its hash (corrupt)`);
     }
-    return plain;
+    return checked.data;
   }
 
   async *listBlocks(): AsyncIterable<ObjectEntry & { name: string }> {

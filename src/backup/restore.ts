@@ -5,6 +5,7 @@ import { StorageError, type BlockDevice } from '../storage/device.ts';
 import { StoreError, StoreErrorCode } from '../storage/types.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import type { Manifest } from './manifest.ts';
+import { BlockBuffers } from './block-buffers.ts';
 import { runPool } from './pool.ts';
 import type { Repository } from './repository.ts';
 import type { Progress } from './create.ts';
@@ -35,13 +36,15 @@ export async function restoreInto(o: RestoreOptions, newVolume: string): Promise
   const total = idx.reduce((s, i) => s + Math.min(m.blockSize, m.size - i * m.blockSize), 0);
   let done = 0;
   const r: RestoreResult = { id: m.id, volume: newVolume, bytesWritten: 0, blocksFetched: 0, blocksZero: m.blocks.length - idx.length };
+  const buffers = new BlockBuffers(o.repo.objectCapacity);
   await runPool(idx, RESTORE_PARALLEL, o.signal, async (i) => {
     const off = i * m.blockSize;
     const len = Math.min(m.blockSize, m.size - off);
     const what = `block ${i} (offset ${off}) of backup ${m.id}`;
-    const data = await o.repo.getBlock(m.blocks[i]!, what, o.signal);
+    const data = await o.repo.getBlock(m.blocks[i]!, what, o.signal, buffers.take());
     if (data.length !== len) throw new BackupError(BackupErrorCode.BackupCorrupt, `${what}: object ${o.repo.blockKey(m.blocks[i]!)} holds ${data.length} bytes, expected ${len}`);
     await o.device.write(off, data, { fua: false });
+    buffers.give(data);
     r.bytesWritten += len;
     r.blocksFetched++;
     done += len;

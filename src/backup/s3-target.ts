@@ -20,12 +20,12 @@ export class S3Target implements ObjectStore {
     return this.client.checkBucket(this.bucket);
   }
 
-  put(key: string, data: Buffer, signal?: AbortSignal): Promise<void> {
-    return this.client.put(this.bucket, this.prefix + key, data, signal);
+  put(key: string, data: Buffer, signal?: AbortSignal, sha256?: string): Promise<void> {
+    return this.client.put(this.bucket, this.prefix + key, data, signal, sha256);
   }
 
-  get(key: string, signal?: AbortSignal): Promise<Buffer | null> {
-    return this.client.get(this.bucket, this.prefix + key, signal);
+  get(key: string, signal?: AbortSignal, into?: Buffer): Promise<Buffer | null> {
+    return this.client.get(this.bucket, this.prefix + key, signal, into);
   }
 
   async exists(key: string, signal?: AbortSignal): Promise<boolean> {

@@ -14,10 +14,16 @@ export interface ObjectEntry {
 export interface ObjectStore {
   /** How to name the target in messages: the URL without credentials or options. */
   readonly display: string;
-  /** `signal` aborts a request in flight (a cancelled job). */
-  put(key: string, data: Buffer, signal?: AbortSignal): Promise<void>;
-  /** null when the object does not exist. */
-  get(key: string, signal?: AbortSignal): Promise<Buffer | null>;
+  /**
+   * `signal` aborts a request in flight (a cancelled job). `sha256`: the hex SHA-256 of `data`
+   * when the caller knows it (a plain block's name), so the store need not hash it again.
+   */
+  put(key: string, data: Buffer, signal?: AbortSignal, sha256?: string): Promise<void>;
+  /**
+   * null when the object does not exist. With `into`, an object that fits is read into it and
+   * the answer is a view of it (no allocation per object); a larger one comes in a new Buffer.
+   */
+  get(key: string, signal?: AbortSignal, into?: Buffer): Promise<Buffer | null>;
   exists(key: string, signal?: AbortSignal): Promise<boolean>;
   delete(key: string): Promise<void>;
   /** Every object whose key starts with `prefix`, in key order. */

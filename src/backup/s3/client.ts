@@ -46,6 +46,10 @@ interface Req {
   key?: string;
   query?: Record<string, string>;
   body?: Buffer;
+  /** The body's hex SHA-256, when known. */
+  bodySha256?: string | undefined;
+  /** Where a 2xx response body that fits goes (no chunk list, no concatenation). */
+  into?: Buffer | undefined;
   headers?: Record<string, string>;
   /** Aborts the request in flight and stops retrying (a cancelled job). */
   signal?: AbortSignal | undefined;
@@ -95,14 +99,18 @@ export class S3Client {
     this.agent.destroy();
   }
 
-  async put(bucket: string, key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
+  /** `sha256`: the body's hex SHA-256 when the caller has it already (signed as is, not recomputed). */
+  async put(bucket: string, key: string, body: Buffer, signal?: AbortSignal, sha256?: string): Promise<void> {
     if (body.length > this.multipartThreshold) return this.putMultipart(bucket, key, body, signal);
-    await this.call({ method: 'PUT', bucket, key, body, signal });
+    await this.call({ method: 'PUT', bucket, key, body, bodySha256: sha256, signal });
   }
 
-  /** The object's bytes; null when it does not exist. */
-  async get(bucket: string, key: string, signal?: AbortSignal): Promise<Buffer | null> {
-    const r = await this.call({ method: 'GET', bucket, key, signal }, [404]);
+  /**
+   * The object's bytes; null when it does not exist. A body that fits `into` (by its
+   * Content-Length) is received straight into it, and the answer is a view of `into`.
+   */
+  async get(bucket: string, key: string, signal?: AbortSignal, into?: Buffer): Promise<Buffer | null> {
+    const r = await this.call({ method: 'GET', bucket, key, signal, into }, [404]);
     return r.status === 404 ? null : r.body;
   }
 
@@ -226,7 +234,7 @@ export class S3Client {
     const query = req.query ?? {};
     const qs = canonicalQuery(query);
     const body = req.body ?? Buffer.alloc(0);
-    const payloadSha256 = body.length === 0 ? EMPTY_SHA256 : sha256Hex(body);
+    const payloadSha256 = body.length === 0 ? EMPTY_SHA256 : (req.bodySha256 ?? sha256Hex(body));
     const date = amzDate(new Date());
     const headers: Record<string, string> = {
       host: ep.host,
@@ -249,20 +257,27 @@ export class S3Client {
       }, (res) => {
         const chunks: Buffer[] = [];
         let got = 0;
-        const isError = (res.statusCode ?? 0) >= 300;
+        const status = res.statusCode ?? 0;
+        const isError = status >= 300;
+        const want = res.headers['content-length'];
+        const into = req.into !== undefined && !isError && want !== undefined && Number(want) <= req.into.length ? req.into : null;
         res.on('data', (d: Buffer) => {
+          if (into !== null) {
+            // A body longer than announced is cut here and refused at the end (short/long body).
+            if (got < into.length) d.copy(into, got, 0, Math.min(d.length, into.length - got));
+          } else if (!isError || got + d.length <= ERROR_BODY_MAX) {
+            chunks.push(d);
+          }
           got += d.length;
-          if (!isError || got <= ERROR_BODY_MAX) chunks.push(d);
         });
         res.on('error', (e) => reject(e));
         res.on('aborted', () => reject(new Error('response aborted')));
         res.on('end', () => {
-          const want = res.headers['content-length'];
           if (req.method !== 'HEAD' && want !== undefined && Number(want) !== got) {
             reject(new Error(`short body: ${got} of ${want} bytes`));
             return;
           }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+          resolve({ status, headers: res.headers, body: into !== null ? into.subarray(0, got) : Buffer.concat(chunks) });
         });
       });
       r.setTimeout(this.idleTimeoutMs, () => r.destroy(new Error(`no response for ${this.idleTimeoutMs} ms`)));
