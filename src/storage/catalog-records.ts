@@ -9,7 +9,7 @@ import { legacyGuid } from './guid.ts';
 import {
   decodeL1, decodeMapRun, decodeNode, decodePage, decodeResize, decodeRollback, decodeSlotValid, decodeState, decodeVolume,
 } from './records.ts';
-import { emptyBits } from './partial-slots.ts';
+import { BACKING_BASE, emptyBits } from './partial-slots.ts';
 
 /** Pages and L1s of the checkpoint being replayed, by their record ids. */
 export interface CheckpointTables {
@@ -125,10 +125,10 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
         cls.partials.clear(rec.slot);
         return;
       }
-      if (!isSlot(rec.base) || rec.base === rec.slot || rec.bits.length !== emptyBits(rec.chunkSize).length) {
+      if ((!isSlot(rec.base) && rec.base !== BACKING_BASE) || rec.base === rec.slot || rec.bits.length !== emptyBits(rec.chunkSize).length) {
         throw new Error(`SLOT_VALID of slot ${rec.slot} is bad`);
       }
-      cls.partials.set(rec.slot, rec.base, rec.bits);
+      cls.partials.set(rec.slot, rec.base, rec.bits, rec.at);
       return;
     }
     default:

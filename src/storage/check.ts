@@ -5,7 +5,7 @@
 // It takes the store lock (store-lock.ts) like any opener: a store a server has open is refused.
 import { walkSpace } from './accounting.ts';
 import { isSlot, type L1, type Page } from './block-map.ts';
-import { validEnd } from './partial-slots.ts';
+import { baseIsSlot, validEnd } from './partial-slots.ts';
 import { SEGMENT_FILE_RE, segmentFile } from './chunk-store.ts';
 import { SEGMENT_BYTES_DEFAULT } from './chunk-store.ts';
 import { CowStore } from './engine.ts';
@@ -102,7 +102,8 @@ async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<Ch
       for (const [s, p] of cls.partials.entries()) {
         if (!refs.has(s)) bad(`partial slot ${s} (chunk size ${cls.chunkSize}) is in no map`);
         if (cls.partials.get(p.base)) bad(`partial slot ${s} (chunk size ${cls.chunkSize}) has partial base ${p.base}`);
-        refs.set(p.base, (refs.get(p.base) ?? 0) + 1);
+        // A backing-file base (partial-slots.ts) holds no slot.
+        if (baseIsSlot(p.base)) refs.set(p.base, (refs.get(p.base) ?? 0) + 1);
         ends.set(s, validEnd(p.bits, cls.chunkSize));
       }
     }

@@ -60,7 +60,7 @@ export class CheckpointPlan {
     }
     // After the pages: a partial slot and its base are referenced by then.
     for (const cls of chunks.classes.values()) {
-      for (const [slot, p] of cls.partials.entries()) this.tail.push(encodeSlotValid(cls.chunkSize, slot, p.base, p.bits));
+      for (const [slot, p] of cls.partials.entries()) this.tail.push(encodeSlotValid(cls.chunkSize, slot, p.base, p.bits, p.at));
     }
   }
 

@@ -15,7 +15,7 @@ import { appendExtent, StorageError, type Extent, type ZeroOptions } from './dev
 import { CrashPoint, type FileIo } from './file-io.ts';
 import type { Journal } from './journal.ts';
 import { MergeBuffers } from './merge-buffers.ts';
-import { allValid, blockAligned, emptyBits, forEachRun, markValid, PARTIAL_SLOTS_MAX } from './partial-slots.ts';
+import { allValid, BACKING_BASE, baseIsSlot, blockAligned, emptyBits, forEachRun, markValid, PARTIAL_SLOTS_MAX } from './partial-slots.ts';
 import { encodeMapRun, encodeSlotValid } from './records.ts';
 import { runEnd } from './runs.ts';
 import { gatherCopy, gatherSlice, type Gather } from '../util/gather.ts';
@@ -45,6 +45,8 @@ interface Validity {
   kind: 'new' | 'more' | 'whole';
   slot: number;
   base: number;
+  /** BACKING_BASE: the chunk index in the backing file. */
+  at: number;
   inner: number;
   n: number;
 }
@@ -146,7 +148,9 @@ export class DataPath {
           flushRun();
           const inner = pos - cStart;
           forEachRun(partial.bits, inner, n, (from, to, valid) => {
-            ios.push(chunks.read(chunkClass, valid ? s : partial.base, from, to - from, into, o + from - inner));
+            const dst = o + from - inner;
+            if (valid || baseIsSlot(partial.base)) ios.push(chunks.read(chunkClass, valid ? s : partial.base, from, to - from, into, dst));
+            else ios.push(readBacking(vol, partial.at * chunkSize + from, to - from, into, dst)); // zeros past its end
           });
         } else if (isSlot(s)) {
           if (kind === 1 && chunkClass.continuesRun(runSlot, runInner + runLen, s)) {
@@ -252,16 +256,17 @@ export class DataPath {
             // In place into a partial slot: whole blocks become valid; anything else merges the
             // chunk (read through the partial slot) and makes it whole.
             merge = !blockAligned(inner, n);
-            validity.push({ kind: merge ? 'whole' : 'more', slot, base: partial.base, inner, n });
+            validity.push({ kind: merge ? 'whole' : 'more', slot, base: partial.base, at: partial.at, inner, n });
           }
         } else {
           slot = chunkClass.alloc();
           fresh.push({ c, slot });
-          // A partial first write over a whole, stable slot: only its blocks are written, the
-          // rest stays in the old slot (the base). No read.
-          if (n !== chunkSize && !partial && isSlot(old) && blockAligned(inner, n) && !chunkClass.isEvacuating(old) &&
-            partials.size < PARTIAL_SLOTS_MAX) {
-            validity.push({ kind: 'new', slot, base: old, inner, n });
+          // A partial first write over a whole, stable slot, or over the backing file where the
+          // chunk is unmapped: only its blocks are written, the rest stays in the old slot or
+          // the backing file (the base). No read.
+          if (n !== chunkSize && !partial && blockAligned(inner, n) && partials.size < PARTIAL_SLOTS_MAX &&
+            ((isSlot(old) && !chunkClass.isEvacuating(old)) || (old === UNMAPPED && vol.backing !== null))) {
+            validity.push({ kind: 'new', slot, base: isSlot(old) ? old : BACKING_BASE, at: c, inner, n });
           } else merge = n !== chunkSize;
         }
         if (merge) {
@@ -410,14 +415,14 @@ export class DataPath {
       if (v.kind === 'new') {
         const bits = emptyBits(cs);
         markValid(bits, v.inner, v.n);
-        partials.set(v.slot, v.base, bits);
-        this.journal.log(encodeSlotValid(cs, v.slot, v.base, bits));
+        partials.set(v.slot, v.base, bits, v.at);
+        this.journal.log(encodeSlotValid(cs, v.slot, v.base, bits, v.at));
       } else if (!p) {
         continue; // cannot happen: the chunk lock kept the slot partial
       } else if (v.kind === 'whole' || (markValid(p.bits, v.inner, v.n) && allValid(p.bits, cs))) {
         partials.clear(v.slot);
         this.journal.log(encodeSlotValid(cs, v.slot, UNMAPPED, null));
-      } else this.journal.log(encodeSlotValid(cs, v.slot, p.base, p.bits));
+      } else this.journal.log(encodeSlotValid(cs, v.slot, p.base, p.bits, p.at));
     }
   }
 

@@ -14,7 +14,7 @@
 import type { ChunkClass, DataStore } from './chunk-store.ts';
 import { UNMAPPED } from './block-map.ts';
 import type { Journal } from './journal.ts';
-import { blocksOf, isValid, VALID_BLOCK, type PartialSlot } from './partial-slots.ts';
+import { baseIsSlot, blocksOf, isValid, VALID_BLOCK, type PartialSlot } from './partial-slots.ts';
 import { encodeSlotValid } from './records.ts';
 import { holdAll, type WriteGate } from './write-gate.ts';
 
@@ -29,7 +29,7 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
   const batch: [number, PartialSlot][] = [];
   try {
     for (const [slot, p] of cls.partials.entries()) {
-      if (cls.count(p.base) !== 1) continue; // still shared with a snapshot (or held twice)
+      if (!baseIsSlot(p.base) || cls.count(p.base) !== 1) continue; // still shared with a snapshot (or held twice); a backing base frees nothing
       batch.push([slot, p]);
       if (batch.length >= MERGE_BATCH_SLOTS) break;
     }
@@ -70,6 +70,6 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
 }
 
 function hasOrphans(cls: ChunkClass): boolean {
-  for (const p of cls.partials.entries()) if (cls.count(p[1].base) === 1) return true;
+  for (const p of cls.partials.entries()) if (baseIsSlot(p[1].base) && cls.count(p[1].base) === 1) return true;
   return false;
 }

@@ -8,6 +8,9 @@
 // completed (every block written, or merged) or freed. A base is never partial itself (no
 // chains) and never written in place (it is shared or held only by the partial slot).
 // Persisted as `SlotValid` records (records.ts); replay rebuilds the table and its references.
+// The base may also be the volume's backing file (BACKING_BASE): the first write into a chunk
+// unmapped over it. Then the other blocks are read from the backing file at the chunk `at`
+// records, there is no base slot, no reference and nothing to merge.
 /** The validity unit: 4 KiB, the page and file-system block size clients write in. */
 export const VALID_BLOCK = 4096;
 const BITS = 32;
@@ -17,10 +20,19 @@ const BITS = 32;
  * partial 64 KiB chunks = 4 GiB of chunks written into since their snapshot, ~8 MiB of memory.
  */
 export const PARTIAL_SLOTS_MAX = 65536;
+/** A partial slot's base when its missing blocks come from the backing file (never a slot number). */
+export const BACKING_BASE = 0xfffffffc;
+
+/** Whether a base is a slot (holding a reference), not the backing file. */
+export function baseIsSlot(base: number): boolean {
+  return base !== BACKING_BASE;
+}
 
 export interface PartialSlot {
-  /** A slot of the same class, not partial itself. */
+  /** A slot of the same class, not partial itself; or BACKING_BASE. */
   base: number;
+  /** BACKING_BASE: the chunk index whose bytes in the backing file the missing blocks are (else 0). */
+  at: number;
   /** Bit b set = block b of the slot holds data; the rest come from the base. */
   bits: Uint32Array;
 }
@@ -125,16 +137,21 @@ export class PartialSlots {
     return this.bySlot.entries();
   }
 
-  /** Makes `slot` partial over `base` (taking a reference on it), or updates its bits. */
-  set(slot: number, base: number, bits: Uint32Array): void {
+  /** Makes `slot` partial over `base` (taking a reference on a base slot), or updates its bits. */
+  set(slot: number, base: number, bits: Uint32Array, at = 0): void {
     const old = this.bySlot.get(slot);
-    this.refs.ref(base);
-    this.hold(base, 1);
-    this.bySlot.set(slot, { base, bits });
-    if (old) {
-      this.hold(old.base, -1);
-      this.refs.unref(old.base);
+    if (baseIsSlot(base)) {
+      this.refs.ref(base);
+      this.hold(base, 1);
     }
+    this.bySlot.set(slot, { base, bits, at: baseIsSlot(base) ? 0 : at });
+    if (old) this.release(old.base);
+  }
+
+  private release(base: number): void {
+    if (!baseIsSlot(base)) return;
+    this.hold(base, -1);
+    this.refs.unref(base);
   }
 
   /** `slot` is whole again (completed, merged, or freed): its base loses the reference. */
@@ -142,8 +159,7 @@ export class PartialSlots {
     const p = this.bySlot.get(slot);
     if (!p) return;
     this.bySlot.delete(slot);
-    this.hold(p.base, -1);
-    this.refs.unref(p.base);
+    this.release(p.base);
   }
 
   /** The compactor moved slots: partial slots and bases follow their copies (`to` maps old -> new); how many changed. */
@@ -151,19 +167,18 @@ export class PartialSlots {
     const moved: [number, PartialSlot][] = [];
     for (const [s, p] of this.bySlot) {
       const ns = to(s);
-      if (ns === s && to(p.base) === p.base) continue;
+      if (ns === s && (!baseIsSlot(p.base) || to(p.base) === p.base)) continue;
       moved.push([s, p]);
     }
     for (const [s] of moved) this.bySlot.delete(s);
     for (const [s, p] of moved) {
-      const nb = to(p.base);
+      const nb = baseIsSlot(p.base) ? to(p.base) : p.base;
       if (nb !== p.base) {
         this.refs.ref(nb);
         this.hold(nb, 1);
-        this.hold(p.base, -1);
-        this.refs.unref(p.base);
+        this.release(p.base);
       }
-      this.bySlot.set(to(s), { base: nb, bits: p.bits });
+      this.bySlot.set(to(s), { base: nb, bits: p.bits, at: p.at });
     }
     return moved.length;
   }

@@ -4,6 +4,7 @@
 import { ENTRIES_PER_PAGE } from './block-map.ts';
 import { Rec, RecordWriter, type RecordReader } from './format.ts';
 import { GUID_BYTES } from './guid.ts';
+import { BACKING_BASE } from './partial-slots.ts';
 
 /** Fingerprint of a backing file taken at volume creation (backing.ts compares it at open). */
 export interface BackingRecord {
@@ -179,17 +180,23 @@ export function decodeL1(r: RecordReader): { id: number; len: number; pairs: Uin
   return { id, len, pairs: r.u32s(count * 2) };
 }
 
-/** `SlotValid 13`: slot of a class is partial over `base` with `bits`; base UNMAPPED = whole again. */
-export function encodeSlotValid(chunkSize: number, slot: number, base: number, bits: Uint32Array | null): Buffer {
+/**
+ * `SlotValid 13`: slot of a class is partial over `base` with `bits`; base UNMAPPED = whole again;
+ * base BACKING_BASE (partial-slots.ts) is followed by the chunk index `at` in the backing file.
+ */
+export function encodeSlotValid(chunkSize: number, slot: number, base: number, bits: Uint32Array | null, at = 0): Buffer {
   const words = bits ? bits.length : 0;
-  const w = new RecordWriter(Rec.SlotValid, 16 + words * 4).u32(chunkSize).u32(slot).u32(base).u32(words);
+  const backed = base === BACKING_BASE;
+  const w = new RecordWriter(Rec.SlotValid, 16 + words * 4 + (backed ? 4 : 0)).u32(chunkSize).u32(slot).u32(base).u32(words);
   if (bits) w.u32s(bits, 0, words);
+  if (backed) w.u32(at);
   return w.finish();
 }
 
-export function decodeSlotValid(r: RecordReader): { chunkSize: number; slot: number; base: number; bits: Uint32Array } {
+export function decodeSlotValid(r: RecordReader): { chunkSize: number; slot: number; base: number; bits: Uint32Array; at: number } {
   const chunkSize = r.u32();
   const slot = r.u32();
   const base = r.u32();
-  return { chunkSize, slot, base, bits: r.u32s(r.u32()) };
+  const bits = r.u32s(r.u32());
+  return { chunkSize, slot, base, bits, at: base === BACKING_BASE ? r.u32() : 0 };
 }

@@ -32,6 +32,7 @@ describe('storage engine vs in-memory model (simulated file system)', () => {
         await h.run();
         expect(h.compacted, 'segments emptied by compact operations').toBeGreaterThan(0);
         expect(h.partialsMax, 'partial slots made by block-aligned writes after snapshots').toBeGreaterThan(0);
+        expect(h.backingPartialsMax, 'partial slots over the backing file made by block-aligned first writes').toBeGreaterThan(0);
         // Power losses happened, some of them in the middle of an operation.
         expect(h.crashes.length, 'power losses in the middle of an operation').toBeGreaterThan(0);
         expect(h.powerLosses, 'power losses').toBeGreaterThan(h.crashes.length);

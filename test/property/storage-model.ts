@@ -11,6 +11,7 @@ import { SimFileIo, SimCrash, prng } from '../../src/storage/sim-file-io.ts';
 import { checkStore } from '../../src/storage/check.ts';
 import { isSlot } from '../../src/storage/block-map.ts';
 import { spaceOf, walkSpace } from '../../src/storage/accounting.ts';
+import { BACKING_BASE } from '../../src/storage/partial-slots.ts';
 import { StorageError, UncommittedChangeError } from '../../src/storage/device.ts';
 import type { CrashPoint, FileIo } from '../../src/storage/file-io.ts';
 
@@ -19,6 +20,7 @@ export const SECTOR = 512;
 const BLOCK = 4096;
 /** Spans two map pages at 4 KiB chunks, so page-level sharing is exercised. */
 const V0_SIZE = 2560 * 1024;
+const V0_CHUNK = 8192;
 
 interface ModelVol {
   head: Buffer;
@@ -95,6 +97,8 @@ export class Harness {
   countersChecked = 0;
   /** Most partial slots (src/storage/partial-slots.ts) seen after a write. */
   partialsMax = 0;
+  /** Most partial slots over the backing file (BACKING_BASE) seen after a write. */
+  backingPartialsMax = 0;
   /** Operations that failed with ENOSPC during squeezes (tests assert there were some). */
   noSpaceFailures = 0;
   /** Operations left in the current squeeze (0: none). */
@@ -135,10 +139,11 @@ export class Harness {
     this.backingPath = backingPath;
     await writeBacking(backingPath, this.backing);
     await this.open();
-    await this.store.createVolume({ name: 'v0', size: V0_SIZE, chunkSize: 4096, backing: backingPath });
+    // 8 KiB chunks: a 4 KiB first write over the backing file makes a partial slot over it.
+    await this.store.createVolume({ name: 'v0', size: V0_SIZE, chunkSize: V0_CHUNK, backing: backingPath });
     const h0 = Buffer.alloc(V0_SIZE);
     this.backing.copy(h0);
-    this.model.set('v0', { head: h0, chunkSize: 4096, snaps: new Map(), dirty: new Map() });
+    this.model.set('v0', { head: h0, chunkSize: V0_CHUNK, snaps: new Map(), dirty: new Map() });
     await this.store.createVolume({ name: 'v1', size: 384 * 1024, chunkSize: 16384 });
     this.model.set('v1', { head: Buffer.alloc(384 * 1024), chunkSize: 16384, snaps: new Map(), dirty: new Map() });
   }
@@ -237,8 +242,13 @@ export class Harness {
       const ok = await this.unlessNoSpace(wrote, () => this.adoptFailedWrite(name, m, off, len, old));
       if (fua && ok) this.committed();
       let partials = 0;
-      for (const cls of this.store.inspect().classes) partials += cls.partials.size;
+      let backed = 0;
+      for (const cls of this.store.inspect().classes) {
+        partials += cls.partials.size;
+        for (const [, p] of cls.partials.entries()) if (p.base === BACKING_BASE) backed++;
+      }
       this.partialsMax = Math.max(this.partialsMax, partials);
+      this.backingPartialsMax = Math.max(this.backingPartialsMax, backed);
     } else if (r < 0.42) {
       const { off, len } = this.randomRange(m.head.length, m.chunkSize);
       const kind = this.int(3);
