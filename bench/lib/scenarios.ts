@@ -10,6 +10,7 @@ import { memoryOf } from './machine.ts';
 import { REPO_ROOT, startSnapnbd, type BenchContext, type PeerInstance } from './peers.ts';
 import { run } from './procs.ts';
 import { median, percentile, round } from './stats.ts';
+import { hrtimeUs, loopWatchSummary, type CallWindow } from './loop-watch-report.ts';
 
 const GiB = 2 ** 30;
 const TiB = 2 ** 40;
@@ -148,7 +149,19 @@ interface StatsAnswer { eventLoop?: { maxMs: number }; store: { liveBytes: numbe
 async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
   const cpSize = Math.max(s.controlWrittenBytes, 64 * MiB);
   const ioSize = ctx.imageBytes;
-  return withServer(ctx, ['--volume', `cp=${cpSize}`, '--volume', `io=${ioSize}`], 'cp', async (inst, ctl) => {
+  // --loop-watch: the server's late turns beside the harness's calls (bench/lib/loop-watch-report.ts).
+  let pid = 0;
+  const calls: CallWindow[] = [];
+  const alone = { from: 0, to: 0 };
+  const during = { from: 0, to: 0 };
+  const data = await withServer(ctx, ['--volume', `cp=${cpSize}`, '--volume', `io=${ioSize}`], 'cp', async (inst, ctl) => {
+    pid = inst.pid;
+    const timed = async (method: string, params: Record<string, unknown>): Promise<number> => {
+      const from = hrtimeUs();
+      const ms = await ctl.timed(method, params);
+      calls.push([from, hrtimeUs(), method]);
+      return ms;
+    };
     const ioUri = inst.uri.replace(/\/cp$/, '/io');
     await fill(ctx, inst.uri, cpSize, s.controlWrittenBytes);
     await fill(ctx, ioUri, ioSize, ioSize);
@@ -175,7 +188,9 @@ async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown
       const p = sinceStats();
       return await ctl.call('server.stats', p).catch(() => ctl.call('server.stats', {})) as StatsAnswer;
     };
+    alone.from = hrtimeUs();
     const baseline = await runFio(ioUri, 'cp-base', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
+    alone.to = hrtimeUs();
     // The loop's delay under fio alone: what the data path costs before any control call.
     const before = await stats();
     const t = { list: [] as number[], info: [] as number[], stats: [] as number[], diff: [] as number[], create: [] as number[], delete: [] as number[] };
@@ -184,38 +199,47 @@ async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown
     let stop = false;
     const loop = (async () => {
       while (!stop) {
-        t.list.push(await ctl.timed('snapshot.list', { volume: 'cp' }));
-        t.info.push(await ctl.timed('volume.info', { name: 'cp' }));
+        t.list.push(await timed('snapshot.list', { volume: 'cp' }));
+        t.info.push(await timed('volume.info', { name: 'cp' }));
         const t0 = process.hrtime.bigint();
         const st = await stats();
         t.stats.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        calls.push([Number(t0 / 1000n), hrtimeUs(), 'server.stats']);
         loopMaxMs = Math.max(loopMaxMs, st.eventLoop?.maxMs ?? NaN);
-        t.diff.push(await ctl.timed('snapshot.diff', { volume: 'cp', from: 'p0' }));
-        t.create.push(await ctl.timed('snapshot.create', { volume: 'cp', name: `loop${rounds}` }));
+        t.diff.push(await timed('snapshot.diff', { volume: 'cp', from: 'p0' }));
+        t.create.push(await timed('snapshot.create', { volume: 'cp', name: `loop${rounds}` }));
         // An old snapshot: it holds rewritten chunks alone, so its delete frees slots.
         const victim = rounds + 1 < s.controlSnapshots ? `p${rounds + 1}` : `loop${rounds}`;
-        t.delete.push(await ctl.timed('snapshot.delete', { volume: 'cp', name: victim }));
+        t.delete.push(await timed('snapshot.delete', { volume: 'cp', name: victim }));
         rounds++;
       }
     })();
-    let during;
+    let withLoop;
+    during.from = hrtimeUs();
     try {
-      during = await runFio(ioUri, 'cp-io', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
+      withLoop = await runFio(ioUri, 'cp-io', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
     } finally {
       stop = true;
       await loop;
+      during.to = hrtimeUs();
     }
     const after = await stats();
     loopMaxMs = Math.max(loopMaxMs, after.eventLoop?.maxMs ?? NaN);
-    const fio = (m: typeof during) => ({ maxLatMs: round(m.latMaxMs ?? NaN, 3), p999Ms: round(m.latP999Ms ?? NaN, 3), p99Ms: round(m.latP99Ms ?? NaN, 3), iops: round(m.iops, 0) });
+    const fio = (m: typeof withLoop) => ({ maxLatMs: round(m.latMaxMs ?? NaN, 3), p999Ms: round(m.latP999Ms ?? NaN, 3), p99Ms: round(m.latP99Ms ?? NaN, 3), iops: round(m.iops, 0) });
     return {
       snapshots: s.controlSnapshots, writtenBytes: s.controlWrittenBytes, runtimeS: s.controlRuntimeS, rounds,
-      fioWithout: fio(baseline), fioDuring: fio(during), eventLoopMaxMs: loopMaxMs, eventLoopMaxMsWithout: before.eventLoop?.maxMs ?? NaN,
+      fioWithout: fio(baseline), fioDuring: fio(withLoop), eventLoopMaxMs: loopMaxMs, eventLoopMaxMsWithout: before.eventLoop?.maxMs ?? NaN,
       liveBytesBefore: before.store.liveBytes, liveBytesAfter: after.store.liveBytes,
       snapshotList: latencySummary(t.list), volumeInfo: latencySummary(t.info), serverStats: latencySummary(t.stats),
       snapshotDiff: latencySummary(t.diff), snapshotCreate: latencySummary(t.create), snapshotDelete: latencySummary(t.delete),
     };
   });
+  if (!ctx.loopWatchDir) return data;
+  // The server wrote its records at exit (withServer stopped it).
+  return {
+    ...data,
+    loopWatch: { fioAlone: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), duringLoop: loopWatchSummary(ctx.loopWatchDir, pid, during.from, during.to, calls) },
+  };
 }
 
 /**
