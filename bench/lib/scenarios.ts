@@ -62,9 +62,17 @@ async function snapshotCreate(ctx: BenchContext, s: ModeSettings): Promise<unkno
 
 async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
   const size = ctx.imageBytes;
-  return withServer(ctx, ['--volume', `stall=${size}`], 'stall', async (inst, ctl) => {
+  // --loop-watch: the server's late turns in each phase (bench/lib/loop-watch-report.ts).
+  let pid = 0;
+  const calls: CallWindow[] = [];
+  const alone = { from: 0, to: 0 };
+  const snapping = { from: 0, to: 0 };
+  const data = await withServer(ctx, ['--volume', `stall=${size}`], 'stall', async (inst, ctl) => {
+    pid = inst.pid;
     const job = { rw: 'randwrite', bs: '4k', iodepth: 32 };
+    alone.from = hrtimeUs();
     const baseline = await runFio(inst.uri, 'stall-base', job, fioTimeBased(s.stallRuntimeS), ctx.workDir);
+    alone.to = hrtimeUs();
     let stop = false;
     const creates: number[] = [];
     const snapLoop = (async () => {
@@ -72,11 +80,15 @@ async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> 
       while (!stop) {
         await new Promise((r) => setTimeout(r, STALL_SNAPSHOT_INTERVAL_MS));
         if (stop) break;
+        const from = hrtimeUs();
         creates.push(await ctl.timed('snapshot.create', { volume: 'stall', name: `t${i++}` }));
+        calls.push([from, hrtimeUs(), 'snapshot.create']);
       }
     })();
     try {
+      snapping.from = hrtimeUs();
       const during = await runFio(inst.uri, 'stall-snap', job, fioTimeBased(s.stallRuntimeS), ctx.workDir);
+      snapping.to = hrtimeUs();
       return {
         runtimeS: s.stallRuntimeS,
         withoutSnapshots: { maxLatMs: round(baseline.latMaxMs ?? NaN, 3), p99Ms: round(baseline.latP99Ms ?? NaN, 3), iops: round(baseline.iops, 0) },
@@ -87,6 +99,11 @@ async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> 
       await snapLoop;
     }
   });
+  if (!ctx.loopWatchDir) return data;
+  return {
+    ...data,
+    loopWatch: { withoutSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), withSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, snapping.from, snapping.to, calls) },
+  };
 }
 
 async function snapshotDelete(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
