@@ -113,7 +113,8 @@ async function main(): Promise<number> {
   log(opts, `mode ${opts.mode}; image ${image} (${s.imageBytes / 2 ** 20} MiB); peers ${opts.peers.join(',')}`);
   createImage(image, s.imageBytes);
   if (opts.cpuProfDir) mkdirSync(opts.cpuProfDir, { recursive: true });
-  const ctx: BenchContext = { workDir, image, imageBytes: s.imageBytes, snapnbdEnv: opts.snapnbdEnv, snapnbdBin: resolve(opts.snapnbdBin ?? SNAPNBD_BIN), compareBin: opts.compareBin ? resolve(opts.compareBin) : null, cpuProfDir: opts.cpuProfDir, verbose: opts.verbose };
+  if (opts.loopWatchDir) mkdirSync(opts.loopWatchDir, { recursive: true });
+  const ctx: BenchContext = { workDir, image, imageBytes: s.imageBytes, snapnbdEnv: opts.snapnbdEnv, snapnbdBin: resolve(opts.snapnbdBin ?? SNAPNBD_BIN), compareBin: opts.compareBin ? resolve(opts.compareBin) : null, cpuProfDir: opts.cpuProfDir, loopWatchDir: opts.loopWatchDir, verbose: opts.verbose };
 
   const rows: Row[] = [];
   for (const cache of s.cache) {

@@ -115,6 +115,8 @@ export interface Options {
   snapnbdEnv: Record<string, string>;
   /** Write a V8 CPU profile of each snapnbd run into this directory. */
   cpuProfDir: string | null;
+  /** Preload bench/lib/loop-watch.mjs into snapnbd, its records into this directory. */
+  loopWatchDir: string | null;
   snapnbdBin: string | null;
   /** `--compare`: another build's entry point, run as peer snapnbd-base beside this one. */
   compareBin: string | null;
@@ -136,6 +138,8 @@ export const USAGE = `usage: npm run bench -- [--smoke | --quick] [options]
                        ${SCENARIOS.join(',')}  (or 'none')
   --env K=V            environment for snapnbd (repeatable), e.g. --env UV_THREADPOOL_SIZE=1
   --cpu-prof DIR       run snapnbd under node --cpu-prof, profiles into DIR
+  --loop-watch DIR     record in snapnbd what held its event loop (late turns, GC pauses, slow
+                       synchronous fs calls; bench/lib/loop-watch.mjs); control-plane attributes them
   --snapnbd-bin PATH   another snapnbd entry point (e.g. another checkout's bin/snapnbd)
   --compare PATH       also run that build (peer ${BASE_PEER}) wherever snapnbd runs, interleaved
                        in the same repetitions; the ratio snapnbd / ${BASE_PEER} is this build's
@@ -161,6 +165,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
       workloads: { type: 'string' },
       env: { type: 'string', multiple: true },
       'cpu-prof': { type: 'string' },
+      'loop-watch': { type: 'string' },
       'snapnbd-bin': { type: 'string' },
       compare: { type: 'string' },
       out: { type: 'string' },
@@ -210,6 +215,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
     mode, settings, peers, workloads, scenarios, snapnbdEnv,
     out: v.out ?? null,
     cpuProfDir: v['cpu-prof'] ?? null,
+    loopWatchDir: v['loop-watch'] ?? null,
     snapnbdBin: v['snapnbd-bin'] ?? null,
     compareBin: v.compare ?? null,
     tmpBase: v.tmp ?? null,

@@ -40,6 +40,8 @@ export interface BenchContext {
   /** `--compare`: the other build, served as peer snapnbd-base. */
   compareBin: string | null;
   cpuProfDir: string | null;
+  /** `--loop-watch`: bench/lib/loop-watch.mjs is preloaded into snapnbd, its records go here. */
+  loopWatchDir?: string | null;
   verbose: boolean;
 }
 
@@ -78,9 +80,11 @@ export async function startSnapnbd(ctx: BenchContext, s: SnapnbdStart, peer: Pee
   const nodeArgs = ctx.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(ctx.cpuProfDir)] : [];
   const bin = peer === BASE_PEER ? ctx.compareBin : ctx.snapnbdBin;
   if (!bin) throw new Error(`no entry point for ${peer}`);
+  const watch = ctx.loopWatchDir ? ['--import', join(REPO_ROOT, 'bench', 'lib', 'loop-watch.mjs')] : [];
+  const watchEnv = ctx.loopWatchDir ? { SNAPNBD_LOOP_WATCH: resolve(ctx.loopWatchDir) } : {};
   const p = spawnTracked(process.execPath, [
-    ...nodeArgs, bin, 'serve', '--data-dir', s.dataDir ?? join(dir, 'data'), ...listen, '--log-level', 'warn', ...s.args,
-  ], { env: { ...process.env, ...ctx.snapnbdEnv }, cwd: REPO_ROOT });
+    ...nodeArgs, ...watch, bin, 'serve', '--data-dir', s.dataDir ?? join(dir, 'data'), ...listen, '--log-level', 'warn', ...s.args,
+  ], { env: { ...process.env, ...ctx.snapnbdEnv, ...watchEnv }, cwd: REPO_ROOT });
   await waitLine(p, (l) => l === 'ready');
   const tcp = /^listening nbd 127\.0\.0\.1:(\d+)$/m.exec(p.stdout());
   const ctl = /^listening control (.+)$/m.exec(p.stdout());

@@ -119,9 +119,10 @@ export function evaluateTargets(rows: Row[], ratios: BenchResult['ratios'], scen
   }
   const cp = scenarios.find((s) => s.name === 'control-plane');
   if (cp?.ok) {
-    const d = cp.data as { snapshots: number; fioDuring: { maxLatMs: number }; eventLoopMaxMs: number; snapshotList: { maxMs: number } };
+    const d = cp.data as { snapshots: number; fioDuring: { maxLatMs: number }; eventLoopMaxMs: number; eventLoopMaxMsWithout?: number; snapshotList: { maxMs: number } };
+    const alone = d.eventLoopMaxMsWithout !== undefined ? ` (fio alone, no control call: ${d.eventLoopMaxMsWithout} ms)` : '';
     t.push({ target: 'fio max completion < 50 ms beside the control-plane loop', measured: `${d.fioDuring.maxLatMs} ms`, met: d.fioDuring.maxLatMs < 50 });
-    t.push({ target: 'event-loop delay < 20 ms during the control-plane loop', measured: `${d.eventLoopMaxMs} ms`, met: d.eventLoopMaxMs < 20 });
+    t.push({ target: 'event-loop delay < 20 ms during the control-plane loop', measured: `${d.eventLoopMaxMs} ms${alone}`, met: d.eventLoopMaxMs < 20 });
     t.push({ target: `snapshot.list of ${d.snapshots} < 50 ms`, measured: `max ${d.snapshotList.maxMs} ms`, met: d.snapshotList.maxMs < 50 });
   }
   const mf = scenarios.find((s) => s.name === 'memory-full');

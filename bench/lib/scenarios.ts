@@ -10,6 +10,7 @@ import { memoryOf } from './machine.ts';
 import { REPO_ROOT, startSnapnbd, type BenchContext, type PeerInstance } from './peers.ts';
 import { run } from './procs.ts';
 import { median, percentile, round } from './stats.ts';
+import { hrtimeUs, loopWatchSummary, type CallWindow } from './loop-watch-report.ts';
 
 const GiB = 2 ** 30;
 const TiB = 2 ** 40;
@@ -61,9 +62,17 @@ async function snapshotCreate(ctx: BenchContext, s: ModeSettings): Promise<unkno
 
 async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
   const size = ctx.imageBytes;
-  return withServer(ctx, ['--volume', `stall=${size}`], 'stall', async (inst, ctl) => {
+  // --loop-watch: the server's late turns in each phase (bench/lib/loop-watch-report.ts).
+  let pid = 0;
+  const calls: CallWindow[] = [];
+  const alone = { from: 0, to: 0 };
+  const snapping = { from: 0, to: 0 };
+  const data = await withServer(ctx, ['--volume', `stall=${size}`], 'stall', async (inst, ctl) => {
+    pid = inst.pid;
     const job = { rw: 'randwrite', bs: '4k', iodepth: 32 };
+    alone.from = hrtimeUs();
     const baseline = await runFio(inst.uri, 'stall-base', job, fioTimeBased(s.stallRuntimeS), ctx.workDir);
+    alone.to = hrtimeUs();
     let stop = false;
     const creates: number[] = [];
     const snapLoop = (async () => {
@@ -71,11 +80,15 @@ async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> 
       while (!stop) {
         await new Promise((r) => setTimeout(r, STALL_SNAPSHOT_INTERVAL_MS));
         if (stop) break;
+        const from = hrtimeUs();
         creates.push(await ctl.timed('snapshot.create', { volume: 'stall', name: `t${i++}` }));
+        calls.push([from, hrtimeUs(), 'snapshot.create']);
       }
     })();
     try {
+      snapping.from = hrtimeUs();
       const during = await runFio(inst.uri, 'stall-snap', job, fioTimeBased(s.stallRuntimeS), ctx.workDir);
+      snapping.to = hrtimeUs();
       return {
         runtimeS: s.stallRuntimeS,
         withoutSnapshots: { maxLatMs: round(baseline.latMaxMs ?? NaN, 3), p99Ms: round(baseline.latP99Ms ?? NaN, 3), iops: round(baseline.iops, 0) },
@@ -86,6 +99,11 @@ async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> 
       await snapLoop;
     }
   });
+  if (!ctx.loopWatchDir) return data;
+  return {
+    ...data,
+    loopWatch: { withoutSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), withSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, snapping.from, snapping.to, calls) },
+  };
 }
 
 async function snapshotDelete(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
@@ -148,7 +166,19 @@ interface StatsAnswer { eventLoop?: { maxMs: number }; store: { liveBytes: numbe
 async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
   const cpSize = Math.max(s.controlWrittenBytes, 64 * MiB);
   const ioSize = ctx.imageBytes;
-  return withServer(ctx, ['--volume', `cp=${cpSize}`, '--volume', `io=${ioSize}`], 'cp', async (inst, ctl) => {
+  // --loop-watch: the server's late turns beside the harness's calls (bench/lib/loop-watch-report.ts).
+  let pid = 0;
+  const calls: CallWindow[] = [];
+  const alone = { from: 0, to: 0 };
+  const during = { from: 0, to: 0 };
+  const data = await withServer(ctx, ['--volume', `cp=${cpSize}`, '--volume', `io=${ioSize}`], 'cp', async (inst, ctl) => {
+    pid = inst.pid;
+    const timed = async (method: string, params: Record<string, unknown>): Promise<number> => {
+      const from = hrtimeUs();
+      const ms = await ctl.timed(method, params);
+      calls.push([from, hrtimeUs(), method]);
+      return ms;
+    };
     const ioUri = inst.uri.replace(/\/cp$/, '/io');
     await fill(ctx, inst.uri, cpSize, s.controlWrittenBytes);
     await fill(ctx, ioUri, ioSize, ioSize);
@@ -159,8 +189,7 @@ async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown
       await ctl.call('snapshot.create', { volume: 'cp', name: `p${i}` });
     }
     const job = { rw: 'randrw', rwmixread: 50, bs: '4k', iodepth: 32 };
-    const baseline = await runFio(ioUri, 'cp-base', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
-    const before = await ctl.call('server.stats', {}) as StatsAnswer; // starts the event-loop monitor
+    await ctl.call('server.stats', {}); // starts the event-loop monitor
     /** The longest eventLoopSeconds server.stats takes (protocol/control.md). */
     const STATS_WINDOW_MAX_SECONDS = 300;
     // Each stats call asks for the seconds since the previous one (plus the second it began in).
@@ -176,44 +205,58 @@ async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown
       const p = sinceStats();
       return await ctl.call('server.stats', p).catch(() => ctl.call('server.stats', {})) as StatsAnswer;
     };
+    alone.from = hrtimeUs();
+    const baseline = await runFio(ioUri, 'cp-base', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
+    alone.to = hrtimeUs();
+    // The loop's delay under fio alone: what the data path costs before any control call.
+    const before = await stats();
     const t = { list: [] as number[], info: [] as number[], stats: [] as number[], diff: [] as number[], create: [] as number[], delete: [] as number[] };
     let loopMaxMs = 0;
     let rounds = 0;
     let stop = false;
     const loop = (async () => {
       while (!stop) {
-        t.list.push(await ctl.timed('snapshot.list', { volume: 'cp' }));
-        t.info.push(await ctl.timed('volume.info', { name: 'cp' }));
+        t.list.push(await timed('snapshot.list', { volume: 'cp' }));
+        t.info.push(await timed('volume.info', { name: 'cp' }));
         const t0 = process.hrtime.bigint();
         const st = await stats();
         t.stats.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        calls.push([Number(t0 / 1000n), hrtimeUs(), 'server.stats']);
         loopMaxMs = Math.max(loopMaxMs, st.eventLoop?.maxMs ?? NaN);
-        t.diff.push(await ctl.timed('snapshot.diff', { volume: 'cp', from: 'p0' }));
-        t.create.push(await ctl.timed('snapshot.create', { volume: 'cp', name: `loop${rounds}` }));
+        t.diff.push(await timed('snapshot.diff', { volume: 'cp', from: 'p0' }));
+        t.create.push(await timed('snapshot.create', { volume: 'cp', name: `loop${rounds}` }));
         // An old snapshot: it holds rewritten chunks alone, so its delete frees slots.
         const victim = rounds + 1 < s.controlSnapshots ? `p${rounds + 1}` : `loop${rounds}`;
-        t.delete.push(await ctl.timed('snapshot.delete', { volume: 'cp', name: victim }));
+        t.delete.push(await timed('snapshot.delete', { volume: 'cp', name: victim }));
         rounds++;
       }
     })();
-    let during;
+    let withLoop;
+    during.from = hrtimeUs();
     try {
-      during = await runFio(ioUri, 'cp-io', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
+      withLoop = await runFio(ioUri, 'cp-io', job, fioTimeBased(s.controlRuntimeS), ctx.workDir);
     } finally {
       stop = true;
       await loop;
+      during.to = hrtimeUs();
     }
     const after = await stats();
     loopMaxMs = Math.max(loopMaxMs, after.eventLoop?.maxMs ?? NaN);
-    const fio = (m: typeof during) => ({ maxLatMs: round(m.latMaxMs ?? NaN, 3), p999Ms: round(m.latP999Ms ?? NaN, 3), p99Ms: round(m.latP99Ms ?? NaN, 3), iops: round(m.iops, 0) });
+    const fio = (m: typeof withLoop) => ({ maxLatMs: round(m.latMaxMs ?? NaN, 3), p999Ms: round(m.latP999Ms ?? NaN, 3), p99Ms: round(m.latP99Ms ?? NaN, 3), iops: round(m.iops, 0) });
     return {
       snapshots: s.controlSnapshots, writtenBytes: s.controlWrittenBytes, runtimeS: s.controlRuntimeS, rounds,
-      fioWithout: fio(baseline), fioDuring: fio(during), eventLoopMaxMs: loopMaxMs,
+      fioWithout: fio(baseline), fioDuring: fio(withLoop), eventLoopMaxMs: loopMaxMs, eventLoopMaxMsWithout: before.eventLoop?.maxMs ?? NaN,
       liveBytesBefore: before.store.liveBytes, liveBytesAfter: after.store.liveBytes,
       snapshotList: latencySummary(t.list), volumeInfo: latencySummary(t.info), serverStats: latencySummary(t.stats),
       snapshotDiff: latencySummary(t.diff), snapshotCreate: latencySummary(t.create), snapshotDelete: latencySummary(t.delete),
     };
   });
+  if (!ctx.loopWatchDir) return data;
+  // The server wrote its records at exit (withServer stopped it).
+  return {
+    ...data,
+    loopWatch: { fioAlone: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), duringLoop: loopWatchSummary(ctx.loopWatchDir, pid, during.from, during.to, calls) },
+  };
 }
 
 /**

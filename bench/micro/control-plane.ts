@@ -3,7 +3,9 @@
 // A volume of VOLUME_GIB with every chunk mapped (engine level, as bench/fill-store.ts), then
 // SNAPSHOTS snapshots each after REWRITE chunks rewritten through the head device; then rounds of
 // listSnapshots, volumeInfo, stats, diff (oldest snapshot to head, first page), create + delete of
-// an old snapshot and a compaction pass, while a 1 ms timer measures the longest event-loop delay.
+// an old snapshot and a compaction pass, while a 1 ms timer measures the longest event-loop delay;
+// the four reads also as the control socket answers them (the method over a VolumeRegistry, then
+// the reply's JSON text: the `*Reply` rows).
 // Then two rows of issue 15's open items on a second volume of VOLUME_GIB, fully mapped:
 //   - big delete: a snapshot whose pages are its own (the head trimmed whole) deleted; the walk
 //     that frees its slots runs in slices (node-release.ts): its duration, yields, loop delay;
@@ -16,6 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openCowStore } from '../../src/storage/index.ts';
+import { VolumeRegistry } from '../../src/volumes/registry.ts';
+import { callMethod, type ControlContext, type MethodName } from '../../src/control/methods.ts';
 
 const CHUNK = 65536;
 const REWRITE = 64;
@@ -67,16 +71,28 @@ async function main(): Promise<void> {
       for (let k = 0; k < REWRITE; k++) await dev.write(Math.floor(rand() * chunks) * CHUNK, buf, { fua: false });
       await store.createSnapshot('v', `p${i}`);
     }
-    const t = { list: [] as number[], info: [] as number[], stats: [] as number[], diff: [] as number[], create: [] as number[], del: [] as number[], compact: [] as number[], writes: [] as number[] };
+    const t = {
+      list: [] as number[], info: [] as number[], stats: [] as number[], diff: [] as number[], create: [] as number[], del: [] as number[], compact: [] as number[], writes: [] as number[],
+      listReply: [] as number[], infoReply: [] as number[], statsReply: [] as number[], diffReply: [] as number[],
+    };
+    // The control methods as the socket runs them: registry views, then the reply's JSON text.
+    const ctl: ControlContext = { registry: new VolumeRegistry(store, { defaultExport: 'v', readOnly: false }), serverInfo: () => ({ version: '', listeners: [], startedAt: new Date() }) };
+    const reply = async (m: MethodName, params: Record<string, unknown>): Promise<number> => JSON.stringify(await callMethod(m, params, ctl)).length;
     const loop = monitorEventLoopDelay({ resolution: 1 });
     loop.enable();
     // Longest event-loop delay seen while each kind of operation ran (the loop is reset before each).
     const blocked = new Map<string, number>();
+    // CPU time of the process per operation: what the loop would be held on an idle machine
+    // (another session's load stretches wall-clock figures, much less CPU time).
+    const cpu = new Map<string, number[]>();
     const op = async (kind: keyof typeof t, fn: () => unknown): Promise<void> => {
       loop.reset();
       const t0 = now();
+      const c0 = process.cpuUsage();
       await fn();
+      const c = process.cpuUsage(c0);
       t[kind].push(now() - t0);
+      cpu.set(kind, [...cpu.get(kind) ?? [], (c.user + c.system) / 1000]);
       await new Promise((r) => setTimeout(r, 2)); // let the monitor sample after the operation
       blocked.set(kind, Math.max(blocked.get(kind) ?? 0, loop.count > 0 ? loop.max / 1e6 : 0));
     };
@@ -85,8 +101,13 @@ async function main(): Promise<void> {
       await op('info', () => store.volumeInfo('v'));
       await op('stats', () => store.stats());
       await op('diff', () => store.diff('v', 'p0', null, { limit: 1024 }));
-      await op('create', () => store.createSnapshot('v', `loop${r}`));
-      await op('del', () => store.deleteSnapshot('v', `p${r + 1}`));
+      await op('listReply', () => reply('snapshot.list', { volume: 'v' }));
+      await op('infoReply', () => reply('volume.info', { name: 'v' }));
+      await op('statsReply', () => reply('server.stats', {}));
+      await op('diffReply', () => reply('snapshot.diff', { volume: 'v', from: 'p0' }));
+      // Through the registry, which keeps its export catalog (the replies' names) in step.
+      await op('create', () => ctl.registry.createSnapshot('v', `loop${r}`, undefined));
+      await op('del', () => ctl.registry.deleteSnapshot('v', `p${r + 1}`));
       await op('compact', () => store.compact());
       await op('writes', async () => {
         for (let k = 0; k < REWRITE; k++) await dev.write(Math.floor(rand() * chunks) * CHUNK, buf, { fua: false });
@@ -99,6 +120,9 @@ async function main(): Promise<void> {
     console.log(`  diff first page: ${summary(t.diff)}`);
     console.log(`  create: ${summary(t.create)}; delete: ${summary(t.del)} (both with their commit's fdatasyncs)`);
     console.log(`  compact: ${summary(t.compact)}`);
+    console.log(`  control replies (method + JSON text): snapshot.list ${summary(t.listReply)}; volume.info ${summary(t.infoReply)}; server.stats ${summary(t.statsReply)}; snapshot.diff ${summary(t.diffReply)}`);
+    const mid = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    console.log(`  CPU ms per operation, median (min): ${[...cpu].map(([k, v]) => `${k} ${mid(v).toFixed(2)} (${Math.min(...v).toFixed(2)})`).join(', ')}`);
     console.log(`  longest event-loop delay while each ran: ${[...blocked].map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
 
     // Big delete: a snapshot holding every page alone.

@@ -79,8 +79,8 @@ export const METHODS = {
     };
   }),
 
-  'server.stats': def({ eventLoopSeconds: { type: 'integer', required: false, min: 1, max: LOOP_DELAY_WINDOW_MAX_SECONDS } }, (p, ctx) => ({
-    ...ctx.registry.stats(), connections: ctx.serverInfo().connections ?? [], eventLoop: loopDelay.read(p.eventLoopSeconds),
+  'server.stats': def({ eventLoopSeconds: { type: 'integer', required: false, min: 1, max: LOOP_DELAY_WINDOW_MAX_SECONDS } }, async (p, ctx) => ({
+    ...await ctx.registry.statsSliced(), connections: ctx.serverInfo().connections ?? [], eventLoop: loopDelay.read(p.eventLoopSeconds),
   })),
 
   'server.health': def({ minFreePercent: { type: 'integer', required: false, min: 0, max: 100 } }, async (p, ctx): Promise<HealthReport> => {

@@ -9,6 +9,7 @@ import { log } from '../util/log.ts';
 import { ControlErrorCode, RpcCode, RpcError, toRpcError, type RpcErrorObject } from './errors.ts';
 import { LineSplitter, MAX_LINE_BYTES, type Frame } from './framing.ts';
 import { callMethod, isMethodName, type ControlContext } from './methods.ts';
+import { stringifySliced } from './json-sliced.ts';
 import { routeConnection } from './stream-connection.ts';
 import { InvalidRequestError, parseRequest, type RpcId } from './validate.ts';
 
@@ -144,7 +145,9 @@ function serveConnection(socket: net.Socket, ctx: ControlContext): void {
         }
         const reply = await answerFrame(frame, ctx);
         if (reply === undefined || closed) continue;
-        if (!socket.write(`${JSON.stringify(reply)}\n`)) {
+        const text = await stringifySliced(reply); // a big diff page: not one long turn
+        if (closed) continue;
+        if (!socket.write(`${text}\n`)) {
           await new Promise<void>((resolve) => {
             const go = (): void => { socket.off('drain', go); socket.off('close', go); resolve(); };
             socket.on('drain', go);

@@ -7,6 +7,7 @@ import type { DataStore } from './chunk-store.ts';
 import type { FileIo } from './file-io.ts';
 import { journalFile, SUPERBLOCK_FILE } from './format.ts';
 import type { SnapshotInfo, Space, StoreStats, VolumeInfo } from './types.ts';
+import { Slicer } from '../util/slice.ts';
 
 /** ISO 8601 UTC to the second. */
 export function isoTime(ms: number): string {
@@ -67,12 +68,49 @@ export function snapshotInfo(catalog: Catalog, s: Node, index?: number): Snapsho
 
 export function storeStats(io: FileIo, dataDir: string, journalGen: number, chunks: DataStore, catalog: Catalog): StoreStats {
   let allocated = 0;
-  for (const name of [SUPERBLOCK_FILE, journalFile(journalGen)]) allocated += io.statSync(`${dataDir}/${name}`)?.allocated ?? 0;
+  for (const path of storeFiles(dataDir, journalGen, chunks)) allocated += io.statSync(path)?.allocated ?? 0;
+  let live = 0;
+  for (const c of chunks.classes.values()) live += c.liveSlots() * c.chunkSize;
+  return withCounts(allocated, live, chunks, catalog);
+}
+
+/** Slots counted between two looks at the clock (a fully written TiB has 16 M of them). */
+const SLOTS_PER_CLOCK_LOOK = 65536;
+
+/**
+ * `storeStats` in slices that yield the event loop (util/slice.ts): one stat per segment file
+ * (16 384 files for a fully written TiB, ~4 µs each) and one look per slot are too long for one
+ * turn. The figures are then each as of its own slice (a write meanwhile may or may not be in).
+ */
+export async function storeStatsSliced(io: FileIo, dataDir: string, journalGen: number, chunks: DataStore, catalog: Catalog,
+  slicer: Slicer = new Slicer()): Promise<StoreStats> {
+  let allocated = 0;
+  for (const path of storeFiles(dataDir, journalGen, chunks)) {
+    if (slicer.due()) await slicer.yield();
+    allocated += io.statSync(path)?.allocated ?? 0;
+  }
   let live = 0;
   for (const c of chunks.classes.values()) {
-    live += c.liveSlots() * c.chunkSize;
-    for (const s of c.segments.values()) allocated += io.statSync(s.path)?.allocated ?? 0;
+    for (let at = 0; at < c.refs.length; at += SLOTS_PER_CLOCK_LOOK) {
+      if (slicer.due()) await slicer.yield();
+      const refs = c.refs; // looked up afresh: the table may have grown meanwhile
+      const end = Math.min(refs.length, at + SLOTS_PER_CLOCK_LOOK);
+      let n = 0;
+      for (let i = at; i < end; i++) if ((refs[i] as number) > 0) n++;
+      live += n * c.chunkSize;
+    }
   }
+  return withCounts(allocated, live, chunks, catalog);
+}
+
+/** The files whose allocated bytes are the store's: superblock, journal, every segment. */
+function* storeFiles(dataDir: string, journalGen: number, chunks: DataStore): Generator<string> {
+  yield `${dataDir}/${SUPERBLOCK_FILE}`;
+  yield `${dataDir}/${journalFile(journalGen)}`;
+  for (const c of chunks.classes.values()) for (const s of c.segments.values()) yield s.path;
+}
+
+function withCounts(allocated: number, live: number, chunks: DataStore, catalog: Catalog): StoreStats {
   let snapshots = 0;
   for (const v of catalog.volumes()) snapshots += v.snaps.length;
   return { allocatedBytes: allocated, liveBytes: live, volumes: catalog.volumeCount, snapshots, full: chunks.full, freeBytes: chunks.lastFreeBytes };

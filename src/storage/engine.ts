@@ -8,7 +8,7 @@
 //   compactor.ts  the data compactor                         (compact-plan.ts: its decisions)
 import { NodeMap } from './block-map.ts';
 import { Catalog, nodeRecord, type Node, type Volume } from './catalog.ts';
-import { snapshotInfo, spaceOf, storeStats, volumeInfo } from './accounting.ts';
+import { snapshotInfo, spaceOf, storeStats, storeStatsSliced, volumeInfo } from './accounting.ts';
 import { checkBacking, closeBackings, fingerprintBacking, openBackings } from './backing.ts';
 import { ChunkClass, DataStore, METADATA_RESERVE_MIN_BYTES } from './chunk-store.ts';
 import { Compactor, type CompactStats } from './compactor.ts';
@@ -30,6 +30,7 @@ import {
   type DiffPage, type SnapshotInfo, type Space, type Store, type StoreStats, type VolumeInfo, type VolumeSpec,
 } from './types.ts';
 import { holdAll } from './write-gate.ts';
+import type { Slicer } from '../util/slice.ts';
 
 export type { LogFn } from './recovery.ts';
 export type { CompactStats } from './compactor.ts';
@@ -455,6 +456,11 @@ export class CowStore implements Store {
 
   stats(): StoreStats {
     return storeStats(this.io, this.dataDir, this.journal.journalGen, this.chunks, this.catalog);
+  }
+
+  /** `stats()` in slices that yield the event loop (server.stats; accounting.ts). */
+  statsSliced(slicer?: Slicer): Promise<StoreStats> {
+    return storeStatsSliced(this.io, this.dataDir, this.journal.journalGen, this.chunks, this.catalog, slicer);
   }
 
   async close(): Promise<void> {

@@ -212,6 +212,8 @@ export interface Store {
 
   flush(): Promise<void>;
   stats(): StoreStats;
+  /** The same, in slices that yield the event loop (a store with many files; absent: `stats()`). */
+  statsSliced?(): Promise<StoreStats>;
   /** Flushes, commits and closes every file. */
   close(): Promise<void>;
 }

@@ -3,7 +3,7 @@
 // stats. It reads the store (whose space figures are counters, storage/space.ts), the catalog,
 // the pending snapshots (operations.ts owns them) and the lease table; it changes nothing.
 import type { ExportDescription } from '../server/exports.ts';
-import { checkName, StoreError, StoreErrorCode, type SnapshotInfo, type Store, type VolumeInfo } from '../storage/types.ts';
+import { checkName, StoreError, StoreErrorCode, type SnapshotInfo, type Store, type StoreStats, type VolumeInfo } from '../storage/types.ts';
 import { formatSize } from '../util/size.ts';
 import { exportNameOf, parseExportName } from './export-name.ts';
 import { compareNames, type CatalogSnapshot, type CatalogVolume, type ExportCatalog } from './export-catalog.ts';
@@ -117,6 +117,16 @@ export class RegistryListing {
   }
 
   stats(): RegistryStats {
+    return this.statsWith(this.ctx.store.stats());
+  }
+
+  /** `stats()` with the store's figures gathered in slices that yield the event loop (server.stats). */
+  async statsSliced(): Promise<RegistryStats> {
+    const store = await (this.ctx.store.statsSliced?.() ?? this.ctx.store.stats());
+    return this.statsWith(store);
+  }
+
+  private statsWith(store: StoreStats): RegistryStats {
     const volumes = this.ctx.store.listVolumes();
     const exports: ExportStats[] = [];
     const seen = new Set<string>();
@@ -132,7 +142,7 @@ export class RegistryListing {
     return {
       exports,
       volumes: volumes.map((v) => ({ name: v.name, size: v.size, ...v.space, snapshots: v.snapshots, ...this.volumeState(v) })),
-      store: this.ctx.store.stats(),
+      store,
     };
   }
 

@@ -268,6 +268,11 @@ export class VolumeRegistry implements ExportResolver {
     return this.listing.stats();
   }
 
+  /** `stats()`, the store's figures gathered in slices that yield the event loop (server.stats). */
+  statsSliced(): Promise<RegistryStats> {
+    return this.listing.statsSliced();
+  }
+
   // ---- internals ----
 
   private headDevice(volume: string): BlockDevice {
