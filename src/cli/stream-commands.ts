@@ -8,11 +8,11 @@ import { createReadStream, createWriteStream, unlinkSync } from 'node:fs';
 import type net from 'node:net';
 import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { parseArgs } from 'node:util';
 import { StreamDecoder, StreamFormatError } from '../backup/stream-format.ts';
-import { ControlCallError, ControlUnreachableError, connectControlSocket } from '../control/client.ts';
-import { CONTROL_CLI_OPTIONS, ExitCode, controlSocketPath, usageFailure } from './control-commands.ts';
-import { argsRefusal, UsageError } from './usage.ts';
+import { callErrorOf, ControlCallError, ControlUnreachableError, connectControlSocket } from '../control/client.ts';
+import { commandPrologue, ExitCode, snapshotArg, usageFailure } from './command-line.ts';
+import { CONTROL_CLI_OPTIONS, controlFailure, controlSocketPath, resultPrinter } from './control-session.ts';
+import { UsageError } from './usage.ts';
 import { formatSize } from '../util/size.ts';
 
 export const STREAM_USAGE = `Usage:
@@ -51,11 +51,7 @@ function settle(line: string): unknown {
   } catch {
     throw new Error(`the server answered something that is not JSON: ${line.slice(0, 200)}`);
   }
-  if (msg.error) {
-    const data = (typeof msg.error.data === 'object' && msg.error.data !== null ? msg.error.data : {}) as Record<string, unknown>;
-    const code = typeof data.code === 'string' ? data.code : String(msg.error.code);
-    throw new ControlCallError(Number(msg.error.code), code, String(msg.error.message ?? code), data);
-  }
+  if (msg.error) throw callErrorOf(msg.error);
   return msg.result;
 }
 
@@ -90,18 +86,12 @@ function firstLine(socket: net.Socket, path: string): Promise<{ line: string; re
   });
 }
 
-function splitSpec(spec: string, what: string): { volume: string; snapshot: string } {
-  const at = spec.indexOf('@');
-  if (at <= 0 || at === spec.length - 1) throw new UsageError(`${what}: '${spec}' is not VOLUME@SNAPSHOT`);
-  return { volume: spec.slice(0, at), snapshot: spec.slice(at + 1) };
-}
-
 async function runExport(path: string, spec: string, since: string | undefined, output: string | undefined, json: boolean): Promise<void> {
-  const { volume, snapshot } = splitSpec(spec, 'snapshot export');
+  const { volume, snapshot } = snapshotArg(spec, 'snapshot export');
   let base: string | undefined;
   if (since !== undefined) {
     if (since.includes('@')) {
-      const b = splitSpec(since, 'snapshot export --since');
+      const b = snapshotArg(since, 'snapshot export --since');
       if (b.volume !== volume) throw new UsageError(`snapshot export: --since must be a snapshot of '${volume}', not of '${b.volume}'`);
       base = b.snapshot;
     } else base = since;
@@ -146,8 +136,7 @@ async function runExport(path: string, spec: string, since: string | undefined, 
     }
     if (file !== null) {
       const summary = { ...result, file, bytes };
-      process.stdout.write(json ? `${JSON.stringify(summary, null, 2)}\n`
-        : `exported ${volume}@${snapshot}${result.since ? ` since ${result.since}` : ''} to ${file}: ${formatSize(bytes)}\n`);
+      resultPrinter(json)(summary, () => `exported ${volume}@${snapshot}${result.since ? ` since ${result.since}` : ''} to ${file}: ${formatSize(bytes)}\n`);
     }
   } finally {
     socket.destroy();
@@ -175,8 +164,7 @@ async function runImport(path: string, name: string, input: string | undefined, 
     if (!socket.destroyed) socket.end();
     if (input === undefined) process.stdin.destroy();
     const r = settle((await answer).line) as ImportResult;
-    process.stdout.write(json ? `${JSON.stringify(r, null, 2)}\n`
-      : `imported ${r.volume}@${r.snapshot}${r.base === null ? ' (new volume)' : ` onto ${r.volume}@${r.base}`}: ${formatSize(r.bytes)} read, ${formatSize(r.dataBytes)} written, guid ${r.guid}\n`);
+    resultPrinter(json)(r, () => `imported ${r.volume}@${r.snapshot}${r.base === null ? ' (new volume)' : ` onto ${r.volume}@${r.base}`}: ${formatSize(r.bytes)} read, ${formatSize(r.dataBytes)} written, guid ${r.guid}\n`);
   } finally {
     socket.destroy();
     src.destroy();
@@ -185,18 +173,10 @@ async function runImport(path: string, name: string, input: string | undefined, 
 
 /** `argv` starts with the noun: ['snapshot', 'export', ...] or ['volume', 'import', ...]. */
 export async function runStreamCli(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (e) {
-    return usage(argsRefusal(e));
-  }
+  const parsed = commandPrologue(argv, { options: OPTIONS, allowPositionals: true }, STREAM_USAGE, usage);
+  if (typeof parsed === 'number') return parsed;
   const v = parsed.values;
   const [noun, verb, ...args] = parsed.positionals;
-  if (v.help) {
-    process.stdout.write(STREAM_USAGE);
-    return ExitCode.Ok;
-  }
   const path = controlSocketPath({ control: v.control, dataDir: v['data-dir'] });
   try {
     if (noun === 'snapshot' && verb === 'export') {
@@ -211,11 +191,8 @@ export async function runStreamCli(argv: string[]): Promise<number> {
     return ExitCode.Ok;
   } catch (e) {
     if (e instanceof UsageError) return usage(e.message);
-    if (e instanceof ControlUnreachableError) {
-      process.stderr.write(`snapnbd: ${e.message}\n`);
-      return ExitCode.Unreachable;
-    }
-    if (e instanceof ControlCallError || e instanceof StreamFormatError) {
+    if (e instanceof ControlUnreachableError || e instanceof ControlCallError) return controlFailure(e);
+    if (e instanceof StreamFormatError) {
       process.stderr.write(`snapnbd: ${e.code}: ${e.message}\n`);
       return ExitCode.ServerError;
     }
