@@ -5,8 +5,8 @@
 import type { ControlClient } from '../control/client.ts';
 import { formatSize } from '../util/size.ts';
 import { commandPrologue, ExitCode, snapshotArg, usageFailure } from './command-line.ts';
-import { table } from './control-commands.ts';
-import { CONTROL_CLI_OPTIONS, controlSocketPath, resultPrinter, withControlClient } from './control-session.ts';
+import { CONTROL_CLI_OPTIONS, controlSocketPath, withControlClient } from './control-session.ts';
+import { resultPrinter, table } from './output.ts';
 import { UsageError } from './usage.ts';
 
 export const BACKUP_USAGE = `Usage:

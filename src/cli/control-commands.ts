@@ -10,7 +10,8 @@ import type { Schedule } from '../schedule/schedule-file.ts';
 import { scheduleTable } from './schedule-commands.ts';
 import { parseExportName } from '../volumes/export-name.ts';
 import { commandPrologue, snapshotArg, usageFailure } from './command-line.ts';
-import { CONTROL_CLI_OPTIONS, controlSocketPath, resultPrinter, withControlClient } from './control-session.ts';
+import { CONTROL_CLI_OPTIONS, controlSocketPath, withControlClient } from './control-session.ts';
+import { resultPrinter, table } from './output.ts';
 import { UsageError } from './usage.ts';
 import { formatState, formatVolumeState } from '../volumes/state.ts';
 
@@ -113,12 +114,6 @@ async function listPages<K extends string, T>(
 }
 
 const moreHint = (next: string | null): string => (next === null ? '' : `(more: --after ${next})\n`);
-
-export function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n') + '\n';
-}
 
 function keyValues(pairs: [string, string][]): string {
   const w = Math.max(...pairs.map(([k]) => k.length));

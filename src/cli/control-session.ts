@@ -1,6 +1,6 @@
 // How a CLI command talks to the running server: where its control socket is, one client for the
-// command (connected, used, closed however the command ends), how a failure becomes the exit
-// status, and how a result is printed.
+// command (connected, used, closed however the command ends), and how a failure becomes the exit
+// status.
 import { resolve, join } from 'node:path';
 import { ControlCallError, ControlClient, ControlUnreachableError } from '../control/client.ts';
 import { ExitCode, HELP_OPTION, usageFailure } from './command-line.ts';
@@ -33,13 +33,6 @@ export function controlFailure(e: unknown): number {
     return ExitCode.ServerError;
   }
   throw e;
-}
-
-/** Prints a result: as JSON with --json (the control answer as is), else the human text. */
-export function resultPrinter(json: boolean): (value: unknown, human: () => string) => void {
-  return (value, human) => {
-    process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : human());
-  };
 }
 
 export interface ControlClientUse {

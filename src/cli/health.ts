@@ -4,8 +4,9 @@
 // answer in time.
 import { ControlCallError, ControlUnreachableError } from '../control/client.ts';
 import type { HealthReport } from '../control/health.ts';
-import { commandPrologue, commandUsageFailure, HELP_OPTION } from './command-line.ts';
-import { controlSocketPath, resultPrinter, withControlClient } from './control-session.ts';
+import { commandPrologue, commandUsageFailure } from './command-line.ts';
+import { CONTROL_CLI_OPTIONS, controlSocketPath, withControlClient } from './control-session.ts';
+import { resultPrinter } from './output.ts';
 
 export const HealthExit = { Healthy: 0, Degraded: 1, Usage: 2, Unreachable: 3 } as const;
 /** A server that takes longer than this to answer is as good as unreachable to a monitor. */
@@ -23,10 +24,7 @@ answer within --timeout seconds (default ${HEALTH_TIMEOUT_SECONDS_DEFAULT}).
 
 export async function runHealth(argv: string[]): Promise<number> {
   const parsed = commandPrologue(argv, {
-    options: {
-      control: { type: 'string' }, 'data-dir': { type: 'string' }, 'min-free': { type: 'string' },
-      timeout: { type: 'string' }, json: { type: 'boolean' }, help: HELP_OPTION,
-    },
+    options: { ...CONTROL_CLI_OPTIONS, 'min-free': { type: 'string' }, timeout: { type: 'string' } },
   }, HEALTH_USAGE, usage);
   if (typeof parsed === 'number') return parsed;
   const v = parsed.values;

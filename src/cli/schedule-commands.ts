@@ -3,8 +3,8 @@
 import type { ControlClient } from '../control/client.ts';
 import type { Schedule } from '../schedule/schedule-file.ts';
 import { commandPrologue, usageFailure } from './command-line.ts';
-import { table } from './control-commands.ts';
-import { CONTROL_CLI_OPTIONS, controlSocketPath, resultPrinter, withControlClient } from './control-session.ts';
+import { CONTROL_CLI_OPTIONS, controlSocketPath, withControlClient } from './control-session.ts';
+import { resultPrinter, table } from './output.ts';
 import { UsageError } from './usage.ts';
 
 export const SCHEDULE_USAGE = `Usage:

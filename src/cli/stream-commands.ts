@@ -11,7 +11,8 @@ import type { Readable, Writable } from 'node:stream';
 import { StreamDecoder, StreamFormatError } from '../backup/stream-format.ts';
 import { callErrorOf, ControlCallError, ControlUnreachableError, connectControlSocket } from '../control/client.ts';
 import { commandPrologue, ExitCode, snapshotArg, usageFailure } from './command-line.ts';
-import { CONTROL_CLI_OPTIONS, controlFailure, controlSocketPath, resultPrinter } from './control-session.ts';
+import { CONTROL_CLI_OPTIONS, controlFailure, controlSocketPath } from './control-session.ts';
+import { resultPrinter } from './output.ts';
 import { UsageError } from './usage.ts';
 import { formatSize } from '../util/size.ts';
 
