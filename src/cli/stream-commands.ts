@@ -149,7 +149,15 @@ async function runImport(path: string, name: string, input: string | undefined, 
     throw new UsageError('volume import: refusing to read a stream from a terminal (use -i FILE or a pipe)');
   }
   const src: Readable = input === undefined ? process.stdin : createReadStream(resolve(input));
-  const socket = await connectControlSocket(path);
+  let socket: net.Socket;
+  try {
+    // A FILE that cannot be opened is said before connecting (else its 'error' may come unheard).
+    if (input !== undefined) await once(src, 'open');
+    socket = await connectControlSocket(path);
+  } catch (e) {
+    src.destroy();
+    throw e;
+  }
   socket.on('error', () => undefined); // e.g. EPIPE after a refusal: the answer says why
   try {
     socket.write(request('volume.import', { name }));

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commandPrologue, HELP_OPTION, parseCommandLine, snapshotArg } from '../../src/cli/command-line.ts';
 import { withControlClient } from '../../src/cli/control-session.ts';
+import { runStreamCli } from '../../src/cli/stream-commands.ts';
 import { UsageError } from '../../src/cli/usage.ts';
 import { ControlCallError } from '../../src/control/client.ts';
 import { captureCli } from '../helpers/capture-cli.ts';
@@ -137,4 +138,17 @@ describe('withControlClient', () => {
     expect(requests.join('')).toContain('"server.health"');
     await closedSince(before, 1);
   }, 10_000);
+});
+
+describe('volume import -i FILE', () => {
+  it('a FILE that cannot be opened: one line and exit 1, before the socket is tried', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'snapnbd-cli-import-'));
+    try {
+      const missing = join(dir, 'missing.stream');
+      const r = await captureCli(() => runStreamCli(['volume', 'import', 'vm1', '-i', missing, '--control', join(dir, 'none.sock')]));
+      expect(r).toEqual({ code: 1, out: '', err: `snapnbd: ENOENT: no such file or directory, open '${missing}'\n` });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
