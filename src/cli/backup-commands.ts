@@ -2,11 +2,12 @@
 // restore and verify start a job; without --detach the command follows it (progress on a
 // terminal: bytes, rate, ETA) and prints its result; --detach prints the job and returns.
 // Exit codes as for the other control commands (0 ok, 1 refused or failed, 2 usage, 3 unreachable).
-import { parseArgs } from 'node:util';
-import { ControlClient } from '../control/client.ts';
+import type { ControlClient } from '../control/client.ts';
 import { formatSize } from '../util/size.ts';
-import { CONTROL_CLI_OPTIONS, controlFailure, ExitCode, controlSocketPath, table, resultPrinter, usageFailure } from './control-commands.ts';
-import { argsRefusal, UsageError } from './usage.ts';
+import { commandPrologue, ExitCode, snapshotArg, usageFailure } from './command-line.ts';
+import { CONTROL_CLI_OPTIONS, controlSocketPath, withControlClient } from './control-session.ts';
+import { resultPrinter, table } from './output.ts';
+import { UsageError } from './usage.ts';
 
 export const BACKUP_USAGE = `Usage:
   snapnbd backup create VOLUME@SNAPSHOT --target NAME [--detach]
@@ -40,12 +41,6 @@ function intOpt(v: string | undefined, flag: string, max = 1_000_000): number | 
   return Number(v);
 }
 
-function splitSnapshot(spec: string): { volume: string; snapshot: string } {
-  const at = spec.indexOf('@');
-  if (at <= 0 || at === spec.length - 1) throw new UsageError(`backup create: '${spec}' is not VOLUME@SNAPSHOT`);
-  return { volume: spec.slice(0, at), snapshot: spec.slice(at + 1) };
-}
-
 async function follow(c: ControlClient, job: JobView, json: boolean): Promise<JobView> {
   const tty = process.stderr.isTTY && !json;
   let j = job;
@@ -62,29 +57,21 @@ async function follow(c: ControlClient, job: JobView, json: boolean): Promise<Jo
 }
 
 export async function runBackupCli(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv, allowPositionals: true, strict: true,
-      options: {
-        ...CONTROL_CLI_OPTIONS,
-        target: { type: 'string' }, detach: { type: 'boolean' }, instant: { type: 'boolean' }, sample: { type: 'string' }, 'dry-run': { type: 'boolean' },
-        'keep-last': { type: 'string' }, 'keep-daily': { type: 'string' }, 'keep-weekly': { type: 'string' }, 'keep-monthly': { type: 'string' },
-        grace: { type: 'string' },
-      },
-    });
-  } catch (e) {
-    return usage(argsRefusal(e));
-  }
+  const parsed = commandPrologue(argv, {
+    allowPositionals: true,
+    options: {
+      ...CONTROL_CLI_OPTIONS,
+      target: { type: 'string' }, detach: { type: 'boolean' }, instant: { type: 'boolean' }, sample: { type: 'string' }, 'dry-run': { type: 'boolean' },
+      'keep-last': { type: 'string' }, 'keep-daily': { type: 'string' }, 'keep-weekly': { type: 'string' }, 'keep-monthly': { type: 'string' },
+      grace: { type: 'string' },
+    },
+  }, BACKUP_USAGE, usage);
+  if (typeof parsed === 'number') return parsed;
   const v = parsed.values;
   const [verb, ...args] = parsed.positionals;
-  if (v.help) {
-    process.stdout.write(BACKUP_USAGE);
-    return ExitCode.Ok;
-  }
   const json = v.json ?? false;
   const print = resultPrinter(json);
-  let client: ControlClient | undefined;
+  let call: (c: ControlClient) => Promise<number>;
   try {
     const need = (n: number, m: number, names: string): void => {
       if (args.length < n || args.length > m) throw new UsageError(`backup ${verb}: expected ${names}`);
@@ -108,11 +95,10 @@ export async function runBackupCli(argv: string[]): Promise<number> {
       print(end.result, () => human(end.result as never));
       return failed(end.result as never) ? ExitCode.ServerError : ExitCode.Ok;
     };
-    let call: (c: ControlClient) => Promise<number>;
     switch (verb) {
       case 'create': {
         need(1, 1, 'VOLUME@SNAPSHOT');
-        const { volume, snapshot } = splitSnapshot(args[0]!);
+        const { volume, snapshot } = snapshotArg(args[0]!, 'backup create');
         const t = target();
         call = (c) => runJob(c, 'backup.create', { target: t, volume, snapshot }, (r: { id: string; bytesUploaded: number; blocksReused: number; bytesRead: number }) =>
           `backed up ${volume}@${snapshot} as ${r.id}: read ${formatSize(r.bytesRead)}, uploaded ${formatSize(r.bytesUploaded)}, ${r.blocksReused} blocks reused\n`);
@@ -216,16 +202,15 @@ export async function runBackupCli(argv: string[]): Promise<number> {
       default:
         return usage(verb === undefined ? 'backup: missing subcommand' : `backup: unknown subcommand '${verb}'`);
     }
-    client = await ControlClient.connect(controlSocketPath({ control: v.control, dataDir: v['data-dir'] }));
-    return await call(client);
   } catch (e) {
     if (e instanceof UsageError) return usage(e.message);
-    return controlFailure(e);
-  } finally {
-    client?.close();
+    throw e;
   }
+  return withControlClient(controlSocketPath({ control: v.control, dataDir: v['data-dir'] }), call, { help: BACKUP_HELP });
 }
 
+const BACKUP_HELP = 'snapnbd backup --help';
+
 function usage(message: string): number {
-  return usageFailure(message, 'snapnbd backup --help');
+  return usageFailure(message, BACKUP_HELP);
 }

@@ -1,8 +1,8 @@
 // `snapnbd check --data-dir DIR [--repair] [--json]`: offline verification of a stopped server's
 // store. Exit 0 clean (or everything found was repaired), 1 problems remain (or the store is in use), 2 usage error.
-import { parseArgs } from 'node:util';
 import { checkStore } from '../storage/check.ts';
 import { StoreError, StoreErrorCode } from '../storage/types.ts';
+import { commandPrologue, commandUsageFailure, HELP_OPTION } from './command-line.ts';
 
 export const CHECK_USAGE = `Usage: snapnbd check --data-dir DIR [--repair] [--json]
 
@@ -21,32 +21,13 @@ Exit status: 0 clean (or all problems repaired), 1 problems found or the store i
 `;
 
 export async function runCheck(argv: string[]): Promise<number> {
-  let values: { 'data-dir'?: string | undefined; repair?: boolean | undefined; json?: boolean | undefined; help?: boolean | undefined };
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        'data-dir': { type: 'string' },
-        repair: { type: 'boolean' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    process.stderr.write(`snapnbd check: ${(e as Error).message.split('\n')[0]}\n`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(CHECK_USAGE);
-    return 0;
-  }
+  const parsed = commandPrologue(argv, {
+    options: { 'data-dir': { type: 'string' }, repair: { type: 'boolean' }, json: { type: 'boolean' }, help: HELP_OPTION },
+  }, CHECK_USAGE, usage);
+  if (typeof parsed === 'number') return parsed;
+  const values = parsed.values;
   const dir = values['data-dir'];
-  if (!dir) {
-    process.stderr.write('snapnbd check: --data-dir DIR is required (see snapnbd check --help)\n');
-    return 2;
-  }
+  if (!dir) return usage('--data-dir DIR is required');
   let r;
   try {
     r = await checkStore(dir, { repair: values.repair === true });
@@ -62,4 +43,8 @@ export async function runCheck(argv: string[]): Promise<number> {
     process.stdout.write(r.ok ? (r.problems.length === 0 ? `${dir}: clean\n` : `${dir}: all problems repaired\n`) : `${dir}: ${r.problems.length} problem(s)\n`);
   }
   return r.ok ? 0 : 1;
+}
+
+function usage(message: string): number {
+  return commandUsageFailure('check', message);
 }

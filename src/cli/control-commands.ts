@@ -2,15 +2,17 @@
 // Each command is one method call (diff: several pages); human tables by default, the method's
 // result as JSON with --json. Exit codes: 0 ok, 1 the server refused (message on stderr),
 // 2 usage error (one line), 3 the server cannot be reached (naming the socket path).
-import { resolve, join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { ControlCallError, ControlClient, ControlUnreachableError } from '../control/client.ts';
+import { resolve } from 'node:path';
+import type { ControlClient } from '../control/client.ts';
 import { formatSize, parseSize } from '../util/size.ts';
-import { parseExportName } from '../volumes/export-name.ts';
 import type { DiffResult, SnapshotView, VolumeView } from '../volumes/views.ts';
 import type { Schedule } from '../schedule/schedule-file.ts';
 import { scheduleTable } from './schedule-commands.ts';
-import { argsRefusal, UsageError } from './usage.ts';
+import { parseExportName } from '../volumes/export-name.ts';
+import { commandPrologue, snapshotArg, usageFailure } from './command-line.ts';
+import { CONTROL_CLI_OPTIONS, controlSocketPath, withControlClient } from './control-session.ts';
+import { resultPrinter, table } from './output.ts';
+import { UsageError } from './usage.ts';
 import { formatState, formatVolumeState } from '../volumes/state.ts';
 
 export const CONTROL_USAGE = `Usage:
@@ -51,50 +53,6 @@ now and serves the volume again: only when you are sure the change is harmless, 
 volume's data was written over the old image (put the original back instead when you can).
 `;
 
-export const ExitCode = { Ok: 0, ServerError: 1, Usage: 2, Unreachable: 3 } as const;
-
-/** How a control command fails: unreachable (3) or refused by the server (1), said on stderr; other errors rethrown. */
-export function controlFailure(e: unknown): number {
-  if (e instanceof ControlUnreachableError) {
-    process.stderr.write(`snapnbd: ${e.message}\n`);
-    return ExitCode.Unreachable;
-  }
-  if (e instanceof ControlCallError) {
-    process.stderr.write(`snapnbd: ${e.code}: ${e.message}\n`);
-    return ExitCode.ServerError;
-  }
-  throw e;
-}
-
-/** A command line refused before anything runs: one line naming where help is, exit 2. */
-export function usageFailure(message: string, helpCommand = 'snapnbd --help'): number {
-  process.stderr.write(`snapnbd: ${message} (see ${helpCommand})\n`);
-  return ExitCode.Usage;
-}
-
-/** Prints a result: as JSON with --json (the control answer as is), else the human text. */
-export function resultPrinter(json: boolean): (value: unknown, human: () => string) => void {
-  return (value, human) => {
-    process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : human());
-  };
-}
-
-/** Where the socket is: --control, else --data-dir/control.sock, else $SNAPNBD_CONTROL, else ./data. */
-export function controlSocketPath(opts: { control?: string | undefined; dataDir?: string | undefined }, env: NodeJS.ProcessEnv = process.env): string {
-  if (opts.control !== undefined) return resolve(opts.control);
-  if (opts.dataDir !== undefined) return resolve(join(opts.dataDir, 'control.sock'));
-  if (env.SNAPNBD_CONTROL !== undefined && env.SNAPNBD_CONTROL !== '') return resolve(env.SNAPNBD_CONTROL);
-  return resolve('data', 'control.sock');
-}
-
-/** The options of every command that talks to the control socket (parseArgs form). */
-export const CONTROL_CLI_OPTIONS = {
-  control: { type: 'string' },
-  'data-dir': { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
 const OPTIONS = {
   ...CONTROL_CLI_OPTIONS,
   size: { type: 'string' },
@@ -120,22 +78,8 @@ interface Command {
 }
 
 interface Output {
-  json: boolean;
-  print(text: string): void;
+  /** The method's result: as JSON with --json, else `human()`. */
   result(value: unknown, human: () => string): void;
-}
-
-/** `VOLUME@SNAPSHOT` (the export-name grammar of src/volumes/export-name.ts); the snapshot may be optional. */
-function splitAt(spec: string, what: string, requireSnapshot: true): { volume: string; snapshot: string };
-function splitAt(spec: string, what: string, requireSnapshot: false): { volume: string; snapshot: string | undefined };
-function splitAt(spec: string, what: string, requireSnapshot: boolean): { volume: string; snapshot: string | undefined } {
-  const { volume, snapshot } = parseExportName(spec);
-  if (snapshot === null) {
-    if (requireSnapshot) throw new UsageError(`${what}: '${spec}' is not VOLUME@SNAPSHOT`);
-    return { volume, snapshot: undefined };
-  }
-  if (volume === '' || snapshot === '') throw new UsageError(`${what}: '${spec}' is not VOLUME@SNAPSHOT`);
-  return { volume, snapshot };
 }
 
 function sizeOption(v: string | undefined, flag: string): number | undefined {
@@ -170,12 +114,6 @@ async function listPages<K extends string, T>(
 }
 
 const moreHint = (next: string | null): string => (next === null ? '' : `(more: --after ${next})\n`);
-
-export function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n') + '\n';
-}
 
 function keyValues(pairs: [string, string][]): string {
   const w = Math.max(...pairs.map(([k]) => k.length));
@@ -300,7 +238,9 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 1, max: 1, names: 'VOLUME[@NAME]' },
     options: ['description'],
     async run([spec], v, c, out) {
-      const { volume, snapshot } = splitAt(spec!, 'snapshot create', false);
+      // No @NAME: the server generates the snapshot's name.
+      const { volume, snapshot } = parseExportName(spec!).snapshot === null
+        ? { volume: spec!, snapshot: undefined } : snapshotArg(spec!, 'snapshot create');
       const r = await c.request('snapshot.create', {
         volume,
         ...(snapshot !== undefined ? { name: snapshot } : {}),
@@ -325,7 +265,7 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 1, max: 1, names: 'VOLUME@NAME' },
     options: [],
     async run([spec], _v, c, out) {
-      const { volume, snapshot } = splitAt(spec!, 'snapshot info', true);
+      const { volume, snapshot } = snapshotArg(spec!, 'snapshot info');
       const r = await c.request('snapshot.info', { volume, name: snapshot });
       out.result(r, () => snapshotDetails(r));
     },
@@ -334,7 +274,7 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 1, max: 1, names: 'VOLUME@NAME' },
     options: [],
     async run([spec], _v, c, out) {
-      const { volume, snapshot } = splitAt(spec!, 'snapshot delete', true);
+      const { volume, snapshot } = snapshotArg(spec!, 'snapshot delete');
       const before = await c.request('snapshot.info', { volume, name: snapshot });
       const r = await c.request('snapshot.delete', { volume, name: snapshot });
       out.result(r, () => `deleted snapshot ${volume}@${snapshot} (taken ${before.created}; ${formatSize(before.used)} only it held is freed)`
@@ -345,7 +285,7 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 1, max: 1, names: 'VOLUME@NAME' },
     options: ['force'],
     async run([spec], v, c, out) {
-      const { volume, snapshot } = splitAt(spec!, 'snapshot rollback', true);
+      const { volume, snapshot } = snapshotArg(spec!, 'snapshot rollback');
       // What the rollback destroys: the head's changes since the snapshot (chunk-granular).
       let discarded = 0;
       let cursor: string | null = null;
@@ -364,8 +304,8 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 1, max: 2, names: 'VOLUME@FROM [VOLUME@TO]' },
     options: [],
     async run([fromSpec, toSpec], _v, c, out) {
-      const from = splitAt(fromSpec!, 'snapshot diff', true);
-      const to = toSpec === undefined ? undefined : splitAt(toSpec, 'snapshot diff', true);
+      const from = snapshotArg(fromSpec!, 'snapshot diff');
+      const to = toSpec === undefined ? undefined : snapshotArg(toSpec, 'snapshot diff');
       if (to && to.volume !== from.volume) throw new UsageError(`snapshot diff: both snapshots must be of one volume ('${from.volume}' and '${to.volume}')`);
       const all: DiffResult = { volume: from.volume, from: from.snapshot, to: to?.snapshot ?? null, extents: [], next: null };
       let cursor: string | null = null;
@@ -387,7 +327,7 @@ const COMMANDS: Record<string, Command> = {
     args: { min: 2, max: 2, names: 'VOLUME@NAME NEWVOLUME' },
     options: [],
     async run([spec, name], _v, c, out) {
-      const { volume, snapshot } = splitAt(spec!, 'clone', true);
+      const { volume, snapshot } = snapshotArg(spec!, 'clone');
       const r = await c.request('volume.clone', { volume, snapshot, name: name! });
       out.result(r, () => `cloned ${volume}@${snapshot} to volume ${r.name} (${formatSize(r.size)})\n`);
     },
@@ -414,19 +354,11 @@ const COMMANDS: Record<string, Command> = {
 const NOUNS_WITH_VERBS = new Set(['volume', 'snapshot']);
 
 export async function runControlCli(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (e) {
-    return usage(argsRefusal(e));
-  }
+  const parsed = commandPrologue(argv, { options: OPTIONS, allowPositionals: true }, CONTROL_USAGE, usage);
+  if (typeof parsed === 'number') return parsed;
   const values = parsed.values as Values;
   const pos = parsed.positionals;
   const noun = pos[0];
-  if (values.help) {
-    process.stdout.write(CONTROL_USAGE);
-    return ExitCode.Ok;
-  }
   if (noun === undefined) return usage('missing command');
   let key: string;
   let args: string[];
@@ -447,25 +379,8 @@ export async function runControlCli(argv: string[]): Promise<number> {
     return usage(`${key}: expected ${cmd.args.names || 'no arguments'}, got ${args.length === 0 ? 'none' : `'${args.join(' ')}'`}`);
   }
   const path = controlSocketPath({ control: values.control, dataDir: values['data-dir'] });
-  const json = values.json ?? false;
-  const out: Output = {
-    json,
-    print: (text) => process.stdout.write(text),
-    result(value, human) {
-      process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : human());
-    },
-  };
-  let client: ControlClient | undefined;
-  try {
-    client = await ControlClient.connect(path);
-    await cmd.run(args, values, client, out);
-    return ExitCode.Ok;
-  } catch (e) {
-    if (e instanceof UsageError) return usage(e.message);
-    return controlFailure(e);
-  } finally {
-    client?.close();
-  }
+  const out: Output = { result: resultPrinter(values.json ?? false) };
+  return withControlClient(path, (c) => cmd.run(args, values, c, out));
 }
 
 function plural(n: number, what: string): string {

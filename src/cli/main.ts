@@ -7,6 +7,7 @@ import { runHealth } from './health.ts';
 import { runBackupCli } from './backup-commands.ts';
 import { runScheduleCli } from './schedule-commands.ts';
 import { runServe } from './serve.ts';
+import { usageFailure } from './command-line.ts';
 import { MAIN_USAGE } from './usage.ts';
 import { versionLine } from './version.ts';
 import { runStreamCli } from './stream-commands.ts';
@@ -53,12 +54,10 @@ export async function main(argv: string[]): Promise<void> {
       code = await runScheduleCli(rest);
       break;
     case undefined:
-      process.stderr.write('snapnbd: missing command (see snapnbd --help)\n');
-      code = 2;
+      code = usageFailure('missing command');
       break;
     default:
-      process.stderr.write(`snapnbd: unknown command '${command}' (see snapnbd --help)\n`);
-      code = 2;
+      code = usageFailure(`unknown command '${command}'`);
   }
   process.exitCode = code;
   if (command === 'serve') process.exit(code); // stray handles (timers, sockets) must not keep a stopped server alive

@@ -1,10 +1,11 @@
 // `snapnbd schedule add|list|remove`: a client of the control socket's schedule.* methods.
 // Exit codes as for the other control commands (0 ok, 1 refused, 2 usage, 3 unreachable).
-import { parseArgs } from 'node:util';
-import { ControlClient } from '../control/client.ts';
+import type { ControlClient } from '../control/client.ts';
 import type { Schedule } from '../schedule/schedule-file.ts';
-import { CONTROL_CLI_OPTIONS, controlFailure, controlSocketPath, ExitCode, table, resultPrinter, usageFailure } from './control-commands.ts';
-import { argsRefusal, UsageError } from './usage.ts';
+import { commandPrologue, usageFailure } from './command-line.ts';
+import { CONTROL_CLI_OPTIONS, controlSocketPath, withControlClient } from './control-session.ts';
+import { resultPrinter, table } from './output.ts';
+import { UsageError } from './usage.ts';
 
 export const SCHEDULE_USAGE = `Usage:
   snapnbd schedule add VOLUME (--hourly :MM | --daily HH:MM | --weekly DAY,HH:MM |
@@ -51,25 +52,17 @@ export function scheduleTable(list: Schedule[]): string {
 }
 
 export async function runScheduleCli(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv, allowPositionals: true, strict: true,
-      options: {
-        ...CONTROL_CLI_OPTIONS,
-        hourly: { type: 'string' }, daily: { type: 'string' }, weekly: { type: 'string' }, monthly: { type: 'string' }, every: { type: 'string' },
-        tz: { type: 'string' }, keep: { type: 'string' }, 'backup-to': { type: 'string' }, 'keep-backups': { type: 'string' },
-      },
-    });
-  } catch (e) {
-    return usage(argsRefusal(e));
-  }
+  const parsed = commandPrologue(argv, {
+    allowPositionals: true,
+    options: {
+      ...CONTROL_CLI_OPTIONS,
+      hourly: { type: 'string' }, daily: { type: 'string' }, weekly: { type: 'string' }, monthly: { type: 'string' }, every: { type: 'string' },
+      tz: { type: 'string' }, keep: { type: 'string' }, 'backup-to': { type: 'string' }, 'keep-backups': { type: 'string' },
+    },
+  }, SCHEDULE_USAGE, usage);
+  if (typeof parsed === 'number') return parsed;
   const v = parsed.values;
   const [verb, ...args] = parsed.positionals;
-  if (v.help) {
-    process.stdout.write(SCHEDULE_USAGE);
-    return ExitCode.Ok;
-  }
   const json = v.json ?? false;
   const print = resultPrinter(json);
   let call: (c: ControlClient) => Promise<void>;
@@ -123,18 +116,11 @@ export async function runScheduleCli(argv: string[]): Promise<number> {
     if (e instanceof UsageError) return usage(e.message);
     throw e;
   }
-  let client: ControlClient | undefined;
-  try {
-    client = await ControlClient.connect(controlSocketPath({ control: v.control, dataDir: v['data-dir'] }));
-    await call(client);
-    return ExitCode.Ok;
-  } catch (e) {
-    return controlFailure(e);
-  } finally {
-    client?.close();
-  }
+  return withControlClient(controlSocketPath({ control: v.control, dataDir: v['data-dir'] }), call, { help: SCHEDULE_HELP });
 }
 
+const SCHEDULE_HELP = 'snapnbd schedule --help';
+
 function usage(message: string): number {
-  return usageFailure(message, 'snapnbd schedule --help');
+  return usageFailure(message, SCHEDULE_HELP);
 }

@@ -2,7 +2,6 @@
 // print the ready lines, stop gracefully on SIGINT/SIGTERM.
 import { mkdirSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import type { ControlContext } from '../control/methods.ts';
 import { startControlServer, type ControlServer } from '../control/server.ts';
 import { isLoopbackHost } from '../http/console/guard.ts';
@@ -22,7 +21,8 @@ import { Reloader, logLevelHook } from './reload.ts';
 import { notifySystemd } from './service-notify.ts';
 import { formatSize, parseSize } from '../util/size.ts';
 import { backingAdvice } from '../volumes/state.ts';
-import { argsRefusal, SERVE_USAGE, UsageError } from './usage.ts';
+import { commandUsageFailure, HELP_OPTION, parseCommandLine } from './command-line.ts';
+import { SERVE_USAGE, UsageError } from './usage.ts';
 import { VERSION, buildInfo } from './version.ts';
 import { MetricsCollector, StoreActivity } from '../http/metrics.ts';
 import { startMetricsServer, type MetricsServer } from '../http/metrics-server.ts';
@@ -70,48 +70,40 @@ export const DEFAULT_VOLUME_SIZE = 2 ** 30;
 export const DEFAULT_VOLUME_NAME = 'default';
 
 export function parseServeArgs(argv: string[]): ServeConfig | 'help' {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        'data-dir': { type: 'string' },
-        listen: { type: 'string', multiple: true },
-        volume: { type: 'string', multiple: true },
-        'default-export': { type: 'string' },
-        control: { type: 'string' },
-        'read-only': { type: 'boolean' },
-        'max-connections': { type: 'string' },
-        'backup-target': { type: 'string', multiple: true },
-        'list-snapshots': { type: 'string' },
-        tls: { type: 'string' },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-        'tls-ca': { type: 'string' },
-        'tls-crl': { type: 'string' },
-        'tls-psk': { type: 'string' },
-        'tls-export': { type: 'string', multiple: true },
-        access: { type: 'string' },
-        'max-connections-per-client': { type: 'string' },
-        'memory-budget': { type: 'string' },
-        'idle-timeout': { type: 'string' },
-        'stall-timeout': { type: 'string' },
-        'log-level': { type: 'string' },
-        metrics: { type: 'string' },
-        'log-format': { type: 'string' },
-        config: { type: 'string' },
-        http: { type: 'string' },
-        'http-insecure': { type: 'boolean' },
-        'history-interval': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (e) {
-    // parseArgs explains at length; one line is the contract.
-    throw new UsageError(argsRefusal(e));
-  }
+  const parsed = parseCommandLine(argv, {
+    allowPositionals: true,
+    options: {
+      'data-dir': { type: 'string' },
+      listen: { type: 'string', multiple: true },
+      volume: { type: 'string', multiple: true },
+      'default-export': { type: 'string' },
+      control: { type: 'string' },
+      'read-only': { type: 'boolean' },
+      'max-connections': { type: 'string' },
+      'backup-target': { type: 'string', multiple: true },
+      'list-snapshots': { type: 'string' },
+      tls: { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
+      'tls-crl': { type: 'string' },
+      'tls-psk': { type: 'string' },
+      'tls-export': { type: 'string', multiple: true },
+      access: { type: 'string' },
+      'max-connections-per-client': { type: 'string' },
+      'memory-budget': { type: 'string' },
+      'idle-timeout': { type: 'string' },
+      'stall-timeout': { type: 'string' },
+      'log-level': { type: 'string' },
+      metrics: { type: 'string' },
+      'log-format': { type: 'string' },
+      config: { type: 'string' },
+      http: { type: 'string' },
+      'http-insecure': { type: 'boolean' },
+      'history-interval': { type: 'string' },
+      help: HELP_OPTION,
+    },
+  });
   const v = parsed.values;
   if (v.help) return 'help';
   const dataDir = resolve(v['data-dir'] ?? 'data');
@@ -260,10 +252,7 @@ export async function runServe(argv: string[]): Promise<number> {
   try {
     config = parseServeArgs(argv);
   } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`snapnbd serve: ${e.message} (see snapnbd serve --help)\n`);
-      return 2;
-    }
+    if (e instanceof UsageError) return commandUsageFailure('serve', e.message);
     throw e;
   }
   if (config === 'help') {

@@ -8,11 +8,12 @@ import { createReadStream, createWriteStream, unlinkSync } from 'node:fs';
 import type net from 'node:net';
 import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { parseArgs } from 'node:util';
 import { StreamDecoder, StreamFormatError } from '../backup/stream-format.ts';
-import { ControlCallError, ControlUnreachableError, connectControlSocket } from '../control/client.ts';
-import { CONTROL_CLI_OPTIONS, ExitCode, controlSocketPath, usageFailure } from './control-commands.ts';
-import { argsRefusal, UsageError } from './usage.ts';
+import { callErrorOf, ControlCallError, ControlUnreachableError, connectControlSocket } from '../control/client.ts';
+import { commandPrologue, ExitCode, snapshotArg, usageFailure } from './command-line.ts';
+import { CONTROL_CLI_OPTIONS, controlFailure, controlSocketPath } from './control-session.ts';
+import { resultPrinter } from './output.ts';
+import { UsageError } from './usage.ts';
 import { formatSize } from '../util/size.ts';
 
 export const STREAM_USAGE = `Usage:
@@ -51,11 +52,7 @@ function settle(line: string): unknown {
   } catch {
     throw new Error(`the server answered something that is not JSON: ${line.slice(0, 200)}`);
   }
-  if (msg.error) {
-    const data = (typeof msg.error.data === 'object' && msg.error.data !== null ? msg.error.data : {}) as Record<string, unknown>;
-    const code = typeof data.code === 'string' ? data.code : String(msg.error.code);
-    throw new ControlCallError(Number(msg.error.code), code, String(msg.error.message ?? code), data);
-  }
+  if (msg.error) throw callErrorOf(msg.error);
   return msg.result;
 }
 
@@ -90,18 +87,12 @@ function firstLine(socket: net.Socket, path: string): Promise<{ line: string; re
   });
 }
 
-function splitSpec(spec: string, what: string): { volume: string; snapshot: string } {
-  const at = spec.indexOf('@');
-  if (at <= 0 || at === spec.length - 1) throw new UsageError(`${what}: '${spec}' is not VOLUME@SNAPSHOT`);
-  return { volume: spec.slice(0, at), snapshot: spec.slice(at + 1) };
-}
-
 async function runExport(path: string, spec: string, since: string | undefined, output: string | undefined, json: boolean): Promise<void> {
-  const { volume, snapshot } = splitSpec(spec, 'snapshot export');
+  const { volume, snapshot } = snapshotArg(spec, 'snapshot export');
   let base: string | undefined;
   if (since !== undefined) {
     if (since.includes('@')) {
-      const b = splitSpec(since, 'snapshot export --since');
+      const b = snapshotArg(since, 'snapshot export --since');
       if (b.volume !== volume) throw new UsageError(`snapshot export: --since must be a snapshot of '${volume}', not of '${b.volume}'`);
       base = b.snapshot;
     } else base = since;
@@ -146,8 +137,7 @@ async function runExport(path: string, spec: string, since: string | undefined, 
     }
     if (file !== null) {
       const summary = { ...result, file, bytes };
-      process.stdout.write(json ? `${JSON.stringify(summary, null, 2)}\n`
-        : `exported ${volume}@${snapshot}${result.since ? ` since ${result.since}` : ''} to ${file}: ${formatSize(bytes)}\n`);
+      resultPrinter(json)(summary, () => `exported ${volume}@${snapshot}${result.since ? ` since ${result.since}` : ''} to ${file}: ${formatSize(bytes)}\n`);
     }
   } finally {
     socket.destroy();
@@ -159,7 +149,15 @@ async function runImport(path: string, name: string, input: string | undefined, 
     throw new UsageError('volume import: refusing to read a stream from a terminal (use -i FILE or a pipe)');
   }
   const src: Readable = input === undefined ? process.stdin : createReadStream(resolve(input));
-  const socket = await connectControlSocket(path);
+  let socket: net.Socket;
+  try {
+    // A FILE that cannot be opened is said before connecting (else its 'error' may come unheard).
+    if (input !== undefined) await once(src, 'open');
+    socket = await connectControlSocket(path);
+  } catch (e) {
+    src.destroy();
+    throw e;
+  }
   socket.on('error', () => undefined); // e.g. EPIPE after a refusal: the answer says why
   try {
     socket.write(request('volume.import', { name }));
@@ -175,8 +173,7 @@ async function runImport(path: string, name: string, input: string | undefined, 
     if (!socket.destroyed) socket.end();
     if (input === undefined) process.stdin.destroy();
     const r = settle((await answer).line) as ImportResult;
-    process.stdout.write(json ? `${JSON.stringify(r, null, 2)}\n`
-      : `imported ${r.volume}@${r.snapshot}${r.base === null ? ' (new volume)' : ` onto ${r.volume}@${r.base}`}: ${formatSize(r.bytes)} read, ${formatSize(r.dataBytes)} written, guid ${r.guid}\n`);
+    resultPrinter(json)(r, () => `imported ${r.volume}@${r.snapshot}${r.base === null ? ' (new volume)' : ` onto ${r.volume}@${r.base}`}: ${formatSize(r.bytes)} read, ${formatSize(r.dataBytes)} written, guid ${r.guid}\n`);
   } finally {
     socket.destroy();
     src.destroy();
@@ -185,18 +182,10 @@ async function runImport(path: string, name: string, input: string | undefined, 
 
 /** `argv` starts with the noun: ['snapshot', 'export', ...] or ['volume', 'import', ...]. */
 export async function runStreamCli(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (e) {
-    return usage(argsRefusal(e));
-  }
+  const parsed = commandPrologue(argv, { options: OPTIONS, allowPositionals: true }, STREAM_USAGE, usage);
+  if (typeof parsed === 'number') return parsed;
   const v = parsed.values;
   const [noun, verb, ...args] = parsed.positionals;
-  if (v.help) {
-    process.stdout.write(STREAM_USAGE);
-    return ExitCode.Ok;
-  }
   const path = controlSocketPath({ control: v.control, dataDir: v['data-dir'] });
   try {
     if (noun === 'snapshot' && verb === 'export') {
@@ -211,11 +200,8 @@ export async function runStreamCli(argv: string[]): Promise<number> {
     return ExitCode.Ok;
   } catch (e) {
     if (e instanceof UsageError) return usage(e.message);
-    if (e instanceof ControlUnreachableError) {
-      process.stderr.write(`snapnbd: ${e.message}\n`);
-      return ExitCode.Unreachable;
-    }
-    if (e instanceof ControlCallError || e instanceof StreamFormatError) {
+    if (e instanceof ControlUnreachableError || e instanceof ControlCallError) return controlFailure(e);
+    if (e instanceof StreamFormatError) {
       process.stderr.write(`snapnbd: ${e.code}: ${e.message}\n`);
       return ExitCode.ServerError;
     }

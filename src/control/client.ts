@@ -18,6 +18,13 @@ export class ControlCallError extends Error {
   }
 }
 
+/** An error response's `error` member as a ControlCallError: its code is data.code, else the JSON-RPC code. */
+export function callErrorOf(error: { code?: unknown; message?: unknown; data?: unknown }): ControlCallError {
+  const data = (typeof error.data === 'object' && error.data !== null ? error.data : {}) as Record<string, unknown>;
+  const code = typeof data.code === 'string' ? data.code : String(error.code);
+  return new ControlCallError(Number(error.code), code, String(error.message ?? code), data);
+}
+
 /** No server at the path (or it went away mid-call). */
 export class ControlUnreachableError extends Error {
   readonly path: string;
@@ -109,9 +116,7 @@ export class ControlClient {
     if (!p) return;
     this.pending.delete(msg.id);
     if (msg.error) {
-      const data = (typeof msg.error.data === 'object' && msg.error.data !== null ? msg.error.data : {}) as Record<string, unknown>;
-      const code = typeof data.code === 'string' ? data.code : String(msg.error.code);
-      p.reject(new ControlCallError(Number(msg.error.code), code, String(msg.error.message ?? code), data));
+      p.reject(callErrorOf(msg.error));
     } else {
       p.resolve(msg.result);
     }
