@@ -80,8 +80,19 @@ describe('snapshot schedules (real server)', () => {
     try {
       await nbd.handshake();
       await nbd.go(`b@${first!}`);
-      const second = await until('a second snapshot', async () => (await auto('b', s.id)).find((n) => n !== first));
-      await c.call('volume.clone', { volume: 'b', snapshot: second, name: 'b-clone' });
+      // The newest other snapshot, cloned before retention takes it: on a loaded machine several runs
+      // can pass between the listing and the clone, so a name deleted meanwhile is picked again.
+      const second = await until('a second snapshot, cloned', async () => {
+        const name = (await auto('b', s.id)).filter((n) => n !== first).at(-1);
+        if (name === undefined) return null;
+        try {
+          await c.call('volume.clone', { volume: 'b', snapshot: name, name: 'b-clone' });
+          return name;
+        } catch (e) {
+          if ((e as { code?: string }).code === 'SNAPSHOT_NOT_FOUND') return null;
+          throw e;
+        }
+      });
       const last = await until('a run that skipped both', async () => {
         const r = (await schedule(s.id))?.lastResult;
         return r?.skipped?.length === 2 ? r : null;
