@@ -1,6 +1,6 @@
 // What `/metrics` reports, gathered at scrape time from the parts that own the figures: per export
 // (the sessions' RequestMetrics and the registry's connection counts), per volume and per store
-// (the registry's stats, which come from Store.stats() and volumeInfo), the store's commits and
+// (the registry's stats, gathered in slices like server.stats, and volumeInfo), the store's commits and
 // compaction passes (StoreActivity, told by the engine), timed operations, the process. Names
 // follow Prometheus' conventions: a snapnbd_ prefix, base units in the name, _total counters.
 import { statfs } from 'node:fs/promises';
@@ -61,7 +61,7 @@ export class MetricsCollector {
 
   async collect(): Promise<MetricFamily[]> {
     const { registry, requests, operations, store } = this.src;
-    const stats = registry.stats();
+    const stats = await registry.statsSliced(); // a store of many files: not one long turn
     requests.retainOnly(new Set(stats.exports.map((e) => e.name)));
     const out: MetricFamily[] = [
       family('snapnbd_build_info', 'gauge', 'Always 1; the version and commit of the running build.', [{ labels: this.src.build, value: 1 }]),

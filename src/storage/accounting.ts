@@ -93,11 +93,8 @@ export async function storeStatsSliced(io: FileIo, dataDir: string, journalGen: 
   for (const c of chunks.classes.values()) {
     for (let at = 0; at < c.refs.length; at += SLOTS_PER_CLOCK_LOOK) {
       if (slicer.due()) await slicer.yield();
-      const refs = c.refs; // looked up afresh: the table may have grown meanwhile
-      const end = Math.min(refs.length, at + SLOTS_PER_CLOCK_LOOK);
-      let n = 0;
-      for (let i = at; i < end; i++) if ((refs[i] as number) > 0) n++;
-      live += n * c.chunkSize;
+      // The table's length is read afresh: it may have grown meanwhile.
+      live += c.liveSlots(at, Math.min(c.refs.length, at + SLOTS_PER_CLOCK_LOOK)) * c.chunkSize;
     }
   }
   return withCounts(allocated, live, chunks, catalog);

@@ -212,9 +212,10 @@ export class ChunkClass implements SlotRefs {
     this.hint = 0;
   }
 
-  liveSlots(): number {
+  /** Slots in use among [from, to) (all by default). */
+  liveSlots(from = 0, to = this.refs.length): number {
     let n = 0;
-    for (let i = 0; i < this.refs.length; i++) if ((this.refs[i] as number) > 0) n++;
+    for (let i = from; i < to; i++) if ((this.refs[i] as number) > 0) n++;
     return n;
   }
 
