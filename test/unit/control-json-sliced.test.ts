@@ -1,6 +1,7 @@
 // A control reply's JSON text is built in slices (src/control/json-sliced.ts): the text must be
 // JSON.stringify's, byte for byte, and a long array must let the event loop run in between.
 import { describe, expect, it } from 'vitest';
+import { countLoopTurns } from '../helpers/loop-turns.ts';
 import { JSON_SLICE_ITEMS, stringifySliced } from '../../src/control/json-sliced.ts';
 import { Slicer } from '../../src/util/slice.ts';
 
@@ -33,10 +34,9 @@ describe('stringifySliced', () => {
 
   it('yields between slices of a long array, and other work runs meanwhile', async () => {
     const slicer = new EverySlice();
-    let ran = 0;
-    const ticker = setInterval(() => ran++, 0);
+    const turns = countLoopTurns();
     const text = await stringifySliced({ result: { extents: extents(65536) } }, slicer);
-    clearInterval(ticker);
+    const ran = turns.stop();
     expect(JSON.parse(text).result.extents).toHaveLength(65536);
     expect(slicer.yields).toBe(65536 / JSON_SLICE_ITEMS);
     expect(ran).toBeGreaterThan(0);

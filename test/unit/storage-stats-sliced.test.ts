@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { countLoopTurns } from '../helpers/loop-turns.ts';
 import { openCowStore } from '../../src/storage/index.ts';
 import { Slicer } from '../../src/util/slice.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
@@ -44,10 +45,9 @@ describe('sliced store stats', () => {
       expect(oneTurn.allocatedBytes).toBeGreaterThan(oneTurn.liveBytes / 2);
 
       const slicer = new EverySlice();
-      let ran = 0;
-      const ticker = setInterval(() => ran++, 0);
+      const turns = countLoopTurns();
       const sliced = await s.statsSliced(slicer);
-      clearInterval(ticker);
+      const ran = turns.stop();
       expect(sliced).toEqual(oneTurn);
       // Superblock, journal, every segment file, the slot blocks: a yield before each.
       const segments = s.inspect().chunkClass(CHUNK).segments.size;
