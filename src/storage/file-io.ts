@@ -8,7 +8,7 @@ import { constants as fsc, read as fsRead, readSync, statSync, write as fsWrite,
 import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { gatherSlice, type Gather } from '../util/gather.ts';
 import { StorageError } from './device.ts';
-import { newFileId, READ_AROUND, readAround, ReadPlan, releaseWindow, takeWindow } from './read-around.ts';
+import { newFileId, READ_AROUND, readAround, ReadPlan, releaseWindow, takeWindow, windowStart } from './read-around.ts';
 
 export type OpenMode = 'r' | 'rw' | 'create';
 
@@ -216,7 +216,7 @@ class RealFile implements IoFile {
 
   read(buf: Buffer, off: number, len: number, pos: number): Promise<number> {
     if (len < SYNC_IO_RULE.poolMinBytes && readStrategy.next()) return this.readNow(readStrategy, buf, off, len, pos);
-    const start = pos - (pos % READ_AROUND.windowBytes);
+    const start = windowStart(pos);
     if (pos + len <= start + READ_AROUND.windowBytes) {
       const plan = readAround.plan(this.id, pos);
       if (plan === ReadPlan.Around) return this.readWindow(buf, off, len, pos, start);
@@ -248,7 +248,7 @@ class RealFile implements IoFile {
    * reads near it hit (read-around.ts). Only a hint: its result and errors are dropped.
    */
   private prefetchWindow(pos: number): void {
-    const start = pos - (pos % READ_AROUND.windowBytes);
+    const start = windowStart(pos);
     if (!readAround.prefetch(this.id, pos)) return;
     const w = takeWindow();
     fsRead(this.fd, w, 0, READ_AROUND.windowBytes, start, (err) => {

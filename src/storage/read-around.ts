@@ -79,8 +79,13 @@ export class ReadAroundRule {
   }
 }
 
+/** Byte offset of the window that holds `pos`. */
+export function windowStart(pos: number): number {
+  return pos - (pos % READ_AROUND.windowBytes);
+}
+
 function windowKey(fileId: number, pos: number): number {
-  return fileId * 2 ** 32 + Math.floor(pos / READ_AROUND.windowBytes);
+  return fileId * 2 ** 32 + windowStart(pos) / READ_AROUND.windowBytes;
 }
 
 function slotOf(key: number): number {
