@@ -1,7 +1,7 @@
 // First writes after a snapshot, in process (no NBD, no fio): CPU time and wall time per 4 KiB
 // random write at queue depth 32 on a fully written volume, with 0, 1 and 100 snapshots, page
 // cache hot and (as root) cold. CPU time per write is the figure that survives a busy machine.
-// Run: node --import tsx bench/micro/storage-cow-write.ts [volume MiB, default 256] [writes, default volume/4 KiB]
+// Run: node --import tsx bench/micro/storage-cow-write.ts [volume MiB, default 256] [writes, default volume/4 KiB] [cold:1 ...]
 import { execSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -27,7 +27,7 @@ function rng(seed: number): () => number {
   };
 }
 
-async function run(dir: string, size: number, writes: number, snapshots: number, cold: boolean): Promise<{ cpuUs: number; wallUs: number; readB: number; writeB: number; diskB: number }> {
+async function run(dir: string, size: number, writes: number, snapshots: number, cold: boolean): Promise<{ cpuUs: number; sysUs: number; journalB: number; wallUs: number; readB: number; writeB: number; diskB: number }> {
   const s = await openCowStore(dir, { commitIntervalMs: 1000 });
   s.autoCompact = false;
   await s.createVolume({ name: 'v', size });
@@ -41,6 +41,7 @@ async function run(dir: string, size: number, writes: number, snapshots: number,
   const buf = Buffer.alloc(BLOCK, 0xc3);
   const blocks = size / BLOCK;
   let issued = 0;
+  const j0 = s.inspect().journalEnd;
   const io0 = ioCounters();
   const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
@@ -55,9 +56,10 @@ async function run(dir: string, size: number, writes: number, snapshots: number,
   const wallUs = Number(process.hrtime.bigint() - t0) / 1e3;
   const c = process.cpuUsage(c0);
   const io = ioCounters();
+  const journalB = (s.inspect().journalEnd - j0) / writes;
   await s.close();
   return {
-    cpuUs: (c.user + c.system) / writes, wallUs: wallUs / writes,
+    cpuUs: (c.user + c.system) / writes, sysUs: c.system / writes, journalB, wallUs: wallUs / writes,
     readB: (io.rchar - io0.rchar) / writes, writeB: (io.wchar - io0.wchar) / writes, diskB: (io.disk - io0.disk) / writes,
   };
 }
@@ -66,17 +68,20 @@ async function main(): Promise<void> {
   const size = Number(process.argv[2] ?? 256) * MiB;
   const writes = Number(process.argv[3] ?? size / BLOCK);
   const root = await mkdtemp(join(tmpdir(), 'snapnbd-cow-'));
+  // A fourth argument such as cold:1 runs that one case (for perf or --cpu-prof).
+  const only = process.argv[4] ?? null;
   const caches = process.getuid?.() === 0 ? [false, true] : [false];
   try {
     console.log(`${size / MiB} MiB volume, ${writes} random 4 KiB writes at QD ${QD}, then a flush`);
     for (const cold of caches) {
-      const base: Record<number, { wallUs: number }> = {};
+      const base: Partial<Record<number, { wallUs: number }>> = {};
       for (const snaps of [0, 1, 100]) {
+        if (only !== null && only !== `${cold ? 'cold' : 'hot'}:${snaps}`) continue;
         const r = await run(join(root, `${cold ? 'c' : 'h'}${snaps}`), size, writes, snaps, cold);
         base[snaps] = r;
-        const rel = snaps === 0 ? '' : `  (wall ${(base[0]!.wallUs / r.wallUs).toFixed(2)}x of 0 snapshots)`;
-        console.log(`${cold ? 'cold' : 'hot '} ${String(snaps).padStart(3)} snapshots: per write ${r.cpuUs.toFixed(1)} us CPU, ${r.wallUs.toFixed(1)} us wall, ` +
-          `${(r.readB / 1024).toFixed(1)} KiB read (${(r.diskB / 1024).toFixed(1)} KiB from disk), ${(r.writeB / 1024).toFixed(1)} KiB written${rel}`);
+        const rel = !base[0] ? '' : `  (wall ${(base[0]!.wallUs / r.wallUs).toFixed(2)}x of 0 snapshots)`;
+        console.log(`${cold ? 'cold' : 'hot '} ${String(snaps).padStart(3)} snapshots: per write ${r.cpuUs.toFixed(1)} us CPU (${r.sysUs.toFixed(1)} system), ${r.wallUs.toFixed(1)} us wall, ` +
+          `${(r.readB / 1024).toFixed(1)} KiB read (${(r.diskB / 1024).toFixed(1)} KiB from disk), ${(r.writeB / 1024).toFixed(1)} KiB written, ${r.journalB.toFixed(1)} journal bytes${rel}`);
         await rm(join(root, `${cold ? 'c' : 'h'}${snaps}`), { recursive: true, force: true });
       }
     }

@@ -103,6 +103,11 @@ export function readU64(b: Buffer, at: number): number {
   return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x100000000;
 }
 
+/** Writes the crc of a record built by RecordWriter again, after its payload was patched in place. */
+export function resealRecord(b: Buffer): void {
+  b.writeUInt32LE(crc32(b.subarray(8)), 4);
+}
+
 /** Builds one record: [u32 payload length][u32 crc32 of type+payload][u8 type][payload]. */
 export class RecordWriter {
   private buf: Buffer;
@@ -180,7 +185,7 @@ export class RecordWriter {
     const b = this.buf.subarray(0, this.pos);
     b.writeUInt32LE(this.pos - RECORD_HEADER_LEN, 0);
     b.writeUInt8(this.type, 8);
-    b.writeUInt32LE(crc32(b.subarray(8)), 4);
+    resealRecord(b);
     return b;
   }
 }

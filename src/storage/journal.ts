@@ -69,9 +69,11 @@ export class Journal {
   /** The journal generation the last checkpoint attempt used (failed attempts included). */
   private triedGen = 0;
   private pending: Buffer[] = [];
-  /** Bytes in `pending`, and every record byte ever logged (the pacer's sign of activity). */
+  /** Bytes in `pending`, and every record byte ever logged or rewritten (the pacer's sign of activity). */
   private pendingBytes = 0;
   private loggedBytes = 0;
+  /** Counts the swaps of `pending`: a record logged in this batch is still unwritten (see `batch`). */
+  private swaps = 0;
   private readonly pacer = new CommitPacer();
   private commitRunning: Promise<void> | null = null;
   private commitQueued: Promise<void> | null = null;
@@ -111,6 +113,23 @@ export class Journal {
 
   get checkpointLen(): number {
     return this.cpLen;
+  }
+
+  /**
+   * The batch that records logged now join. While it is unchanged, a record logged in it has
+   * not been swapped out, so its logger may still rewrite it in place (data-path.ts: a partial
+   * slot's newest bits); a commit swaps it out, even one that fails and puts it back.
+   */
+  get batch(): number {
+    return this.swaps;
+  }
+
+  /**
+   * A record of the current batch was rewritten in place: activity for the pacer as if it were
+   * logged again (writers still busy: the commit keeps waiting for a quiet tick).
+   */
+  rewrote(record: Buffer): void {
+    this.loggedBytes += record.length;
   }
 
   /** Queues records for the next commit (a change already made in memory). */
@@ -222,6 +241,7 @@ export class Journal {
     const recordBytes = this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
+    this.swaps++;
     const frees = data.takePendingFrees();
     const dirty = data.takeDirty();
     const cp = wantCp ? this.plan() : null;

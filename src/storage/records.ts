@@ -2,7 +2,7 @@
 // look like in the journal (byte layouts in README.md "On-disk format"). Pure: no I/O, no catalog.
 // Each encoder has its mirror decoder; catalog-records.ts applies decoded records to the catalog.
 import { ENTRIES_PER_PAGE } from './block-map.ts';
-import { Rec, RecordWriter, type RecordReader } from './format.ts';
+import { Rec, RECORD_HEADER_LEN, RecordWriter, resealRecord, type RecordReader } from './format.ts';
 import { GUID_BYTES } from './guid.ts';
 import { BACKING_BASE } from './partial-slots.ts';
 
@@ -191,6 +191,18 @@ export function encodeSlotValid(chunkSize: number, slot: number, base: number, b
   if (bits) w.u32s(bits, 0, words);
   if (backed) w.u32(at);
   return w.finish();
+}
+
+/**
+ * Gives a SlotValid record from `encodeSlotValid` (with bits) newer bits in place; false, and
+ * nothing changed, when their length differs.
+ */
+export function patchSlotValidBits(rec: Buffer, bits: Uint32Array): boolean {
+  const at = RECORD_HEADER_LEN + 16;
+  if (rec.readUInt32LE(at - 4) !== bits.length) return false;
+  for (let i = 0; i < bits.length; i++) rec.writeUInt32LE(bits[i] as number, at + i * 4);
+  resealRecord(rec);
+  return true;
 }
 
 export function decodeSlotValid(r: RecordReader): { chunkSize: number; slot: number; base: number; bits: Uint32Array; at: number } {

@@ -194,4 +194,45 @@ describe('partial slots', () => {
       await s.close();
       expect((await checkStore('/s', { repair: false, fileIo: io })).problems).toEqual([]);
     });
+
+  it('the blocks of a partial slot written before a commit cost one record; rewrites none; a commit between them keeps both', async () => {
+    const { sim, io, s, model } = await filledWithSnapshot();
+    const dev = s.head('v');
+    const end = (): number => s.inspect().journalEnd;
+    const put = async (off: number, seed: number): Promise<void> => {
+      const b = pattern(4 * KiB, seed);
+      await dev.write(off, b, { fua: false });
+      b.copy(model, off);
+    };
+    // The journal bytes of one first write (SlotValid + MapRun + Commit)...
+    await s.flush();
+    let j = end();
+    await put(2 * CHUNK, 40);
+    await s.flush();
+    const one = end() - j;
+    // ...are those of a first write, 6 more blocks of the same slot and a rewrite of one of them.
+    j = end();
+    await put(CHUNK, 41);
+    for (let b = 2; b <= 12; b += 2) await put(CHUNK + b * 4 * KiB, 42 + b);
+    await put(CHUNK + 4 * 4 * KiB, 60);
+    await s.flush();
+    expect(end() - j, 'journal bytes of a slot partially written before one commit').toBe(one);
+    expect(segReads(io), 'nothing read').toBe(0);
+    // After that commit a new block needs its own record (the committed one is written already).
+    await put(CHUNK + 14 * 4 * KiB, 61);
+    await s.flush();
+    // A rewrite of a valid block records nothing at all.
+    j = end();
+    await put(CHUNK, 62);
+    await s.flush();
+    expect(end() - j, 'journal bytes of a rewrite').toBe(0);
+    expect(partialCount(s)).toBe(2);
+    sim.crash(Math.random, 'lose');
+    const s2 = await open(new HoldFileIo(sim));
+    expect(partialCount(s2)).toBe(2);
+    expect((await readAll(s2)).equals(model)).toBe(true);
+    expect((await readAll(s2, 'a')).equals(pattern(SIZE, 1))).toBe(true);
+    await s2.close();
+    expect((await checkStore('/s', { repair: false, fileIo: sim })).problems).toEqual([]);
+  });
 });
