@@ -9,7 +9,7 @@ import { BASE_PEER, PEERS, USAGE, parseOptions, type CacheMode, type Options, ty
 import { fioTimeBased, runFio, runNbdcopy, type Measured } from './lib/clients.ts';
 import { ControlClient } from './lib/control.ts';
 import { createImage } from './lib/image.ts';
-import { dropCaches, machineInfo, processCpuSeconds, warm } from './lib/machine.ts';
+import { dropCaches, machineInfo, processCpuSeconds, processDiskBytes, warm } from './lib/machine.ts';
 import { REPO_ROOT, SNAPNBD_BIN, exportNameOf, startPeer, writableCopy, type BenchContext, type PeerInstance } from './lib/peers.ts';
 import { installExitHandlers } from './lib/procs.ts';
 import { computeRatios, computeTlsCosts, evaluateTargets, markdown, type BenchResult, type Row } from './lib/report.ts';
@@ -48,6 +48,7 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
     }
     let m: Measured;
     const cpu0 = processCpuSeconds(inst.pid);
+    const disk0 = processDiskBytes(inst.pid);
     switch (w.client) {
       case 'fio':
         m = await runFio(bridge?.uri ?? inst.uri, w.name, w.fio ?? {}, fioTimeBased(opts.settings.runtimeS), ctx.workDir);
@@ -61,6 +62,10 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
     }
     const cpu1 = processCpuSeconds(inst.pid);
     m.serverCpuS = cpu0 !== null && cpu1 !== null ? round(cpu1 - cpu0, 2) : null;
+    // Whether a row reads from the disk (cold runs) and how many bytes it dirties (write amplification).
+    const disk1 = processDiskBytes(inst.pid);
+    m.serverDiskReadBytes = disk0 && disk1 ? disk1.read - disk0.read : null;
+    m.serverDiskWriteBytes = disk0 && disk1 ? disk1.write - disk0.write : null;
     return { m, note: inst.note };
   } finally {
     await bridge?.stop();
@@ -72,6 +77,12 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
 /** Server CPU milliseconds per GiB the client moved. */
 function cpuMsPerGiB(m: Measured): number | null {
   return m.serverCpuS === null || m.serverCpuS === undefined || m.bytes <= 0 ? null : (m.serverCpuS * 1000) / (m.bytes / 2 ** 30);
+}
+
+/** ", server disk read X MiB, dirtied Y MiB" for the log line ('' when unknown). */
+function diskNote(m: Measured): string {
+  if (m.serverDiskReadBytes === null || m.serverDiskReadBytes === undefined || m.serverDiskWriteBytes === null || m.serverDiskWriteBytes === undefined) return '';
+  return `, server disk read ${(m.serverDiskReadBytes / 2 ** 20).toFixed(1)} MiB, dirtied ${(m.serverDiskWriteBytes / 2 ** 20).toFixed(0)} MiB`;
 }
 
 /** node --cpu-prof names files CPU.<date>.<pid>.<thread>.<seq>; name them after the run instead. */
@@ -135,7 +146,7 @@ async function main(): Promise<number> {
             g.reps.push(m);
             g.note = note;
             const cpu = cpuMsPerGiB(m);
-            log(opts, `${cache} ${w.name} ${p} rep ${rep + 1}/${s.reps}: ${m.mbps.toFixed(1)} MB/s ${m.iops.toFixed(0)} IOPS${cpu === null ? '' : `, server CPU ${cpu.toFixed(0)} ms/GiB`}`);
+            log(opts, `${cache} ${w.name} ${p} rep ${rep + 1}/${s.reps}: ${m.mbps.toFixed(1)} MB/s ${m.iops.toFixed(0)} IOPS${cpu === null ? '' : `, server CPU ${cpu.toFixed(0)} ms/GiB`}${diskNote(m)}`);
           } catch (e) {
             g.error = (e as Error).message;
             log(opts, `${cache} ${w.name} ${p}: ERROR ${g.error.split('\n').slice(0, 3).join(' | ')}`);

@@ -17,6 +17,9 @@ export interface Measured {
   bytes: number;
   /** CPU time (user + system, every thread) the server spent during the run, seconds; null: unknown. */
   serverCpuS?: number | null;
+  /** Bytes the server had read from / written to the disk during the run (/proc/PID/io); null: unknown. */
+  serverDiskReadBytes?: number | null;
+  serverDiskWriteBytes?: number | null;
 }
 
 interface FioDir {

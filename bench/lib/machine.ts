@@ -79,6 +79,21 @@ const USER_HZ = 100;
  * /proc is missing. On a shared machine the server's CPU per byte moved compares builds better
  * than MB/s, which follows whatever else is running.
  */
+/**
+ * Bytes a process has had read from and written to the disk so far (/proc/PID/io read_bytes,
+ * write_bytes: page-cache misses and dirtied pages, not bytes through syscalls); null when unknown.
+ */
+export function processDiskBytes(pid: number): { read: number; write: number } | null {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const field = (k: string): number => Number(new RegExp(`^${k}: (\\d+)$`, 'm').exec(io)?.[1] ?? 'NaN');
+    const r = { read: field('read_bytes'), write: field('write_bytes') };
+    return Number.isFinite(r.read) && Number.isFinite(r.write) ? r : null;
+  } catch {
+    return null;
+  }
+}
+
 export function processCpuSeconds(pid: number): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
