@@ -8,7 +8,7 @@ import { constants as fsc, read as fsRead, readSync, statSync, write as fsWrite,
 import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { gatherSlice, type Gather } from '../util/gather.ts';
 import { StorageError } from './device.ts';
-import { newFileId, READ_AROUND, readAround, ReadPlan, releaseWindow, takeWindow, windowStart } from './read-around.ts';
+import { diskReads, newFileId, READ_AROUND, readAround, ReadPlan, releaseWindow, takeWindow, windowStart } from './read-around.ts';
 
 export type OpenMode = 'r' | 'rw' | 'create';
 
@@ -258,11 +258,12 @@ class RealFile implements IoFile {
 
   /**
    * A synchronous read missed the page cache: the window around it goes to the pool now, so the
-   * reads near it hit (read-around.ts). Only a hint: its result and errors are dropped.
+   * reads near it hit (read-around.ts). Not when nothing was read from the disk since the last
+   * look (the slow read was a preempted hit). Only a hint: its result and errors are dropped.
    */
   private prefetchWindow(pos: number): void {
     const start = windowStart(pos);
-    if (!readAround.prefetch(this.id, pos)) return;
+    if (!readAround.prefetch(this.id, pos) || !diskReads.grew()) return;
     const w = takeWindow();
     fsRead(this.fd, w, 0, READ_AROUND.windowBytes, start, (err) => {
       releaseWindow(w);

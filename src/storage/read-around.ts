@@ -8,6 +8,7 @@
 // while the other reads go to the pool. When the misses have no locality (a huge image read at
 // random) the wider reads only cost disk bandwidth: read-around turns off while too few reads
 // land in a remembered window, and is retried now and then. bench/README.md, "Cold reads".
+import { readFileSync } from 'node:fs';
 
 export const READ_AROUND = {
   /** The window read around a miss (aligned): the default chunk size. */
@@ -94,6 +95,41 @@ function slotOf(key: number): number {
 }
 
 export const readAround = new ReadAroundRule();
+
+/** Where Linux counts the bytes a process had read from storage devices (not the page cache). */
+const PROC_IO = '/proc/self/io';
+const READ_BYTES = /read_bytes: (\d+)/;
+
+/**
+ * Whether the process read anything from the disk since the last look. A slow synchronous read
+ * with no disk read meanwhile was served by the page cache (the thread was preempted or
+ * interrupted): fetching its window would copy 64 KiB in the pool for nothing, which a hot
+ * random read on a busy machine did for a few % of its reads (bench/README.md, issue 11). Asked
+ * only after a slow read; where the count cannot be read, every slow read passes for a miss.
+ */
+export class DiskReads {
+  private last = -1;
+  private readonly path: string;
+  constructor(path: string = PROC_IO) {
+    this.path = path;
+  }
+
+  grew(): boolean {
+    let now: number;
+    try {
+      const m = READ_BYTES.exec(readFileSync(this.path, 'latin1'));
+      if (!m) return true;
+      now = Number(m[1]);
+    } catch {
+      return true;
+    }
+    const grew = now !== this.last;
+    this.last = now;
+    return grew;
+  }
+}
+
+export const diskReads = new DiskReads();
 
 const spare: Buffer[] = [];
 
