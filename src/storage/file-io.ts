@@ -244,8 +244,12 @@ class RealFile implements IoFile {
       const t0 = process.hrtime.bigint();
       const n = readSync(this.fd, buf, off, len, pos);
       const ns = Number(process.hrtime.bigint() - t0);
-      strategy.record(ns, len);
-      if (isSlowIo(ns, len)) {
+      // A slow read with no disk read since the last look was a page-cache hit whose thread was
+      // preempted (read-around.ts DiskReads): it counts as fast, moves nothing to the pool (where
+      // a hot read became a 64 KiB window read) and fetches no window.
+      const missed = isSlowIo(ns, len) && diskReads.grew();
+      strategy.record(missed ? ns : 0, len);
+      if (missed) {
         if (strategy === cachedReadStrategy) readAround.forget(this.id, pos);
         else this.prefetchWindow(pos);
       }
@@ -258,12 +262,11 @@ class RealFile implements IoFile {
 
   /**
    * A synchronous read missed the page cache: the window around it goes to the pool now, so the
-   * reads near it hit (read-around.ts). Not when nothing was read from the disk since the last
-   * look (the slow read was a preempted hit). Only a hint: its result and errors are dropped.
+   * reads near it hit (read-around.ts). Only a hint: its result and errors are dropped.
    */
   private prefetchWindow(pos: number): void {
     const start = windowStart(pos);
-    if (!readAround.prefetch(this.id, pos) || !diskReads.grew()) return;
+    if (!readAround.prefetch(this.id, pos)) return;
     const w = takeWindow();
     fsRead(this.fd, w, 0, READ_AROUND.windowBytes, start, (err) => {
       releaseWindow(w);

@@ -103,9 +103,10 @@ const READ_BYTES = /read_bytes: (\d+)/;
 /**
  * Whether the process read anything from the disk since the last look. A slow synchronous read
  * with no disk read meanwhile was served by the page cache (the thread was preempted or
- * interrupted): fetching its window would copy 64 KiB in the pool for nothing, which a hot
- * random read on a busy machine did for a few % of its reads (bench/README.md, issue 11). Asked
- * only after a slow read; where the count cannot be read, every slow read passes for a miss.
+ * interrupted): counting it as a miss sent hot reads to the pool (as 64 KiB window reads) and
+ * fetched windows for nothing, a few % of a hot random read's reads on a busy machine
+ * (bench/README.md, issue 11). Asked only after a slow read (a file read, ~10 µs); where the
+ * count cannot be read, every slow read passes for a miss.
  */
 export class DiskReads {
   private last = -1;

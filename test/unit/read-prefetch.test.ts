@@ -1,12 +1,13 @@
-// A slow synchronous read prefetches its 64 KiB window (src/storage/file-io.ts prefetchWindow)
-// only when the process read from the disk since the last look (read-around.ts DiskReads): a
-// slow read of cached data (the thread preempted) fetches nothing. Its own file: the read
+// A slow synchronous read counts as a page-cache miss (src/storage/file-io.ts readNow: it may move
+// reads to the pool, and prefetches its 64 KiB window) only when the process read from the disk
+// since the last look (read-around.ts DiskReads): a slow read of cached data (the thread
+// preempted) counts as fast and fetches nothing. Its own file: the read
 // strategy and the read-around table are process-wide and must start synchronous and empty.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { readStrategy, realFileIo } from '../../src/storage/file-io.ts';
+import { readStrategy, realFileIo, SYNC_IO_RULE } from '../../src/storage/file-io.ts';
 import { DiskReads, diskReads, READ_AROUND, readAround } from '../../src/storage/read-around.ts';
 
 const W = READ_AROUND.windowBytes;
@@ -55,10 +56,10 @@ describe('prefetch after a slow synchronous read', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** One synchronous 4 KiB read at `pos` that the clock sees as slow; then lets a prefetch land. */
-  async function slowRead(pos: number): Promise<void> {
+  /** One synchronous 4 KiB read at `pos` that the clock sees take `stepNs`; then lets a prefetch land. */
+  async function slowRead(pos: number, stepNs = SLOW_STEP_NS): Promise<void> {
     let t = 0n;
-    vi.spyOn(process.hrtime, 'bigint').mockImplementation(() => (t += SLOW_STEP_NS));
+    vi.spyOn(process.hrtime, 'bigint').mockImplementation(() => (t += stepNs));
     const f = await realFileIo.open(path, 'r');
     try {
       expect(readStrategy.sync).toBe(true);
@@ -84,5 +85,17 @@ describe('prefetch after a slow synchronous read', () => {
     await slowRead(5 * W + 8192);
     expect(grew).toHaveBeenCalledTimes(2);
     expect(remembered).toEqual([5]);
+  });
+
+  it('a stalled read counts only when the disk was read: a preempted hit leaves reads synchronous', async () => {
+    const stall = BigInt(SYNC_IO_RULE.stallNs) * 2n;
+    const grew = vi.spyOn(diskReads, 'grew').mockReturnValue(false);
+    vi.spyOn(readAround, 'remember').mockImplementation(() => undefined);
+    for (let i = 0; i < SYNC_IO_RULE.window; i++) await slowRead(7 * W, stall);
+    expect(grew).toHaveBeenCalledTimes(SYNC_IO_RULE.window);
+    expect(readStrategy.sync).toBe(true);
+    grew.mockReturnValue(true);
+    await slowRead(7 * W, stall);
+    expect(readStrategy.sync).toBe(false);
   });
 });
