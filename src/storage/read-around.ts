@@ -109,24 +109,29 @@ const READ_BYTES = /read_bytes: (\d+)/;
  * count cannot be read, every slow read passes for a miss.
  */
 export class DiskReads {
-  private last = -1;
   private readonly path: string;
+  /** The count at the last look (the first at construction), -1 when unreadable. */
+  private last: number;
   constructor(path: string = PROC_IO) {
     this.path = path;
+    this.last = this.readBytes();
   }
 
   grew(): boolean {
-    let now: number;
-    try {
-      const m = READ_BYTES.exec(readFileSync(this.path, 'latin1'));
-      if (!m) return true;
-      now = Number(m[1]);
-    } catch {
-      return true;
-    }
+    const now = this.readBytes();
+    if (now < 0) return true;
     const grew = now !== this.last;
     this.last = now;
     return grew;
+  }
+
+  private readBytes(): number {
+    try {
+      const m = READ_BYTES.exec(readFileSync(this.path, 'latin1'));
+      return m ? Number(m[1]) : -1;
+    } catch {
+      return -1;
+    }
   }
 }
 
