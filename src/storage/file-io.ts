@@ -8,7 +8,7 @@ import { constants as fsc, read as fsRead, readSync, statSync, write as fsWrite,
 import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { gatherSlice, type Gather } from '../util/gather.ts';
 import { StorageError } from './device.ts';
-import { newFileId, READ_AROUND, readAround, ReadPlan, releaseWindow, takeWindow, windowStart } from './read-around.ts';
+import { diskReads, newFileId, READ_AROUND, readAround, ReadPlan, releaseWindow, takeWindow, windowStart } from './read-around.ts';
 
 export type OpenMode = 'r' | 'rw' | 'create';
 
@@ -113,8 +113,15 @@ export const SYNC_IO_RULE = {
    * (every connection, the control socket) for ~100 ms with 8 GiB written (bench/README.md)...
    */
   stallNs: 10_000_000,
-  /** ...and no synchronous probe is tried for this long after it (a probe would stall again). */
-  stallHoldMs: 1000,
+  /**
+   * ...and no synchronous probe is tried for this long after it (a probe would stall again). A
+   * one-off stall (a write waiting once for the file system's journal, or the process preempted
+   * on a busy machine) costs this much time in the pool, where a write costs twice the CPU of
+   * one the page cache absorbs (bench/README.md)...
+   */
+  stallHoldMinMs: 100,
+  /** ...the hold doubles each time a probe after it stalls again (the throttling goes on), up to this. */
+  stallHoldMaxMs: 1600,
 } as const;
 
 /** Whether a synchronous I/O of `len` bytes that took `ns` missed the page cache. */
@@ -129,6 +136,8 @@ export class SyncIoStrategy {
   private misses = 0;
   /** After a stall: no probe before this time (ms of `clock`), 0 when none is pending. */
   private holdUntil = 0;
+  /** The last hold's length (ms); 0 once I/O is synchronous again, so the next stall holds briefly. */
+  private holdMs = 0;
   private readonly clock: () => number;
 
   constructor(clock: () => number = () => performance.now()) {
@@ -151,7 +160,8 @@ export class SyncIoStrategy {
       this.sync = false;
       this.reads = 0;
       this.misses = 0;
-      this.holdUntil = this.clock() + SYNC_IO_RULE.stallHoldMs;
+      this.holdMs = this.holdMs === 0 ? SYNC_IO_RULE.stallHoldMinMs : Math.min(this.holdMs * 2, SYNC_IO_RULE.stallHoldMaxMs);
+      this.holdUntil = this.clock() + this.holdMs;
       return;
     }
     if (isSlowIo(ns, len)) this.misses++;
@@ -165,7 +175,10 @@ export class SyncIoStrategy {
     // a probe
     const probes = this.reads / SYNC_IO_RULE.probeEvery;
     if (probes < SYNC_IO_RULE.probes) return;
-    if (this.misses <= SYNC_IO_RULE.probeMissesToStay) this.sync = true;
+    if (this.misses <= SYNC_IO_RULE.probeMissesToStay) {
+      this.sync = true;
+      this.holdMs = 0;
+    }
     this.reads = 0;
     this.misses = 0;
   }
@@ -231,8 +244,12 @@ class RealFile implements IoFile {
       const t0 = process.hrtime.bigint();
       const n = readSync(this.fd, buf, off, len, pos);
       const ns = Number(process.hrtime.bigint() - t0);
-      strategy.record(ns, len);
-      if (isSlowIo(ns, len)) {
+      // A slow read with no disk read since the last look was a page-cache hit whose thread was
+      // preempted (read-around.ts DiskReads): it counts as fast, moves nothing to the pool (where
+      // a hot read became a 64 KiB window read) and fetches no window.
+      const missed = isSlowIo(ns, len) && diskReads.grew();
+      strategy.record(missed ? ns : 0, len);
+      if (missed) {
         if (strategy === cachedReadStrategy) readAround.forget(this.id, pos);
         else this.prefetchWindow(pos);
       }

@@ -8,6 +8,7 @@
 // while the other reads go to the pool. When the misses have no locality (a huge image read at
 // random) the wider reads only cost disk bandwidth: read-around turns off while too few reads
 // land in a remembered window, and is retried now and then. bench/README.md, "Cold reads".
+import { readFileSync } from 'node:fs';
 
 export const READ_AROUND = {
   /** The window read around a miss (aligned): the default chunk size. */
@@ -94,6 +95,47 @@ function slotOf(key: number): number {
 }
 
 export const readAround = new ReadAroundRule();
+
+/** Where Linux counts the bytes a process had read from storage devices (not the page cache). */
+const PROC_IO = '/proc/self/io';
+const READ_BYTES = /read_bytes: (\d+)/;
+
+/**
+ * Whether the process read anything from the disk since the last look. A slow synchronous read
+ * with no disk read meanwhile was served by the page cache (the thread was preempted or
+ * interrupted): counting it as a miss sent hot reads to the pool (as 64 KiB window reads) and
+ * fetched windows for nothing, a few % of a hot random read's reads on a busy machine
+ * (bench/README.md, issue 11). Asked only after a slow read (a file read, ~10 µs); where the
+ * count cannot be read, every slow read passes for a miss.
+ */
+export class DiskReads {
+  private readonly path: string;
+  /** The count at the last look (the first at construction), -1 when unreadable. */
+  private last: number;
+  constructor(path: string = PROC_IO) {
+    this.path = path;
+    this.last = this.readBytes();
+  }
+
+  grew(): boolean {
+    const now = this.readBytes();
+    if (now < 0) return true;
+    const grew = now !== this.last;
+    this.last = now;
+    return grew;
+  }
+
+  private readBytes(): number {
+    try {
+      const m = READ_BYTES.exec(readFileSync(this.path, 'latin1'));
+      return m ? Number(m[1]) : -1;
+    } catch {
+      return -1;
+    }
+  }
+}
+
+export const diskReads = new DiskReads();
 
 const spare: Buffer[] = [];
 

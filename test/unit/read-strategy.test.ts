@@ -56,10 +56,54 @@ describe('SyncIoStrategy', () => {
     expect(s.sync).toBe(false);
     // Within the hold, not one synchronous probe, however many I/Os.
     expect(run(s, SYNC_IO_RULE.probeEvery * 20, FAST)).toBe(0);
-    now += SYNC_IO_RULE.stallHoldMs;
+    now += SYNC_IO_RULE.stallHoldMinMs;
     // After it, probes again, and fast ones bring the synchronous mode back.
     expect(run(s, SYNC_IO_RULE.probeEvery * SYNC_IO_RULE.probes, FAST)).toBe(SYNC_IO_RULE.probes);
     expect(s.sync).toBe(true);
+  });
+
+  it('the hold starts short, doubles while the probes after it stall again, and is short again once I/O is synchronous', () => {
+    let now = 0;
+    const s = new SyncIoStrategy(() => now);
+    /** The ms after a stall before the first synchronous probe (1 ms steps; 64 I/Os per step). */
+    const holdAfterStall = (): number => {
+      s.record(SYNC_IO_RULE.stallNs + 1, 4096);
+      expect(s.sync).toBe(false);
+      const start = now;
+      while (run(s, SYNC_IO_RULE.probeEvery, FAST) === 0) now += 1;
+      // that probe was fast: it must not end the pool mode alone
+      expect(s.sync).toBe(false);
+      return now - start;
+    };
+    s.next();
+    const holds = [holdAfterStall()];
+    // each probe that stalls again doubles the hold, up to the maximum
+    for (let i = 0; i < 6; i++) holds.push(holdAfterStall());
+    const min = SYNC_IO_RULE.stallHoldMinMs;
+    const max = SYNC_IO_RULE.stallHoldMaxMs;
+    expect(holds).toEqual([min, 2 * min, 4 * min, 8 * min, 16 * min, max, max].map((h) => Math.min(h, max)));
+    expect(max).toBeGreaterThan(8 * min);
+    // fast probes: synchronous again, and the next stall holds the short time again
+    expect(run(s, SYNC_IO_RULE.probeEvery * (SYNC_IO_RULE.probes - 1), FAST)).toBe(SYNC_IO_RULE.probes - 1);
+    expect(s.sync).toBe(true);
+    expect(run(s, 1000, FAST)).toBe(1000);
+    s.next();
+    expect(holdAfterStall()).toBe(min);
+  });
+
+  it('a stall after a slow window moved the I/O to the pool holds the short time', () => {
+    let now = 0;
+    const s = new SyncIoStrategy(() => now);
+    run(s, SYNC_IO_RULE.window, SLOW);
+    expect(s.sync).toBe(false);
+    run(s, SYNC_IO_RULE.probeEvery - 1, FAST);
+    expect(s.next()).toBe(true);
+    s.record(SYNC_IO_RULE.stallNs + 1, 4096);
+    expect(run(s, SYNC_IO_RULE.probeEvery * 20, FAST)).toBe(0);
+    now += SYNC_IO_RULE.stallHoldMinMs - 1;
+    expect(run(s, SYNC_IO_RULE.probeEvery * 20, FAST)).toBe(0);
+    now += 1;
+    expect(run(s, SYNC_IO_RULE.probeEvery, FAST)).toBe(1);
   });
 
   it('a large read is allowed its copy time before it counts as slow', () => {
