@@ -5,12 +5,15 @@
 // sparse 1 TiB volume with --big-gib GiB written and 64 MiB then changed, on a file:// target (the
 // RGW's memory store holds 2 GiB). Prints markdown tables; speeds are for ratios within a run.
 //
-//   node --import tsx bench/backup.ts [--size-mib 1024] [--big-gib 8] [--skip-rgw] [--instant-only]
+//   node --import tsx bench/backup.ts [--size-mib 1024] [--big-gib 8] [--skip-rgw] [--instant-only] [--reps N]
 //
+// --reps N: the full restore and `aws s3 cp` down N times, interleaved (restore, aws, restore, ...);
+// the table shows the medians and each run, with CPU seconds (the restoring server's from
+// /proc/PID/stat, aws's user + sys), which mean more than wall time on a loaded machine.
 // --instant-only: the full backup, then only the instant restore rows (no aws, no restic).
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { promisify } from 'node:util';
@@ -28,13 +31,25 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
   return Number(process.hrtime.bigint() - t) / 1e9;
 }
 
+/** CLK_TCK: /proc/PID/stat counts CPU time in these per second. */
+const TICKS_PER_SECOND = 100;
+
+/** utime + stime of a process, all its threads, in seconds (fields 14 and 15 of /proc/PID/stat). */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / TICKS_PER_SECOND;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+
 async function snapnbd(s: RunningServer, args: string[]): Promise<Record<string, number | string>> {
   const r = await run(process.execPath, [SNAPNBD_BIN, ...args, '--json', '--control', s.controlPath], { maxBuffer: 64 * MiB });
   return JSON.parse(r.stdout) as Record<string, number | string>;
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { 'size-mib': { type: 'string' }, 'big-gib': { type: 'string' }, 'skip-rgw': { type: 'boolean' }, 'instant-only': { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { 'size-mib': { type: 'string' }, 'big-gib': { type: 'string' }, 'skip-rgw': { type: 'boolean' }, 'instant-only': { type: 'boolean' }, reps: { type: 'string' } } });
+  const reps = Math.max(1, Number(values.reps ?? 1));
   const sizeMiB = Number(values['size-mib'] ?? 1024);
   const bigGiB = Number(values['big-gib'] ?? 8);
   const work = tempDir('snapnbd-bench-backup-');
@@ -64,10 +79,26 @@ async function main(): Promise<void> {
       await instantRestore(b, String(full.id), sizeMiB, null);
       return;
     }
-    const tRestore = await timed(() => snapnbd(b, ['backup', 'restore', String(full.id), 'r1', '--target', 'b']));
     const tAwsUp = await timed(() => rgw.aws(['s3', 'cp', '--only-show-errors', image, 's3://raw/image.raw']));
-    const tAwsDown = await timed(() => rgw.aws(['s3', 'cp', '--only-show-errors', 's3://raw/image.raw', join(work, 'down.raw')]));
-    rmSync(join(work, 'down.raw'));
+    // Restore and aws download interleaved, `reps` times each (CPU seconds beside wall time).
+    const restores: { wall: number; cpu: number }[] = [];
+    const downs: { wall: number; cpu: number }[] = [];
+    for (let i = 0; i < reps; i++) {
+      const c0 = cpuSeconds(b.proc.pid!);
+      const wall = await timed(() => snapnbd(b, ['backup', 'restore', String(full.id), `r${i}`, '--target', 'b']));
+      restores.push({ wall, cpu: cpuSeconds(b.proc.pid!) - c0 });
+      if (i < reps - 1) await snapnbd(b, ['volume', 'delete', `r${i}`]);
+      let cpu = 0;
+      const dw = await timed(async () => {
+        const r = await run('/usr/bin/time', ['-f', '%U %S', 'aws', '--endpoint-url', rgw.endpoint, 's3', 'cp', '--only-show-errors', 's3://raw/image.raw', join(work, 'down.raw')], { env: { ...process.env, ...env } });
+        const [u, sy] = r.stderr.trim().split('\n').at(-1)!.split(' ').map(Number);
+        cpu = u! + sy!;
+      });
+      downs.push({ wall: dw, cpu });
+      rmSync(join(work, 'down.raw'));
+    }
+    const tRestore = median(restores.map((x) => x.wall));
+    const tAwsDown = median(downs.map((x) => x.wall));
     const renv = { ...process.env, ...env, RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: `s3:${rgw.endpoint}/restic/repo`, RESTIC_CACHE_DIR: join(work, 'restic-cache') };
     await run('restic', ['init'], { env: renv });
     const tResticUp = await timed(() => run('restic', ['backup', '--quiet', image], { env: renv }));
@@ -91,9 +122,11 @@ async function main(): Promise<void> {
       ['full restore', `${tRestore.toFixed(2)} s (${mb(tRestore)} MiB/s)`, `${tAwsDown.toFixed(2)} s (${mb(tAwsDown)} MiB/s)`, `${tResticDown.toFixed(2)} s`, (tAwsDown / tRestore).toFixed(2), (tResticDown / tRestore).toFixed(2)],
       ['incremental, 1 MiB changed', `${tInc.toFixed(2)} s, ${inc.bytesUploaded} B uploaded, ${inc.bytesRead} B read`, '-', `${tResticInc.toFixed(2)} s`, '-', (tResticInc / tInc).toFixed(2)],
     ];
-    process.stdout.write(`${sizeMiB} MiB random image, RGW on 127.0.0.1 (memstore), one run\n\n`);
+    process.stdout.write(`${sizeMiB} MiB random image, RGW on 127.0.0.1 (memstore), one run${reps > 1 ? ` (restore rows: median of ${reps} interleaved)` : ''}\n\n`);
     process.stdout.write('| operation | snapnbd | aws s3 cp | restic | aws/snapnbd | restic/snapnbd |\n|---|---|---|---|---|---|\n');
     for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`);
+    const each = (xs: { wall: number; cpu: number }[]): string => xs.map((x) => `${x.wall.toFixed(2)} s (CPU ${x.cpu.toFixed(2)} s)`).join(', ');
+    process.stdout.write(`\nfull restore, each run: snapnbd ${each(restores)}; aws s3 cp ${each(downs)}\n`);
     await instantRestore(b, String(full.id), sizeMiB, tRestore);
   } finally {
     for (const s of servers) await s.stop();

@@ -1,12 +1,14 @@
 // Restoring a backup into a new volume: every block fetched is checked against its name (the
 // SHA-256, or keyed HMAC, of its bytes) before it is written; a mismatch or a missing object is
-// an error naming the block and the object, and the half-made volume is deleted.
+// an error naming the block and the object, and the half-made volume is deleted. Blocks are
+// written behind the fetches (write-behind.ts).
 import { StorageError, type BlockDevice } from '../storage/device.ts';
 import { StoreError, StoreErrorCode } from '../storage/types.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import type { Manifest } from './manifest.ts';
 import { BlockBuffers } from './block-buffers.ts';
 import { runPool } from './pool.ts';
+import { WriteBehind } from './write-behind.ts';
 import type { Repository } from './repository.ts';
 import type { Progress } from './create.ts';
 
@@ -37,20 +39,27 @@ export async function restoreInto(o: RestoreOptions, newVolume: string): Promise
   let done = 0;
   const r: RestoreResult = { id: m.id, volume: newVolume, bytesWritten: 0, blocksFetched: 0, blocksZero: m.blocks.length - idx.length };
   const buffers = new BlockBuffers(o.repo.objectCapacity);
-  await runPool(idx, RESTORE_PARALLEL, o.signal, async (i) => {
-    const off = i * m.blockSize;
-    const len = Math.min(m.blockSize, m.size - off);
-    const what = `block ${i} (offset ${off}) of backup ${m.id}`;
-    const data = await o.repo.getBlock(m.blocks[i]!, what, o.signal, buffers.take());
-    if (data.length !== len) throw new BackupError(BackupErrorCode.BackupCorrupt, `${what}: object ${o.repo.blockKey(m.blocks[i]!)} holds ${data.length} bytes, expected ${len}`);
-    await o.device.write(off, data, { fua: false });
-    buffers.give(data);
-    r.bytesWritten += len;
-    r.blocksFetched++;
-    done += len;
-    o.progress?.({ bytesDone: done, bytesTotal: total });
-  });
-  await o.device.flush();
+  const writer = new WriteBehind(o.device);
+  try {
+    await runPool(idx, RESTORE_PARALLEL, o.signal, async (i) => {
+      const off = i * m.blockSize;
+      const len = Math.min(m.blockSize, m.size - off);
+      const what = `block ${i} (offset ${off}) of backup ${m.id}`;
+      const data = await o.repo.getBlock(m.blocks[i]!, what, o.signal, buffers.take());
+      if (data.length !== len) throw new BackupError(BackupErrorCode.BackupCorrupt, `${what}: object ${o.repo.blockKey(m.blocks[i]!)} holds ${data.length} bytes, expected ${len}`);
+      await writer.write(off, data, () => {
+        buffers.give(data);
+        r.bytesWritten += len;
+        r.blocksFetched++;
+        done += len;
+        o.progress?.({ bytesDone: done, bytesTotal: total });
+      });
+    });
+  } catch (e) {
+    await writer.settle(); // no write of this restore may still run when the caller removes the volume
+    throw e;
+  }
+  await writer.finish();
   return r;
 }
 

@@ -27,8 +27,9 @@ Targets are named by the server (serve --backup-target NAME=URL). Common options
 --data-dir DIR, --json (the method's result as JSON), -h/--help.
 `;
 
-/** How often a followed job is polled. */
-export const JOB_POLL_MS = 300;
+/** How often a followed job is polled: a job's end is seen 50 ms late on average (300 ms added
+ *  ~150 ms, 5 % of a 512 MiB restore); a job.info call is a few hundred bytes. */
+export const JOB_POLL_MS = 100;
 
 interface JobView {
   id: string; kind: string; state: string; bytesDone: number; bytesTotal: number; percent: number;

@@ -1,13 +1,15 @@
 // A small S3 client on node:http/https: path-style requests signed with SigV4 (real payload
 // hash), keep-alive sockets, at most `concurrency` requests in flight, and retries with
 // exponential backoff and full jitter on 5xx, SlowDown, resets, timeouts and short bodies.
-// Errors name the bucket, key and endpoint; credentials appear in no message or log.
+// Errors name the bucket, key and endpoint; credentials appear in no message or log. A GET into a
+// caller's buffer on an http: endpoint goes over raw-get.ts (the body read in place).
 import http from 'node:http';
 import https from 'node:https';
 import { BackupError, BackupErrorCode } from '../errors.ts';
 import type { S3Config } from './config.ts';
 import { amzDate, authorization, encodePath, canonicalQuery, sha256Hex, EMPTY_SHA256 } from './sigv4.ts';
 import { xmlText, xmlBlocks } from './xml.ts';
+import { RawGetter, RawUnsupported } from './raw-get.ts';
 
 export const S3_CONCURRENCY_DEFAULT = 16;
 export const S3_ATTEMPTS_DEFAULT = 6;
@@ -30,6 +32,8 @@ export interface S3ClientOptions {
   listPageSize?: number;
   multipartThreshold?: number;
   partBytes?: number;
+  /** false: every request through node:http (tests compare the two transports). */
+  rawGet?: boolean;
   /** Called before each retry (tests count them; the log says why). */
   onRetry?: (what: string, attempt: number, cause: string) => void;
 }
@@ -74,6 +78,8 @@ export class S3Client {
   private readonly listPageSize: number;
   private readonly multipartThreshold: number;
   private readonly partBytes: number;
+  /** Plain-HTTP endpoints: GETs into a buffer use it (raw-get.ts); null for https or once refused. */
+  private raw: RawGetter | null;
   private active = 0;
   private readonly waiting: (() => void)[] = [];
 
@@ -88,6 +94,8 @@ export class S3Client {
     this.partBytes = opts.partBytes ?? MULTIPART_PART_BYTES;
     const agentOpts = { keepAlive: true, maxSockets: this.concurrency };
     this.agent = config.endpoint.protocol === 'https:' ? new https.Agent(agentOpts) : new http.Agent(agentOpts);
+    const ep = config.endpoint;
+    this.raw = ep.protocol === 'http:' && opts.rawGet !== false ? new RawGetter(ep.hostname.replace(/^\[|\]$/g, ''), Number(ep.port || 80), this.concurrency) : null;
   }
 
   /** scheme://host[:port], never userinfo. */
@@ -97,6 +105,7 @@ export class S3Client {
 
   close(): void {
     this.agent.destroy();
+    this.raw?.close();
   }
 
   /** `sha256`: the body's hex SHA-256 when the caller has it already (signed as is, not recomputed). */
@@ -181,7 +190,7 @@ export class S3Client {
       await this.acquire();
       let res: Res;
       try {
-        res = await this.once(req);
+        res = await this.transport(req);
       } catch (e) {
         lastCause = (e as Error).message;
         res = { status: -1, headers: {}, body: Buffer.alloc(0) };
@@ -201,6 +210,22 @@ export class S3Client {
       this.onRetry?.(what, attempt, lastCause);
       const cap = Math.min(S3_BACKOFF_MAX_MS, S3_BACKOFF_BASE_MS * 2 ** (attempt - 1));
       await new Promise((r) => setTimeout(r, Math.random() * cap));
+    }
+  }
+
+  /** A GET into a buffer goes over RawGetter (no copy per piece of body) unless the server's framing needs node:http. */
+  private async transport(req: Req): Promise<Res> {
+    if (this.raw === null || req.method !== 'GET' || req.into === undefined) return this.once(req);
+    const { target, headers } = this.prepare(req);
+    let head = `GET ${target} HTTP/1.1\r\n`;
+    for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+    try {
+      return await this.raw.get(`${head}\r\n`, req.into, this.idleTimeoutMs, req.signal);
+    } catch (e) {
+      if (!(e instanceof RawUnsupported)) throw e;
+      this.raw.close();
+      this.raw = null;
+      return this.once(req);
     }
   }
 
@@ -227,7 +252,8 @@ export class S3Client {
     this.waiting.shift()?.();
   }
 
-  private once(req: Req): Promise<Res> {
+  /** The request's path (with its query) and signed headers. */
+  private prepare(req: Req): { target: string; headers: Record<string, string>; body: Buffer } {
     const ep = this.config.endpoint;
     const base = ep.pathname.replace(/\/+$/, '');
     const path = encodePath(`${base}/${req.bucket}${req.key !== undefined ? `/${req.key}` : ''}`);
@@ -248,11 +274,17 @@ export class S3Client {
       region: this.config.region, service: 's3', credentials: this.config.credentials,
     });
     headers['content-length'] = String(body.length);
+    return { target: qs === '' ? path : `${path}?${qs}`, headers, body };
+  }
+
+  private once(req: Req): Promise<Res> {
+    const ep = this.config.endpoint;
+    const { target, headers, body } = this.prepare(req);
     const mod = ep.protocol === 'https:' ? https : http;
     return new Promise<Res>((resolve, reject) => {
       const r = mod.request({
         host: ep.hostname, port: ep.port || undefined, method: req.method,
-        path: qs === '' ? path : `${path}?${qs}`, headers, agent: this.agent,
+        path: target, headers, agent: this.agent,
         ...(req.signal ? { signal: req.signal } : {}),
       }, (res) => {
         const chunks: Buffer[] = [];
