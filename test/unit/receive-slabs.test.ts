@@ -1,6 +1,13 @@
+// The connection's receive slabs: no slab is read into while the decoder still needs its bytes or
+// a WRITE in it is in flight; a real socket delivers in order through them; and a server whose
+// held write shares slabs with 48 MiB of later writes writes what the client sent.
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { NbdServer } from '../../src/server/listener.ts';
 import { ReceiveSlabs, SLAB_BYTES, SLAB_READ_MIN, SlabPool, readIntoSlabs } from '../../src/server/receive-slabs.ts';
+import { StaticExports } from '../../src/server/static-exports.ts';
+import { MemoryDevice } from '../helpers/memory-device.ts';
+import { NBD, RawClient } from '../helpers/raw-client.ts';
 
 /** Drives `slabs` as net.Socket does: a target at start, then after each read the callback and a new target. */
 class FakeSocket {
@@ -158,6 +165,45 @@ describe('readIntoSlabs', () => {
     } finally {
       client.destroy();
       server.close();
+    }
+  });
+});
+
+describe('a server reading into slabs', () => {
+  it('writes what the client sent while later requests recycle slabs around a held write', async () => {
+    const MiB = 1024 * 1024;
+    const dev = new MemoryDevice({ size: 128 * MiB });
+    const server = new NbdServer({ exports: new StaticExports('disk').add('disk', dev, 'test disk'), maxConnections: 0 });
+    const addr = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+    const client = await RawClient.connect(addr.kind === 'tcp' ? addr.port : 0);
+    try {
+      await client.handshake();
+      await client.go('disk');
+      const fill = (n: number, seed: number): Buffer => {
+        const b = Buffer.alloc(n);
+        for (let i = 0; i < n; i++) b[i] = (i * 13 + seed) & 0xff;
+        return b;
+      };
+      let cookie = 1n;
+      let replies = 0;
+      for (let round = 0; round < 3; round++) {
+        // A 4 KiB write (one view of a slab, passed to the device as is) held in the device...
+        const held = dev.hold('write');
+        const small = fill(4096, round + 1);
+        client.request({ type: NBD.CMD_WRITE, cookie: cookie++, offset: round * 4096, payload: small });
+        await held.started;
+        // ...while 48 MiB of other writes pass through the same connection's slabs.
+        for (let i = 0; i < 48; i++) client.request({ type: NBD.CMD_WRITE, cookie: cookie++, offset: 16 * MiB + (i % 64) * MiB, payload: fill(MiB, 100 + i) });
+        for (let i = 0; i < 48; i++) expect((await client.simpleReply()).error).toBe(0);
+        held.release();
+        expect((await client.simpleReply()).error).toBe(0);
+        replies += 49;
+        expect(dev.data.subarray(round * 4096, round * 4096 + 4096).equals(small)).toBe(true);
+      }
+      expect(replies).toBe(147);
+    } finally {
+      client.socket.destroy();
+      await server.stop();
     }
   });
 });
