@@ -12,7 +12,9 @@
 // The session owns the socket, the decoder, the phases, flow control and closing. The option
 // phase's negotiation, deadline and access grants live in handshake-phase.ts; each request is
 // validated and answered by dispatch.ts; replies leave through reply-writer.ts; the TLS and
-// budget mechanics live in tls.ts and memory-budget.ts.
+// budget mechanics live in tls.ts and memory-budget.ts. A listener's socket reads into reused
+// slabs (receive-slabs.ts): the session tells them what the decoder consumed and holds the slabs
+// of each WRITE's payload until the write settles.
 import type { Duplex } from 'node:stream';
 import { Cmd, NbdErrno, nameOfCmd, nameOfErrno, nameOfOpt } from '../protocol/constants.ts';
 import { InboundDecoder, type InboundHandler, type Payload } from '../protocol/decoder.ts';
