@@ -6,6 +6,7 @@ import { log } from '../util/log.ts';
 import type { ExportResolver } from './exports.ts';
 import { normalizeAddress } from './access.ts';
 import { MemoryBudget } from './memory-budget.ts';
+import { ReceiveSlabs, SlabPool, readIntoSlabs } from './receive-slabs.ts';
 import { Session, type SessionInfo, type SessionOptions } from './session.ts';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
@@ -49,6 +50,8 @@ export class NbdServer {
   private stopping = false;
   private readonly budget: MemoryBudget | null;
   private readonly perAddress = new Map<string, number>();
+  /** Free receive slabs, shared by the connections (receive-slabs.ts). */
+  private readonly slabPool = new SlabPool();
   /** Bound addresses (port 0 resolved). */
   readonly addresses: ListenAddress[] = [];
   /** Connections accepted and refused since start (the metrics endpoint). */
@@ -70,7 +73,7 @@ export class NbdServer {
   }
 
   async listen(addr: ListenAddress): Promise<ListenAddress> {
-    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket, addr));
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket, addr));
     server.on('error', (e) => log.error(`listener ${formatListenAddress(addr)}`, e));
     if (addr.kind === 'unix' && existsSync(addr.path)) await removeStaleSocket(addr.path);
     await new Promise<void>((resolve, reject) => {
@@ -105,7 +108,12 @@ export class NbdServer {
     if (address !== null) this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     this.connectionCounts.accepted++;
     socket.on('error', () => {}); // reported by the session; never let it escape
-    const session = new Session(socket, {
+    // Paused at accept (pauseOnConnect), read by the session through reused slabs.
+    const slabs = new ReceiveSlabs(this.slabPool);
+    const conn = readIntoSlabs(socket, slabs, true);
+    conn.on('error', () => {});
+    const session = new Session(conn, {
+      slabs,
       budget: this.budget,
       exports: this.opts.exports,
       label,

@@ -12,7 +12,9 @@
 // The session owns the socket, the decoder, the phases, flow control and closing. The option
 // phase's negotiation, deadline and access grants live in handshake-phase.ts; each request is
 // validated and answered by dispatch.ts; replies leave through reply-writer.ts; the TLS and
-// budget mechanics live in tls.ts and memory-budget.ts.
+// budget mechanics live in tls.ts and memory-budget.ts. A listener's socket reads into reused
+// slabs (receive-slabs.ts): the session tells them what the decoder consumed and holds the slabs
+// of each WRITE's payload until the write settles.
 import type { Duplex } from 'node:stream';
 import { Cmd, NbdErrno, nameOfCmd, nameOfErrno, nameOfOpt } from '../protocol/constants.ts';
 import { InboundDecoder, type InboundHandler, type Payload } from '../protocol/decoder.ts';
@@ -26,6 +28,7 @@ import type { ExportLease, ExportResolver } from './exports.ts';
 import { HandshakePhase, type TlsSettings } from './handshake-phase.ts';
 import type { MemoryBudget } from './memory-budget.ts';
 import { SERVER_HANDSHAKE_FLAGS } from './negotiate.ts';
+import type { ReceiveSlabs, Release } from './receive-slabs.ts';
 import { ReplyWriter } from './reply-writer.ts';
 import type { RequestMetrics } from './request-metrics.ts';
 import { upgradeToTls, type TlsMaterial } from './tls.ts';
@@ -81,6 +84,11 @@ export interface SessionOptions {
   budget?: MemoryBudget | null;
   maxInFlight?: number;
   maxInFlightBytes?: number;
+  /**
+   * The socket reads into these (receive-slabs.ts: its `onread`), not through 'data' events;
+   * null: 'data' events (in-memory streams in tests).
+   */
+  slabs?: ReceiveSlabs | null;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -92,6 +100,8 @@ export class Session implements InboundHandler {
   readonly closed: Promise<void>;
   private socket: Duplex;
   private readonly opts: Required<SessionOptions>;
+  /** Until STARTTLS: after it, bytes arrive decrypted through 'data' events. */
+  private slabs: ReceiveSlabs | null;
   private readonly decoder: InboundDecoder;
   private writer: ReplyWriter;
   private readonly handshake: HandshakePhase;
@@ -126,8 +136,11 @@ export class Session implements InboundHandler {
       remoteAddress: 'unknown',
       tls: () => null,
       access: () => null,
+      slabs: null,
       ...opts,
     };
+    this.slabs = this.opts.slabs;
+    this.slabs?.deliverTo(this.onData);
     this.handshake = new HandshakePhase({
       exports: this.opts.exports,
       label: this.opts.label,
@@ -157,6 +170,8 @@ export class Session implements InboundHandler {
   private readonly onData = (chunk: Buffer): void => {
     try {
       this.decoder.push(chunk);
+      // What the decoder still buffers may lie in earlier slabs; everything before is free.
+      if (this.slabs) this.slabs.consumed(this.slabs.bytes - this.decoder.bufferedBytes);
     } catch (e) {
       // A bug of ours, never the client's bytes alone: drop this connection, keep the server.
       log.error(`${this.opts.label}: internal error, closing connection`, e);
@@ -256,6 +271,7 @@ export class Session implements InboundHandler {
         this.sendReplies(r.replies);
         this.phase = Phase.Transmission; // spec "Transmission phase": right after the final reply
         this.decoder.startTransmission();
+        this.slabs?.recycle();
         if (this.opts.idleTimeoutMs > 0) {
           this.idleTimer = setTimeout(() => this.onIdle(), this.opts.idleTimeoutMs);
           this.idleTimer.unref();
@@ -287,7 +303,11 @@ export class Session implements InboundHandler {
     const lease = this.lease;
     const dispatch = this.dispatch;
     if (this.phase !== Phase.Transmission || !lease || !dispatch) return;
+    // The payload's bytes end where the decoder stands; their slabs stay until the write lands.
+    const slabs = this.slabs;
+    const done: Release | null = payload !== null && slabs ? slabs.hold(slabs.bytes - this.decoder.bufferedBytes - h.length, slabs.bytes - this.decoder.bufferedBytes) : null;
     if (!this.handshake.stillGranted(lease.name)) {
+      done?.();
       this.stopReading();
       return;
     }
@@ -304,6 +324,7 @@ export class Session implements InboundHandler {
     if (invalid) {
       lease.counters.errors++;
       log.debug(`${this.opts.label}: ${nameOfCmd(h.type)} rejected: ${nameOfErrno(invalid.errno)} ${invalid.message}`);
+      done?.();
       dispatch.replyError(h, invalid.errno, invalid.message);
       m?.finish(lease.name, h.type, h.length, invalid.errno, t0);
       return;
@@ -319,10 +340,12 @@ export class Session implements InboundHandler {
     this.updateFlow();
     dispatch.execute(h, payload ?? EMPTY).then(
       () => {
+        done?.();
         m?.finish(lease.name, h.type, h.length, NbdErrno.OK, t0);
         this.complete(cost);
       },
       (e: unknown) => {
+        done?.();
         lease.counters.errors++;
         const errno = toNbdErrno(e, h.flags);
         log.warn(`${this.opts.label}: ${nameOfCmd(h.type)} offset ${h.offset} length ${h.length} failed: ${nameOfErrno(errno)}`, e);
@@ -344,6 +367,8 @@ export class Session implements InboundHandler {
       return;
     }
     const raw = this.socket;
+    this.slabs?.deliverTo(null);
+    this.slabs = null;
     this.decoder.pause();
     raw.pause();
     this.detach(raw);
