@@ -269,7 +269,8 @@ export class Compactor {
         const t = moveTo.get(seg)?.[slot - seg * perSeg];
         return t === undefined || t === NO_COPY ? slot : t;
       });
-      for (const p of pages) beforePageChange(p); // a checkpoint being written keeps its instant
+      // A checkpoint being written keeps its instant (through each page's L1: its freeze).
+      for (const l1 of l1s) for (const p of l1.pages) if (p) beforePageChange(p, l1);
       const { remapped, missed } = remapEntries([...pages].map((p) => p.entries), moveTo, perSeg, (from, to) => {
         cls.ref(to);
         cls.unref(from);
