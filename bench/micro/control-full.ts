@@ -100,11 +100,14 @@ async function main(): Promise<void> {
     let seed = 1;
     const rand = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
     const t1 = now();
-    for (let i = 0; i < SNAPSHOTS; i++) {
-      for (let k = 0; k < REWRITE; k++) await dev.write(Math.floor(rand() * chunks) * CHUNK, buf, { fua: false });
-      await store.createSnapshot('v', `p${i}`);
-    }
+    const built = await longestTurn(async () => {
+      for (let i = 0; i < SNAPSHOTS; i++) {
+        for (let k = 0; k < REWRITE; k++) await dev.write(Math.floor(rand() * chunks) * CHUNK, buf, { fua: false });
+        await store.createSnapshot('v', `p${i}`);
+      }
+    });
     console.log(`${SNAPSHOTS} snapshots (${REWRITE} random 64 KiB writes before each) in ${((now() - t1) / 1000).toFixed(1)} s; RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
+    console.log(summary('taking them (writes and creates)', [built]));
     const ctl: ControlContext = { registry: new VolumeRegistry(store, { defaultExport: 'v', readOnly: false }), serverInfo: () => ({ version: '', listeners: [], startedAt: new Date() }) };
     const rows = new Map<string, Awaited<ReturnType<typeof longestTurn>>[]>();
     const step = async (label: string, fn: () => Promise<unknown>): Promise<void> => {
