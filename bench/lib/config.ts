@@ -131,6 +131,8 @@ export const USAGE = `usage: npm run bench -- [--smoke | --quick] [options]
   (default: full)      1 GiB image, 5 s runs, 3 repetitions, hot and cold cache
   --reps N             repetitions (median reported)
   --runtime S          seconds per fio run
+  --memory-full-snapshots N   snapshots of the memory-full scenario (issue 15: snapshot.list
+                       of 500 at 1 TiB fully written; default 100, the RSS row's)
   --cache hot,cold     page-cache regimes (cold drops caches before each run; needs root)
   --only P,...         peers: ${PEERS.join(',')}
   --workloads W,...    workloads and scenarios by name, or prefix ending in '*':
@@ -160,6 +162,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
       full: { type: 'boolean' },
       reps: { type: 'string' },
       runtime: { type: 'string' },
+      'memory-full-snapshots': { type: 'string' },
       cache: { type: 'string' },
       only: { type: 'string' },
       workloads: { type: 'string' },
@@ -180,6 +183,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
   const settings = { ...MODE_SETTINGS[mode] };
   if (v.reps !== undefined) settings.reps = positiveInt('--reps', v.reps);
   if (v.runtime !== undefined) settings.runtimeS = positiveInt('--runtime', v.runtime);
+  if (v['memory-full-snapshots'] !== undefined) settings.memoryFullSnapshots = positiveInt('--memory-full-snapshots', v['memory-full-snapshots']);
   if (v.cache !== undefined) {
     settings.cache = v.cache.split(',').map((c) => {
       if (!(CACHE_MODES as readonly string[]).includes(c)) throw new Error(`--cache: '${c}' is not hot or cold`);

@@ -1,13 +1,16 @@
 // The whole catalog as records (a checkpoint), frozen at one instant and encoded while it is
 // written. The plan is made synchronously at the commit's swap: the small records (State,
 // Volume, NodeCp, SlotValid) are encoded at once, and every L1 and page the checkpoint will
-// encode is marked frozen. The pages themselves (most of a checkpoint: 128 MiB per TiB mapped)
-// are encoded one by one as the writer asks for them (record-pieces.ts writes them in pieces),
-// so no second copy of the maps is ever held. A write that changes a frozen page or L1 in the
-// meantime first keeps its old content (block-map.ts `beforePageChange`), which the plan then
-// encodes: the checkpoint is the state at the swap, exactly as if it had been encoded there.
-// The extra memory is one page per page changed while the checkpoint is written.
-import { ENTRIES_PER_PAGE, type L1, type Page } from './block-map.ts';
+// encode is frozen: each L1 is marked and given the plan's `Freeze`, which makes every page
+// under it frozen without touching the pages (block-map.ts; the swap is O(nodes): marking each
+// page was ~1 s of one turn at 1 TiB with 500 snapshots, bench/README.md). The pages themselves
+// (most of a checkpoint: 128 MiB per TiB mapped) are encoded one by one as the writer asks for
+// them (record-pieces.ts writes them in pieces), so no second copy of the maps is ever held. A
+// write that changes a frozen page or L1 in the meantime first keeps its old content
+// (block-map.ts `beforePageChange`), which the plan then encodes: the checkpoint is the state at
+// the swap, exactly as if it had been encoded there. The extra memory is one page per page
+// changed while the checkpoint is written.
+import { ENTRIES_PER_PAGE, Freeze, type L1, type Page } from './block-map.ts';
 import type { Catalog } from './catalog.ts';
 import { nodeRecord } from './catalog.ts';
 import type { DataStore } from './chunk-store.ts';
@@ -34,6 +37,9 @@ export class CheckpointPlan {
   /** Every page record is encoded here: no 4 KiB of garbage per page (128 MiB per TiB). */
   private readonly scratch = Buffer.allocUnsafe(PAGE_RECORD_BYTES);
   private released = false;
+  private readonly freeze = new Freeze();
+  /** An L1 record's (index, page id) pairs are gathered here (one per plan, grown to the longest L1). */
+  private pairs = new Uint32Array(0);
 
   /** Synchronous: the checkpoint is the state at this call. */
   constructor(catalog: Catalog, chunks: DataStore) {
@@ -50,11 +56,7 @@ export class CheckpointPlan {
         this.l1s.push(l1);
         l1.frozen = true;
         l1.kept = null;
-        for (const p of l1.pages) {
-          if (!p) continue;
-          p.frozen = true;
-          p.kept = null;
-        }
+        l1.freeze = this.freeze;
       }
       this.nodes.push({ record: encodeNode(Rec.NodeCp, nodeRecord(n), l1Id), l1: first ? l1 : null, l1Id, chunkSize: n.vol.chunkSize });
     }
@@ -78,7 +80,9 @@ export class CheckpointPlan {
         // Looked up afresh at each step: the L1 may change (and keep its old pages) while this
         // generator waits for a piece to be written.
         const len = (l1.kept ?? l1.pages).length;
-        const pairs: number[] = [];
+        if (this.pairs.length < len * 2) this.pairs = new Uint32Array(len * 2);
+        const pairs = this.pairs;
+        let k = 0;
         for (let i = 0; i < len; i++) {
           const p = (l1.kept ?? l1.pages)[i];
           if (!p) continue;
@@ -86,13 +90,16 @@ export class CheckpointPlan {
           if (pid === undefined) {
             pid = pageIds.size + 1;
             pageIds.set(p, pid);
-            const rec = encodePage(pid, n.chunkSize, p.kept ?? p.entries, this.scratch);
-            thawPage(p);
+            const kept = p.doneSeq === this.freeze.seq ? p.kept : null;
+            const rec = encodePage(pid, n.chunkSize, kept ?? p.entries, this.scratch);
+            p.doneSeq = Math.max(p.doneSeq, this.freeze.seq);
+            if (kept) p.kept = null;
             yield rec;
           }
-          pairs.push(i, pid);
+          pairs[k++] = i;
+          pairs[k++] = pid;
         }
-        const rec = encodeL1(n.l1Id, len, pairs);
+        const rec = encodeL1(n.l1Id, len, pairs.subarray(0, k));
         l1.frozen = false;
         l1.kept = null;
         yield rec;
@@ -106,15 +113,12 @@ export class CheckpointPlan {
   release(): void {
     if (this.released) return;
     this.released = true;
+    this.freeze.active = false;
+    for (const p of this.freeze.keptPages) p.kept = null;
+    this.freeze.keptPages.length = 0;
     for (const l1 of this.l1s) {
-      for (const p of l1.kept ?? l1.pages) if (p) thawPage(p);
       l1.frozen = false;
       l1.kept = null;
     }
   }
-}
-
-function thawPage(p: Page): void {
-  p.frozen = false;
-  p.kept = null;
 }

@@ -261,7 +261,15 @@ export class Compactor {
       const l1s = new Set<L1>();
       for (const n of catalog.allNodes()) if (n.vol.chunkClass === cls) l1s.add(n.map.l1);
       const pages = new Set<Page>();
-      for (const l1 of l1s) for (const p of l1.pages) if (p) pages.add(p);
+      for (const l1 of l1s) {
+        for (const p of l1.pages) {
+          if (!p || pages.has(p)) continue;
+          pages.add(p);
+          // Changed in place below, in this same turn: a checkpoint being written keeps its
+          // instant (through the page's L1: its freeze).
+          beforePageChange(p, l1);
+        }
+      }
       // Partial slots and their bases follow their copies first (partial-slots.ts), so the
       // entries' move below frees the old slots without clearing a partial slot.
       const partialsMoved = cls.partials.remap((slot) => {
@@ -269,7 +277,6 @@ export class Compactor {
         const t = moveTo.get(seg)?.[slot - seg * perSeg];
         return t === undefined || t === NO_COPY ? slot : t;
       });
-      for (const p of pages) beforePageChange(p); // a checkpoint being written keeps its instant
       const { remapped, missed } = remapEntries([...pages].map((p) => p.entries), moveTo, perSeg, (from, to) => {
         cls.ref(to);
         cls.unref(from);

@@ -7,6 +7,7 @@
 import { crc32 } from 'node:zlib';
 import type { IoFile } from './file-io.ts';
 import { RECORD_HEADER_LEN, RECORD_MAX, RecordReader } from './format.ts';
+import { Slicer } from '../util/slice.ts';
 
 /** Bytes per piece read or written: the memory a checkpoint costs beyond the state itself. */
 export const RECORD_PIECE_BYTES = 1024 * 1024;
@@ -15,13 +16,17 @@ export const RECORD_PIECE_BYTES = 1024 * 1024;
  * Writes `parts` back to back from offset `at`, through `piece` (filled, written, reused; a part
  * may span pieces; each part is copied whole before the next is asked for, so an iterator may
  * reuse one buffer for its parts). `afterPiece` runs after each full piece (a crash point).
+ * Between parts it yields the event loop once `slicer` says a slice is used up.
  * Returns the end offset.
  */
 export async function writeInPieces(parts: Iterable<Buffer>, piece: Buffer, at: number,
-  write: (buf: Buffer, len: number, pos: number) => Promise<void>, afterPiece: () => void): Promise<number> {
+  write: (buf: Buffer, len: number, pos: number) => Promise<void>, afterPiece: () => void, slicer = new Slicer()): Promise<number> {
   let fill = 0;
   let pos = at;
   for (const part of parts) {
+    // Encoding a piece's parts is the loop's time too (an L1 record walks every page index of
+    // its node: 4 of them fill a piece at 1 TiB), so the walk yields between parts as well.
+    if (slicer.due()) await slicer.yield();
     let from = 0;
     while (from < part.length) {
       const n = part.copy(piece, fill, from);

@@ -167,10 +167,8 @@ export function decodePage(r: RecordReader, into?: Uint32Array): { id: number; c
 }
 
 /** A checkpoint's L1: its id, its length, and (index, page id) pairs for the pages present. */
-export function encodeL1(id: number, len: number, pairs: number[]): Buffer {
-  const w = new RecordWriter(Rec.L1, 12 + pairs.length * 4).u32(id).u32(len).u32(pairs.length / 2);
-  for (const x of pairs) w.u32(x);
-  return w.finish();
+export function encodeL1(id: number, len: number, pairs: Uint32Array): Buffer {
+  return new RecordWriter(Rec.L1, 12 + pairs.length * 4).u32(id).u32(len).u32(pairs.length / 2).u32s(pairs, 0, pairs.length).finish();
 }
 
 export function decodeL1(r: RecordReader): { id: number; len: number; pairs: Uint32Array } {

@@ -15,7 +15,13 @@ import { scanFileRecords, writeInPieces, type FileRecord } from '../../src/stora
 import { prng, SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { StoreError } from '../../src/storage/types.ts';
 import { HoldFileIo } from '../helpers/hold-file-io.ts';
+import { countLoopTurns } from '../helpers/loop-turns.ts';
+import { Slicer } from '../../src/util/slice.ts';
 import { buildSparseStore, verifyNodes } from '../property/storage-model.ts';
+import type { L1, Page } from '../../src/storage/block-map.ts';
+import type { Catalog } from '../../src/storage/catalog.ts';
+import { CheckpointPlan } from '../../src/storage/checkpoint.ts';
+import type { DataStore } from '../../src/storage/chunk-store.ts';
 
 /** A file in memory whose reads return at most `maxRead` bytes (short reads, as a pipe might). */
 class MemFile implements IoFile {
@@ -111,6 +117,24 @@ describe('records in pieces', () => {
       expect(f.writes, `piece ${piece}: writes`).toBe(Math.ceil(whole.length / piece));
       expect(cuts, `piece ${piece}: full pieces`).toBe(Math.floor(whole.length / piece));
     }
+  });
+
+  it('yield the event loop between records once a slice is used up, within one piece too, the bytes unchanged', async () => {
+    // A slice always used up: every record is encoded in a turn of its own.
+    class Spent extends Slicer {
+      override due(): boolean {
+        return true;
+      }
+    }
+    const f = new MemFile();
+    const slicer = new Spent();
+    const turns = countLoopTurns();
+    const end = await writeInPieces(records, Buffer.alloc(1 << 20), AT, (b, n, pos) => f.write(b, 0, n, pos), () => undefined, slicer);
+    expect(turns.stop()).toBeGreaterThanOrEqual(records.length - 1);
+    expect(slicer.yields).toBe(records.length);
+    expect(f.writes, 'one piece').toBe(1);
+    expect(end).toBe(AT + whole.length);
+    expect(f.data.subarray(AT).equals(whole)).toBe(true);
   });
 
   it('are read back as the one-buffer scan reads them, records cut by a piece included', async () => {
@@ -250,6 +274,68 @@ describe('a store checkpointed in tiny pieces', () => {
     // And the next one has the changes.
     await s.checkpoint();
     expect(checkpointBody(await journalOf(), s.inspect().checkpointLen).equals(before)).toBe(false);
+    await s.close();
+  });
+
+  it('is the state at its swap for a page reached through an L1 copied after the swap, its original dropped', async () => {
+    await build(PIECE);
+    const io = new HoldFileIo(realFileIo);
+    const s = await openCowStore(dir, { commitIntervalMs: 0, pieceBytes: PIECE, fileIo: io });
+    s.autoCompact = false;
+    // Two pages of 512 chunks, both mapped; the head and c1 share one L1.
+    await s.createVolume({ name: 'c', size: 4 << 20, chunkSize: 4096 });
+    const c = s.head('c');
+    await c.write(0, Buffer.alloc(4096, 83), NOFUA);
+    await c.write(2 << 20, Buffer.alloc(4096, 84), NOFUA);
+    await s.createSnapshot('c', 'c1');
+    await s.checkpoint();
+    const before = checkpointBody(await journalOf(), s.inspect().checkpointLen);
+    const name = journalFile(s.inspect().journalGen + 1);
+    const first = io.hold(name, 'write');
+    const cp = s.checkpoint();
+    await first.reached;
+    const second = io.hold(name, 'write');
+    first.release();
+    await second.reached;
+    // The head copies the shared L1 (page 1 copied, page 0 shared by both L1s); dropping c1
+    // leaves page 0 held by the head's copy alone, which then writes into it in place: only the
+    // copy's link to the checkpoint (block-map.ts `L1.freeze`) says the page must be kept.
+    await c.write((2 << 20) + 8192, Buffer.alloc(4096, 85), NOFUA);
+    const head = s.inspect().volume('c')!.head;
+    const page0 = head.map.l1.pages[0]!;
+    expect(page0.refs).toBe(2);
+    const deleted = s.deleteSnapshot('c', 'c1');
+    for (let i = 0; i < 1000 && page0.refs > 1; i++) await new Promise((r) => setTimeout(r, 1));
+    expect(page0.refs).toBe(1);
+    await c.write(8192, Buffer.alloc(4096, 86), NOFUA);
+    expect(head.map.l1.pages[0]).toBe(page0); // written in place
+    second.release();
+    await cp;
+    await deleted;
+    const during = checkpointBody(await journalOf(), s.inspect().checkpointLen);
+    expect(during.equals(before)).toBe(true);
+    await s.close();
+  });
+
+  it('freezes at its swap and ends without reading any page of any L1 (O(nodes), not O(pages))', async () => {
+    await build(PIECE);
+    const s = await openCowStore(dir, { commitIntervalMs: 0, pieceBytes: PIECE });
+    s.autoCompact = false;
+    const st = s.inspect();
+    const nodes = [...st.nodes];
+    const l1s = new Map<L1, (Page | null)[]>();
+    for (const n of nodes) l1s.set(n.map.l1, n.map.l1.pages);
+    expect(l1s.size).toBeGreaterThan(2);
+    let reads = 0;
+    for (const [l1, pages] of l1s) Object.defineProperty(l1, 'pages', { configurable: true, get: () => { reads++; return pages; } });
+    try {
+      const catalog = { epoch: 1, nextId: 1, volumes: () => st.volumes, allNodes: () => nodes } as unknown as Catalog;
+      const plan = new CheckpointPlan(catalog, { classes: new Map() } as unknown as DataStore);
+      plan.release();
+    } finally {
+      for (const [l1, pages] of l1s) Object.defineProperty(l1, 'pages', { value: pages, writable: false });
+    }
+    expect(reads).toBe(0);
     await s.close();
   });
 
