@@ -6,7 +6,11 @@
 // Bytes a reply holds of the memory budget are handed back once the kernel has the reply: at once
 // when the batch's writev took everything, else through one empty write queued after the batch,
 // whose callback releases every reply of the batch (a marker per reply cost a buffered chunk and
-// a callback per request; bench/README.md, issue 11).
+// a callback per request; bench/README.md, issue 11). A socket whose writes complete later (TLS:
+// the TLS socket calls back from a later turn, so the previous batch was still queued after its
+// uncork) gets the marker inside the batch instead, as the corked writev's last, empty buffer:
+// a marker of its own is one more TLS write, an empty write syscall and a callback per batch
+// (bench/README.md, "TLS replies: the budget marker rides in the batch").
 import type { Duplex } from 'node:stream';
 
 const EMPTY = Buffer.alloc(0);
@@ -18,15 +22,24 @@ export class ReplyWriter {
   private readonly onFlushed: (bytes: number) => void;
   /** Bytes given to release() for replies of the batch being corked. */
   private batchBytes = 0;
+  /** The last batch was still queued right after its uncork: the next one carries its marker. */
+  private writesLinger = false;
   private readonly uncork = (): void => {
     this.corked = false;
     const s = this.socket;
-    s.uncork();
     const bytes = this.batchBytes;
-    if (bytes === 0) return;
     this.batchBytes = 0;
+    if (bytes > 0 && this.writesLinger && !s.destroyed && !s.writableEnded) {
+      s.write(EMPTY, () => this.onFlushed(bytes));
+      s.uncork();
+      this.writesLinger = s.writableLength !== 0;
+      return;
+    }
+    s.uncork();
+    this.writesLinger = s.writableLength !== 0;
+    if (bytes === 0) return;
     // Usually the kernel took the whole batch in the writev just made: nothing left to wait for.
-    if (s.writableLength === 0) this.onFlushed(bytes);
+    if (!this.writesLinger) this.onFlushed(bytes);
     else this.flushMarker(bytes);
   };
 
