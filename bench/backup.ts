@@ -58,7 +58,9 @@ async function main(): Promise<void> {
     rmSync(work, { recursive: true, force: true });
     return;
   }
-  const rgw = await startRgw();
+  // The image is stored three times (our backup, aws s3 cp, restic): a full memory store makes
+  // RGW hang its clients (a 1 GiB run stopped in 'restic init' with the 2 GiB default).
+  const rgw = await startRgw({ memstoreBytes: 4 * sizeMiB * 1024 ** 2 });
   const servers: RunningServer[] = [];
   try {
     for (const b of ['snapnbd', 'raw', 'restic']) await rgw.makeBucket(b);

@@ -19,7 +19,7 @@ const run = promisify(execFile);
 export const RGW_ACCESS_KEY = 'SNAPNBDTESTACCESSKEY';
 export const RGW_SECRET_KEY = 'snapnbd-test-secret-key-0123456789abcdef';
 export const RGW_REGION = 'us-east-1';
-/** Memory store size of the one OSD. */
+/** Memory store size of the one OSD (the tests' default; a benchmark may ask for more). */
 const MEMSTORE_BYTES = 2 * 1024 ** 3;
 const READY_TIMEOUT_MS = 90_000;
 const POLL_MS = 200;
@@ -40,7 +40,7 @@ export interface Rgw {
 const live = new Set<ChildProcess>();
 process.on('exit', () => { for (const p of live) p.kill('SIGKILL'); });
 
-function conf(dir: string, fsid: string, monPort: number, rgwPort: number): string {
+function conf(dir: string, fsid: string, monPort: number, rgwPort: number, memstoreBytes: number): string {
   return `[global]
 fsid = ${fsid}
 mon host = v2:127.0.0.1:${monPort}
@@ -69,7 +69,7 @@ admin socket = ${dir}/run/$name.asok
 mon data = ${dir}/mon/$name
 osd data = ${dir}/osd/$name
 osd objectstore = memstore
-memstore device bytes = ${MEMSTORE_BYTES}
+memstore device bytes = ${memstoreBytes}
 [client.rgw.a]
 rgw frontends = beast endpoint=127.0.0.1:${rgwPort}
 rgw data = ${dir}/rgw
@@ -110,7 +110,8 @@ function httpUp(port: number): Promise<boolean> {
 }
 
 /** Starts mon, OSD and gateway, creates the test user; throws naming the step that failed. */
-export async function startRgw(): Promise<Rgw> {
+export async function startRgw(opts: { memstoreBytes?: number } = {}): Promise<Rgw> {
+  const memstoreBytes = Math.max(MEMSTORE_BYTES, opts.memstoreBytes ?? 0);
   requires('ceph-mon', 'ceph-osd', 'radosgw', 'radosgw-admin', 'ceph', 'monmaptool', 'aws');
   const dir = tempDir('snapnbd-rgw-');
   for (const d of ['run', 'log', 'mon/mon.a', 'osd/osd.0', 'rgw']) mkdirSync(join(dir, d), { recursive: true });
@@ -118,7 +119,7 @@ export async function startRgw(): Promise<Rgw> {
   const monPort = await freePort();
   const rgwPort = await freePort();
   const cfg = join(dir, 'ceph.conf');
-  writeFileSync(cfg, conf(dir, fsid, monPort, rgwPort));
+  writeFileSync(cfg, conf(dir, fsid, monPort, rgwPort, memstoreBytes));
   const procs: ChildProcess[] = [];
   const ceph = async (args: string[]): Promise<string> =>
     (await run('ceph', ['-c', cfg, '--connect-timeout', String(CEPH_CMD_TIMEOUT_S), ...args], { cwd: dir })).stdout;
