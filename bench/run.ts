@@ -9,7 +9,7 @@ import { BASE_PEER, PEERS, USAGE, parseOptions, type CacheMode, type Options, ty
 import { fioTimeBased, runFio, runNbdcopy, type Measured } from './lib/clients.ts';
 import { ControlClient } from './lib/control.ts';
 import { createImage } from './lib/image.ts';
-import { dropCaches, machineInfo, processCpuSeconds, processDiskBytes, warm } from './lib/machine.ts';
+import { dropCaches, machineInfo, processCpuSeconds, processDiskBytes, warm, writeBack } from './lib/machine.ts';
 import { REPO_ROOT, SNAPNBD_BIN, exportNameOf, startPeer, writableCopy, type BenchContext, type PeerInstance } from './lib/peers.ts';
 import { installExitHandlers } from './lib/procs.ts';
 import { computeRatios, computeTlsCosts, evaluateTargets, markdown, type BenchResult, type Row } from './lib/report.ts';
@@ -43,6 +43,7 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
     if (cache === 'cold') {
       dropCaches();
     } else {
+      writeBack();
       warm(ctx.image);
       if (peer === 'nbdkit-file' && w.writes) warm(writableCopy(ctx));
     }
