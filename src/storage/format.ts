@@ -109,10 +109,10 @@ export function resealRecord(b: Buffer): void {
   b.writeUInt32LE(crc32(b.subarray(8)), 4);
 }
 
-/** Builds one record: [u32 payload length][u32 crc32 of type+payload][u8 type][payload]. */
 /** The records are little-endian: on such a host a Uint32Array's bytes are the record's. */
 const LITTLE_ENDIAN = endianness() === 'LE';
 
+/** Builds one record: [u32 payload length][u32 crc32 of type+payload][u8 type][payload]. */
 export class RecordWriter {
   private buf: Buffer;
   private pos = RECORD_HEADER_LEN;

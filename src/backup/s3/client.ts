@@ -9,7 +9,7 @@ import { BackupError, BackupErrorCode } from '../errors.ts';
 import type { S3Config } from './config.ts';
 import { amzDate, authorization, encodePath, canonicalQuery, sha256Hex, EMPTY_SHA256 } from './sigv4.ts';
 import { xmlText, xmlBlocks } from './xml.ts';
-import { RawGetter, RawUnsupported } from './raw-get.ts';
+import { ERROR_BODY_MAX, RawGetter, RawUnsupported } from './raw-get.ts';
 
 export const S3_CONCURRENCY_DEFAULT = 16;
 export const S3_ATTEMPTS_DEFAULT = 6;
@@ -21,8 +21,6 @@ export const S3_IDLE_TIMEOUT_MS = 30_000;
 export const MULTIPART_THRESHOLD = 64 * 1024 * 1024;
 export const MULTIPART_PART_BYTES = 16 * 1024 * 1024;
 export const LIST_PAGE_MAX = 1000;
-/** Longest error body we read (an S3 error document is small). */
-const ERROR_BODY_MAX = 64 * 1024;
 
 export interface S3ClientOptions {
   concurrency?: number;

@@ -11,8 +11,8 @@ import net from 'node:net';
 
 /** The longest response head accepted (also the scratch buffer's size). */
 export const RAW_HEAD_MAX = 16 * 1024;
-/** Longest error body kept (an S3 error document is small). */
-export const RAW_ERROR_BODY_MAX = 64 * 1024;
+/** Longest error body kept, by this transport and node:http's in client.ts (an S3 error document is small). */
+export const ERROR_BODY_MAX = 64 * 1024;
 
 /** The server answered in a framing this client does not read; use node:http instead. */
 export class RawUnsupported extends Error {}
@@ -172,7 +172,7 @@ class Conn {
       bytes.copy(p.dest, p.got, 0, Math.min(bytes.length, p.want - p.got));
     } else {
       const ok = p.head!.status >= 200 && p.head!.status < 300;
-      if (ok || p.kept + bytes.length <= RAW_ERROR_BODY_MAX) {
+      if (ok || p.kept + bytes.length <= ERROR_BODY_MAX) {
         p.chunks.push(Buffer.from(bytes));
         p.kept += bytes.length;
       }
