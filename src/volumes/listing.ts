@@ -18,6 +18,8 @@ export interface PendingSnapshot {
   name: string;
   description: string;
   started: Date;
+  /** Deleting: the snapshot as it was, listed while the store, which dropped it first, commits. */
+  info?: SnapshotInfo;
 }
 
 /** What the listing reads of the registry. */
@@ -106,7 +108,11 @@ export class RegistryListing {
     const infos = new Map(this.ctx.store.listSnapshots(volume).map((s) => [s.name, s]));
     const snapshots = names.slice(start, end).map((n): SnapshotView => {
       const p = creating.get(n);
-      if (!p) return this.snapshotView(infos.get(n) ?? this.ctx.store.snapshotInfo(volume, n));
+      if (!p) {
+        // A snapshot being deleted has left the store before its commit ends: listed as deleting.
+        const info = infos.get(n) ?? this.ctx.pending.get(exportNameOf(volume, n))?.info;
+        return info ? this.snapshotView(info) : this.snapshotView(this.ctx.store.snapshotInfo(volume, n));
+      }
       return {
         volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
         description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,

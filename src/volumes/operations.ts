@@ -255,7 +255,7 @@ export class VolumeOperations {
         throw new StoreError(StoreErrorCode.SnapshotBusy,
           `snapshot '${key}' is exported to ${held.length} NBD connection(s); disconnect them first`);
       }
-      this.pendingSnapshots.set(key, { state: SnapshotState.Deleting, volume, name, description: info.description, started: this.now() });
+      this.pendingSnapshots.set(key, { state: SnapshotState.Deleting, volume, name, description: info.description, started: this.now(), info });
       try {
         await this.tracked([volume], () => timed(this.ctx.opts.operations, 'snapshot_delete', () => this.ctx.store.deleteSnapshot(volume, name)));
         this.ctx.catalog.removeSnapshot(volume, name);

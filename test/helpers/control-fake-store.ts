@@ -158,8 +158,9 @@ export class FakeStore implements Store {
 
   async deleteSnapshot(volume: string, name: string): Promise<void> {
     this.snap(volume, name);
-    await this.pass();
+    // Like the engine: dropped from the catalog at once, then the commit is awaited.
     this.vol(volume).snaps.delete(name);
+    await this.pass();
     this.log.push(`deleteSnapshot ${volume}@${name}`);
   }
 

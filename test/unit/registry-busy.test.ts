@@ -117,8 +117,11 @@ describe('snapshots', () => {
   it('shows a snapshot being deleted as state deleting, hidden from NBD meanwhile', async () => {
     const { store, reg } = await setup();
     await reg.createSnapshot('vm1', 's1', undefined);
+    expect(reg.list().map((e) => e.name)).toEqual(['vm1', 'vm2', 'vm1@s1']); // the catalog, loaded as a server's is
     let open!: () => void;
     store.gate = new Promise((r) => { open = r; });
+    // The store drops it at once and then commits (the fake as the engine): the listing must not
+    // look it up in the store meanwhile (it did, and a listing during a retention run failed).
     const p = reg.deleteSnapshot('vm1', 's1');
     await new Promise((r) => setImmediate(r));
     expect(reg.listSnapshots('vm1').map((s) => [s.name, s.state])).toEqual([['s1', 'deleting']]);
