@@ -9,7 +9,7 @@ import { BASE_PEER, PEERS, USAGE, parseOptions, type CacheMode, type Options, ty
 import { fioTimeBased, runFio, runNbdcopy, type Measured } from './lib/clients.ts';
 import { ControlClient } from './lib/control.ts';
 import { createImage } from './lib/image.ts';
-import { RECYCLE_MARGIN_BYTES, dropCaches, machineInfo, processCpuSeconds, processDiskBytes, processTimes, recycleFreeMemory, warm, writeBack } from './lib/machine.ts';
+import { dropCaches, machineInfo, processCpuSeconds, processDiskBytes, processTimes, recycleBytesFor, recycleFreeMemory, warm, writeBack } from './lib/machine.ts';
 import { REPO_ROOT, SNAPNBD_BIN, exportNameOf, startPeer, writableCopy, type BenchContext, type PeerInstance } from './lib/peers.ts';
 import { installExitHandlers } from './lib/procs.ts';
 import { computeRatios, computeTlsCosts, evaluateTargets, markdown, type BenchResult, type Row } from './lib/report.ts';
@@ -49,7 +49,7 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
     }
     // Every write run gets pages freed a moment ago for its new page cache, not what the run
     // before it happened to free (machine.ts, recycleFreeMemory).
-    if (w.writes && !opts.noRecycle) recycleFreeMemory(ctx.workDir, ctx.imageBytes + RECYCLE_MARGIN_BYTES);
+    if (w.writes && !opts.noRecycle) recycleFreeMemory(ctx.workDir, recycleBytesFor(ctx.imageBytes));
     let m: Measured;
     const cpu0 = processCpuSeconds(inst.pid);
     const disk0 = processDiskBytes(inst.pid);

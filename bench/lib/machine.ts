@@ -64,8 +64,13 @@ export function dropCaches(): void {
 
 const WARM_CHUNK = 8 * 2 ** 20;
 
-/** What recycleFreeMemory frees beyond the image: a server's own buffers, a snapshot row's second copy of touched chunks. */
-export const RECYCLE_MARGIN_BYTES = 256 * 2 ** 20;
+/**
+ * How much recycleFreeMemory frees for a run on an image of `imageBytes`: the image (a fresh
+ * overlay's new page cache) and a quarter more (the server's own buffers; 1.25 GiB for 1 GiB).
+ */
+export function recycleBytesFor(imageBytes: number): number {
+  return imageBytes + imageBytes / 4;
+}
 
 /**
  * Right before every write run, hot or cold: write a scratch file of `bytes` into the page cache
