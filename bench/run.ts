@@ -9,7 +9,7 @@ import { BASE_PEER, PEERS, USAGE, parseOptions, type CacheMode, type Options, ty
 import { fioTimeBased, runFio, runNbdcopy, type Measured } from './lib/clients.ts';
 import { ControlClient } from './lib/control.ts';
 import { createImage } from './lib/image.ts';
-import { dropCaches, machineInfo, processCpuSeconds, processDiskBytes, warm, writeBack } from './lib/machine.ts';
+import { dropCaches, machineInfo, processCpuSeconds, processDiskBytes, processTimes, recycleBytesFor, recycleFreeMemory, warm, writeBack } from './lib/machine.ts';
 import { REPO_ROOT, SNAPNBD_BIN, exportNameOf, startPeer, writableCopy, type BenchContext, type PeerInstance } from './lib/peers.ts';
 import { installExitHandlers } from './lib/procs.ts';
 import { computeRatios, computeTlsCosts, evaluateTargets, markdown, type BenchResult, type Row } from './lib/report.ts';
@@ -47,9 +47,13 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
       warm(ctx.image);
       if (peer === 'nbdkit-file' && w.writes) warm(writableCopy(ctx));
     }
+    // Every write run gets pages freed a moment ago for its new page cache, not what the run
+    // before it happened to free (machine.ts, recycleFreeMemory).
+    if (w.writes && !opts.noRecycle) recycleFreeMemory(ctx.workDir, recycleBytesFor(ctx.imageBytes));
     let m: Measured;
     const cpu0 = processCpuSeconds(inst.pid);
     const disk0 = processDiskBytes(inst.pid);
+    const times0 = processTimes(inst.pid);
     switch (w.client) {
       case 'fio':
         m = await runFio(bridge?.uri ?? inst.uri, w.name, w.fio ?? {}, fioTimeBased(opts.settings.runtimeS), ctx.workDir);
@@ -65,6 +69,12 @@ async function measureOnce(ctx: BenchContext, opts: Options, w: Workload, peer: 
     m.serverCpuS = cpu0 !== null && cpu1 !== null ? round(cpu1 - cpu0, 2) : null;
     // Whether a row reads from the disk (cold runs) and how many bytes it dirties (write amplification).
     const disk1 = processDiskBytes(inst.pid);
+    const times1 = processTimes(inst.pid);
+    if (times0 && times1) {
+      const gib = m.bytes / 2 ** 30;
+      m.serverSplit = { userMsPerGiB: round(((times1.user - times0.user) * 1000) / gib, 0), sysMsPerGiB: round(((times1.sys - times0.sys) * 1000) / gib, 0),
+        minorFaultsPerGiB: round((times1.minflt - times0.minflt) / gib, 0), majorFaultsPerGiB: round((times1.majflt - times0.majflt) / gib, 0) };
+    }
     m.serverDiskReadBytes = disk0 && disk1 ? disk1.read - disk0.read : null;
     m.serverDiskWriteBytes = disk0 && disk1 ? disk1.write - disk0.write : null;
     return { m, note: inst.note };
@@ -84,6 +94,12 @@ function cpuMsPerGiB(m: Measured): number | null {
 function diskNote(m: Measured): string {
   if (m.serverDiskReadBytes === null || m.serverDiskReadBytes === undefined || m.serverDiskWriteBytes === null || m.serverDiskWriteBytes === undefined) return '';
   return `, server disk read ${(m.serverDiskReadBytes / 2 ** 20).toFixed(1)} MiB, dirtied ${(m.serverDiskWriteBytes / 2 ** 20).toFixed(0)} MiB`;
+}
+
+/** " (user X, sys Y ms/GiB; N minor faults/GiB)" for the log line ('' when unknown). */
+function splitNote(m: Measured): string {
+  const s = m.serverSplit;
+  return s ? ` (user ${s.userMsPerGiB}, sys ${s.sysMsPerGiB} ms/GiB; ${s.minorFaultsPerGiB} minor, ${s.majorFaultsPerGiB} major faults/GiB)` : '';
 }
 
 /** node --cpu-prof names files CPU.<date>.<pid>.<thread>.<seq>; name them after the run instead. */
@@ -147,7 +163,7 @@ async function main(): Promise<number> {
             g.reps.push(m);
             g.note = note;
             const cpu = cpuMsPerGiB(m);
-            log(opts, `${cache} ${w.name} ${p} rep ${rep + 1}/${s.reps}: ${m.mbps.toFixed(1)} MB/s ${m.iops.toFixed(0)} IOPS${cpu === null ? '' : `, server CPU ${cpu.toFixed(0)} ms/GiB`}${diskNote(m)}`);
+            log(opts, `${cache} ${w.name} ${p} rep ${rep + 1}/${s.reps}: ${m.mbps.toFixed(1)} MB/s ${m.iops.toFixed(0)} IOPS${cpu === null ? '' : `, server CPU ${cpu.toFixed(0)} ms/GiB`}${diskNote(m)}${splitNote(m)}`);
           } catch (e) {
             g.error = (e as Error).message;
             log(opts, `${cache} ${w.name} ${p}: ERROR ${g.error.split('\n').slice(0, 3).join(' | ')}`);

@@ -20,6 +20,8 @@ export interface Measured {
   /** Bytes the server had read from / written to the disk during the run (/proc/PID/io); null: unknown. */
   serverDiskReadBytes?: number | null;
   serverDiskWriteBytes?: number | null;
+  /** The server's CPU split into user and system time, and its page faults, per GiB moved. */
+  serverSplit?: { userMsPerGiB: number; sysMsPerGiB: number; minorFaultsPerGiB: number; majorFaultsPerGiB: number };
 }
 
 interface FioDir {

@@ -122,6 +122,8 @@ export interface Options {
   compareBin: string | null;
   tmpBase: string | null;
   keep: boolean;
+  /** `--no-recycle`: skip machine.ts recycleFreeMemory before write runs (to see its effect). */
+  noRecycle: boolean;
   verbose: boolean;
 }
 
@@ -149,6 +151,8 @@ export const USAGE = `usage: npm run bench -- [--smoke | --quick] [options]
   --out FILE           JSON result path (default bench/results/<date>-<mode>.json)
   --tmp DIR            where the image and data dirs go (default os.tmpdir())
   --keep               keep the temporary directory
+  --no-recycle         do not free a scratch file's pages right before each write run (bench/lib/
+                       machine.ts recycleFreeMemory; only to measure what it changes)
   --verbose            progress details on stderr
 `;
 
@@ -174,6 +178,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
       out: { type: 'string' },
       tmp: { type: 'string' },
       keep: { type: 'boolean' },
+      'no-recycle': { type: 'boolean' },
       verbose: { type: 'boolean', short: 'v' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -224,6 +229,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
     compareBin: v.compare ?? null,
     tmpBase: v.tmp ?? null,
     keep: v.keep ?? false,
+    noRecycle: v['no-recycle'] ?? false,
     verbose: v.verbose ?? false,
   };
 }

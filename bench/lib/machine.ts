@@ -1,8 +1,9 @@
 // The facts a result needs to be read later: versions of every peer and client, the commit, the
 // machine. And the page-cache controls for hot and cold runs.
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { REPO_ROOT } from './peers.ts';
 
 function firstLine(cmd: string, args: string[]): string {
@@ -62,6 +63,37 @@ export function dropCaches(): void {
 }
 
 const WARM_CHUNK = 8 * 2 ** 20;
+
+/**
+ * How much recycleFreeMemory frees for a run on an image of `imageBytes`: the image (a fresh
+ * overlay's new page cache) and a quarter more (the server's own buffers; 1.25 GiB for 1 GiB).
+ */
+export function recycleBytesFor(imageBytes: number): number {
+  return imageBytes + imageBytes / 4;
+}
+
+/**
+ * Right before every write run, hot or cold: write a scratch file of `bytes` into the page cache
+ * and delete it, so the pages the run's server then allocates (a copy-on-write peer's fresh
+ * overlay: up to the image's size of new page cache) were freed a moment ago, whatever ran before.
+ * On this VM memory that has sat free for a few seconds is handed back to the host (free page
+ * reporting), and the first write into it costs ~1-3 s of system time per GiB (host faults seen
+ * as a slow copy_folio_from_iter_atomic) against ~0.3 s for pages freed just before. Without this
+ * a snapnbd repetition was fast only right after another snapnbd repetition, whose deleted store
+ * it reused (bench/README.md, "Hot sequential writes: the page cache pages a run gets").
+ * Deleted before writeback, the scratch file costs no disk I/O.
+ */
+export function recycleFreeMemory(dir: string, bytes: number): void {
+  const path = join(dir, 'recycle.scratch');
+  const buf = Buffer.alloc(WARM_CHUNK);
+  const fd = openSync(path, 'w');
+  try {
+    for (let off = 0; off < bytes; off += WARM_CHUNK) writeSync(fd, buf, 0, Math.min(WARM_CHUNK, bytes - off), off);
+  } finally {
+    closeSync(fd);
+    unlinkSync(path);
+  }
+}
 /** Hot cache: read a file through once so it sits in the page cache. */
 export function warm(path: string): void {
   const fd = openSync(path, 'r');
@@ -98,6 +130,18 @@ export function processDiskBytes(pid: number): { read: number; write: number } |
     const field = (k: string): number => Number(new RegExp(`^${k}: (\\d+)$`, 'm').exec(io)?.[1] ?? 'NaN');
     const r = { read: field('read_bytes'), write: field('write_bytes') };
     return Number.isFinite(r.read) && Number.isFinite(r.write) ? r : null;
+  } catch {
+    return null;
+  }
+}
+
+/** User and system CPU seconds and minor/major page faults of a process so far (all threads); null when gone. */
+export function processTimes(pid: number): { user: number; sys: number; minflt: number; majflt: number } | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields from state on (field 3): minflt 10, majflt 12, utime 14, stime 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { user: Number(f[11]) / USER_HZ, sys: Number(f[12]) / USER_HZ, minflt: Number(f[7]), majflt: Number(f[9]) };
   } catch {
     return null;
   }

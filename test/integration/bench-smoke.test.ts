@@ -48,6 +48,8 @@ describe('bench harness --smoke', () => {
         expect(row!.reps.length, `${w.name}/${p}`).toBe(1);
         expect(row!.mbps, `${w.name}/${p} MB/s`).toBeGreaterThan(0);
         if (w.client === 'fio') expect(row!.iops, `${w.name}/${p} IOPS`).toBeGreaterThan(0);
+        // The server's CPU split (user, system, faults) is read for every run of every peer.
+        expect(row!.reps[0]!.serverSplit?.minorFaultsPerGiB, `${w.name}/${p} faults`).toBeGreaterThanOrEqual(0);
         if (p !== 'snapnbd') {
           const ratio = res.ratios.find((r) => r.workload === w.name && r.peer === p);
           expect(ratio?.ratio, `${w.name}/${p} ratio`).toBeGreaterThan(0);
