@@ -15,8 +15,7 @@ import { scanFileRecords, writeInPieces, type FileRecord } from '../../src/stora
 import { prng, SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { StoreError } from '../../src/storage/types.ts';
 import { HoldFileIo } from '../helpers/hold-file-io.ts';
-import { countLoopTurns } from '../helpers/loop-turns.ts';
-import { Slicer } from '../../src/util/slice.ts';
+import { countLoopTurns, EverySlice } from '../helpers/loop-turns.ts';
 import { buildSparseStore, verifyNodes } from '../property/storage-model.ts';
 import type { L1, Page } from '../../src/storage/block-map.ts';
 import type { Catalog } from '../../src/storage/catalog.ts';
@@ -121,13 +120,8 @@ describe('records in pieces', () => {
 
   it('yield the event loop between records once a slice is used up, within one piece too, the bytes unchanged', async () => {
     // A slice always used up: every record is encoded in a turn of its own.
-    class Spent extends Slicer {
-      override due(): boolean {
-        return true;
-      }
-    }
     const f = new MemFile();
-    const slicer = new Spent();
+    const slicer = new EverySlice();
     const turns = countLoopTurns();
     const end = await writeInPieces(records, Buffer.alloc(1 << 20), AT, (b, n, pos) => f.write(b, 0, n, pos), () => undefined, slicer);
     expect(turns.stop()).toBeGreaterThanOrEqual(records.length - 1);
