@@ -13,18 +13,8 @@ import type { Schedule } from '../../src/schedule/schedule-file.ts';
 import { captureCli } from '../helpers/capture-cli.ts';
 import { RawClient } from '../helpers/raw-client.ts';
 import { startServer, tempDir, type RunningServer } from '../helpers/server.ts';
+import { sleep, until } from '../helpers/until.ts';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 describe('snapshot schedules (real server)', () => {
   let server: RunningServer;
