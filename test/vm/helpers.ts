@@ -7,6 +7,8 @@ import { ControlCallError, controlCall } from './control.ts';
 
 export { freePort } from '../helpers/peers.ts';
 
+/** What one VM scenario (or a VM's boot and shutdown, as hooks) may take on a loaded machine (TCG). */
+export const SCENARIO_TIMEOUT_MS = 600_000;
 /** Block size of the files the scenarios write (dd bs); counts below are in these units. */
 export const FILE_BLOCK = 65536;
 /**

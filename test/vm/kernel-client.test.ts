@@ -10,11 +10,11 @@ import { Guest } from './guest.ts';
 import { startVmServer } from './vm-server.ts';
 import { controlCall } from './control.ts';
 import {
-  FILE_BLOCK, attach, bulkTimeoutMs, callWhenIdle, detach, diskUsage, eventually, exportStats, filesBytes, freePort, listChecksums, writeRandomFiles,
+  FILE_BLOCK, SCENARIO_TIMEOUT_MS, attach, bulkTimeoutMs, callWhenIdle, detach, diskUsage, eventually, exportStats, filesBytes,
+  freePort, listChecksums, writeRandomFiles,
 } from './helpers.ts';
 
 const MIB = 1024 * 1024;
-const SCENARIO_TIMEOUT_MS = 600_000;
 /** The TRIM scenario writes its file twice and reads it back: 272 s at load 13 (TCG). */
 const TRIM_SCENARIO_TIMEOUT_MS = 1_200_000;
 /** The volumes the server starts with; `trim` is created by its scenario (own chunk size). */
