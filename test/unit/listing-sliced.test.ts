@@ -104,6 +104,14 @@ describe('sliced list pages', () => {
     expect(rest.next).toBeNull();
   });
 
+  it('the volume deleted between slices: the page is refused whole (VOLUME_NOT_FOUND), never half', async () => {
+    const { reg } = await manySnapshots();
+    const racing = new RaceAtFirstYield(async () => {
+      await reg.deleteVolume('v', false, true);
+    });
+    await expect(reg.snapshotPageSliced('v', { limit: SNAPSHOTS }, racing)).rejects.toMatchObject({ code: 'VOLUME_NOT_FOUND' });
+  });
+
   it('a volume page yields between slices and leaves out a volume deleted meanwhile', async () => {
     const store = new FakeStore();
     const reg = new VolumeRegistry(store, { defaultExport: 'v0000', readOnly: false });
