@@ -198,8 +198,8 @@ export interface Store {
    */
   createSnapshot(volume: string, name: string, description?: string, guid?: string): Promise<SnapshotInfo>;
   /**
-   * The volume's snapshots, oldest first; with `only`, just those it names (one pass over the
-   * volume's list: a sliced listing asks for one slice of names at a time).
+   * The volume's snapshots, oldest first; with `only`, just those it names, found by name
+   * (a sliced listing asks for one slice of names at a time, never for the whole list).
    */
   listSnapshots(volume: string, only?: ReadonlySet<string>): SnapshotInfo[];
   snapshotInfo(volume: string, name: string): SnapshotInfo;
