@@ -111,7 +111,7 @@ export const METHODS = {
   }),
 
   'volume.list': def({ after, limit }, (p, ctx) =>
-    ctx.registry.volumePage({ after: p.after, limit: p.limit ?? LIST_PAGE_DEFAULT })),
+    ctx.registry.volumePageSliced({ after: p.after, limit: p.limit ?? LIST_PAGE_DEFAULT })),
 
   'volume.info': def({ name }, (p, ctx) => ctx.registry.volumeInfo(p.name)),
 
@@ -142,8 +142,8 @@ export const METHODS = {
     description: { type: 'string', required: false, maxLength: DESCRIPTION_MAX },
   }, (p, ctx) => ctx.registry.createSnapshot(p.volume, p.name, p.description)),
 
-  'snapshot.list': def({ volume: name, after, limit }, (p, ctx) => {
-    const page = ctx.registry.snapshotPage(p.volume, { after: p.after, limit: p.limit ?? LIST_PAGE_DEFAULT });
+  'snapshot.list': def({ volume: name, after, limit }, async (p, ctx) => {
+    const page = await ctx.registry.snapshotPageSliced(p.volume, { after: p.after, limit: p.limit ?? LIST_PAGE_DEFAULT });
     return { volume: p.volume, snapshots: page.snapshots, next: page.next };
   }),
 

@@ -67,6 +67,8 @@ export class Catalog {
   private counting = false;
   /** Walks of dropped nodes' maps not finished yet (node-release.ts), oldest first. */
   private readonly releasing: NodeRelease[] = [];
+  /** Each volume's snapshot positions by name, made on first use after its list changed. */
+  private readonly positions = new WeakMap<Volume, Map<string, number>>();
 
   constructor(chunks: DataStore) {
     this.chunks = chunks;
@@ -109,6 +111,7 @@ export class Catalog {
     if (node.kind === 'head') vol.head = node;
     else {
       vol.snaps.push(node);
+      this.positions.delete(vol);
       if (node.epoch + 1 > this.epochNow) this.epochNow = node.epoch + 1;
     }
     if (node.id >= this.nextIdNow) this.nextIdNow = node.id + 1;
@@ -124,6 +127,7 @@ export class Catalog {
     this.nodes.delete(node.id);
     const i = node.vol.snaps.indexOf(node);
     if (i >= 0) node.vol.snaps.splice(i, 1);
+    this.positions.delete(node.vol);
     const walk = new NodeRelease(node.map, this.counting ? { cls: node.vol.chunkClass, nodes: this.candidates(node.vol) } : null);
     if (!walk.finished) this.releasing.push(walk);
     return walk;
@@ -250,6 +254,19 @@ export class Catalog {
     const v = this.byName.get(name);
     if (!v) throw new StoreError(StoreErrorCode.VolumeNotFound, `volume '${name}' not found`);
     return v;
+  }
+
+  /**
+   * Where each snapshot of `vol` stands in its list (oldest first), by name: a sliced listing
+   * looks up one slice of names at a time without a walk of the whole list for each.
+   */
+  snapshotPositions(vol: Volume): ReadonlyMap<string, number> {
+    let at = this.positions.get(vol);
+    if (!at) {
+      at = new Map(vol.snaps.map((s, i) => [s.name, i]));
+      this.positions.set(vol, at);
+    }
+    return at;
   }
 
   snapshot(volume: string, name: string): Node {

@@ -339,8 +339,16 @@ export class CowStore implements Store {
     });
   }
 
-  listSnapshots(volume: string): SnapshotInfo[] {
-    return this.catalog.volume(volume).snaps.map((s, i) => snapshotInfo(this.catalog, s, i));
+  listSnapshots(volume: string, only?: ReadonlySet<string>): SnapshotInfo[] {
+    const vol = this.catalog.volume(volume);
+    if (only === undefined) return vol.snaps.map((s, i) => snapshotInfo(this.catalog, s, i));
+    const at = this.catalog.snapshotPositions(vol);
+    const found: number[] = [];
+    for (const name of only) {
+      const i = at.get(name);
+      if (i !== undefined) found.push(i);
+    }
+    return found.sort((a, b) => a - b).map((i) => snapshotInfo(this.catalog, vol.snaps[i] as Node, i));
   }
 
   snapshotInfo(volume: string, name: string): SnapshotInfo {

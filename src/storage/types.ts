@@ -197,7 +197,11 @@ export interface Store {
    * after it resolves.
    */
   createSnapshot(volume: string, name: string, description?: string, guid?: string): Promise<SnapshotInfo>;
-  listSnapshots(volume: string): SnapshotInfo[];
+  /**
+   * The volume's snapshots, oldest first; with `only`, just those it names, found by name
+   * (a sliced listing asks for one slice of names at a time, never for the whole list).
+   */
+  listSnapshots(volume: string, only?: ReadonlySet<string>): SnapshotInfo[];
   snapshotInfo(volume: string, name: string): SnapshotInfo;
   deleteSnapshot(volume: string, name: string): Promise<void>;
   /** The head becomes the snapshot's content again; other snapshots are kept. */

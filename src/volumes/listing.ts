@@ -1,10 +1,11 @@
 // The listing half of the volume registry (registry.ts): NBD_OPT_LIST from the export catalog,
-// volume and snapshot pages for the control socket, the views they answer with, and the server
-// stats. It reads the store (whose space figures are counters, storage/space.ts), the catalog,
+// volume and snapshot pages for the control socket (built in slices that yield the event loop),
+// the views they answer with, and the server stats. It reads the store (whose space figures are counters, storage/space.ts), the catalog,
 // the pending snapshots (operations.ts owns them) and the lease table; it changes nothing.
 import type { ExportDescription } from '../server/exports.ts';
 import { checkName, StoreError, StoreErrorCode, type SnapshotInfo, type Store, type StoreStats, type VolumeInfo } from '../storage/types.ts';
 import { formatSize } from '../util/size.ts';
+import { walkNow, walkSliced, type Slicer, type Walk } from '../util/slice.ts';
 import { exportNameOf, parseExportName } from './export-name.ts';
 import { compareNames, type CatalogSnapshot, type CatalogVolume, type ExportCatalog } from './export-catalog.ts';
 import type { LeaseTable } from './leases.ts';
@@ -36,6 +37,12 @@ export interface ListingContext {
   restoring(): ((volume: string) => RestoreStatus | null) | null;
 }
 
+/** Entries looked up between two chances to yield in a sliced page (volume.list, snapshot.list). */
+export const LIST_SLICE_ENTRIES = 256;
+
+export interface VolumePage { volumes: VolumeView[]; next: string | null }
+export interface SnapshotPage { snapshots: SnapshotView[]; next: string | null }
+
 export class RegistryListing {
   private readonly ctx: ListingContext;
 
@@ -62,7 +69,34 @@ export class RegistryListing {
    * Volumes in name order, `limit` of them after the name `after`; `next` is the `after` of the
    * following page (null: none). Space figures are computed for this page only.
    */
-  volumePage(page: ListPage = {}): { volumes: VolumeView[]; next: string | null } {
+  volumePage(page: ListPage = {}): VolumePage {
+    return walkNow(this.volumeWalk(page, Infinity));
+  }
+
+  /** `volumePage` built LIST_SLICE_ENTRIES at a time, yielding the event loop (volume.list). */
+  volumePageSliced(page: ListPage = {}, slicer?: Slicer): Promise<VolumePage> {
+    return walkSliced(this.volumeWalk(page, LIST_SLICE_ENTRIES), slicer);
+  }
+
+  /**
+   * Snapshots oldest first (then those being created), `limit` of them after the snapshot `after`
+   * (which must still exist); `next` is the `after` of the following page (null: none).
+   */
+  snapshotPage(volume: string, page: ListPage = {}): SnapshotPage {
+    return walkNow(this.snapshotWalk(volume, page, Infinity));
+  }
+
+  /** `snapshotPage` built LIST_SLICE_ENTRIES at a time, yielding the event loop (snapshot.list). */
+  snapshotPageSliced(volume: string, page: ListPage = {}, slicer?: Slicer): Promise<SnapshotPage> {
+    return walkSliced(this.snapshotWalk(volume, page, LIST_SLICE_ENTRIES), slicer);
+  }
+
+  /**
+   * The names are taken when the walk starts; each is looked up when its slice comes, and one
+   * deleted meanwhile is left out (the page then reaches further, to `limit` entries if there
+   * are as many). `next` is the last name listed, which existed when it was listed.
+   */
+  private *volumeWalk(page: ListPage, slice: number): Walk<VolumePage> {
     const names = this.ctx.catalog.volumeNames();
     const after = page.after;
     let start = 0;
@@ -75,24 +109,42 @@ export class RegistryListing {
         else hi = mid;
       }
     }
-    const end = Math.min(names.length, start + (page.limit ?? names.length));
-    const volumes = names.slice(start, end).map((n) => this.volumeView(this.ctx.store.volumeInfo(n)));
-    return { volumes, next: end < names.length ? names[end - 1] ?? null : null };
+    const limit = page.limit ?? names.length;
+    const volumes: VolumeView[] = [];
+    let i = start;
+    while (i < names.length && volumes.length < limit) {
+      if (i > start) yield;
+      for (const end = Math.min(names.length, i + slice); i < end && volumes.length < limit; i++) {
+        const info = this.volumeIfAny(names[i]!);
+        if (info) volumes.push(this.volumeView(info));
+      }
+    }
+    return { volumes, next: i < names.length ? volumes.at(-1)?.name ?? null : null };
+  }
+
+  /** Null when the volume is gone (deleted while a sliced walk yielded). */
+  private volumeIfAny(name: string): VolumeInfo | null {
+    try {
+      return this.ctx.store.volumeInfo(name);
+    } catch (e) {
+      if (e instanceof StoreError && e.code === StoreErrorCode.VolumeNotFound) return null;
+      throw e;
+    }
   }
 
   /**
-   * Snapshots oldest first (then those being created), `limit` of them after the snapshot `after`
-   * (which must still exist); `next` is the `after` of the following page (null: none).
+   * As `volumeWalk`. Each slice asks the store for its names only (space figures for this page
+   * only). A name is listed from the store, else from its pending entry (a snapshot being deleted,
+   * which the store dropped before its commit: as it was; one being created: `creating`), else
+   * left out (gone). The volume deleted meanwhile ends the walk with VOLUME_NOT_FOUND.
    */
-  snapshotPage(volume: string, page: ListPage = {}): { snapshots: SnapshotView[]; next: string | null } {
+  private *snapshotWalk(volume: string, page: ListPage, slice: number): Walk<SnapshotPage> {
     checkName('volume', volume);
-    const volumeSize = this.ctx.store.volumeInfo(volume).size; // VOLUME_NOT_FOUND
+    this.ctx.store.volumeInfo(volume); // VOLUME_NOT_FOUND
     const names = [...(this.ctx.catalog.volume(volume)?.snapshots.keys() ?? [])];
     const known = new Set(names);
-    const creating = new Map<string, PendingSnapshot>();
     for (const p of this.ctx.pending.values()) {
       if (p.volume !== volume || p.state !== SnapshotState.Creating || known.has(p.name)) continue;
-      creating.set(p.name, p);
       names.push(p.name);
     }
     let start = 0;
@@ -103,23 +155,33 @@ export class RegistryListing {
           `snapshot '${exportNameOf(volume, page.after)}' (where this page starts) no longer exists; list again from the start`);
       }
     }
-    const end = Math.min(names.length, start + (page.limit ?? names.length));
-    // One listing of the store's snapshots (counters: O(snapshots)), not a lookup per name.
-    const infos = new Map(this.ctx.store.listSnapshots(volume).map((s) => [s.name, s]));
-    const snapshots = names.slice(start, end).map((n): SnapshotView => {
-      const p = creating.get(n);
-      if (!p) {
-        // A snapshot being deleted has left the store before its commit ends: listed as deleting.
-        const info = infos.get(n) ?? this.ctx.pending.get(exportNameOf(volume, n))?.info;
-        return info ? this.snapshotView(info) : this.snapshotView(this.ctx.store.snapshotInfo(volume, n));
+    const limit = page.limit ?? names.length;
+    const snapshots: SnapshotView[] = [];
+    let i = start;
+    while (i < names.length && snapshots.length < limit) {
+      if (i > start) yield;
+      const batch = names.slice(i, i + Math.min(slice, limit - snapshots.length));
+      const infos = new Map(this.ctx.store.listSnapshots(volume, new Set(batch)).map((s) => [s.name, s]));
+      const volumeSize = batch.length > infos.size ? this.ctx.store.volumeInfo(volume).size : 0;
+      for (const n of batch) {
+        const view = this.snapshotEntry(volume, n, infos.get(n), volumeSize);
+        if (view) snapshots.push(view);
       }
-      return {
-        volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
-        description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
-        exports: [], connections: 0, clones: [], guid: '',
-      };
-    });
-    return { snapshots, next: end < names.length ? names[end - 1] ?? null : null };
+      i += batch.length;
+    }
+    return { snapshots, next: i < names.length ? snapshots.at(-1)?.name ?? null : null };
+  }
+
+  private snapshotEntry(volume: string, name: string, info: SnapshotInfo | undefined, volumeSize: number): SnapshotView | null {
+    if (info) return this.snapshotView(info);
+    const p = this.ctx.pending.get(exportNameOf(volume, name));
+    if (p?.state === SnapshotState.Deleting && p.info) return this.snapshotView(p.info);
+    if (p?.state !== SnapshotState.Creating) return null;
+    return {
+      volume, name: p.name, created: p.started.toISOString(), state: SnapshotState.Creating, reason: null,
+      description: p.description, size: volumeSize, referenced: 0, used: 0, written: 0,
+      exports: [], connections: 0, clones: [], guid: '',
+    };
   }
 
   stats(): RegistryStats {

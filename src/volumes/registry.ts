@@ -18,7 +18,8 @@ import { LeaseTable, REVOKE_WAIT_MS } from './leases.ts';
 import { VolumeOperations } from './operations.ts';
 import { ReadOnlyDevice } from './read-only-device.ts';
 import { unavailableExportMessage, type RestoreStatus } from './state.ts';
-import { RegistryListing } from './listing.ts';
+import { RegistryListing, type SnapshotPage, type VolumePage } from './listing.ts';
+import type { Slicer } from '../util/slice.ts';
 import type { ListPage, RegistryStats, SnapshotView, VolumeDeleted, VolumeView } from './views.ts';
 import type { OperationMetrics } from '../util/operation-metrics.ts';
 
@@ -163,8 +164,13 @@ export class VolumeRegistry implements ExportResolver {
    * Volumes in name order, `limit` of them after the name `after`; `next` is the `after` of the
    * following page (null: none).
    */
-  volumePage(page: ListPage = {}): { volumes: VolumeView[]; next: string | null } {
+  volumePage(page: ListPage = {}): VolumePage {
     return this.listing.volumePage(page);
+  }
+
+  /** `volumePage` built in slices that yield the event loop (volume.list). */
+  volumePageSliced(page: ListPage = {}, slicer?: Slicer): Promise<VolumePage> {
+    return this.listing.volumePageSliced(page, slicer);
   }
 
   volumeInfo(name: string): VolumeView {
@@ -206,8 +212,13 @@ export class VolumeRegistry implements ExportResolver {
    * Snapshots oldest first (then those being created), `limit` of them after the snapshot `after`
    * (which must still exist); `next` is the `after` of the following page (null: none).
    */
-  snapshotPage(volume: string, page: ListPage = {}): { snapshots: SnapshotView[]; next: string | null } {
+  snapshotPage(volume: string, page: ListPage = {}): SnapshotPage {
     return this.listing.snapshotPage(volume, page);
+  }
+
+  /** `snapshotPage` built in slices that yield the event loop (snapshot.list). */
+  snapshotPageSliced(volume: string, page: ListPage = {}, slicer?: Slicer): Promise<SnapshotPage> {
+    return this.listing.snapshotPageSliced(volume, page, slicer);
   }
 
   snapshotInfo(volume: string, name: string): SnapshotView {

@@ -17,8 +17,13 @@ import { Prng, testSeed } from '../helpers/prng.ts';
 import { BLOCK, BLOCKS, MAGIC, blockContent } from './storage-kill-writer.ts';
 
 const ROUNDS = Number(process.env['KILL_ROUNDS'] ?? 100);
+/** The rounds take ~2.6 s each at load 13 (a node start each): 100 of them need room on a loaded CI. */
+const TEST_TIMEOUT_MS = 1_200_000;
 const children = new Set<ReturnType<typeof spawn>>();
+/** Set when the file ends: a test body still running (timed out) must not start another writer. */
+let ended = false;
 afterAll(() => {
+  ended = true;
   for (const c of children) c.kill('SIGKILL');
 });
 
@@ -31,6 +36,10 @@ const ROUND_LIMIT_MS = 60_000;
 /** Runs the writer; kills it on the `extra`th event after its `flushes`th answered flush. */
 function runChild(dir: string, counter: number, seed: number, flushes: number, extra: number): Promise<Round> {
   return new Promise((resolve, reject) => {
+    if (ended) {
+      reject(new Error('the test file has ended (timed out?): no new writer'));
+      return;
+    }
     const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'storage-kill-writer.ts'), dir, String(counter), String(seed)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -170,5 +179,5 @@ describe('kill -9 during continuous writes and flushes', () => {
     } finally {
       await rm(root, { recursive: true, force: true });
     }
-  }, 600_000);
+  }, TEST_TIMEOUT_MS);
 });

@@ -13,6 +13,7 @@ import { CrashPoint, type FileIo } from '../../src/storage/file-io.ts';
 import { openCowStore } from '../../src/storage/index.ts';
 import { prng, SimCrash, SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { HoldFileIo } from '../helpers/hold-file-io.ts';
+import { durableSimFile } from '../helpers/sim-files.ts';
 
 const KiB = 1024;
 const CHUNK = 4096;
@@ -59,13 +60,9 @@ interface Setup {
  */
 async function setup(slotTail: boolean): Promise<Setup> {
   const sim = new SimFileIo();
-  const f = await sim.open('/b.img', 'create');
   const backing = Buffer.alloc(BACKING);
   for (let i = 0; i < BACKING; i++) backing[i] = (i * 7 + 3) & 0xff;
-  await f.write(backing, 0, BACKING, 0);
-  await f.datasync();
-  await f.close();
-  await sim.syncDir('/');
+  await durableSimFile(sim, '/b.img', backing);
   const hold = new HoldFileIo(sim);
   const store = await open(hold);
   await store.createVolume({ name: 'b', backing: '/b.img', size: slotTail ? 60 * KiB : SNAP_SIZE, chunkSize: CHUNK });

@@ -12,6 +12,7 @@ import { CrashPoint, type FileIo, type IoFile, type OpenMode } from '../../src/s
 import { openCowStore } from '../../src/storage/index.ts';
 import { prng, SimCrash, SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { buildSparseStore, Harness, runCheckOn, sha, verifyNodes, type NodeModel } from '../property/storage-model.ts';
+import { durableSimFile } from '../helpers/sim-files.ts';
 
 const POINTS = [
   CrashPoint.DataWritten, CrashPoint.BeforeDataSync, CrashPoint.AfterDataSync, CrashPoint.JournalAppendMid,
@@ -256,13 +257,9 @@ describe('power loss during a resize', () => {
   /** Volume 'b' over a backing file, written in its last chunk, snapshot 's'; all durable. */
   async function resizeSim(): Promise<{ sim: SimFileIo; store: CowStore; head: Buffer; snap: Buffer }> {
     const sim = new SimFileIo();
-    const f = await sim.open('/b.img', 'create');
     const backing = Buffer.alloc(BACKING);
     for (let i = 0; i < BACKING; i++) backing[i] = (i * 7 + 3) & 0xff;
-    await f.write(backing, 0, BACKING, 0);
-    await f.datasync();
-    await f.close();
-    await sim.syncDir('/');
+    await durableSimFile(sim, '/b.img', backing);
     const store = await openSim(sim);
     await store.createVolume({ name: 'b', backing: '/b.img', size: SMALL, chunkSize: 4096 });
     const head = Buffer.from(backing.subarray(0, SMALL));

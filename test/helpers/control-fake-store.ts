@@ -123,7 +123,9 @@ export class FakeStore implements Store {
     return { ...info };
   }
 
-  listSnapshots(volume: string): SnapshotInfo[] { return [...this.vol(volume).snaps.values()].map((s) => this.snapshotInfo(volume, s.info.name)); }
+  listSnapshots(volume: string, only?: ReadonlySet<string>): SnapshotInfo[] {
+    return [...this.vol(volume).snaps.values()].filter((s) => only === undefined || only.has(s.info.name)).map((s) => this.snapshotInfo(volume, s.info.name));
+  }
   snapshotInfo(volume: string, name: string): SnapshotInfo { return { ...this.snap(volume, name).info, unavailable: this.vol(volume).info.unavailable }; }
 
   /** Marks a volume unavailable as the engine does for a changed backing file (tests). */

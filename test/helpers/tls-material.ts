@@ -14,6 +14,15 @@ export interface TlsClientFiles {
   dir: string;
 }
 
+/** The X.509 client identities a TLS server must admit or refuse: [what, client, admitted]. */
+export const X509_ADMISSION_CASES = [
+  ['alice (valid certificate)', 'alice', true],
+  ['bob (valid certificate)', 'bob', true],
+  ['an expired certificate', 'expired', false],
+  ['a revoked certificate', 'revoked', false],
+  ['a certificate from another CA', 'stranger', false],
+] as const;
+
 export interface TlsTestMaterial {
   root: string;
   caCert: string;

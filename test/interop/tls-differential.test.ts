@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requires } from '../helpers/requires.ts';
 import { startNbdkit, type Peer } from '../helpers/peers.ts';
 import { startServer, type RunningServer } from '../helpers/server.ts';
-import { makeTlsMaterial, type TlsTestMaterial } from '../helpers/tls-material.ts';
+import { makeTlsMaterial, X509_ADMISSION_CASES, type TlsTestMaterial } from '../helpers/tls-material.ts';
 import { tool } from './tool.ts';
 
 const SIZE = 16 * 2 ** 20;
@@ -40,13 +40,7 @@ async function admitted(uri: string): Promise<boolean> {
 }
 
 describe('TLS admission: snapnbd agrees with nbdkit', () => {
-  it.each([
-    ['alice (valid certificate)', 'alice', true],
-    ['bob (valid certificate)', 'bob', true],
-    ['an expired certificate', 'expired', false],
-    ['a revoked certificate', 'revoked', false],
-    ['a certificate from another CA', 'stranger', false],
-  ] as const)('X.509: %s', async (_what, who, expected) => {
+  it.each(X509_ADMISSION_CASES)('X.509: %s', async (_what, who, expected) => {
     for (const p of peers) {
       expect([p.name, await admitted(`nbds://127.0.0.1:${p.x509Port}/vm?tls-certificates=${pki.clients[who].dir}`)]).toEqual([p.name, expected]);
     }

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requires } from '../helpers/requires.ts';
 import { freePort } from '../helpers/peers.ts';
 import { startServer, tempDir, type RunningServer } from '../helpers/server.ts';
-import { makeTlsMaterial, type TlsTestMaterial } from '../helpers/tls-material.ts';
+import { makeTlsMaterial, X509_ADMISSION_CASES, type TlsTestMaterial } from '../helpers/tls-material.ts';
 import { mustRun, sha256File, tool } from './tool.ts';
 
 const MiB = 2 ** 20;
@@ -164,13 +164,7 @@ describe('TLS admission: snapnbd agrees with qemu-nbd --tls-creds', () => {
     return r.code === 0;
   }
 
-  it.each([
-    ['alice (valid certificate)', 'alice', true],
-    ['bob (valid certificate)', 'bob', true],
-    ['an expired certificate', 'expired', false],
-    ['a revoked certificate', 'revoked', false],
-    ['a certificate from another CA', 'stranger', false],
-  ] as const)('X.509: %s', async (_what, who, expected) => {
+  it.each(X509_ADMISSION_CASES)('X.509: %s', async (_what, who, expected) => {
     for (const p of peers) expect([p.name, await admitted(certUri(p.x509Port, who))]).toEqual([p.name, expected]);
   });
 

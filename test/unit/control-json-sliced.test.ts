@@ -1,15 +1,8 @@
 // A control reply's JSON text is built in slices (src/control/json-sliced.ts): the text must be
 // JSON.stringify's, byte for byte, and a long array must let the event loop run in between.
 import { describe, expect, it } from 'vitest';
-import { countLoopTurns } from '../helpers/loop-turns.ts';
+import { countLoopTurns, EverySlice } from '../helpers/loop-turns.ts';
 import { JSON_SLICE_ITEMS, stringifySliced } from '../../src/control/json-sliced.ts';
-import { Slicer } from '../../src/util/slice.ts';
-
-class EverySlice extends Slicer {
-  override due(): boolean {
-    return true;
-  }
-}
 
 const extents = (n: number): { offset: number; length: number }[] =>
   Array.from({ length: n }, (_, i) => ({ offset: i * 131072, length: 65536 }));

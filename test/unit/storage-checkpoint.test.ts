@@ -10,13 +10,12 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CrashPoint, realFileIo, type IoFile } from '../../src/storage/file-io.ts';
 import { JOURNAL_HEADER_LEN, journalFile, Rec, RECORD_HEADER_LEN, RecordWriter, scanRecords } from '../../src/storage/format.ts';
-import { openCowStore } from '../../src/storage/index.ts';
+import { openCowStore, type CowStore } from '../../src/storage/index.ts';
 import { scanFileRecords, writeInPieces, type FileRecord } from '../../src/storage/record-pieces.ts';
 import { prng, SimFileIo } from '../../src/storage/sim-file-io.ts';
 import { StoreError } from '../../src/storage/types.ts';
 import { HoldFileIo } from '../helpers/hold-file-io.ts';
-import { countLoopTurns } from '../helpers/loop-turns.ts';
-import { Slicer } from '../../src/util/slice.ts';
+import { countLoopTurns, EverySlice } from '../helpers/loop-turns.ts';
 import { buildSparseStore, verifyNodes } from '../property/storage-model.ts';
 import type { L1, Page } from '../../src/storage/block-map.ts';
 import type { Catalog } from '../../src/storage/catalog.ts';
@@ -121,13 +120,8 @@ describe('records in pieces', () => {
 
   it('yield the event loop between records once a slice is used up, within one piece too, the bytes unchanged', async () => {
     // A slice always used up: every record is encoded in a turn of its own.
-    class Spent extends Slicer {
-      override due(): boolean {
-        return true;
-      }
-    }
     const f = new MemFile();
-    const slicer = new Spent();
+    const slicer = new EverySlice();
     const turns = countLoopTurns();
     const end = await writeInPieces(records, Buffer.alloc(1 << 20), AT, (b, n, pos) => f.write(b, 0, n, pos), () => undefined, slicer);
     expect(turns.stop()).toBeGreaterThanOrEqual(records.length - 1);
@@ -174,6 +168,21 @@ describe('records in pieces', () => {
     expect(got.end).toBe(AT + records[0]!.length + records[1]!.length);
   });
 });
+
+/**
+ * Starts a checkpoint of `s` and holds it at its second piece: its first records are written,
+ * the rest not yet encoded. `release` lets it go on; `done` is the checkpoint.
+ */
+async function checkpointHeldMidway(s: CowStore, io: HoldFileIo): Promise<{ done: Promise<void>; release: () => void }> {
+  const name = journalFile(s.inspect().journalGen + 1);
+  const first = io.hold(name, 'write');
+  const done = s.checkpoint();
+  await first.reached;
+  const second = io.hold(name, 'write');
+  first.release();
+  await second.reached;
+  return { done, release: () => second.release() };
+}
 
 describe('a store checkpointed in tiny pieces', () => {
   let dir: string;
@@ -250,14 +259,7 @@ describe('a store checkpointed in tiny pieces', () => {
     for (let i = 0; i < 32; i++) await a.write(i * 131072 + 8192, Buffer.alloc(4096, 77), NOFUA);
     await s.checkpoint();
     const before = checkpointBody(await journalOf(), s.inspect().checkpointLen);
-    // Hold the second piece of the next checkpoint: its first records are encoded, the rest not.
-    const name = journalFile(s.inspect().journalGen + 1);
-    const first = io.hold(name, 'write');
-    const cp = s.checkpoint();
-    await first.reached;
-    const second = io.hold(name, 'write');
-    first.release();
-    await second.reached;
+    const { done: cp, release } = await checkpointHeldMidway(s, io);
     // An L1 grown and cut in place; writes in place into frozen pages; a new page and a dropped
     // one (the L1 changes again); pages copied in another volume.
     const head = s.inspect().volume('a')!.head;
@@ -267,7 +269,7 @@ describe('a store checkpointed in tiny pieces', () => {
     await a.write(0, Buffer.alloc(4096, 79), NOFUA);
     await a.trim(4 << 20, 2 << 20, NOFUA);
     await s.head('b').write(65536 * 5, Buffer.alloc(65536, 80), NOFUA);
-    second.release();
+    release();
     await cp;
     const during = checkpointBody(await journalOf(), s.inspect().checkpointLen);
     expect(during.equals(before)).toBe(true);
@@ -290,13 +292,7 @@ describe('a store checkpointed in tiny pieces', () => {
     await s.createSnapshot('c', 'c1');
     await s.checkpoint();
     const before = checkpointBody(await journalOf(), s.inspect().checkpointLen);
-    const name = journalFile(s.inspect().journalGen + 1);
-    const first = io.hold(name, 'write');
-    const cp = s.checkpoint();
-    await first.reached;
-    const second = io.hold(name, 'write');
-    first.release();
-    await second.reached;
+    const { done: cp, release } = await checkpointHeldMidway(s, io);
     // The head copies the shared L1 (page 1 copied, page 0 shared by both L1s); dropping c1
     // leaves page 0 held by the head's copy alone, which then writes into it in place: only the
     // copy's link to the checkpoint (block-map.ts `L1.freeze`) says the page must be kept.
@@ -309,7 +305,7 @@ describe('a store checkpointed in tiny pieces', () => {
     expect(page0.refs).toBe(1);
     await c.write(8192, Buffer.alloc(4096, 86), NOFUA);
     expect(head.map.l1.pages[0]).toBe(page0); // written in place
-    second.release();
+    release();
     await cp;
     await deleted;
     const during = checkpointBody(await journalOf(), s.inspect().checkpointLen);
@@ -371,19 +367,13 @@ describe('a store checkpointed in tiny pieces', () => {
     };
     await s.checkpoint();
     const before = cpBody();
-    const name = journalFile(s.inspect().journalGen + 1);
-    const first = io.hold(name, 'write');
-    const cp = s.checkpoint();
-    await first.reached;
-    const second = io.hold(name, 'write');
-    first.release();
-    await second.reached;
+    const { done: cp, release } = await checkpointHeldMidway(s, io);
     // The pass copies, switches (rewrites shared pages in place), then waits for our commit.
     sim.hits.clear();
     const compacted = s.compact();
     while (!sim.hits.get(CrashPoint.CompactCopied)) await new Promise((r) => setTimeout(r, 1));
     await new Promise((r) => setTimeout(r, 5));
-    second.release();
+    release();
     await cp;
     expect(cpBody().equals(before), 'the checkpoint written during the switch').toBe(true);
     expect((await compacted).segments).toBeGreaterThan(0);

@@ -9,6 +9,7 @@ import { checkStore } from '../../src/storage/check.ts';
 import { SimFileIo } from '../../src/storage/sim-file-io.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
 import { HoldFileIo } from '../helpers/hold-file-io.ts';
+import { durableSimFile } from '../helpers/sim-files.ts';
 import { spaceOf, walkSpace } from '../../src/storage/accounting.ts';
 import { BACKING_BASE } from '../../src/storage/partial-slots.ts';
 
@@ -52,11 +53,7 @@ async function readAll(s: CowStore, snap?: string): Promise<Buffer> {
 async function overBacking(): Promise<{ sim: SimFileIo; io: HoldFileIo; s: CowStore; model: Buffer }> {
   const sim = new SimFileIo();
   const img = pattern(BACKING_LEN, 1);
-  const f = await sim.open('/b.img', 'create');
-  await f.write(img, 0, img.length, 0);
-  await f.datasync();
-  await f.close();
-  await sim.syncDir('/');
+  await durableSimFile(sim, '/b.img', img);
   const io = new HoldFileIo(sim);
   const s = await open(io);
   await s.createVolume({ name: 'v', size: SIZE, chunkSize: CHUNK, backing: '/b.img' });

@@ -5,21 +5,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { countLoopTurns } from '../helpers/loop-turns.ts';
+import { countLoopTurns, EverySlice } from '../helpers/loop-turns.ts';
 import { openCowStore } from '../../src/storage/index.ts';
-import { Slicer } from '../../src/util/slice.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
 import { callMethod } from '../../src/control/methods.ts';
 
 const CHUNK = 65536;
 const SEGMENT = 16 * CHUNK; // small segments: many files for a few MiB
-
-/** Due at every look: the walk yields as often as it can. */
-class EverySlice extends Slicer {
-  override due(): boolean {
-    return true;
-  }
-}
 
 describe('sliced store stats', () => {
   let dir: string;

@@ -10,11 +10,13 @@ import { Guest } from './guest.ts';
 import { startVmServer } from './vm-server.ts';
 import { controlCall } from './control.ts';
 import {
-  FILE_BLOCK, attach, callWhenIdle, detach, diskUsage, eventually, exportStats, freePort, listChecksums, writeRandomFiles,
+  FILE_BLOCK, SCENARIO_TIMEOUT_MS, attach, bulkTimeoutMs, callWhenIdle, detach, diskUsage, eventually, exportStats, filesBytes,
+  freePort, listChecksums, writeRandomFiles,
 } from './helpers.ts';
 
 const MIB = 1024 * 1024;
-const SCENARIO_TIMEOUT_MS = 600_000;
+/** The TRIM scenario writes its file twice and reads it back: 272 s at load 13 (TCG). */
+const TRIM_SCENARIO_TIMEOUT_MS = 1_200_000;
 /** The volumes the server starts with; `trim` is created by its scenario (own chunk size). */
 const VOLUME_ARGS = ['--volume', 'default=512M', '--volume', 'multi=256M', '--volume', 'persist=128M'];
 /** A chunk size no other volume uses: the trim volume's chunks get segment files of their own. */
@@ -99,8 +101,9 @@ describe('Linux kernel nbd-client in a VM', () => {
       const s = await controlCall(ctl, 'server.stats') as { store: { allocatedBytes: number; liveBytes: number } };
       return { allocated: s.store.allocatedBytes, live: s.store.liveBytes, du: diskUsage(dataDir) };
     };
+    const fileBytes = filesBytes({ big: blocks });
     await writeRandomFiles(g, '/mnt/trim', { big: blocks });
-    await g.sh('sync');
+    await g.sh('sync', bulkTimeoutMs(fileBytes));
     const written = await eventually('the file reaches the store', stats, (s) => s.live >= TRIM_FILE_MIB * MIB);
     await g.sh('rm /mnt/trim/big && sync');
     const out = await g.sh('/sbin/fstrim -v /mnt/trim');
@@ -113,14 +116,14 @@ describe('Linux kernel nbd-client in a VM', () => {
       (s) => written.du - s.du >= TRIM_FILE_MIB * MIB * TRIM_MIN_RETURNED_SHARE);
     // The same amount written again lands in the freed slots: the data dir does not grow.
     const again = await writeRandomFiles(g, '/mnt/trim', { big2: blocks });
-    await g.sh('sync');
+    await g.sh('sync', bulkTimeoutMs(fileBytes));
     const rewritten = await eventually('the second file reaches the store', stats, (s) => s.live >= TRIM_FILE_MIB * MIB);
     console.log(`[vm] fstrim: trimmed ${trimmed} B; live ${written.live} -> ${freed.live} -> ${rewritten.live} B; data dir (du) ${written.du} -> ${returned.du} -> ${rewritten.du} B`);
     expect(rewritten.du - written.du).toBeLessThanOrEqual(TRIM_REUSE_SLACK_BYTES);
-    expect(await listChecksums(g, '/mnt/trim')).toEqual(again);
+    expect(await listChecksums(g, '/mnt/trim', fileBytes)).toEqual(again);
     await g.sh('umount /mnt/trim');
     await detach(g, '/dev/nbd2');
-  }, SCENARIO_TIMEOUT_MS);
+  }, TRIM_SCENARIO_TIMEOUT_MS);
 
   it('nbd-client -C 4: four connections, parallel writers, every checksum verified through one fresh connection', async () => {
     const g = guest!;
@@ -130,13 +133,14 @@ describe('Linux kernel nbd-client in a VM', () => {
     await g.sh('/sbin/mkfs.ext4 -q -F /dev/nbd3 && mkdir -p /mnt/multi && mount -o noinit_itable /dev/nbd3 /mnt/multi');
     const files = { w1: 160, w2: 200, w3: 240, w4: 280 };
     const written = await writeRandomFiles(g, '/mnt/multi', files, true);
-    await g.sh('sync && umount /mnt/multi');
+    const bytes = filesBytes(files);
+    await g.sh('sync && umount /mnt/multi', bulkTimeoutMs(bytes));
     await detach(g, '/dev/nbd3');
     await eventually('multi connections closed', () => exportStats(ctl, 'multi'), (s) => s?.connections === 0);
     // Read back over a single new connection: what the four wrote is in the store, not in a cache.
     await attach(g, '/dev/nbd3', 'multi');
     await g.sh('mount -o ro,noload /dev/nbd3 /mnt/multi');
-    expect(await listChecksums(g, '/mnt/multi')).toEqual(written);
+    expect(await listChecksums(g, '/mnt/multi', bytes)).toEqual(written);
     await g.sh('umount /mnt/multi');
     await detach(g, '/dev/nbd3');
   }, SCENARIO_TIMEOUT_MS);

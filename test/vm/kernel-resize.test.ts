@@ -10,10 +10,9 @@ import { tempDir, type RunningServer } from '../helpers/server.ts';
 import { Guest } from './guest.ts';
 import { startVmServer } from './vm-server.ts';
 import { ControlCallError, controlCall } from './control.ts';
-import { attach, detach, eventually, exportStats, freePort, listChecksums, writeRandomFiles } from './helpers.ts';
+import { SCENARIO_TIMEOUT_MS, attach, detach, eventually, exportStats, freePort, listChecksums, writeRandomFiles } from './helpers.ts';
 
 const MIB = 1024 * 1024;
-const SCENARIO_TIMEOUT_MS = 600_000;
 const OLD_SIZE = 64 * MIB;
 const NEW_SIZE = 192 * MIB;
 /** ext4's own metadata: the grown filesystem has at least this share of the new size in blocks. */

@@ -11,9 +11,8 @@ import { makeTlsMaterial, type TlsTestMaterial } from '../helpers/tls-material.t
 import { GUEST_NBD_HOST, GUEST_NBD_PORT, Guest } from './guest.ts';
 import { startVmServer } from './vm-server.ts';
 import { controlCall } from './control.ts';
-import { detach, eventually, exportStats, freePort, listChecksums, writeRandomFiles } from './helpers.ts';
+import { SCENARIO_TIMEOUT_MS, detach, eventually, exportStats, freePort, listChecksums, writeRandomFiles } from './helpers.ts';
 
-const SCENARIO_TIMEOUT_MS = 600_000;
 /** Where the guest keeps each client's PEM files. */
 const GUEST_TLS_DIR = '/tmp/tls';
 /** The server certificate names localhost; the guest dials the forwarder's address. */

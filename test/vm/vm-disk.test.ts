@@ -10,9 +10,8 @@ import { tempDir, type RunningServer } from '../helpers/server.ts';
 import { Guest } from './guest.ts';
 import { startVmServer } from './vm-server.ts';
 import { controlCall } from './control.ts';
-import { listChecksums, writeRandomFiles } from './helpers.ts';
+import { SCENARIO_TIMEOUT_MS, listChecksums, writeRandomFiles } from './helpers.ts';
 
-const SCENARIO_TIMEOUT_MS = 600_000;
 
 /** SHA-256 of a whole export, read by nbdcopy (libnbd), never by the VM under test. */
 async function exportHash(uri: string): Promise<string> {
