@@ -35,7 +35,7 @@ export interface EpochSource {
   setEntry(node: Node, c: number, slot: number, birth: number): void;
 }
 /** What it needs of the transaction manager: queue map records, commit for FUA and FLUSH. */
-export type RecordLog = Pick<Journal, 'log' | 'commit' | 'batch' | 'rewrote'>;
+export type RecordLog = Pick<Journal, 'log' | 'commit' | 'batch' | 'rewrote' | 'onSwap'>;
 
 /**
  * A partial slot a write makes (`new`, over `base`), adds valid blocks to (`more`) or merged
@@ -49,6 +49,19 @@ interface Validity {
   at: number;
   inner: number;
   n: number;
+}
+
+/** A partial slot's SlotValid record in the journal's batch (DataPath.logValid). */
+interface ValidRecord {
+  rec: Buffer;
+  batch: number;
+  slot: number;
+  base: number;
+  at: number;
+  /** Words of the bitmap the record holds (it is rewritten in place: same length only). */
+  words: number;
+  /** Its bits lag the slot's: sealValid writes them at the swap. */
+  stale: boolean;
 }
 
 /** A zeroed-tail chunk written but not yet mapped (DataPath.prepareTail). */
@@ -78,7 +91,9 @@ export class DataPath {
    * A partial slot's SlotValid record while it waits in the journal's batch: later blocks of the
    * slot rewrite its bits instead of queueing one record per write (applyValidity).
    */
-  private readonly validRecords = new WeakMap<PartialSlot, { rec: Buffer; batch: number; slot: number; base: number; at: number }>();
+  private readonly validRecords = new WeakMap<PartialSlot, ValidRecord>();
+  /** Those whose bits changed since they were written: their bits are written at the swap (sealValid). */
+  private staleValid: { r: ValidRecord; p: PartialSlot }[] = [];
   private closed = false;
 
   constructor(io: Pick<FileIo, 'point'>, chunks: ChunkIo, catalog: EpochSource, journal: RecordLog) {
@@ -86,6 +101,7 @@ export class DataPath {
     this.chunks = chunks;
     this.catalog = catalog;
     this.journal = journal;
+    journal.onSwap(() => this.sealValid());
   }
 
   /** Every later request fails with StoreClosedError (ESHUTDOWN to NBD clients). */
@@ -442,13 +458,35 @@ export class DataPath {
   private logValid(cs: number, slot: number, p: PartialSlot): void {
     const batch = this.journal.batch;
     const r = this.validRecords.get(p);
-    if (r && r.batch === batch && r.slot === slot && r.base === p.base && r.at === p.at && patchSlotValidBits(r.rec, p.bits)) {
+    if (r && r.batch === batch && r.slot === slot && r.base === p.base && r.at === p.at && r.words === p.bits.length) {
+      // Its bits (and crc) are written once, at the swap, not per write (bench/README.md,
+      // "Cold random writes after a snapshot: where the CPU goes").
+      if (!r.stale) {
+        r.stale = true;
+        this.staleValid.push({ r, p });
+      }
       this.journal.rewrote(r.rec);
       return;
     }
     const rec = encodeSlotValid(cs, slot, p.base, p.bits, p.at);
     this.journal.log(rec);
-    this.validRecords.set(p, { rec, batch, slot, base: p.base, at: p.at });
+    this.validRecords.set(p, { rec, batch, slot, base: p.base, at: p.at, words: p.bits.length, stale: false });
+  }
+
+  /**
+   * At the commit's swap: the SlotValid records rewritten since they were queued get their
+   * slot's bits now, the state the batch commits (the data of every block set is written, so
+   * the commit's data sync covers it). A slot completed or freed meanwhile keeps its last bits
+   * here and the record that cleared it follows in the batch, as before.
+   */
+  private sealValid(): void {
+    const stale = this.staleValid;
+    if (stale.length === 0) return;
+    this.staleValid = [];
+    for (const { r, p } of stale) {
+      r.stale = false;
+      patchSlotValidBits(r.rec, p.bits);
+    }
   }
 
   /** Queues MapRun records for chunks of a node (sorted, grouped into runs). */

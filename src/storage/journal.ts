@@ -74,6 +74,7 @@ export class Journal {
   private loggedBytes = 0;
   /** Counts the swaps of `pending`: a record logged in this batch is still unwritten (see `batch`). */
   private swaps = 0;
+  private readonly swapHooks: (() => void)[] = [];
   private readonly pacer = new CommitPacer();
   private commitRunning: Promise<void> | null = null;
   private commitQueued: Promise<void> | null = null;
@@ -130,6 +131,14 @@ export class Journal {
    */
   rewrote(record: Buffer): void {
     this.loggedBytes += record.length;
+  }
+
+  /**
+   * Runs `fn` at each commit's swap, just before the batch is taken: a logger that rewrites its
+   * records in place (`batch`) writes their last state there once, not on every change.
+   */
+  onSwap(fn: () => void): void {
+    this.swapHooks.push(fn);
   }
 
   /** Queues records for the next commit (a change already made in memory). */
@@ -237,6 +246,7 @@ export class Journal {
     const t0 = performance.now();
     const data = this.chunks;
     // The swap: everything below is one instant of the in-memory state.
+    for (const fn of this.swapHooks) fn();
     const records = this.pending;
     const recordBytes = this.pendingBytes;
     this.pending = [];
