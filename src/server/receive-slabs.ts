@@ -7,13 +7,16 @@
 // stream bytes a payload spans.
 //
 // Node 20 takes `onread` only in `new net.Socket()`, so an accepted socket (paused at accept,
-// never read) is rewrapped around its handle by `readIntoSlabs`.
+// never read) is rewrapped around its handle by `readIntoSlabs`. After STARTTLS the same slabs take
+// the decrypted bytes (`readTlsIntoSlabs`): otherwise Node's TLS socket hands every TLS record
+// (<= 16 KiB; a 1 MiB WRITE is 64 of them) to a fresh buffer and the Readable stream machinery.
 //
 // Bounds: a request in flight pins at most the slabs its payload spans. Free slabs go to a pool
 // shared by the server's connections (one sequential writer at queue depth 8 cycles ~40 of
 // them), at most FREE_SLABS_MAX; the rest are dropped to the garbage collector like any buffer.
 
 import net from 'node:net';
+import type tls from 'node:tls';
 
 /** One slab: reads fill it front to back. */
 export const SLAB_BYTES = 256 * 1024;
@@ -182,4 +185,32 @@ export function readIntoSlabs(accepted: net.Socket, slabs: ReceiveSlabs, allowHa
   const socket = new net.Socket({ handle, allowHalfOpen, onread: slabs.onread } as net.SocketConstructorOpts);
   socket.once('close', () => accepted.destroy());
   return socket;
+}
+
+/** The fields Node 20's net.Socket keeps an `onread` option in (lib/internal/stream_base_commons.js). */
+const ONREAD_FIELDS = ['kBuffer', 'kBufferGen', 'kBufferCb'] as const;
+
+/**
+ * Makes `socket`, a TLSSocket just made over an existing socket (STARTTLS) and not yet read, deliver
+ * its decrypted bytes into `slabs` instead of through 'data' events. Node 20's TLSSocket takes
+ * `onread` only for a socket it connects itself (lib/_tls_wrap.js passes `onread: null` when it
+ * wraps one), so this sets the three fields net.Socket's constructor sets from `onread` and gives
+ * the TLS handle (a StreamBase) its first buffer, as net.js initSocketHandle does. Each record is
+ * still one callback (TLSWrap::ClearOut reads a record at a time), but into the slab, with no
+ * allocation and no stream machinery. False, and the socket left on 'data' events, when this
+ * Node has not the fields or the handle method.
+ */
+export function readTlsIntoSlabs(socket: tls.TLSSocket, slabs: ReceiveSlabs): boolean {
+  const own = Object.getOwnPropertySymbols(socket);
+  const [kBuffer, kBufferGen, kBufferCb] = ONREAD_FIELDS.map((name) => own.find((s) => s.description === name));
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (b: Uint8Array) => void } })._handle;
+  if (!kBuffer || !kBufferGen || !kBufferCb || typeof handle?.useUserBuffer !== 'function') return false;
+  const fields = socket as unknown as Record<symbol, unknown>;
+  if (fields[kBuffer] !== null) return false; // already reading into a buffer of its own
+  const first = slabs.onread.buffer();
+  fields[kBuffer] = first;
+  fields[kBufferGen] = slabs.onread.buffer;
+  fields[kBufferCb] = slabs.onread.callback;
+  handle.useUserBuffer(first);
+  return true;
 }

@@ -13,8 +13,8 @@
 // phase's negotiation, deadline and access grants live in handshake-phase.ts; each request is
 // validated and answered by dispatch.ts; replies leave through reply-writer.ts; the TLS and
 // budget mechanics live in tls.ts and memory-budget.ts. A listener's socket reads into reused
-// slabs (receive-slabs.ts): the session tells them what the decoder consumed and holds the slabs
-// of each WRITE's payload until the write settles. A little over 500 lines because the phases,
+// slabs (receive-slabs.ts), and after STARTTLS its TLS socket too: the session tells them what the
+// decoder consumed and holds the slabs of each WRITE's payload until the write settles. A little over 500 lines because the phases,
 // flow control and the close paths all read and change the same connection state; splitting them
 // would hand that state around instead of owning it here.
 import type { Duplex } from 'node:stream';
@@ -30,7 +30,7 @@ import type { ExportLease, ExportResolver } from './exports.ts';
 import { HandshakePhase, type TlsSettings } from './handshake-phase.ts';
 import type { MemoryBudget } from './memory-budget.ts';
 import { SERVER_HANDSHAKE_FLAGS } from './negotiate.ts';
-import type { ReceiveSlabs, Release } from './receive-slabs.ts';
+import { readTlsIntoSlabs, type ReceiveSlabs, type Release } from './receive-slabs.ts';
 import { ReplyWriter } from './reply-writer.ts';
 import type { RequestMetrics } from './request-metrics.ts';
 import { upgradeToTls, type TlsMaterial } from './tls.ts';
@@ -102,7 +102,7 @@ export class Session implements InboundHandler {
   readonly closed: Promise<void>;
   private socket: Duplex;
   private readonly opts: Required<SessionOptions>;
-  /** Until STARTTLS: after it, bytes arrive decrypted through 'data' events. */
+  /** Where the socket reads into, decrypted after STARTTLS; null: 'data' events. */
   private slabs: ReceiveSlabs | null;
   private readonly decoder: InboundDecoder;
   private writer: ReplyWriter;
@@ -369,14 +369,16 @@ export class Session implements InboundHandler {
       return;
     }
     const raw = this.socket;
+    // TLS reads the raw socket from now on; the slabs take its decrypted bytes instead.
     this.slabs?.deliverTo(null);
-    this.slabs = null;
     this.decoder.pause();
     raw.pause();
     this.detach(raw);
     raw.write(Buffer.concat(replies), () => {
       if (raw.destroyed) return;
       const up = upgradeToTls(raw, material);
+      if (this.slabs && readTlsIntoSlabs(up.socket, this.slabs)) this.slabs.deliverTo(this.onData);
+      else this.slabs = null; // 'data' events, fresh buffers: nothing to tell the slabs
       this.socket = up.socket;
       this.writer = new ReplyWriter(up.socket, this.onFlushed);
       this.attach(up.socket);

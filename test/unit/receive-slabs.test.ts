@@ -1,13 +1,19 @@
 // The connection's receive slabs: no slab is read into while the decoder still needs its bytes or
 // a WRITE in it is in flight; a real socket delivers in order through them; and a server whose
 // held write shares slabs with 48 MiB of later writes writes what the client sent.
+import { once } from 'node:events';
+import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { NbdServer } from '../../src/server/listener.ts';
 import { ReceiveSlabs, SLAB_BYTES, SLAB_READ_MIN, SlabPool, readIntoSlabs } from '../../src/server/receive-slabs.ts';
 import { StaticExports } from '../../src/server/static-exports.ts';
+import { loadTlsMaterial } from '../../src/server/tls.ts';
+import type { WriteOptions } from '../../src/storage/device.ts';
 import { MemoryDevice } from '../helpers/memory-device.ts';
 import { NBD, RawClient } from '../helpers/raw-client.ts';
+import { makeTlsMaterial } from '../helpers/tls-material.ts';
 
 /** Drives `slabs` as net.Socket does: a target at start, then after each read the callback and a new target. */
 class FakeSocket {
@@ -169,15 +175,37 @@ describe('readIntoSlabs', () => {
   });
 });
 
-describe('a server reading into slabs', () => {
+/** Records the memory each write's payload lies in: a slab's is SLAB_BYTES long. */
+class SlabWatchingDevice extends MemoryDevice {
+  readonly payloadBuffers: number[] = [];
+  override write(offset: number, data: Buffer, opts: WriteOptions): Promise<void> {
+    this.payloadBuffers.push(data.buffer.byteLength);
+    return super.write(offset, data, opts);
+  }
+}
+
+describe.each(['clear', 'TLS'] as const)('a server reading into slabs (%s)', (how) => {
   it('writes what the client sent while later requests recycle slabs around a held write', async () => {
     const MiB = 1024 * 1024;
-    const dev = new MemoryDevice({ size: 128 * MiB });
-    const server = new NbdServer({ exports: new StaticExports('disk').add('disk', dev, 'test disk'), maxConnections: 0 });
+    const dev = new SlabWatchingDevice({ size: 128 * MiB });
+    const pki = how === 'TLS' ? makeTlsMaterial() : null;
+    const material = pki ? loadTlsMaterial({ cert: pki.serverCert, key: pki.serverKey }) : null;
+    const server = new NbdServer({
+      exports: new StaticExports('disk').add('disk', dev, 'test disk'),
+      maxConnections: 0,
+      ...(material ? { tls: () => ({ mode: 'require' as const, material, exportNeedsTls: () => true }) } : {}),
+    });
     const addr = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
-    const client = await RawClient.connect(addr.kind === 'tcp' ? addr.port : 0);
+    let client = await RawClient.connect(addr.kind === 'tcp' ? addr.port : 0);
     try {
       await client.handshake();
+      if (pki) {
+        // STARTTLS, then the rest over TLS: the server reads the decrypted bytes into its slabs too.
+        expect((await client.option(NBD.OPT_STARTTLS)).map((r) => r.type)).toEqual([NBD.REP_ACK]);
+        const t = tls.connect({ socket: client.socket, ca: readFileSync(pki.caCert, 'utf8'), servername: 'localhost' });
+        await once(t, 'secureConnect');
+        client = RawClient.over(t);
+      }
       await client.go('disk');
       const fill = (n: number, seed: number): Buffer => {
         const b = Buffer.alloc(n);
@@ -201,9 +229,14 @@ describe('a server reading into slabs', () => {
         expect(dev.data.subarray(round * 4096, round * 4096 + 4096).equals(small)).toBe(true);
       }
       expect(replies).toBe(147);
+      // Every 4 KiB payload (one TLS record, or in one read) was handed on as a view of a slab.
+      const small = dev.payloadBuffers.filter((_, i) => dev.ops.filter((o) => o.op === 'write')[i]?.length === 4096);
+      expect(small.length).toBe(3);
+      expect(small.every((n) => n === SLAB_BYTES)).toBe(true);
     } finally {
       client.socket.destroy();
       await server.stop();
+      if (pki) rmSync(pki.root, { recursive: true, force: true });
     }
   });
 });
