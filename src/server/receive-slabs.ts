@@ -11,9 +11,12 @@
 // the decrypted bytes (`readTlsIntoSlabs`): otherwise Node's TLS socket hands every TLS record
 // (<= 16 KiB; a 1 MiB WRITE is 64 of them) to a fresh buffer and the Readable stream machinery.
 //
-// Bounds: a request in flight pins at most the slabs its payload spans. Free slabs go to a pool
-// shared by the server's connections (one sequential writer at queue depth 8 cycles ~40 of
-// them), at most FREE_SLABS_MAX; the rest are dropped to the garbage collector like any buffer.
+// Bounds: a request in flight pins at most the slabs its payload spans, and a held 4 KiB WRITE
+// pins its whole slab: the slabs tell the session (`onPinned`) each time a slab gains its first
+// hold or loses its last, and the session charges those bytes to the server's memory budget in
+// place of the payloads in them. Free slabs go to a pool shared by the server's connections (one
+// sequential writer at queue depth 8 cycles ~40 of them), at most FREE_SLABS_MAX; the rest are
+// dropped to the garbage collector like any buffer.
 
 import net from 'node:net';
 import type tls from 'node:tls';
@@ -80,6 +83,8 @@ export class ReceiveSlabs {
   private consumedAt = 0;
   private recycling = false;
   private sink: ((chunk: Buffer) => void) | null = null;
+  private pinSink: ((bytes: number) => void) | null = null;
+  private pinned = 0;
   constructor(pool: SlabPool) {
     this.pool = pool;
     this.current = this.open();
@@ -94,6 +99,16 @@ export class ReceiveSlabs {
   /** Where received bytes go (the session's decoder); null: dropped (the socket was handed to TLS). */
   deliverTo(sink: ((chunk: Buffer) => void) | null): void {
     this.sink = sink;
+  }
+
+  /** Told +SLAB_BYTES when a slab gains its first hold, -SLAB_BYTES when it loses its last. */
+  onPinned(sink: ((bytes: number) => void) | null): void {
+    this.pinSink = sink;
+  }
+
+  /** Bytes of the slabs some held payload lies in. */
+  get pinnedBytes(): number {
+    return this.pinned;
   }
 
   /** From now on slabs are reused; earlier ones (option data may be kept) never are. */
@@ -124,7 +139,7 @@ export class ReceiveSlabs {
     for (const s of this.live) {
       if (s.start >= end) break;
       if (s.end > start) {
-        s.holds++;
+        if (s.holds++ === 0) this.pin(SLAB_BYTES);
         held.push(s);
       }
     }
@@ -134,13 +149,19 @@ export class ReceiveSlabs {
       if (done) return;
       done = true;
       for (const s of held) {
-        s.holds--;
-        if (s.holds === 0 && s.end <= this.consumedAt) {
+        if (--s.holds > 0) continue;
+        this.pin(-SLAB_BYTES);
+        if (s.end <= this.consumedAt) {
           const i = this.live.indexOf(s);
           if (i >= 0) this.retire(i);
         }
       }
     };
+  }
+
+  private pin(bytes: number): void {
+    this.pinned += bytes;
+    this.pinSink?.(bytes);
   }
 
   private onRead(n: number): void {

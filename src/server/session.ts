@@ -143,6 +143,7 @@ export class Session implements InboundHandler {
     };
     this.slabs = this.opts.slabs;
     this.slabs?.deliverTo(this.onData);
+    this.slabs?.onPinned(this.onSlabsPinned);
     this.handshake = new HandshakePhase({
       exports: this.opts.exports,
       label: this.opts.label,
@@ -192,6 +193,23 @@ export class Session implements InboundHandler {
     this.opts.budget?.release(bytes);
     this.charged -= bytes;
     this.updateFlow();
+  };
+
+  /**
+   * Held payloads pin whole slabs (a 4 KiB WRITE its 256 KiB): those bytes are what the budget
+   * holds for the WRITEs in them, charged when a slab is first held, released when its last
+   * write settles.
+   */
+  private readonly onSlabsPinned = (bytes: number): void => {
+    const budget = this.opts.budget;
+    if (!budget) return;
+    this.charged += bytes;
+    if (bytes > 0) {
+      budget.charge(bytes);
+    } else {
+      budget.release(-bytes);
+      this.updateFlow();
+    }
   };
 
   private readonly onSocketError = (e: Error): void => log.debug(`${this.opts.label}: socket error: ${e.message}`);
@@ -332,11 +350,13 @@ export class Session implements InboundHandler {
       return;
     }
     const cost = (h.type === Cmd.READ || h.type === Cmd.WRITE) ? h.length : 0;
+    // A payload held in the slabs is charged as the slabs it pins (onSlabsPinned), not twice.
+    const budgetCost = done !== null ? 0 : cost;
     this.inFlight++;
     this.inFlightBytes += cost;
     if (this.opts.budget) {
-      this.opts.budget.charge(cost);
-      this.charged += cost;
+      this.opts.budget.charge(budgetCost);
+      this.charged += budgetCost;
     }
     this.idleTimer?.refresh();
     this.updateFlow();
@@ -344,7 +364,7 @@ export class Session implements InboundHandler {
       () => {
         done?.();
         m?.finish(lease.name, h.type, h.length, NbdErrno.OK, t0);
-        this.complete(cost);
+        this.complete(cost, budgetCost);
       },
       (e: unknown) => {
         done?.();
@@ -353,7 +373,7 @@ export class Session implements InboundHandler {
         log.warn(`${this.opts.label}: ${nameOfCmd(h.type)} offset ${h.offset} length ${h.length} failed: ${nameOfErrno(errno)}`, e);
         dispatch.replyError(h, errno, e instanceof Error ? e.message : String(e));
         m?.finish(lease.name, h.type, h.length, errno, t0);
-        this.complete(cost);
+        this.complete(cost, budgetCost);
       },
     );
   }
@@ -444,11 +464,11 @@ export class Session implements InboundHandler {
 
   // ---- flow control and closing ----
 
-  private complete(cost: number): void {
+  private complete(cost: number, budgetCost: number): void {
     this.inFlight--;
     this.inFlightBytes -= cost;
     // The reply (queued before this) holds its buffer until the kernel has it.
-    if (this.opts.budget && cost > 0) this.writer.release(cost);
+    if (this.opts.budget && budgetCost > 0) this.writer.release(budgetCost);
     this.updateFlow();
     this.maybeFinish();
   }

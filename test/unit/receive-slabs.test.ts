@@ -240,3 +240,65 @@ describe.each(['clear', 'TLS'] as const)('a server reading into slabs (%s)', (ho
     }
   });
 });
+
+/** Holds every 4 KiB write until `open()`; counts the ones started. */
+class GatedDevice extends MemoryDevice {
+  smallStarted = 0;
+  private gate!: () => void;
+  private readonly opened = new Promise<void>((r) => (this.gate = r));
+  open(): void {
+    this.gate();
+  }
+
+  override async write(offset: number, data: Buffer, opts: WriteOptions): Promise<void> {
+    if (data.length === 4096) {
+      this.smallStarted++;
+      await this.opened;
+    }
+    return super.write(offset, data, opts);
+  }
+}
+
+describe('slabs pinned by held writes count against the memory budget', () => {
+  it('a held 4 KiB WRITE holds its whole slab of the budget; held writes in many slabs stop the reading', async () => {
+    const KiB = 1024;
+    const BUDGET = 4 * SLAB_BYTES;
+    const dev = new GatedDevice({ size: 64 * 1024 * KiB });
+    const server = new NbdServer({ exports: new StaticExports('disk').add('disk', dev), maxConnections: 0, memoryBudget: BUDGET });
+    const addr = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+    const client = await RawClient.connect(addr.kind === 'tcp' ? addr.port : 0);
+    try {
+      await client.handshake();
+      await client.go('disk');
+      let cookie = 1n;
+      client.request({ type: NBD.CMD_WRITE, cookie: cookie++, offset: 0, payload: Buffer.alloc(4096, 1) });
+      while (dev.smallStarted < 1) await new Promise((r) => setTimeout(r, 5));
+      // Its slab, not its 4 KiB, and not both.
+      expect(server.budgetUsed).toBe(SLAB_BYTES);
+      // Each further 4 KiB write after a write longer than a slab: every one pins a slab of its own.
+      const SMALL = 12;
+      for (let i = 1; i < SMALL; i++) {
+        client.request({ type: NBD.CMD_WRITE, cookie: cookie++, offset: 8 * 1024 * KiB + i * 512 * KiB, payload: Buffer.alloc(SLAB_BYTES + 4 * KiB, 2) });
+        client.request({ type: NBD.CMD_WRITE, cookie: cookie++, offset: i * 4096, payload: Buffer.alloc(4096, 1) });
+      }
+      // The padding writes land; reading stops once the pinned slabs spend the budget.
+      for (let i = 1; i < 4; i++) expect((await client.simpleReply()).error).toBe(0);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(dev.smallStarted).toBeGreaterThanOrEqual(3);
+      expect(dev.smallStarted).toBeLessThan(SMALL);
+      expect(server.budgetUsed).toBeLessThanOrEqual(BUDGET + 2 * SLAB_BYTES);
+      dev.open();
+      let answered = 3;
+      while (answered < 2 * SMALL - 1) {
+        expect((await client.simpleReply()).error).toBe(0);
+        answered++;
+      }
+      expect(dev.smallStarted).toBe(SMALL);
+      for (let i = 0; i < SMALL; i++) expect(dev.data[i * 4096]).toBe(1);
+      while (server.budgetUsed > 0) await new Promise((r) => setTimeout(r, 5));
+    } finally {
+      client.socket.destroy();
+      await server.stop();
+    }
+  });
+});
