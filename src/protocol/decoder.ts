@@ -106,15 +106,7 @@ export class InboundDecoder {
 
   push(chunk: Buffer): void {
     if (this.state === DecoderState.Dead || chunk.length === 0) return;
-    // A chunk that continues the last one in memory (reads into one receive slab; a TLS record
-    // each) joins it: a payload spanning records is then one view per slab, not one per record.
-    const n = this.chunks.length;
-    const last = n > 0 ? this.chunks[n - 1]! : null;
-    if (last !== null && last.buffer === chunk.buffer && last.byteOffset + last.length === chunk.byteOffset) {
-      this.chunks[n - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + chunk.length);
-    } else {
-      this.chunks.push(chunk);
-    }
+    this.chunks.push(chunk);
     this.available += chunk.length;
     this.run();
   }

@@ -129,24 +129,15 @@ function decode(chunks: Buffer[], pauseAt: (i: number) => boolean = () => false)
   return events;
 }
 
-/** A second copy of the stream: neighbouring pieces taken from different copies never touch in memory. */
-const OTHER_COPY = Buffer.from(S.stream);
-
-/**
- * The stream cut at `points`. The decoder joins a chunk that continues the previous one in memory
- * (reads into one receive slab), so pieces alternate between two copies of the stream unless
- * `contiguous` asks for views of one buffer, as a slab's reads are.
- */
-function splitAt(points: number[], contiguous = false): Buffer[] {
+function splitAt(points: number[]): Buffer[] {
   const sorted = [...new Set(points)].filter((p) => p > 0 && p < S.stream.length).sort((a, b) => a - b);
   const out: Buffer[] = [];
-  const from = (a: number, b?: number): Buffer => (contiguous || out.length % 2 === 0 ? S.stream : OTHER_COPY).subarray(a, b);
   let at = 0;
   for (const p of sorted) {
-    out.push(from(at, p));
+    out.push(S.stream.subarray(at, p));
     at = p;
   }
-  out.push(from(at));
+  out.push(S.stream.subarray(at));
   return out;
 }
 
@@ -198,16 +189,14 @@ describe('InboundDecoder under every split of a valid client stream', () => {
         ? rng.int(S.discardStart - 64, S.discardEnd + 64)
         : rng.bool(0.5) ? rng.int(1, S.discardStart) : rng.int(S.discardEnd, S.stream.length - 1));
       expectSameEvents(decode(splitAt(points)), `splits ${points.join(',')}`);
-      expectSameEvents(decode(splitAt(points, true)), `splits ${points.join(',')}, contiguous in memory`);
     }
   }));
 
   it('one byte at a time (the discarded payload in 64 KiB pieces)', () => {
     const chunks: Buffer[] = [];
-    const from = (): Buffer => (chunks.length % 2 === 0 ? S.stream : OTHER_COPY);
-    for (let p = 0; p < S.discardStart; p++) chunks.push(from().subarray(p, p + 1));
-    for (let p = S.discardStart; p < S.discardEnd; p += 65536) chunks.push(from().subarray(p, Math.min(p + 65536, S.discardEnd)));
-    for (let p = S.discardEnd; p < S.stream.length; p++) chunks.push(from().subarray(p, p + 1));
+    for (let p = 0; p < S.discardStart; p++) chunks.push(S.stream.subarray(p, p + 1));
+    for (let p = S.discardStart; p < S.discardEnd; p += 65536) chunks.push(S.stream.subarray(p, Math.min(p + 65536, S.discardEnd)));
+    for (let p = S.discardEnd; p < S.stream.length; p++) chunks.push(S.stream.subarray(p, p + 1));
     expectSameEvents(decode(chunks), 'byte by byte');
   });
 
@@ -259,35 +248,6 @@ describe('InboundDecoder under every split of a valid client stream', () => {
     expect(Buffer.isBuffer(p)).toBe(false);
     for (const v of p as Buffer[]) expect(pushed.some((c) => c.buffer === v.buffer)).toBe(true);
     expect(joined(p)).toEqual(Buffer.alloc(len, 0x44));
-  });
-
-  it('chunks that continue each other in memory (reads into one slab) give a spanning payload as one view', () => {
-    const events: Payload[] = [];
-    const d: InboundDecoder = new InboundDecoder({
-      onClientFlags: () => {}, onOption: () => d.startTransmission(), onRequest: (_h, p) => { if (p) events.push(p); }, onProtocolError: () => {},
-    });
-    const len = 3 * PAYLOAD_VIEWS_MIN;
-    const head = Buffer.concat([encodeClientFlags(1), encodeOption(Opt.GO, encodeInfoRequest('', []))]);
-    const slab = Buffer.alloc(head.length + 2 * (28 + len) + 100);
-    let at = head.copy(slab, 0);
-    at += encodeRequestHeader({ type: Cmd.WRITE, flags: 0, cookie: cookie(1), offset: 0, length: len }).copy(slab, at);
-    slab.fill(0x55, at, at + len);
-    at += len;
-    // The second write's payload skips 100 bytes of the slab: the pieces around the gap stay apart.
-    at += encodeRequestHeader({ type: Cmd.WRITE, flags: 0, cookie: cookie(2), offset: 0, length: len }).copy(slab, at);
-    const gapAt = at + len / 2;
-    slab.fill(0x66, at, gapAt);
-    slab.fill(0x66, gapAt + 100, gapAt + 100 + len / 2);
-    // TLS-record-sized reads, each the next bytes of the slab, then the rest after the gap.
-    for (let p = 0; p < gapAt; p += 16_384) d.push(slab.subarray(p, Math.min(p + 16_384, gapAt)));
-    d.push(slab.subarray(gapAt + 100, gapAt + 100 + len / 2));
-    expect(events.length).toBe(2);
-    expect(Buffer.isBuffer(events[0])).toBe(true);
-    expect((events[0] as Buffer).buffer).toBe(slab.buffer);
-    expect((events[0] as Buffer).equals(Buffer.alloc(len, 0x55))).toBe(true);
-    expect(Buffer.isBuffer(events[1])).toBe(false);
-    expect((events[1] as Buffer[]).length).toBe(2);
-    expect(joined(events[1]!).equals(Buffer.alloc(len, 0x66))).toBe(true);
   });
 
   it('a bad request magic after valid requests is one protocol error, then nothing', () => {
