@@ -84,7 +84,6 @@ export class ReceiveSlabs {
   private recycling = false;
   private sink: ((chunk: Buffer) => void) | null = null;
   private pinSink: ((bytes: number) => void) | null = null;
-  private pinned = 0;
   constructor(pool: SlabPool) {
     this.pool = pool;
     this.current = this.open();
@@ -104,11 +103,6 @@ export class ReceiveSlabs {
   /** Told +SLAB_BYTES when a slab gains its first hold, -SLAB_BYTES when it loses its last. */
   onPinned(sink: ((bytes: number) => void) | null): void {
     this.pinSink = sink;
-  }
-
-  /** Bytes of the slabs some held payload lies in. */
-  get pinnedBytes(): number {
-    return this.pinned;
   }
 
   /** From now on slabs are reused; earlier ones (option data may be kept) never are. */
@@ -160,7 +154,6 @@ export class ReceiveSlabs {
   }
 
   private pin(bytes: number): void {
-    this.pinned += bytes;
     this.pinSink?.(bytes);
   }
 

@@ -13,9 +13,10 @@
 // phase's negotiation, deadline and access grants live in handshake-phase.ts; each request is
 // validated and answered by dispatch.ts; replies leave through reply-writer.ts; the TLS and
 // budget mechanics live in tls.ts and memory-budget.ts. A listener's socket reads into reused
-// slabs (receive-slabs.ts), and after STARTTLS its TLS socket too: the session tells them what the
-// decoder consumed and holds the slabs of each WRITE's payload until the write settles. A little over 500 lines because the phases,
-// flow control and the close paths all read and change the same connection state; splitting them
+// slabs (receive-slabs.ts), and after STARTTLS its TLS socket too: the session tells them what
+// the decoder consumed, holds the slabs of each WRITE's payload until the write settles, and
+// charges the slabs so held to the budget. A little over 500 lines because the phases, flow
+// control and the close paths all read and change the same connection state; splitting them
 // would hand that state around instead of owning it here.
 import type { Duplex } from 'node:stream';
 import { Cmd, NbdErrno, nameOfCmd, nameOfErrno, nameOfOpt } from '../protocol/constants.ts';
