@@ -7,13 +7,19 @@
 // stream bytes a payload spans.
 //
 // Node 20 takes `onread` only in `new net.Socket()`, so an accepted socket (paused at accept,
-// never read) is rewrapped around its handle by `readIntoSlabs`.
+// never read) is rewrapped around its handle by `readIntoSlabs`. After STARTTLS the same slabs take
+// the decrypted bytes (`readTlsIntoSlabs`): otherwise Node's TLS socket hands every TLS record
+// (<= 16 KiB; a 1 MiB WRITE is 64 of them) to a fresh buffer and the Readable stream machinery.
 //
-// Bounds: a request in flight pins at most the slabs its payload spans. Free slabs go to a pool
-// shared by the server's connections (one sequential writer at queue depth 8 cycles ~40 of
-// them), at most FREE_SLABS_MAX; the rest are dropped to the garbage collector like any buffer.
+// Bounds: a request in flight pins at most the slabs its payload spans, and a held 4 KiB WRITE
+// pins its whole slab: the slabs tell the session (`onPinned`) each time a slab gains its first
+// hold or loses its last, and the session charges those bytes to the server's memory budget in
+// place of the payloads in them. Free slabs go to a pool shared by the server's connections (one
+// sequential writer at queue depth 8 cycles ~40 of them), at most FREE_SLABS_MAX; the rest are
+// dropped to the garbage collector like any buffer.
 
 import net from 'node:net';
+import type tls from 'node:tls';
 
 /** One slab: reads fill it front to back. */
 export const SLAB_BYTES = 256 * 1024;
@@ -77,6 +83,7 @@ export class ReceiveSlabs {
   private consumedAt = 0;
   private recycling = false;
   private sink: ((chunk: Buffer) => void) | null = null;
+  private pinSink: ((bytes: number) => void) | null = null;
   constructor(pool: SlabPool) {
     this.pool = pool;
     this.current = this.open();
@@ -91,6 +98,11 @@ export class ReceiveSlabs {
   /** Where received bytes go (the session's decoder); null: dropped (the socket was handed to TLS). */
   deliverTo(sink: ((chunk: Buffer) => void) | null): void {
     this.sink = sink;
+  }
+
+  /** Told +SLAB_BYTES when a slab gains its first hold, -SLAB_BYTES when it loses its last. */
+  onPinned(sink: ((bytes: number) => void) | null): void {
+    this.pinSink = sink;
   }
 
   /** From now on slabs are reused; earlier ones (option data may be kept) never are. */
@@ -121,7 +133,7 @@ export class ReceiveSlabs {
     for (const s of this.live) {
       if (s.start >= end) break;
       if (s.end > start) {
-        s.holds++;
+        if (s.holds++ === 0) this.pin(SLAB_BYTES);
         held.push(s);
       }
     }
@@ -131,13 +143,18 @@ export class ReceiveSlabs {
       if (done) return;
       done = true;
       for (const s of held) {
-        s.holds--;
-        if (s.holds === 0 && s.end <= this.consumedAt) {
+        if (--s.holds > 0) continue;
+        this.pin(-SLAB_BYTES);
+        if (s.end <= this.consumedAt) {
           const i = this.live.indexOf(s);
           if (i >= 0) this.retire(i);
         }
       }
     };
+  }
+
+  private pin(bytes: number): void {
+    this.pinSink?.(bytes);
   }
 
   private onRead(n: number): void {
@@ -182,4 +199,32 @@ export function readIntoSlabs(accepted: net.Socket, slabs: ReceiveSlabs, allowHa
   const socket = new net.Socket({ handle, allowHalfOpen, onread: slabs.onread } as net.SocketConstructorOpts);
   socket.once('close', () => accepted.destroy());
   return socket;
+}
+
+/** The fields Node 20's net.Socket keeps an `onread` option in (lib/internal/stream_base_commons.js). */
+const ONREAD_FIELDS = ['kBuffer', 'kBufferGen', 'kBufferCb'] as const;
+
+/**
+ * Makes `socket`, a TLSSocket just made over an existing socket (STARTTLS) and not yet read, deliver
+ * its decrypted bytes into `slabs` instead of through 'data' events. Node 20's TLSSocket takes
+ * `onread` only for a socket it connects itself (lib/_tls_wrap.js passes `onread: null` when it
+ * wraps one), so this sets the three fields net.Socket's constructor sets from `onread` and gives
+ * the TLS handle (a StreamBase) its first buffer, as net.js initSocketHandle does. Each record is
+ * still one callback (TLSWrap::ClearOut reads a record at a time), but into the slab, with no
+ * allocation and no stream machinery. False, and the socket left on 'data' events, when this
+ * Node has not the fields or the handle method.
+ */
+export function readTlsIntoSlabs(socket: tls.TLSSocket, slabs: ReceiveSlabs): boolean {
+  const own = Object.getOwnPropertySymbols(socket);
+  const [kBuffer, kBufferGen, kBufferCb] = ONREAD_FIELDS.map((name) => own.find((s) => s.description === name));
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (b: Uint8Array) => void } })._handle;
+  if (!kBuffer || !kBufferGen || !kBufferCb || typeof handle?.useUserBuffer !== 'function') return false;
+  const fields = socket as unknown as Record<symbol, unknown>;
+  if (fields[kBuffer] !== null) return false; // already reading into a buffer of its own
+  const first = slabs.onread.buffer();
+  fields[kBuffer] = first;
+  fields[kBufferGen] = slabs.onread.buffer;
+  fields[kBufferCb] = slabs.onread.callback;
+  handle.useUserBuffer(first);
+  return true;
 }

@@ -13,9 +13,10 @@
 // phase's negotiation, deadline and access grants live in handshake-phase.ts; each request is
 // validated and answered by dispatch.ts; replies leave through reply-writer.ts; the TLS and
 // budget mechanics live in tls.ts and memory-budget.ts. A listener's socket reads into reused
-// slabs (receive-slabs.ts): the session tells them what the decoder consumed and holds the slabs
-// of each WRITE's payload until the write settles. A little over 500 lines because the phases,
-// flow control and the close paths all read and change the same connection state; splitting them
+// slabs (receive-slabs.ts), and after STARTTLS its TLS socket too: the session tells them what
+// the decoder consumed, holds the slabs of each WRITE's payload until the write settles, and
+// charges the slabs so held to the budget. A little over 500 lines because the phases, flow
+// control and the close paths all read and change the same connection state; splitting them
 // would hand that state around instead of owning it here.
 import type { Duplex } from 'node:stream';
 import { Cmd, NbdErrno, nameOfCmd, nameOfErrno, nameOfOpt } from '../protocol/constants.ts';
@@ -30,7 +31,7 @@ import type { ExportLease, ExportResolver } from './exports.ts';
 import { HandshakePhase, type TlsSettings } from './handshake-phase.ts';
 import type { MemoryBudget } from './memory-budget.ts';
 import { SERVER_HANDSHAKE_FLAGS } from './negotiate.ts';
-import type { ReceiveSlabs, Release } from './receive-slabs.ts';
+import { readTlsIntoSlabs, type ReceiveSlabs, type Release } from './receive-slabs.ts';
 import { ReplyWriter } from './reply-writer.ts';
 import type { RequestMetrics } from './request-metrics.ts';
 import { upgradeToTls, type TlsMaterial } from './tls.ts';
@@ -102,7 +103,7 @@ export class Session implements InboundHandler {
   readonly closed: Promise<void>;
   private socket: Duplex;
   private readonly opts: Required<SessionOptions>;
-  /** Until STARTTLS: after it, bytes arrive decrypted through 'data' events. */
+  /** Where the socket reads into, decrypted after STARTTLS; null: 'data' events. */
   private slabs: ReceiveSlabs | null;
   private readonly decoder: InboundDecoder;
   private writer: ReplyWriter;
@@ -143,6 +144,7 @@ export class Session implements InboundHandler {
     };
     this.slabs = this.opts.slabs;
     this.slabs?.deliverTo(this.onData);
+    this.slabs?.onPinned(this.onSlabsPinned);
     this.handshake = new HandshakePhase({
       exports: this.opts.exports,
       label: this.opts.label,
@@ -192,6 +194,23 @@ export class Session implements InboundHandler {
     this.opts.budget?.release(bytes);
     this.charged -= bytes;
     this.updateFlow();
+  };
+
+  /**
+   * Held payloads pin whole slabs (a 4 KiB WRITE its 256 KiB): those bytes are what the budget
+   * holds for the WRITEs in them, charged when a slab is first held, released when its last
+   * write settles.
+   */
+  private readonly onSlabsPinned = (bytes: number): void => {
+    const budget = this.opts.budget;
+    if (!budget) return;
+    this.charged += bytes;
+    if (bytes > 0) {
+      budget.charge(bytes);
+    } else {
+      budget.release(-bytes);
+      this.updateFlow();
+    }
   };
 
   private readonly onSocketError = (e: Error): void => log.debug(`${this.opts.label}: socket error: ${e.message}`);
@@ -332,11 +351,13 @@ export class Session implements InboundHandler {
       return;
     }
     const cost = (h.type === Cmd.READ || h.type === Cmd.WRITE) ? h.length : 0;
+    // A payload held in the slabs is charged as the slabs it pins (onSlabsPinned), not twice.
+    const budgetCost = done !== null ? 0 : cost;
     this.inFlight++;
     this.inFlightBytes += cost;
     if (this.opts.budget) {
-      this.opts.budget.charge(cost);
-      this.charged += cost;
+      this.opts.budget.charge(budgetCost);
+      this.charged += budgetCost;
     }
     this.idleTimer?.refresh();
     this.updateFlow();
@@ -344,7 +365,7 @@ export class Session implements InboundHandler {
       () => {
         done?.();
         m?.finish(lease.name, h.type, h.length, NbdErrno.OK, t0);
-        this.complete(cost);
+        this.complete(cost, budgetCost);
       },
       (e: unknown) => {
         done?.();
@@ -353,7 +374,7 @@ export class Session implements InboundHandler {
         log.warn(`${this.opts.label}: ${nameOfCmd(h.type)} offset ${h.offset} length ${h.length} failed: ${nameOfErrno(errno)}`, e);
         dispatch.replyError(h, errno, e instanceof Error ? e.message : String(e));
         m?.finish(lease.name, h.type, h.length, errno, t0);
-        this.complete(cost);
+        this.complete(cost, budgetCost);
       },
     );
   }
@@ -369,14 +390,16 @@ export class Session implements InboundHandler {
       return;
     }
     const raw = this.socket;
+    // TLS reads the raw socket from now on; the slabs take its decrypted bytes instead.
     this.slabs?.deliverTo(null);
-    this.slabs = null;
     this.decoder.pause();
     raw.pause();
     this.detach(raw);
     raw.write(Buffer.concat(replies), () => {
       if (raw.destroyed) return;
       const up = upgradeToTls(raw, material);
+      if (this.slabs && readTlsIntoSlabs(up.socket, this.slabs)) this.slabs.deliverTo(this.onData);
+      else this.slabs = null; // 'data' events, fresh buffers: nothing to tell the slabs
       this.socket = up.socket;
       this.writer = new ReplyWriter(up.socket, this.onFlushed);
       this.attach(up.socket);
@@ -442,11 +465,11 @@ export class Session implements InboundHandler {
 
   // ---- flow control and closing ----
 
-  private complete(cost: number): void {
+  private complete(cost: number, budgetCost: number): void {
     this.inFlight--;
     this.inFlightBytes -= cost;
     // The reply (queued before this) holds its buffer until the kernel has it.
-    if (this.opts.budget && cost > 0) this.writer.release(cost);
+    if (this.opts.budget && budgetCost > 0) this.writer.release(budgetCost);
     this.updateFlow();
     this.maybeFinish();
   }

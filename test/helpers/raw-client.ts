@@ -143,6 +143,11 @@ export class RawClient {
     socket.on('error', () => { /* a reset is an answer too; `closed` reports it */ });
   }
 
+  /** A client over a socket already set up (e.g. a TLS socket after STARTTLS). */
+  static over(socket: Socket): RawClient {
+    return new RawClient(socket);
+  }
+
   static async connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
     const s = connect(port, host);
     s.setNoDelay(true);

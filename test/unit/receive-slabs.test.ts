@@ -1,13 +1,19 @@
 // The connection's receive slabs: no slab is read into while the decoder still needs its bytes or
 // a WRITE in it is in flight; a real socket delivers in order through them; and a server whose
 // held write shares slabs with 48 MiB of later writes writes what the client sent.
+import { once } from 'node:events';
+import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { NbdServer } from '../../src/server/listener.ts';
 import { ReceiveSlabs, SLAB_BYTES, SLAB_READ_MIN, SlabPool, readIntoSlabs } from '../../src/server/receive-slabs.ts';
 import { StaticExports } from '../../src/server/static-exports.ts';
+import { loadTlsMaterial } from '../../src/server/tls.ts';
+import type { WriteOptions } from '../../src/storage/device.ts';
 import { MemoryDevice } from '../helpers/memory-device.ts';
 import { NBD, RawClient } from '../helpers/raw-client.ts';
+import { makeTlsMaterial } from '../helpers/tls-material.ts';
 
 /** Drives `slabs` as net.Socket does: a target at start, then after each read the callback and a new target. */
 class FakeSocket {
@@ -169,15 +175,37 @@ describe('readIntoSlabs', () => {
   });
 });
 
-describe('a server reading into slabs', () => {
+/** Records the memory each write's payload lies in: a slab's is SLAB_BYTES long. */
+class SlabWatchingDevice extends MemoryDevice {
+  readonly payloadBuffers: number[] = [];
+  override write(offset: number, data: Buffer, opts: WriteOptions): Promise<void> {
+    this.payloadBuffers.push(data.buffer.byteLength);
+    return super.write(offset, data, opts);
+  }
+}
+
+describe.each(['clear', 'TLS'] as const)('a server reading into slabs (%s)', (how) => {
   it('writes what the client sent while later requests recycle slabs around a held write', async () => {
     const MiB = 1024 * 1024;
-    const dev = new MemoryDevice({ size: 128 * MiB });
-    const server = new NbdServer({ exports: new StaticExports('disk').add('disk', dev, 'test disk'), maxConnections: 0 });
+    const dev = new SlabWatchingDevice({ size: 128 * MiB });
+    const pki = how === 'TLS' ? makeTlsMaterial() : null;
+    const material = pki ? loadTlsMaterial({ cert: pki.serverCert, key: pki.serverKey }) : null;
+    const server = new NbdServer({
+      exports: new StaticExports('disk').add('disk', dev, 'test disk'),
+      maxConnections: 0,
+      ...(material ? { tls: () => ({ mode: 'require' as const, material, exportNeedsTls: () => true }) } : {}),
+    });
     const addr = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
-    const client = await RawClient.connect(addr.kind === 'tcp' ? addr.port : 0);
+    let client = await RawClient.connect(addr.kind === 'tcp' ? addr.port : 0);
     try {
       await client.handshake();
+      if (pki) {
+        // STARTTLS, then the rest over TLS: the server reads the decrypted bytes into its slabs too.
+        expect((await client.option(NBD.OPT_STARTTLS)).map((r) => r.type)).toEqual([NBD.REP_ACK]);
+        const t = tls.connect({ socket: client.socket, ca: readFileSync(pki.caCert, 'utf8'), servername: 'localhost' });
+        await once(t, 'secureConnect');
+        client = RawClient.over(t);
+      }
       await client.go('disk');
       const fill = (n: number, seed: number): Buffer => {
         const b = Buffer.alloc(n);
@@ -201,6 +229,73 @@ describe('a server reading into slabs', () => {
         expect(dev.data.subarray(round * 4096, round * 4096 + 4096).equals(small)).toBe(true);
       }
       expect(replies).toBe(147);
+      // Every 4 KiB payload (one TLS record, or in one read) was handed on as a view of a slab.
+      const small = dev.payloadBuffers.filter((_, i) => dev.ops.filter((o) => o.op === 'write')[i]?.length === 4096);
+      expect(small.length).toBe(3);
+      expect(small.every((n) => n === SLAB_BYTES)).toBe(true);
+    } finally {
+      client.socket.destroy();
+      await server.stop();
+      if (pki) rmSync(pki.root, { recursive: true, force: true });
+    }
+  });
+});
+
+/** Holds every 4 KiB write until `open()`; counts the ones started. */
+class GatedDevice extends MemoryDevice {
+  smallStarted = 0;
+  private gate!: () => void;
+  private readonly opened = new Promise<void>((r) => (this.gate = r));
+  open(): void {
+    this.gate();
+  }
+
+  override async write(offset: number, data: Buffer, opts: WriteOptions): Promise<void> {
+    if (data.length === 4096) {
+      this.smallStarted++;
+      await this.opened;
+    }
+    return super.write(offset, data, opts);
+  }
+}
+
+describe('slabs pinned by held writes count against the memory budget', () => {
+  it('a held 4 KiB WRITE holds its whole slab of the budget; held writes in many slabs stop the reading', async () => {
+    const KiB = 1024;
+    const BUDGET = 4 * SLAB_BYTES;
+    const dev = new GatedDevice({ size: 64 * 1024 * KiB });
+    const server = new NbdServer({ exports: new StaticExports('disk').add('disk', dev), maxConnections: 0, memoryBudget: BUDGET });
+    const addr = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+    const client = await RawClient.connect(addr.kind === 'tcp' ? addr.port : 0);
+    try {
+      await client.handshake();
+      await client.go('disk');
+      let cookie = 1n;
+      client.request({ type: NBD.CMD_WRITE, cookie: cookie++, offset: 0, payload: Buffer.alloc(4096, 1) });
+      while (dev.smallStarted < 1) await new Promise((r) => setTimeout(r, 5));
+      // Its slab, not its 4 KiB, and not both.
+      expect(server.budgetUsed).toBe(SLAB_BYTES);
+      // Each further 4 KiB write after a write longer than a slab: every one pins a slab of its own.
+      const SMALL = 12;
+      for (let i = 1; i < SMALL; i++) {
+        client.request({ type: NBD.CMD_WRITE, cookie: cookie++, offset: 8 * 1024 * KiB + i * 512 * KiB, payload: Buffer.alloc(SLAB_BYTES + 4 * KiB, 2) });
+        client.request({ type: NBD.CMD_WRITE, cookie: cookie++, offset: i * 4096, payload: Buffer.alloc(4096, 1) });
+      }
+      // The padding writes land; reading stops once the pinned slabs spend the budget.
+      for (let i = 1; i < 4; i++) expect((await client.simpleReply()).error).toBe(0);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(dev.smallStarted).toBeGreaterThanOrEqual(3);
+      expect(dev.smallStarted).toBeLessThan(SMALL);
+      expect(server.budgetUsed).toBeLessThanOrEqual(BUDGET + 2 * SLAB_BYTES);
+      dev.open();
+      let answered = 3;
+      while (answered < 2 * SMALL - 1) {
+        expect((await client.simpleReply()).error).toBe(0);
+        answered++;
+      }
+      expect(dev.smallStarted).toBe(SMALL);
+      for (let i = 0; i < SMALL; i++) expect(dev.data[i * 4096]).toBe(1);
+      while (server.budgetUsed > 0) await new Promise((r) => setTimeout(r, 5));
     } finally {
       client.socket.destroy();
       await server.stop();
