@@ -22,7 +22,7 @@ import { median } from '../lib/stats.js';
 const IMAGE_BYTES = 2 ** 30;
 const FS_COUNT = resolve(import.meta.dirname, '..', 'lib', 'fs-count.mjs');
 
-interface Rep { bin: string; cpuUs: number; perWriteUs: number; pool: number; sync: number; strace: string | null }
+interface Rep { bin: string; cpuUs: number; perWriteUs: number; pool: number; sync: number; stalls: number; strace: string | null }
 
 async function oneRep(bin: string, image: string, work: string, writes: number, opts: { count: boolean; cpuProf: string | null; strace: boolean; perf: string | null }): Promise<Rep> {
   const dir = mkdtempSync(join(work, 'rep-'));
@@ -49,16 +49,18 @@ async function oneRep(bin: string, image: string, work: string, writes: number, 
     if (perf) { perf.proc.kill('SIGINT'); await perf.exited; }
     // Under strace: stop the server itself, so strace sees it exit and writes its summary.
     if (pid !== p.pid) { process.kill(pid, 'SIGTERM'); await p.exited; } else await p.stop();
-    let pool = 0, sync = 0;
+    let pool = 0, sync = 0, stalls = 0;
     if (opts.count) {
       for (const f of readdirSync(dir).filter((n) => n.startsWith('fs-count-'))) {
-        const c = (JSON.parse(readFileSync(join(dir, f), 'utf8')) as { calls: Record<string, [number, number]> }).calls;
+        const j = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { calls: Record<string, [number, number]>; stalls?: Record<string, number> };
+        const c = j.calls;
+        stalls += (j.stalls?.writeSync ?? 0) + (j.stalls?.writevSync ?? 0);
         pool += (c.write?.[0] ?? 0) + (c.writev?.[0] ?? 0);
         sync += (c.writeSync?.[0] ?? 0) + (c.writevSync?.[0] ?? 0);
       }
     }
     const strace = opts.strace ? readFileSync(straceOut, 'utf8') : null;
-    return { bin, cpuUs, perWriteUs: cpuUs / writes, pool, sync, strace };
+    return { bin, cpuUs, perWriteUs: cpuUs / writes, pool, sync, stalls, strace };
   } finally {
     await p.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -84,7 +86,7 @@ async function main(): Promise<void> {
       for (const bin of order) {
         const rep = await oneRep(bin, image, work, writes, { count: values.count!, cpuProf: values['cpu-prof'] ?? null, strace: values.strace!, perf: values.perf ?? null });
         reps.get(bin)!.push(rep);
-        const share = rep.pool + rep.sync > 0 ? ` writes: ${rep.sync} sync, ${rep.pool} pool (${(100 * rep.pool / (rep.pool + rep.sync)).toFixed(1)} %)` : '';
+        const share = rep.pool + rep.sync > 0 ? ` writes: ${rep.sync} sync, ${rep.pool} pool (${(100 * rep.pool / (rep.pool + rep.sync)).toFixed(1)} %), ${rep.stalls} synchronous over 10 ms` : '';
         process.stdout.write(`rep ${r + 1} ${bin}: ${rep.perWriteUs.toFixed(2)} µs CPU/write${share}\n`);
         if (rep.strace) process.stdout.write(`${rep.strace}\n`);
       }
