@@ -59,8 +59,9 @@ function replay(make: Make, stalls: Pattern): { pool: number; stalled: number; b
 
 const makers: [string, Make][] = [];
 for (const t of trees) {
-  const m = (await import(join(t, 'dist/storage/file-io.js'))) as { SyncIoStrategy: new (clock: () => number) => Strategy };
-  makers.push([basename(t), (clock) => new m.SyncIoStrategy(clock)]);
+  const m = (await import(join(t, 'dist/storage/file-io.js'))) as { SyncIoStrategy: new (clock: () => number, isolatedStalls?: boolean) => Strategy };
+  // The write rule: isolated stalls stay synchronous (a build without that argument ignores it).
+  makers.push([basename(t), (clock) => new m.SyncIoStrategy(clock, true)]);
 }
 console.log(`${iops} writes/s for ${seconds} s; a stalled synchronous write takes ${STALL_NS / 1e6} ms, the others ${FAST_NS / 1e3} µs`);
 console.log(`| stalls | ${makers.map(([n]) => `${n}: pool writes, stalled writes (loop held)`).join(' | ')} |`);

@@ -108,9 +108,10 @@ export const SYNC_IO_RULE = {
    */
   poolMinBytes: 128 * 1024,
   /**
-   * One synchronous I/O slower than this moves to the pool at once: a write caught by the
-   * kernel's dirty-page throttling or a read behind a writeback queue held the whole event loop
-   * (every connection, the control socket) for ~100 ms with 8 GiB written (bench/README.md)...
+   * One synchronous I/O slower than this moves to the pool at once (writes: the second within
+   * `isolatedStallMs`): a write caught by the kernel's dirty-page throttling or a read behind a
+   * writeback queue held the whole event loop (every connection, the control socket) for
+   * ~100 ms with 8 GiB written (bench/README.md)...
    */
   stallNs: 10_000_000,
   /**
@@ -122,6 +123,15 @@ export const SYNC_IO_RULE = {
   stallHoldMinMs: 100,
   /** ...the hold doubles each time a probe after it stalls again (the throttling goes on), up to this. */
   stallHoldMaxMs: 1600,
+  /**
+   * Writes only: a stall with no other stall this long before it leaves writes synchronous (it
+   * counts as a slow write in the window); a second one within this time moves them to the pool.
+   * Dirty-page throttling stalls write after write, so it still moves at the second; a one-off
+   * (a write meeting the commit's fdatasync once, a preemption) no longer costs a hold of pool
+   * writes at ~2x the CPU each: randwrite-4k's server sent 18-22 % of its writes to the pool
+   * after ~20 such stalls, 52bfdf4 (no stall rule) 1-3 % (bench/README.md, issue 11 w7/wrand).
+   */
+  isolatedStallMs: 250,
 } as const;
 
 /** Whether a synchronous I/O of `len` bytes that took `ns` missed the page cache. */
@@ -138,10 +148,15 @@ export class SyncIoStrategy {
   private holdUntil = 0;
   /** The last hold's length (ms); 0 once I/O is synchronous again, so the next stall holds briefly. */
   private holdMs = 0;
+  /** When the last stall was (ms of `clock`), for `isolatedStalls`. */
+  private lastStall = -Infinity;
   private readonly clock: () => number;
+  /** Whether a stall with no other within `isolatedStallMs` before it leaves I/O synchronous (writes). */
+  private readonly isolatedStalls: boolean;
 
-  constructor(clock: () => number = () => performance.now()) {
+  constructor(clock: () => number = () => performance.now(), isolatedStalls = false) {
     this.clock = clock;
+    this.isolatedStalls = isolatedStalls;
   }
 
   /** Whether the next I/O should be synchronous. */
@@ -154,9 +169,18 @@ export class SyncIoStrategy {
     return ++this.reads % SYNC_IO_RULE.probeEvery === 0;
   }
 
+  /** For a stall (`isolatedStalls`): whether it came alone, so synchronous I/O goes on. */
+  private isolatedStall(): boolean {
+    if (!this.isolatedStalls || !this.sync) return false;
+    const now = this.clock();
+    const alone = now - this.lastStall > SYNC_IO_RULE.isolatedStallMs;
+    this.lastStall = now;
+    return alone;
+  }
+
   /** Records a synchronous I/O's time. */
   record(ns: number, len: number): void {
-    if (ns > SYNC_IO_RULE.stallNs) {
+    if (ns > SYNC_IO_RULE.stallNs && !this.isolatedStall()) {
       this.sync = false;
       this.reads = 0;
       this.misses = 0;
@@ -188,10 +212,11 @@ export class SyncIoStrategy {
  * One strategy per direction for the process: the page cache and the event loop are shared by
  * every file. Writes use the same rule: a write the page cache absorbs costs less done at once
  * than the ~10 µs of waking a pool thread; under dirty-page throttling writes get slow and go
- * to the pool.
+ * to the pool. A write stall that comes alone does not move them (`isolatedStallMs`): reads keep
+ * the stricter rule, a read stall is a disk read that the next read likely repeats.
  */
 export const readStrategy = new SyncIoStrategy();
-export const writeStrategy = new SyncIoStrategy();
+export const writeStrategy = new SyncIoStrategy(undefined, true);
 /**
  * While reads go to the pool: reads inside a window read whole a moment ago (read-around.ts),
  * which the page cache should hold; the same rule catches it when it no longer does.

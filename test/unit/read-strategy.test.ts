@@ -1,7 +1,7 @@
 // The adaptive read strategy (src/storage/file-io.ts): synchronous while reads are fast, the
 // thread pool after a window with too many slow ones, back to synchronous after fast probes.
 import { describe, expect, it } from 'vitest';
-import { SYNC_IO_RULE, SyncIoStrategy } from '../../src/storage/file-io.ts';
+import { readStrategy, SYNC_IO_RULE, SyncIoStrategy, writeStrategy } from '../../src/storage/file-io.ts';
 
 const FAST = 5_000;
 const SLOW = 5_000_000;
@@ -104,6 +104,61 @@ describe('SyncIoStrategy', () => {
     expect(run(s, SYNC_IO_RULE.probeEvery * 20, FAST)).toBe(0);
     now += 1;
     expect(run(s, SYNC_IO_RULE.probeEvery, FAST)).toBe(1);
+  });
+
+  it('writes (isolated stalls): a stall alone stays synchronous, a second within isolatedStallMs moves to the pool', () => {
+    let now = 0;
+    const s = new SyncIoStrategy(() => now, true);
+    expect(run(s, 1000, FAST)).toBe(1000);
+    // A one-off stall (the commit's fdatasync met once, a preemption): still synchronous.
+    s.next();
+    s.record(SYNC_IO_RULE.stallNs + 1, 4096);
+    expect(s.sync).toBe(true);
+    expect(run(s, 1000, FAST)).toBe(1000);
+    // Another one after isolatedStallMs: alone again.
+    now += SYNC_IO_RULE.isolatedStallMs + 1;
+    s.next();
+    s.record(SYNC_IO_RULE.stallNs + 1, 4096);
+    expect(s.sync).toBe(true);
+    // Throttling: the next stall comes within isolatedStallMs and moves to the pool with the hold.
+    now += SYNC_IO_RULE.isolatedStallMs - 1;
+    s.next();
+    s.record(SYNC_IO_RULE.stallNs + 1, 4096);
+    expect(s.sync).toBe(false);
+    expect(run(s, SYNC_IO_RULE.probeEvery * 20, FAST)).toBe(0);
+    now += SYNC_IO_RULE.stallHoldMinMs;
+    // A probe that stalls again in the pool doubles the hold at once (no second stall needed).
+    while (!s.next()) now += 1;
+    s.record(SYNC_IO_RULE.stallNs + 1, 4096);
+    expect(s.sync).toBe(false);
+    now += SYNC_IO_RULE.stallHoldMinMs;
+    expect(run(s, SYNC_IO_RULE.probeEvery * 20, FAST)).toBe(0);
+    now += SYNC_IO_RULE.stallHoldMinMs;
+    expect(run(s, SYNC_IO_RULE.probeEvery * SYNC_IO_RULE.probes, FAST)).toBe(SYNC_IO_RULE.probes);
+    expect(s.sync).toBe(true);
+  });
+
+  it('isolated stalls still count as slow I/O: a window of them moves to the pool', () => {
+    let now = 0;
+    const s = new SyncIoStrategy(() => now, true);
+    for (let i = 0; i < SYNC_IO_RULE.window && s.sync; i++) {
+      now += SYNC_IO_RULE.isolatedStallMs + 1;
+      s.next();
+      s.record(i % 8 === 0 ? SYNC_IO_RULE.stallNs + 1 : FAST, 4096);
+    }
+    expect(s.sync).toBe(false);
+  });
+
+  it('the process strategies: a write stall alone keeps writes synchronous, a read stall moves reads', () => {
+    expect(writeStrategy).toBeInstanceOf(SyncIoStrategy);
+    const w = Object.create(writeStrategy) as SyncIoStrategy;
+    const r = Object.create(readStrategy) as SyncIoStrategy;
+    for (const s of [w, r]) {
+      s.next();
+      s.record(SYNC_IO_RULE.stallNs + 1, 4096);
+    }
+    expect(w.sync).toBe(true);
+    expect(r.sync).toBe(false);
   });
 
   it('a large read is allowed its copy time before it counts as slow', () => {
