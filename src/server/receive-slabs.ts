@@ -201,15 +201,15 @@ export function readIntoSlabs(accepted: net.Socket, slabs: ReceiveSlabs, allowHa
   return socket;
 }
 
-/** The fields Node 20's net.Socket keeps an `onread` option in (lib/internal/stream_base_commons.js). */
+/** The symbol-keyed fields in which Node 20's net.Socket keeps an `onread` option. */
 const ONREAD_FIELDS = ['kBuffer', 'kBufferGen', 'kBufferCb'] as const;
 
 /**
  * Makes `socket`, a TLSSocket just made over an existing socket (STARTTLS) and not yet read, deliver
  * its decrypted bytes into `slabs` instead of through 'data' events. Node 20's TLSSocket takes
- * `onread` only for a socket it connects itself (lib/_tls_wrap.js passes `onread: null` when it
+ * `onread` only for a socket it connects itself (it passes `onread: null` to net.Socket when it
  * wraps one), so this sets the three fields net.Socket's constructor sets from `onread` and gives
- * the TLS handle (a StreamBase) its first buffer, as net.js initSocketHandle does. Each record is
+ * the TLS handle (a StreamBase) its first buffer, as net.Socket does for its own handle. Each record is
  * still one callback (TLSWrap::ClearOut reads a record at a time), but into the slab, with no
  * allocation and no stream machinery. False, and the socket left on 'data' events, when this
  * Node has not the fields or the handle method.

@@ -143,7 +143,7 @@ export function upgradeToTls(raw: Duplex, material: TlsMaterial): TlsUpgrade {
   };
   if (material.psk) {
     const keys = material.psk;
-    // A TLSSocket option since Node 12 (lib/_tls_wrap.js), missing from @types/node's TLSSocketOptions.
+    // A TLSSocket option since Node 12, missing from @types/node's TLSSocketOptions.
     (options as { pskCallback?: (s: tls.TLSSocket, identity: string) => Buffer | null }).pskCallback = (_socket, identity) => {
       const key = keys.get(identity);
       if (key) pskIdentity = identity;
@@ -173,7 +173,7 @@ export function upgradeToTls(raw: Duplex, material: TlsMaterial): TlsUpgrade {
 
 /**
  * OpenSSL's verdict on the client's certificate chain (dates, CA, CRL), null when it passed. Node
- * checks it only for sockets a tls.Server accepted (lib/_tls_wrap.js onServerSocketSecure); ours
+ * checks it only for sockets a tls.Server accepted (its secure-connection handler); ours
  * is upgraded in place after STARTTLS, so we ask the TLS handle the same question. Without that
  * handle method, nothing is trusted.
  */
