@@ -1,7 +1,8 @@
 // The listing half of the volume registry (registry.ts): NBD_OPT_LIST from the export catalog,
 // volume and snapshot pages for the control socket (built in slices that yield the event loop),
-// the views they answer with, and the server stats. It reads the store (whose space figures are counters, storage/space.ts), the catalog,
-// the pending snapshots (operations.ts owns them) and the lease table; it changes nothing.
+// the views they answer with, and the server stats. It reads the store (whose space figures are
+// counters, storage/space.ts), the catalog, the pending snapshots (operations.ts owns them) and
+// the lease table; it changes nothing.
 import type { ExportDescription } from '../server/exports.ts';
 import { checkName, StoreError, StoreErrorCode, type SnapshotInfo, type Store, type StoreStats, type VolumeInfo } from '../storage/types.ts';
 import { formatSize } from '../util/size.ts';
