@@ -162,13 +162,8 @@ export class VolumeRegistry implements ExportResolver {
 
   /**
    * Volumes in name order, `limit` of them after the name `after`; `next` is the `after` of the
-   * following page (null: none).
+   * following page (null: none). Built in slices that yield the event loop (volume.list).
    */
-  volumePage(page: ListPage = {}): VolumePage {
-    return this.listing.volumePage(page);
-  }
-
-  /** `volumePage` built in slices that yield the event loop (volume.list). */
   volumePageSliced(page: ListPage = {}, slicer?: Slicer): Promise<VolumePage> {
     return this.listing.volumePageSliced(page, slicer);
   }
@@ -210,13 +205,9 @@ export class VolumeRegistry implements ExportResolver {
 
   /**
    * Snapshots oldest first (then those being created), `limit` of them after the snapshot `after`
-   * (which must still exist); `next` is the `after` of the following page (null: none).
+   * (which must still exist); `next` is the `after` of the following page (null: none). Built in
+   * slices that yield the event loop (snapshot.list).
    */
-  snapshotPage(volume: string, page: ListPage = {}): SnapshotPage {
-    return this.listing.snapshotPage(volume, page);
-  }
-
-  /** `snapshotPage` built in slices that yield the event loop (snapshot.list). */
   snapshotPageSliced(volume: string, page: ListPage = {}, slicer?: Slicer): Promise<SnapshotPage> {
     return this.listing.snapshotPageSliced(volume, page, slicer);
   }

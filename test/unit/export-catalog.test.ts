@@ -95,26 +95,26 @@ describe('volume.list and snapshot.list pages', () => {
     const { reg } = await populated(0, 0);
     for (const n of ['m', 'b', 'z', 'a', 'k']) await reg.createVolume({ name: n, size: 64 * KiB });
     expect(reg.listVolumes().map((v) => v.name)).toEqual(['a', 'b', 'k', 'm', 'z']);
-    const p1 = reg.volumePage({ limit: 2 });
+    const p1 = await reg.volumePageSliced({ limit: 2 });
     expect([p1.volumes.map((v) => v.name), p1.next]).toEqual([['a', 'b'], 'b']);
     // A volume created between pages, before the boundary, does not shift the next page.
     await reg.createVolume({ name: 'aa', size: 64 * KiB });
-    const p2 = reg.volumePage({ after: p1.next!, limit: 2 });
+    const p2 = await reg.volumePageSliced({ after: p1.next!, limit: 2 });
     expect([p2.volumes.map((v) => v.name), p2.next]).toEqual([['k', 'm'], 'm']);
     await reg.deleteVolume('m', false); // the boundary itself may go
-    const p3 = reg.volumePage({ after: p2.next!, limit: 2 });
+    const p3 = await reg.volumePageSliced({ after: p2.next!, limit: 2 });
     expect([p3.volumes.map((v) => v.name), p3.next]).toEqual([['z'], null]);
-    expect(reg.volumePage({ after: 'zz', limit: 2 })).toEqual({ volumes: [], next: null });
+    expect(await reg.volumePageSliced({ after: 'zz', limit: 2 })).toEqual({ volumes: [], next: null });
   });
 
   it('pages snapshots oldest first; a vanished after is SNAPSHOT_NOT_FOUND', async () => {
     const { reg } = await populated(1, 5);
-    const p1 = reg.snapshotPage('vol000', { limit: 3 });
+    const p1 = await reg.snapshotPageSliced('vol000', { limit: 3 });
     expect([p1.snapshots.map((s) => s.name), p1.next]).toEqual([['s0', 's1', 's2'], 's2']);
-    const p2 = reg.snapshotPage('vol000', { after: 's2', limit: 3 });
+    const p2 = await reg.snapshotPageSliced('vol000', { after: 's2', limit: 3 });
     expect([p2.snapshots.map((s) => s.name), p2.next]).toEqual([['s3', 's4'], null]);
     await reg.deleteSnapshot('vol000', 's2');
-    expect(() => reg.snapshotPage('vol000', { after: 's2' })).toThrow(expect.objectContaining({ code: 'SNAPSHOT_NOT_FOUND' }));
+    await expect(reg.snapshotPageSliced('vol000', { after: 's2' })).rejects.toMatchObject({ code: 'SNAPSHOT_NOT_FOUND' });
   });
 
   describe('over the control socket and the CLI', () => {

@@ -49,7 +49,7 @@ const names = (views: { name: string }[]): string[] => views.map((v) => v.name);
 describe('sliced list pages', () => {
   it('a page of thousands of snapshots lets the event loop turn and answers the one-turn page', async () => {
     const { reg } = await manySnapshots();
-    const oneTurn = reg.snapshotPage('v', { limit: SNAPSHOTS });
+    const oneTurn = { snapshots: reg.listSnapshots('v'), next: null }; // the one-turn walk
     expect(oneTurn.snapshots).toHaveLength(SNAPSHOTS);
 
     const slicer = new EverySlice();
@@ -117,7 +117,7 @@ describe('sliced list pages', () => {
     const reg = new VolumeRegistry(store, { defaultExport: 'v0000', readOnly: false });
     const vname = (i: number): string => `v${String(i).padStart(4, '0')}`;
     for (let i = 0; i < VOLUMES; i++) await reg.createVolume({ name: vname(i), size: SIZE });
-    const oneTurn = reg.volumePage({ limit: VOLUMES });
+    const oneTurn = { volumes: reg.listVolumes(), next: null }; // the one-turn walk
     const slicer = new EverySlice();
     const turns = countLoopTurns();
     expect(await reg.volumePageSliced({ limit: VOLUMES }, slicer)).toEqual(oneTurn);

@@ -37,7 +37,7 @@ describe('registry resize', () => {
     expect(reg.lookup('vm1')!.device.size).toBe(3 * MiB);
     expect(reg.lookup('vm1')!.description).toBe('volume vm1: 3 MiB, 0 snapshots');
     expect(reg.list()[0]!.description).toBe('volume vm1: 3 MiB, 0 snapshots');
-    expect((await reg.volumePage({ limit: 10 })).volumes[0]!.size).toBe(3 * MiB);
+    expect((await reg.volumePageSliced({ limit: 10 })).volumes[0]!.size).toBe(3 * MiB);
     held.release();
   });
 
