@@ -139,7 +139,8 @@ export function processDiskBytes(pid: number): { read: number; write: number } |
 export function processTimes(pid: number): { user: number; sys: number; minflt: number; majflt: number } | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields from state on (field 3): minflt 10, majflt 12, utime 14, stime 15.
+    // Fields after the command name (which may hold spaces) in parentheses, from state (field 3)
+    // on: minflt 10, majflt 12, utime 14, stime 15.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return { user: Number(f[11]) / USER_HZ, sys: Number(f[12]) / USER_HZ, minflt: Number(f[7]), majflt: Number(f[9]) };
   } catch {
@@ -147,13 +148,8 @@ export function processTimes(pid: number): { user: number; sys: number; minflt: 
   }
 }
 
+/** User plus system CPU seconds of a process so far (all threads); null when gone. */
 export function processCpuSeconds(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces) in parentheses; utime and stime are fields 14 and 15.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / USER_HZ;
-  } catch {
-    return null;
-  }
+  const t = processTimes(pid);
+  return t === null ? null : t.user + t.sys;
 }
