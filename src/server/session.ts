@@ -202,16 +202,16 @@ export class Session implements InboundHandler {
    * write settles.
    */
   private readonly onSlabsPinned = (bytes: number): void => {
-    const budget = this.opts.budget;
-    if (!budget) return;
-    this.charged += bytes;
-    if (bytes > 0) {
-      budget.charge(bytes);
-    } else {
-      budget.release(-bytes);
-      this.updateFlow();
-    }
+    if (!this.opts.budget) return;
+    if (bytes > 0) this.charge(bytes);
+    else this.onFlushed(-bytes);
   };
+
+  /** Takes `bytes` of the shared budget for this connection (given back by onFlushed). */
+  private charge(bytes: number): void {
+    this.opts.budget?.charge(bytes);
+    this.charged += bytes;
+  }
 
   private readonly onSocketError = (e: Error): void => log.debug(`${this.opts.label}: socket error: ${e.message}`);
 
@@ -355,10 +355,7 @@ export class Session implements InboundHandler {
     const budgetCost = done !== null ? 0 : cost;
     this.inFlight++;
     this.inFlightBytes += cost;
-    if (this.opts.budget) {
-      this.opts.budget.charge(budgetCost);
-      this.charged += budgetCost;
-    }
+    if (this.opts.budget) this.charge(budgetCost);
     this.idleTimer?.refresh();
     this.updateFlow();
     dispatch.execute(h, payload ?? EMPTY).then(
