@@ -1,7 +1,8 @@
 // The two-level chunk map of one node (head, snapshot or clone head). An L1 array points at leaf
 // pages of ENTRIES_PER_PAGE entries; both levels are reference counted and shared between nodes,
 // and copied on the first write through a node that does not hold them alone (sorted-btree's
-// clone(), dm-thin's shadowing). A snapshot is `share()`: O(1), no page is touched.
+// clone(), dm-thin's shadowing). A snapshot is `share()`: O(1), no page is touched. A page
+// copied on write is a patch over the shared one (map-page.ts): its few changed entries only.
 //
 // An entry is two u32s: slot (or UNMAPPED / ZERO / ZERO_ALLOCATED) and birth epoch. A page that becomes all
 // UNMAPPED is dropped, so memory follows the pages in use, not the volume size.
@@ -9,9 +10,10 @@
 // Slot reference counts count *pages* holding the slot (a page shared by 100 snapshots counts
 // once); the owner (the chunk class) keeps them through SlotRefs.
 
-export const ENTRIES_PER_PAGE = 512;
+import { ENTRIES_PER_PAGE, nextFreezeSeq, Page, UNMAPPED } from './map-page.ts';
+
+export { ENTRIES_PER_PAGE, Page, UNMAPPED };
 export const PAGE_SHIFT = 9;
-export const UNMAPPED = 0xffffffff;
 export const ZERO = 0xfffffffe;
 /**
  * Reads as zeros and is reported as allocated (not a hole): whole chunks zeroed with NO_HOLE.
@@ -29,33 +31,6 @@ export interface SlotRefs {
   ref(slot: number): void;
   unref(slot: number): void;
   count(slot: number): number;
-}
-
-/** The newest Freeze.seq handed out (process-wide: a page made now is done for every freeze so far). */
-let freezeSeq = 0;
-
-export class Page {
-  /** [slot0, birth0, slot1, birth1, ...] */
-  readonly entries: Uint32Array;
-  refs = 1;
-  /** Entries that are not UNMAPPED. */
-  mapped = 0;
-  /**
-   * The newest checkpoint (Freeze.seq) that needs nothing more of this page: it encoded or kept
-   * it, or the page was made after that checkpoint's instant (checkpoint.ts).
-   */
-  doneSeq = freezeSeq;
-  /** Its entries at the instant of the checkpoint `doneSeq`, once they changed after it (else null). */
-  kept: Uint32Array | null = null;
-  constructor(src?: Page) {
-    if (src) {
-      this.entries = src.entries.slice();
-      this.mapped = src.mapped;
-    } else {
-      this.entries = new Uint32Array(ENTRIES_PER_PAGE * 2).fill(UNMAPPED);
-      for (let i = 1; i < this.entries.length; i += 2) this.entries[i] = 0;
-    }
-  }
 }
 
 export class L1 {
@@ -83,7 +58,7 @@ export class L1 {
  * swap never walks the pages (16 M marks, ~1 s of one turn, at 1 TiB with 500 snapshots).
  */
 export class Freeze {
-  readonly seq = ++freezeSeq;
+  readonly seq = nextFreezeSeq();
   active = true;
   /** Pages given a `kept` copy for this checkpoint: cleared at its end. */
   readonly keptPages: Page[] = [];
@@ -98,7 +73,7 @@ export class Freeze {
 export function beforePageChange(p: Page, l1: L1): void {
   const f = l1.freeze;
   if (!f || !f.active || p.doneSeq >= f.seq) return;
-  p.kept = p.entries.slice();
+  p.kept = p.copyEntries();
   p.doneSeq = f.seq;
   f.keptPages.push(p);
 }
@@ -125,12 +100,12 @@ export class NodeMap {
   /** Slot (or UNMAPPED/ZERO) of chunk `c`. */
   slot(c: number): number {
     const p = this.l1.pages[c >>> PAGE_SHIFT];
-    return p ? (p.entries[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number) : UNMAPPED;
+    return p ? p.at((c & (ENTRIES_PER_PAGE - 1)) * 2) : UNMAPPED;
   }
 
   birth(c: number): number {
     const p = this.l1.pages[c >>> PAGE_SHIFT];
-    return p ? (p.entries[(c & (ENTRIES_PER_PAGE - 1)) * 2 + 1] as number) : 0;
+    return p ? p.at((c & (ENTRIES_PER_PAGE - 1)) * 2 + 1) : 0;
   }
 
   /** True when a write to chunk `c` may overwrite its slot in place: nobody else can see it. */
@@ -138,7 +113,7 @@ export class NodeMap {
     if (this.l1.refs !== 1) return false;
     const p = this.l1.pages[c >>> PAGE_SHIFT];
     if (!p || p.refs !== 1) return false;
-    const s = p.entries[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number;
+    const s = p.at((c & (ENTRIES_PER_PAGE - 1)) * 2);
     return isSlot(s) && this.slots.count(s) === 1;
   }
 
@@ -160,26 +135,27 @@ export class NodeMap {
       beforeL1Change(l1);
       page = new Page();
       l1.pages[pi] = page;
-    } else if (page.refs > 1) {
-      const copy = new Page(page);
-      const e = copy.entries;
+    } else if (page.refs > 1 || page.isBase) {
+      // Shared, or a patch page's base (never changed in place): a patch page over it takes
+      // its place, holding every slot it maps (its own references, as a full copy would).
+      const copy = Page.copyOf(page);
+      const e = page.view();
       for (let i = 0; i < e.length; i += 2) {
         const s = e[i] as number;
         if (isSlot(s)) this.slots.ref(s);
       }
-      page.refs--;
       beforeL1Change(l1);
       l1.pages[pi] = copy;
+      releasePage(page, this.slots); // only a decrement while shared
       page = copy;
     }
-    const at = (c & (ENTRIES_PER_PAGE - 1)) * 2;
-    const old = page.entries[at] as number;
+    const k = c & (ENTRIES_PER_PAGE - 1);
+    const old = page.at(k * 2);
     if (isSlot(slot)) this.slots.ref(slot);
     beforePageChange(page, l1);
     if (old === UNMAPPED && slot !== UNMAPPED) page.mapped++;
     else if (old !== UNMAPPED && slot === UNMAPPED) page.mapped--;
-    page.entries[at] = slot;
-    page.entries[at + 1] = slot === UNMAPPED ? 0 : birth;
+    page.put(k, slot, slot === UNMAPPED ? 0 : birth);
     if (isSlot(old)) this.slots.unref(old);
     if (page.mapped === 0) {
       beforeL1Change(l1);
@@ -255,7 +231,7 @@ export class NodeMap {
     for (let pi = 0; pi < pages.length; pi++) {
       const p = pages[pi];
       if (!p) continue;
-      const e = p.entries;
+      const e = p.view();
       for (let i = 0; i < ENTRIES_PER_PAGE; i++) {
         const s = e[i * 2] as number;
         if (s !== UNMAPPED) fn(pi * ENTRIES_PER_PAGE + i, s, e[i * 2 + 1] as number, p);
@@ -272,11 +248,13 @@ export class NodeMap {
       const p = pages[pi];
       if (!p) continue;
       if (p.refs < 1) throw new Error(`page ${pi} refs < 1`);
+      p.checkPatch();
+      const e = p.view();
       let mapped = 0;
       for (let i = 0; i < ENTRIES_PER_PAGE; i++) {
-        const s = p.entries[i * 2] as number;
+        const s = e[i * 2] as number;
         if (s === UNMAPPED) {
-          if (p.entries[i * 2 + 1] !== 0) throw new Error(`unmapped entry ${pi}:${i} has a birth`);
+          if (e[i * 2 + 1] !== 0) throw new Error(`unmapped entry ${pi}:${i} has a birth`);
           continue;
         }
         mapped++;
@@ -298,7 +276,7 @@ export function releaseL1(l1: L1, slots: SlotRefs): void {
 /** Drops one L1's reference to a page; the last one gives back the page's slots. */
 export function releasePage(p: Page, slots: SlotRefs): void {
   if (--p.refs > 0) return;
-  const e = p.entries;
+  const e = p.view();
   for (let i = 0; i < e.length; i += 2) {
     const s = e[i] as number;
     if (isSlot(s)) slots.unref(s);

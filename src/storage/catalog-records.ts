@@ -87,14 +87,15 @@ export function applyRecord(catalog: Catalog, chunks: DataStore, r: RecordReader
       if (!cp) throw new Error('PAGE record outside a checkpoint');
       const p = new Page();
       p.refs = 0;
-      const rec = decodePage(r, p.entries);
+      const e = p.mutable();
+      const rec = decodePage(r, e);
       const cls = chunks.classOf(rec.chunkSize);
       if (!cp.reserved.has(rec.chunkSize)) {
         cp.reserved.add(rec.chunkSize);
         cls.reserve(cp.slotsHint);
       }
-      for (let i = 0; i < p.entries.length; i += 2) {
-        const s = p.entries[i] as number;
+      for (let i = 0; i < e.length; i += 2) {
+        const s = e[i] as number;
         if (s !== UNMAPPED) p.mapped++;
         if (isSlot(s)) cls.ref(s);
       }

@@ -85,8 +85,9 @@ async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<Ch
       if (p.refs !== h.n) bad(`a map page has refcount ${p.refs} but ${h.n} holders`);
       let refs = slotRefs.get(h.chunkSize);
       if (!refs) slotRefs.set(h.chunkSize, (refs = new Map()));
-      for (let i = 0; i < p.entries.length; i += 2) {
-        const s = p.entries[i] as number;
+      const e = p.view();
+      for (let i = 0; i < e.length; i += 2) {
+        const s = e[i] as number;
         if (isSlot(s)) refs.set(s, (refs.get(s) ?? 0) + 1);
       }
     }

@@ -91,7 +91,7 @@ export class CheckpointPlan {
             pid = pageIds.size + 1;
             pageIds.set(p, pid);
             const kept = p.doneSeq === this.freeze.seq ? p.kept : null;
-            const rec = encodePage(pid, n.chunkSize, kept ?? p.entries, this.scratch);
+            const rec = encodePage(pid, n.chunkSize, kept ?? p.view(), this.scratch);
             p.doneSeq = Math.max(p.doneSeq, this.freeze.seq);
             if (kept) p.kept = null;
             yield rec;

@@ -277,7 +277,9 @@ export class Compactor {
         const t = moveTo.get(seg)?.[slot - seg * perSeg];
         return t === undefined || t === NO_COPY ? slot : t;
       });
-      const { remapped, missed } = remapEntries([...pages].map((p) => p.entries), moveTo, perSeg, (from, to) => {
+      // Patch pages become full pages first (all of them before any entry moves: a base is
+      // remapped in place below, and its patch pages must read it as it was).
+      const { remapped, missed } = remapEntries([...pages].map((p) => p.mutable()), moveTo, perSeg, (from, to) => {
         cls.ref(to);
         cls.unref(from);
       });

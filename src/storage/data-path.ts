@@ -568,7 +568,7 @@ export class DataPath {
       const page = pages[c >>> PAGE_SHIFT];
       // A missing page: ENTRIES_PER_PAGE unmapped chunks in one step.
       const stepEnd = page ? Math.min(end, (c + 1) * chunkSize) : Math.min(end, ((c >>> PAGE_SHIFT) + 1) * ENTRIES_PER_PAGE * chunkSize);
-      const s = page ? (page.entries[(c & (ENTRIES_PER_PAGE - 1)) * 2] as number) : UNMAPPED;
+      const s = page ? page.at((c & (ENTRIES_PER_PAGE - 1)) * 2) : UNMAPPED;
       if (isSlot(s)) push(stepEnd - pos, false, false);
       else if (s === ZERO) push(stepEnd - pos, true, true);
       else if (s === ZERO_ALLOCATED) push(stepEnd - pos, false, true);

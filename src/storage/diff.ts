@@ -31,9 +31,9 @@ export async function diffMaps(a: NodeMap, b: NodeMap, chunkSize: number, size: 
     }
     for (; c < pageEnd; c++) {
       const i = (c & (ENTRIES_PER_PAGE - 1)) * 2;
-      const sx = x ? (x.entries[i] as number) : UNMAPPED;
-      const sy = y ? (y.entries[i] as number) : UNMAPPED;
-      if (sx === sy && (x ? x.entries[i + 1] : 0) === (y ? y.entries[i + 1] : 0)) continue;
+      const sx = x ? x.at(i) : UNMAPPED;
+      const sy = y ? y.at(i) : UNMAPPED;
+      if (sx === sy && (x ? x.at(i + 1) : 0) === (y ? y.at(i + 1) : 0)) continue;
       const off = c * chunkSize;
       const len = Math.min(chunkSize, size - off);
       const last = extents[extents.length - 1];

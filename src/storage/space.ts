@@ -102,7 +102,7 @@ export function gainIfAlone(candidates: Candidates, c: number, s: number): void 
   for (const m of candidates()) {
     const l1 = m.map.l1;
     const p = l1.pages[pi];
-    if (!p || p.entries[at] !== s) continue;
+    if (!p || p.at(at) !== s) continue;
     if (p.refs === 1 && l1.refs === 1) m.space.unique++;
     return;
   }
@@ -131,8 +131,9 @@ export function releasedPage(p: Page | null, pi: number, cls: ChunkClass, nodes:
     const owner = ownerOf(nodes, pi, p);
     if (!owner) return;
     let n = 0;
-    for (let i = 0; i < p.entries.length; i += 2) {
-      const s = p.entries[i] as number;
+    const e = p.view();
+    for (let i = 0; i < e.length; i += 2) {
+      const s = e[i] as number;
       if (isSlot(s) && cls.holders(s) === 1) n++;
     }
     owner.space.unique += n;
@@ -145,11 +146,12 @@ export function releasedPage(p: Page | null, pi: number, cls: ChunkClass, nodes:
     if (q && q.refs === 1 && m.map.l1.refs === 1) alone.push({ page: q, node: m });
   }
   if (alone.length === 0) return;
-  for (let i = 0; i < p.entries.length; i += 2) {
-    const s = p.entries[i] as number;
+  const e = p.view();
+  for (let i = 0; i < e.length; i += 2) {
+    const s = e[i] as number;
     if (!isSlot(s) || cls.holders(s) !== 1) continue;
     for (const a of alone) {
-      if (a.page.entries[i] === s) {
+      if (a.page.at(i) === s) {
         a.node.space.unique++;
         break;
       }
@@ -184,7 +186,7 @@ export function rebuild(nodes: Iterable<SpaceNode & { readonly vol: { readonly c
         let pg = perPage.get(p);
         if (!pg) {
           pg = { births: [], alone: 0 };
-          const e = p.entries;
+          const e = p.view();
           let b0 = -1;
           let k = 0;
           for (let i = 0; i < e.length; i += 2) {
