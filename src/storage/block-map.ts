@@ -268,6 +268,28 @@ export class NodeMap {
   }
 }
 
+/**
+ * After open: each page of `maps[m]` that differs from the page at the same index of
+ * `maps[m - 1]` in at most PATCH_MAX entries becomes a patch over it, as the copy on write made
+ * it before the restart (the checkpoint stores whole pages). `maps` are the nodes of one volume
+ * in the order they forked (snapshots oldest first, the head last). Returns the pages patched.
+ */
+export function patchSimilarPages(maps: readonly NodeMap[]): number {
+  let n = 0;
+  for (let m = 1; m < maps.length; m++) {
+    const a = maps[m - 1]!.l1.pages;
+    const b = maps[m]!.l1.pages;
+    if (a === b) continue;
+    const len = Math.min(a.length, b.length);
+    for (let i = 0; i < len; i++) {
+      const p = b[i];
+      const q = a[i];
+      if (p && q && p !== q && p.patchOver(q)) n++;
+    }
+  }
+  return n;
+}
+
 export function releaseL1(l1: L1, slots: SlotRefs): void {
   if (--l1.refs > 0) return;
   for (const p of l1.pages) if (p) releasePage(p, slots);

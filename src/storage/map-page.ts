@@ -135,6 +135,28 @@ export class Page {
     e[k * 2 + 1] = birth;
   }
 
+  /**
+   * Makes this full page a patch over `q` (or q's base) when they differ in at most PATCH_MAX
+   * entries (open: patchSimilarPages). False, and unchanged, otherwise or when it is a base.
+   */
+  patchOver(q: Page): boolean {
+    const e = this.full;
+    const base = q.full ? q : q.base!;
+    if (e === null || this.isBase || base === this) return false;
+    const b = base.full!;
+    const diff: number[] = [];
+    for (let i = 0; i < e.length; i += 2) {
+      if (e[i] === b[i] && e[i + 1] === b[i + 1]) continue;
+      if (diff.length === PATCH_MAX * 3) return false;
+      diff.push(i >>> 1, e[i] as number, e[i + 1] as number);
+    }
+    this.full = null;
+    this.base = base;
+    this.patch = diff.length > 0 ? new Uint32Array(diff) : NO_PATCH;
+    base.isBase = true;
+    return true;
+  }
+
   /** Patch page invariants (block-map.ts checkValid). Throws on the first violation. */
   checkPatch(): void {
     if (this.full !== null) return;

@@ -4,7 +4,7 @@
 // (stale journals, empty segment files, segment tails). Recovery writes nothing that changes the
 // committed state, so it is deterministic and idempotent (README.md "Recovery"). The result is
 // the catalog, the chunk store and the transaction manager (journal.ts), ready to use.
-import { ENTRIES_PER_PAGE } from './block-map.ts';
+import { ENTRIES_PER_PAGE, patchSimilarPages, type NodeMap } from './block-map.ts';
 import { Catalog } from './catalog.ts';
 import { applyRecord, type CheckpointTables } from './catalog-records.ts';
 import { CheckpointPlan, PAGE_RECORD_BYTES } from './checkpoint.ts';
@@ -192,6 +192,7 @@ async function replayJournal(dataDir: string, sb: Superblock, catalog: Catalog, 
   } catch (e) {
     throw corrupt(jPath, `bad log record: ${(e as Error).message}`, e);
   }
+  repatch(catalog);
   const tornTail = size - end;
   if (tornTail > 0 && !opts.inspectOnly) {
     opts.log('warn', `${jPath}: ignoring ${tornTail} bytes of uncommitted journal tail`);
@@ -228,5 +229,27 @@ async function reclaimFiles(io: FileIo, dataDir: string, journalGen: number, chu
       await f.truncate(end);
       await f.close();
     }
+  }
+}
+
+/**
+ * The checkpoint stores every page whole: pages that were patch pages (map-page.ts) become
+ * patches again, each volume's nodes compared in the order they forked (snapshots by id, the
+ * head last), so a restart does not bring back the 4 KiB copies.
+ */
+function repatch(catalog: Catalog): void {
+  const chains = new Map<unknown, NodeMap[]>();
+  const heads: { vol: unknown; map: NodeMap }[] = [];
+  for (const n of catalog.allNodes()) {
+    if (n.kind === 'head') heads.push({ vol: n.vol, map: n.map });
+    else {
+      const chain = chains.get(n.vol);
+      if (chain) chain.push(n.map);
+      else chains.set(n.vol, [n.map]);
+    }
+  }
+  for (const h of heads) {
+    const chain = chains.get(h.vol);
+    if (chain) patchSimilarPages([...chain, h.map]);
   }
 }
