@@ -124,7 +124,7 @@ async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<Ch
         if ((dataEnd.get(name) ?? 0) < need) dataEnd.set(name, need);
       }
       for (let s = 0; s < chunkClass.refs.length; s++) {
-        if ((chunkClass.refs[s] as number) > 0 && !derived.has(s)) bad(`slot ${s} (chunk size ${chunkSize}) has refcount ${chunkClass.refs[s]} but no map holds it`);
+        if ((chunkClass.refs[s] as number) > 0 && !derived.has(s)) bad(`slot ${s} (chunk size ${chunkSize}) has refcount ${chunkClass.count(s)} but no map holds it`);
       }
     }
     for (const [name, end] of liveEnd) {

@@ -43,11 +43,20 @@ export class Segment {
   }
 }
 
+/** A slot's reference byte at this value: its count is in ChunkClass.bigRefs. */
+export const REFS_BIG = 0xff;
+
 export class ChunkClass implements SlotRefs {
   readonly chunkSize: number;
   readonly log2: number;
   readonly slotsPerSeg: number;
-  refs = new Uint32Array(INITIAL_SLOTS);
+  /**
+   * References per slot, one byte each: counts of REFS_BIG and more live in `bigRefs` (the byte
+   * holds REFS_BIG). Most slots are held by a page or two, and four bytes a slot were 64 MiB per
+   * TiB of 64 KiB chunks (bench/README.md, "Patch pages").
+   */
+  refs = new Uint8Array(INITIAL_SLOTS);
+  private readonly bigRefs = new Map<number, number>();
   /** 0 free, 1 in use (allocated, mapped, pending free or quarantined). */
   state = new Uint8Array(INITIAL_SLOTS);
   /** In-use slots per segment. */
@@ -88,7 +97,7 @@ export class ChunkClass implements SlotRefs {
     while (len < n) len *= 2;
     if (exact) len = n;
     if (len > SLOT_MAX) throw new StorageError('ENOSPC', 'slot space exhausted');
-    const r = new Uint32Array(len);
+    const r = new Uint8Array(len);
     r.set(this.refs);
     this.refs = r;
     const s = new Uint8Array(len);
@@ -114,13 +123,24 @@ export class ChunkClass implements SlotRefs {
 
   ref(slot: number): void {
     this.growTo(slot + 1);
-    this.refs[slot] = (this.refs[slot] as number) + 1;
+    const r = this.refs[slot] as number;
+    if (r < REFS_BIG - 1) this.refs[slot] = r + 1;
+    else if (r === REFS_BIG - 1) {
+      this.refs[slot] = REFS_BIG;
+      this.bigRefs.set(slot, REFS_BIG);
+    } else this.bigRefs.set(slot, (this.bigRefs.get(slot) as number) + 1);
   }
 
   unref(slot: number): void {
-    const n = (this.refs[slot] as number) - 1;
+    const r = this.refs[slot] as number;
+    const n = (r === REFS_BIG ? (this.bigRefs.get(slot) as number) : r) - 1;
     if (n < 0) throw new Error(`slot ${slot} unref below zero`);
-    this.refs[slot] = n;
+    if (r !== REFS_BIG) this.refs[slot] = n;
+    else if (n > REFS_BIG - 1) this.bigRefs.set(slot, n);
+    else {
+      this.bigRefs.delete(slot);
+      this.refs[slot] = n;
+    }
     if (n === 0) {
       this.pendingFree.push(slot);
       // Freed while partial: its base loses the reference (replay does the same, so no record).
@@ -129,7 +149,9 @@ export class ChunkClass implements SlotRefs {
   }
 
   count(slot: number): number {
-    return slot < this.refs.length ? (this.refs[slot] as number) : 0;
+    if (slot >= this.refs.length) return 0;
+    const r = this.refs[slot] as number;
+    return r === REFS_BIG ? (this.bigRefs.get(slot) as number) : r;
   }
 
   /**
