@@ -201,7 +201,10 @@ export class Catalog {
   /** Sets a head's map entry (the data path), keeping the space counters. */
   setEntry(node: Node, c: number, slot: number, birth: number): void {
     if (this.releasing.length > 0) this.beforeChange(c >>> PAGE_SHIFT);
-    if (this.counting) setEntry(node, node.vol.chunkClass, this.candidates(node.vol), c, slot, birth);
+    if (this.counting) {
+      const snaps = node.vol.snaps;
+      setEntry(node, node.vol.chunkClass, this.candidates(node.vol), c, slot, birth, snaps[snaps.length - 1]);
+    }
     else node.map.set(c, slot, birth);
   }
 

@@ -427,7 +427,11 @@ export class DataStore {
         const exists = (await this.io.stat(s.path)) !== null;
         if (!exists && !create) throw new StorageError('EIO', `segment file ${s.path} is missing`);
         const f = await this.io.open(s.path, 'create');
-        if (!exists) this.dirDirty = true;
+        if (!exists) {
+          this.dirDirty = true;
+          // Just made, so empty: the writes that meet it growing need no fstat each (grow).
+          if (s.knownSize < 0) s.knownSize = 0;
+        }
         s.file = f;
         return f;
       })();

@@ -78,7 +78,7 @@ export type Candidates = () => Iterable<SpaceNode>;
  * become another node's alone), a new slot is `node`'s alone (a fresh slot in a page the write
  * made its own).
  */
-export function setEntry(node: SpaceNode, cls: ChunkClass, candidates: Candidates, c: number, slot: number, birth: number): void {
+export function setEntry(node: SpaceNode, cls: ChunkClass, candidates: Candidates, c: number, slot: number, birth: number, likely?: SpaceNode): void {
   const map = node.map;
   const old = map.slot(c);
   const oldBirth = map.birth(c);
@@ -91,21 +91,30 @@ export function setEntry(node: SpaceNode, cls: ChunkClass, candidates: Candidate
   if (isSlot(old)) {
     const n = cls.holders(old);
     if (n === 0) sp.unique--; // it was this node's alone
-    else if (n === 1) gainIfAlone(candidates, c, old);
+    else if (n === 1) gainIfAlone(candidates, c, old, likely);
   }
 }
 
-/** Slot `s` at chunk `c` lies in one page now: its holder gains it if nobody else holds that page. */
-export function gainIfAlone(candidates: Candidates, c: number, s: number): void {
+/**
+ * Slot `s` at chunk `c` lies in one page now: its holder gains it if nobody else holds that page.
+ * `likely`, tried first, is the node most likely to hold it (a head's newest snapshot, for the
+ * head's first write to a chunk after it): the walk of every candidate is a generator, which
+ * costs a first write after a snapshot more than the rest of its counters (bench/README.md, w8/fresh).
+ */
+export function gainIfAlone(candidates: Candidates, c: number, s: number, likely?: SpaceNode): void {
   const pi = Math.floor(c / ENTRIES_PER_PAGE);
   const at = (c % ENTRIES_PER_PAGE) * 2;
-  for (const m of candidates()) {
-    const l1 = m.map.l1;
-    const p = l1.pages[pi];
-    if (!p || p.at(at) !== s) continue;
-    if (p.refs === 1 && l1.refs === 1) m.space.unique++;
-    return;
-  }
+  if (likely !== undefined && gainIfHolder(likely, pi, at, s)) return;
+  for (const m of candidates()) if (gainIfHolder(m, pi, at, s)) return;
+}
+
+/** Whether `m`'s page at `pi` holds slot `s` at entry `at` (then the one holder): if so, it gains the slot unless that page is shared. */
+function gainIfHolder(m: SpaceNode, pi: number, at: number, s: number): boolean {
+  const l1 = m.map.l1;
+  const p = l1.pages[pi];
+  if (!p || p.at(at) !== s) return false;
+  if (p.refs === 1 && l1.refs === 1) m.space.unique++;
+  return true;
 }
 
 /**
