@@ -16,6 +16,7 @@ import type { Gather } from '../util/gather.ts';
 import type { SlotRefs } from './block-map.ts';
 import { SLOT_MAX } from './block-map.ts';
 import { PartialSlots } from './partial-slots.ts';
+import { GROWTH_WRITE_PIECE_BYTES, writeGrowing } from './growth-writes.ts';
 
 export const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
 /**
@@ -454,7 +455,9 @@ export class DataStore {
     const f = s.file ?? (await this.file(cls, cls.segmentOf(slot), true));
     const pos = cls.posOf(slot) + inner;
     if (pos + len > s.knownSize && !this.growFast(s, pos + len)) await this.grow(s, f, pos + len);
-    await f.write(data, off, len, pos);
+    // A large write past the file's end goes in pieces (growth-writes.ts).
+    if (len > GROWTH_WRITE_PIECE_BYTES && pos + len > s.knownSize) await writeGrowing(f, [data.subarray(off, off + len)], len, pos, true);
+    else await f.write(data, off, len, pos);
     // Dirty once written: a commit that swapped the dirty set while the write was in flight
     // may have synced the file before the data landed, and the write's map record goes to a
     // later commit, which must sync it again.
@@ -462,14 +465,14 @@ export class DataStore {
     if (pos + len > s.knownSize) s.knownSize = pos + len;
   }
 
-  /** `write` of bytes in pieces (`len` in all, views never written to): one pwritev, no copy. */
+  /** `write` of bytes in pieces (`len` in all, views never written to): one pwritev (past the file's end: growth-writes.ts), no copy. */
   async writeGather(cls: ChunkClass, slot: number, inner: number, pieces: Gather, len: number): Promise<void> {
     if (pieces.length === 1) return this.write(cls, slot, inner, pieces[0]!, 0, len);
     const s = cls.segment(cls.segmentOf(slot));
     const f = s.file ?? (await this.file(cls, cls.segmentOf(slot), true));
     const pos = cls.posOf(slot) + inner;
     if (pos + len > s.knownSize && !this.growFast(s, pos + len)) await this.grow(s, f, pos + len);
-    await f.writev(pieces, pos);
+    await writeGrowing(f, pieces, len, pos, pos + len > s.knownSize);
     this.dirty.add(s); // once written: see write()
     if (pos + len > s.knownSize) s.knownSize = pos + len;
   }

@@ -108,6 +108,15 @@ export const SYNC_IO_RULE = {
    */
   poolMinBytes: 128 * 1024,
   /**
+   * Writes up to this size ignore `poolMinBytes`: they stay synchronous while the page cache
+   * absorbs them (the same strategy, so throttling or slow copies still move them to the pool).
+   * A 1 MiB write done at once copies the payload the loop has just received, still in this
+   * core's cache, and skips the pool's wake-ups and the pool threads' contention on the file's
+   * lock: seqwrite-1m's server CPU per GiB ~30 % lower (bench/README.md, w8/seqw). Larger writes
+   * keep the pool, so one request never holds the loop for long.
+   */
+  syncWriteMaxBytes: 1024 * 1024,
+  /**
    * One synchronous I/O slower than this moves to the pool at once (writes: the second within
    * `isolatedStallMs`): a write caught by the kernel's dirty-page throttling or a read behind a
    * writeback queue held the whole event loop (every connection, the control socket) for
@@ -331,7 +340,7 @@ class RealFile implements IoFile {
   }
 
   write(buf: Buffer, off: number, len: number, pos: number): Promise<void> {
-    if (len < SYNC_IO_RULE.poolMinBytes && writeStrategy.next()) {
+    if (len <= SYNC_IO_RULE.syncWriteMaxBytes && writeStrategy.next()) {
       try {
         const t0 = process.hrtime.bigint();
         let done = 0;
@@ -357,7 +366,7 @@ class RealFile implements IoFile {
   writev(pieces: Gather, pos: number): Promise<void> {
     let len = 0;
     for (const p of pieces) len += p.length;
-    if (len < SYNC_IO_RULE.poolMinBytes && writeStrategy.next()) {
+    if (len <= SYNC_IO_RULE.syncWriteMaxBytes && writeStrategy.next()) {
       try {
         const t0 = process.hrtime.bigint();
         let done = writevSync(this.fd, pieces as Buffer[], pos);
