@@ -18,6 +18,14 @@ export function isTlsMode(s: string): s is TlsMode {
 export const TLS_MIN_VERSION = 'TLSv1.2';
 /** A TLS handshake (after our STARTTLS ACK) must finish within this, or the connection closes. */
 export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * The TLS socket's writable high-water mark: a turn's replies over TLS stay queued until a later
+ * turn (the TLS write completes from a native immediate), so with Node's 16 KiB default four 4 KiB
+ * read replies made `write()` say "full" and the session stopped and restarted reading for every
+ * batch. Queued replies are charged to the memory budget until they leave, so this adds no
+ * unaccounted memory (bench/README.md, "TLS: the reply queue's high-water mark").
+ */
+export const TLS_WRITE_HIGH_WATER_MARK = 256 * 1024;
 /** PSK keys: at least 128 bits (psktool makes 256). */
 export const PSK_MIN_BYTES = 16;
 
@@ -151,6 +159,7 @@ export function upgradeToTls(raw: Duplex, material: TlsMaterial): TlsUpgrade {
     };
   }
   const socket = new tls.TLSSocket(raw, options);
+  raiseWriteHighWaterMark(socket, TLS_WRITE_HIGH_WATER_MARK);
   const ready = new Promise<TlsPeer>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`TLS handshake not done within ${TLS_HANDSHAKE_TIMEOUT_MS} ms`)), TLS_HANDSHAKE_TIMEOUT_MS);
     socket.once('secure', () => {
@@ -169,6 +178,16 @@ export function upgradeToTls(raw: Duplex, material: TlsMaterial): TlsUpgrade {
   });
   ready.catch(() => undefined); // the session awaits it; never an unhandled rejection
   return { socket, ready };
+}
+
+/**
+ * TLSSocket passes one highWaterMark to both sides; the readable side's would let a paused
+ * connection buffer that much more decrypted input outside the budget, so only the writable
+ * side's is raised (its state's field: Writable offers no setter). Without that field, the default stays.
+ */
+export function raiseWriteHighWaterMark(socket: Duplex, bytes: number): void {
+  const state = (socket as unknown as { _writableState?: { highWaterMark?: unknown } })._writableState;
+  if (state && typeof state.highWaterMark === 'number' && state.highWaterMark < bytes) state.highWaterMark = bytes;
 }
 
 /**

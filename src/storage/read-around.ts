@@ -8,7 +8,7 @@
 // while the other reads go to the pool. When the misses have no locality (a huge image read at
 // random) the wider reads only cost disk bandwidth: read-around turns off while too few reads
 // land in a remembered window, and is retried now and then. bench/README.md, "Cold reads".
-import { readFileSync } from 'node:fs';
+import { openSync, readSync } from 'node:fs';
 
 export const READ_AROUND = {
   /** The window read around a miss (aligned): the default chunk size. */
@@ -99,21 +99,33 @@ export const readAround = new ReadAroundRule();
 /** Where Linux counts the bytes a process had read from storage devices (not the page cache). */
 const PROC_IO = '/proc/self/io';
 const READ_BYTES = /read_bytes: (\d+)/;
+/** /proc/self/io is seven short lines (~100 bytes). */
+const PROC_IO_MAX_BYTES = 512;
 
 /**
  * Whether the process read anything from the disk since the last look. A slow synchronous read
  * with no disk read meanwhile was served by the page cache (the thread was preempted or
  * interrupted): counting it as a miss sent hot reads to the pool (as 64 KiB window reads) and
  * fetched windows for nothing, a few % of a hot random read's reads on a busy machine
- * (bench/README.md, issue 11). Asked only after a slow read (a file read, ~10 µs); where the
- * count cannot be read, every slow read passes for a miss.
+ * (bench/README.md, issue 11). Asked only after a slow read; where the count cannot be read,
+ * every slow read passes for a miss. The file stays open and each look is one pread at 0 (procfs
+ * makes the text afresh): opening it each time (open, statx, two reads, close) cost ~22 µs a
+ * look against ~3, and under load a TLS random read looked after most reads (bench/README.md,
+ * "TLS: the reply queue's high-water mark").
  */
 export class DiskReads {
-  private readonly path: string;
+  private readonly fd: number;
+  private readonly text = Buffer.allocUnsafe(PROC_IO_MAX_BYTES);
   /** The count at the last look (the first at construction), -1 when unreadable. */
   private last: number;
   constructor(path: string = PROC_IO) {
-    this.path = path;
+    let fd = -1;
+    try {
+      fd = openSync(path, 'r');
+    } catch {
+      // unreadable: every slow read passes for a miss
+    }
+    this.fd = fd;
     this.last = this.readBytes();
   }
 
@@ -126,8 +138,10 @@ export class DiskReads {
   }
 
   private readBytes(): number {
+    if (this.fd < 0) return -1;
     try {
-      const m = READ_BYTES.exec(readFileSync(this.path, 'latin1'));
+      const n = readSync(this.fd, this.text, 0, this.text.length, 0);
+      const m = READ_BYTES.exec(this.text.toString('latin1', 0, n));
       return m ? Number(m[1]) : -1;
     } catch {
       return -1;

@@ -3,7 +3,7 @@
 // since the last look (read-around.ts DiskReads): a slow read of cached data (the thread
 // preempted) counts as fast and fetches nothing. Its own file: the read
 // strategy and the read-around table are process-wide and must start synchronous and empty.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -40,6 +40,20 @@ describe('DiskReads', () => {
     expect(new DiskReads(join(dir, 'absent')).grew()).toBe(true);
     await writeFile(path, 'no counts here\n');
     expect(new DiskReads(path).grew()).toBe(true);
+  });
+
+  it('keeps reading the file it opened at construction (one pread a look, no open per look)', async () => {
+    const path = join(dir, 'io-kept');
+    const io = (n: number): string => `rchar: 1\nread_bytes: ${n}\nwrite_bytes: 0\n`;
+    await writeFile(path, io(4096));
+    const d = new DiskReads(path);
+    // Another file now has the name: a look that opened the path would see its count.
+    await rename(path, join(dir, 'io-kept-old'));
+    await writeFile(path, io(999_999));
+    expect(d.grew()).toBe(false);
+    await writeFile(join(dir, 'io-kept-old'), io(8192));
+    expect(d.grew()).toBe(true);
+    expect(d.grew()).toBe(false);
   });
 });
 

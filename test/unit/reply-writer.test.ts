@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ReplyWriter } from '../../src/server/reply-writer.ts';
-import { loadTlsMaterial, upgradeToTls } from '../../src/server/tls.ts';
+import { loadTlsMaterial, TLS_WRITE_HIGH_WATER_MARK, upgradeToTls } from '../../src/server/tls.ts';
 import { makeTlsMaterial } from '../helpers/tls-material.ts';
 
 /** A sink whose writes complete at once (`later` false) or from a later turn, like a TLS socket's. */
@@ -127,6 +127,41 @@ describe('ReplyWriter', () => {
       expect(writeCalls).toBe(BATCHES + 1);
       while (received.length < expected.length) await new Promise((r) => setTimeout(r, 5));
       expect(received).toBe(expected);
+    });
+
+    it("a turn of 32 read replies of 4 KiB does not fill the TLS socket (its writes complete a turn later); its readable side keeps Node's default", async () => {
+      const m = makeTlsMaterial();
+      cleanup.push(() => rmSync(m.root, { recursive: true, force: true }));
+      const material = loadTlsMaterial({ cert: m.serverCert, key: m.serverKey });
+      const server = net.createServer();
+      cleanup.push(() => server.close());
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+      const [c, s] = await Promise.all([
+        new Promise<tls.TLSSocket>((resolve, reject) => {
+          const t = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', ca: readFileSync(m.caCert, 'utf8'), checkServerIdentity: () => undefined }, () => resolve(t));
+          t.once('error', reject);
+        }),
+        (async () => {
+          const up = upgradeToTls(await accepted, material);
+          await up.ready;
+          return up.socket;
+        })(),
+      ]);
+      cleanup.push(() => { c.destroy(); s.destroy(); });
+      let received = 0;
+      c.on('data', (d: Buffer) => { received += d.length; });
+      const writer = new ReplyWriter(s);
+      const REPLIES = 32;
+      const oks: boolean[] = [];
+      for (let i = 0; i < REPLIES; i++) oks.push(writer.send(reply(i), Buffer.alloc(4096, 0x62)));
+      // The session stops reading requests whenever send() says false (session.ts updateFlow).
+      expect(oks.every(Boolean)).toBe(true);
+      expect(s.writableHighWaterMark).toBe(TLS_WRITE_HIGH_WATER_MARK);
+      expect(s.readableHighWaterMark).toBe(new net.Socket().readableHighWaterMark);
+      const total = oks.length * 4096 + Array.from({ length: REPLIES }, (_, i) => reply(i).length).reduce((a, b) => a + b, 0);
+      while (received < total) await new Promise((r) => setTimeout(r, 5));
+      expect(received).toBe(total);
     });
   });
 });
