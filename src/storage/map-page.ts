@@ -33,8 +33,7 @@ const NOT_FULL = new Uint32Array(0);
 export class Page {
   /**
    * A full page's [slot0, birth0, slot1, birth1, ...]; NOT_FULL (empty) for a patch page. Never
-   * null: a field that is always a Uint32Array keeps lookups as fast as before patch pages (a
-   * nullable one cost ~1.7x per lookup in a map micro benchmark).
+   * null, so the field keeps one type for the lookups (at()).
    */
   private full: Uint32Array;
   /** A patch page's base (a full page that never changes in place again). */
@@ -58,7 +57,7 @@ export class Page {
   /** Its entries at the instant of the checkpoint `doneSeq`, once they changed after it (else null). */
   kept: Uint32Array | null = null;
 
-  /** An empty page (every entry UNMAPPED, birth 0); copyOf passes null. */
+  /** An empty page (every entry UNMAPPED, birth 0); copyOf passes NOT_FULL. */
   constructor(full: Uint32Array = emptyEntries()) {
     this.full = full;
   }
