@@ -1,15 +1,19 @@
 // The two kinds of 4 KiB write after a snapshot, apart, in process (no NBD, no fio): CPU per write
 // of (first) the first write to each chunk of a fully written volume after one snapshot (a fresh
 // partial slot: allocation, SlotValid and MapRun records, space counters), in random chunk order,
-// then (more) random writes, most of them into slots already partial. Each tree's dist/ is loaded
+// then (more) random writes, most of them into slots already partial. Before the snapshot, (over)
+// as many random writes in place over the written volume: the baseline of the snap0 rows. Each tree's dist/ is loaded
 // side by side (`npm run build` first) and the trees alternate round by round, so load from other
 // processes falls on each alike; the median per tree is printed. `--io null` drops the segment
 // writes (the JavaScript alone; the figure to trust on a loaded machine), `--io sync` makes them
 // synchronous. No commit runs during a phase (the interval is long), as in a 5 s bench row.
-//   node --import tsx bench/micro/snap-first-writes.ts [--trees DIR,DIR] [--mib 1024] [--rounds 3] [--io null|sync]
+// `--cold` (root): the page cache is dropped before the over and the first phase, as the cold rows do.
+//   node --import tsx bench/micro/snap-first-writes.ts [--trees DIR,DIR] [--mib 1024] [--rounds 3] [--io null|sync] [--cold]
+import { execSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve, basename } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { median, round } from '../lib/stats.ts';
 
@@ -22,7 +26,7 @@ const MORE_PER_CHUNK = 4;
 /** Long enough that no periodic commit runs during a phase. */
 const COMMIT_INTERVAL_MS = 600_000;
 
-const { values: v } = parseArgs({ options: { trees: { type: 'string' }, mib: { type: 'string' }, rounds: { type: 'string' }, io: { type: 'string' } } });
+const { values: v } = parseArgs({ options: { trees: { type: 'string' }, mib: { type: 'string' }, rounds: { type: 'string' }, io: { type: 'string' }, cold: { type: 'boolean' } } });
 const trees = (v.trees ?? join(import.meta.dirname, '..', '..')).split(',').map((t) => resolve(t));
 const size = Number(v.mib ?? 1024) * MiB;
 const rounds = Number(v.rounds ?? 3);
@@ -66,18 +70,33 @@ function rng(seed: number): () => number {
   return () => (x = (Math.imul(x, 1664525) + 1013904223) >>> 0);
 }
 
-async function phase(dev: Dev, offsets: number[]): Promise<number> {
+/** Garbage-collector time so far (ms), for each phase's share. */
+let gcMs = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcMs += e.duration;
+}).observe({ entryTypes: ['gc'] });
+/** CPU and garbage-collector time per write (µs) of one phase. */
+interface Cost { cpu: number; gc: number }
+
+async function phase(dev: Dev, offsets: number[]): Promise<Cost> {
   const buf = Buffer.alloc(BLOCK, 0xc3);
   let i = 0;
+  const g0 = gcMs;
   const c0 = process.cpuUsage();
   await Promise.all(Array.from({ length: QD }, async () => {
     while (i < offsets.length) await dev.write(offsets[i++]!, buf, { fua: false });
   }));
   const c = process.cpuUsage(c0);
-  return (c.user + c.system) / offsets.length;
+  // Observer entries arrive a turn later.
+  await new Promise((r) => setImmediate(r));
+  return { cpu: (c.user + c.system) / offsets.length, gc: ((gcMs - g0) * 1000) / offsets.length };
 }
 
-async function once(t: number, root: string, r: number): Promise<{ first: number; more: number }> {
+function dropCaches(): void {
+  if (v.cold) execSync('sync; echo 3 > /proc/sys/vm/drop_caches');
+}
+
+async function once(t: number, root: string, r: number): Promise<{ over: Cost; first: Cost; more: Cost }> {
   const dir = join(root, `t${t}-${r}`);
   const { open, fileIo } = loaded[t]!;
   const store = await open(dir, { commitIntervalMs: COMMIT_INTERVAL_MS, fileIo });
@@ -87,37 +106,44 @@ async function once(t: number, root: string, r: number): Promise<{ first: number
   const fill = Buffer.alloc(MiB, 0x5a);
   for (let o = 0; o < size; o += MiB) await dev.write(o, fill, { fua: false });
   await store.flush();
-  await store.createSnapshot('v', 's0');
   const rand = rng(99 + r);
   const chunks = size / CHUNK;
+  const randomBlocks = (): number[] => Array.from({ length: chunks * MORE_PER_CHUNK }, () => (rand() % (size / BLOCK)) * BLOCK);
+  dropCaches();
+  const over = await phase(dev, randomBlocks());
+  await store.flush();
+  await store.createSnapshot('v', 's0');
+  dropCaches();
   const order = Array.from({ length: chunks }, (_, i) => i);
   for (let i = chunks - 1; i > 0; i--) {
     const j = rand() % (i + 1);
     [order[i], order[j]] = [order[j]!, order[i]!];
   }
   const first = await phase(dev, order.map((c) => c * CHUNK + (rand() % (CHUNK / BLOCK)) * BLOCK));
-  const more = await phase(dev, Array.from({ length: chunks * MORE_PER_CHUNK }, () => (rand() % (size / BLOCK)) * BLOCK));
+  const more = await phase(dev, randomBlocks());
   await store.flush();
   await store.close();
   await rm(dir, { recursive: true, force: true });
-  return { first, more };
+  return { over, first, more };
 }
 
 const root = await mkdtemp(join(tmpdir(), 'snapnbd-snapfirst-'));
 try {
-  const got = trees.map(() => ({ first: [] as number[], more: [] as number[] }));
+  const got = trees.map(() => ({ over: [] as Cost[], first: [] as Cost[], more: [] as Cost[] }));
   for (let r = 0; r < rounds; r++) {
     for (let t = 0; t < trees.length; t++) {
       const s = await once(t, root, r);
+      got[t]!.over.push(s.over);
       got[t]!.first.push(s.first);
       got[t]!.more.push(s.more);
     }
   }
-  console.log(`${size / MiB} MiB volume, 1 snapshot, ${size / CHUNK} first writes then ${MORE_PER_CHUNK * size / CHUNK} more, QD ${QD}, ${rounds} rounds, segment writes ${io}`);
+  console.log(`${size / MiB} MiB volume, ${MORE_PER_CHUNK * size / CHUNK} writes in place, 1 snapshot, ${size / CHUNK} first writes then ${MORE_PER_CHUNK * size / CHUNK} more, ` +
+    `QD ${QD}, ${rounds} rounds, segment writes ${io}${v.cold ? ', page cache dropped before each part' : ''}`);
   for (let t = 0; t < trees.length; t++) {
     const g = got[t]!;
-    console.log(`${basename(trees[t]!).padEnd(16)} first ${round(median(g.first), 2)} us/write (${g.first.map((x) => round(x, 1)).join(', ')}), ` +
-      `more ${round(median(g.more), 2)} us/write (${g.more.map((x) => round(x, 1)).join(', ')})`);
+    const us = (xs: Cost[]): string => `${round(median(xs.map((x) => x.cpu)), 2)} us/write (${xs.map((x) => round(x.cpu, 1)).join(', ')}; GC ${xs.map((x) => round(x.gc, 1)).join(', ')})`;
+    console.log(`${basename(trees[t]!).padEnd(16)} over ${us(g.over)}, first ${us(g.first)}, more ${us(g.more)}`);
   }
 } finally {
   await rm(root, { recursive: true, force: true });

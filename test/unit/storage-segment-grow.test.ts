@@ -59,7 +59,7 @@ describe('segment file sizes before a write grows the file', () => {
     let store = await openCowStore('/s', opts);
     store.autoCompact = false;
     await store.createVolume({ name: 'v', size: VOLUME, chunkSize: CHUNK });
-    // Full chunks first: no partial slots, so each chunk i lands in slot i of segment 0.
+    // No backing file and no snapshot: each 4 KiB write fills a whole fresh chunk (zeros around it).
     await burst(store.head('v'), 0);
     expect(io.segmentSizeCalls, 'size() calls for a segment file the store created').toBe(0);
     await store.flush();
