@@ -23,7 +23,8 @@ export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
  * turn (the TLS write completes from a native immediate), so with Node's 16 KiB default four 4 KiB
  * read replies made `write()` say "full" and the session stopped and restarted reading for every
  * batch. Queued replies are charged to the memory budget until they leave, so this adds no
- * unaccounted memory (bench/README.md, "TLS: the reply queue's high-water mark").
+ * unaccounted memory (bench/README.md, "TLS: the reply queue's high-water mark, and the
+ * disk-read look").
  */
 export const TLS_WRITE_HIGH_WATER_MARK = 256 * 1024;
 /** PSK keys: at least 128 bits (psktool makes 256). */

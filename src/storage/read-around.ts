@@ -111,7 +111,7 @@ const PROC_IO_MAX_BYTES = 512;
  * every slow read passes for a miss. The file stays open and each look is one pread at 0 (procfs
  * makes the text afresh): opening it each time (open, statx, two reads, close) cost ~22 µs a
  * look against ~3, and under load a TLS random read looked after most reads (bench/README.md,
- * "TLS: the reply queue's high-water mark").
+ * "TLS: the reply queue's high-water mark, and the disk-read look").
  */
 export class DiskReads {
   private readonly fd: number;
