@@ -79,7 +79,8 @@ describe('ReplyWriter', () => {
     const cleanup: (() => void)[] = [];
     afterEach(() => { for (const f of cleanup.splice(0)) f(); });
 
-    it('every batch after the first is one write of the TLS socket; the client reads every reply in order', async () => {
+    /** A TLS client connected to a server socket upgraded in place: [client, server side]. */
+    async function tlsPair(): Promise<[tls.TLSSocket, tls.TLSSocket]> {
       const m = makeTlsMaterial();
       cleanup.push(() => rmSync(m.root, { recursive: true, force: true }));
       const material = loadTlsMaterial({ cert: m.serverCert, key: m.serverKey });
@@ -87,10 +88,10 @@ describe('ReplyWriter', () => {
       cleanup.push(() => server.close());
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-      const client = await Promise.all([
+      const [c, s] = await Promise.all([
         new Promise<tls.TLSSocket>((resolve, reject) => {
-          const c = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', ca: readFileSync(m.caCert, 'utf8'), checkServerIdentity: () => undefined }, () => resolve(c));
-          c.once('error', reject);
+          const t = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', ca: readFileSync(m.caCert, 'utf8'), checkServerIdentity: () => undefined }, () => resolve(t));
+          t.once('error', reject);
         }),
         (async () => {
           const up = upgradeToTls(await accepted, material);
@@ -98,8 +99,12 @@ describe('ReplyWriter', () => {
           return up.socket;
         })(),
       ]);
-      const [c, s] = client;
       cleanup.push(() => { c.destroy(); s.destroy(); });
+      return [c, s];
+    }
+
+    it('every batch after the first is one write of the TLS socket; the client reads every reply in order', async () => {
+      const [c, s] = await tlsPair();
       let received = '';
       c.on('data', (d: Buffer) => { received += d.toString(); });
       // Count the TLS socket's writes (each one an SSL_write and a write to the kernel).
@@ -130,25 +135,7 @@ describe('ReplyWriter', () => {
     });
 
     it("a turn of 32 read replies of 4 KiB does not fill the TLS socket (its writes complete a turn later); its readable side keeps Node's default", async () => {
-      const m = makeTlsMaterial();
-      cleanup.push(() => rmSync(m.root, { recursive: true, force: true }));
-      const material = loadTlsMaterial({ cert: m.serverCert, key: m.serverKey });
-      const server = net.createServer();
-      cleanup.push(() => server.close());
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-      const [c, s] = await Promise.all([
-        new Promise<tls.TLSSocket>((resolve, reject) => {
-          const t = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', ca: readFileSync(m.caCert, 'utf8'), checkServerIdentity: () => undefined }, () => resolve(t));
-          t.once('error', reject);
-        }),
-        (async () => {
-          const up = upgradeToTls(await accepted, material);
-          await up.ready;
-          return up.socket;
-        })(),
-      ]);
-      cleanup.push(() => { c.destroy(); s.destroy(); });
+      const [c, s] = await tlsPair();
       let received = 0;
       c.on('data', (d: Buffer) => { received += d.length; });
       const writer = new ReplyWriter(s);
