@@ -1,8 +1,9 @@
 // A backup target: a flat namespace of immutable objects under one prefix. Two kinds share the
 // layout and the guarantees (src/backup/README.md): `s3://BUCKET/PREFIX` (any S3 endpoint, the
 // AWS CLI's configuration) and `file:///ABSOLUTE/DIR` (a mounted disk or NAS). Options ride in
-// the URL's query: `?encrypt=/path/keyfile`.
+// the URL's query: `?encrypt=/path/keyfile`, `?upload-limit=RATE` (bytes per second, `20M`).
 import { isAbsolute } from 'node:path';
+import { parseSize } from '../util/size.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 
 export interface ObjectEntry {
@@ -41,8 +42,13 @@ export interface TargetSpec {
   prefix: string;
   /** Path of the key file, when the target is encrypted. */
   keyFile: string | null;
+  /** Bytes per second that uploads to the target may use at most (null: no limit). */
+  uploadLimit: number | null;
   display: string;
 }
+
+/** The slowest `upload-limit` accepted: below it a single block takes minutes to send. */
+export const MIN_UPLOAD_LIMIT = 64 * 1024;
 
 const BUCKET_PATTERN = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
@@ -55,21 +61,31 @@ export function parseTargetUrl(url: string): TargetSpec {
   }
   if (u.username || u.password) throw new BackupError(BackupErrorCode.InvalidTarget, 'a target URL must not carry credentials (use the AWS variables or profile)');
   let keyFile: string | null = null;
+  let uploadLimit: number | null = null;
   for (const [k, v] of u.searchParams) {
-    if (k !== 'encrypt') throw new BackupError(BackupErrorCode.InvalidTarget, `target option '${k}' is unknown (known: encrypt)`);
-    if (!isAbsolute(v)) throw new BackupError(BackupErrorCode.InvalidTarget, `encrypt=: key file '${v}' must be an absolute path`);
-    keyFile = v;
+    if (k === 'encrypt') {
+      if (!isAbsolute(v)) throw new BackupError(BackupErrorCode.InvalidTarget, `encrypt=: key file '${v}' must be an absolute path`);
+      keyFile = v;
+    } else if (k === 'upload-limit') {
+      const n = parseSize(v);
+      if (n === null || n < MIN_UPLOAD_LIMIT) {
+        throw new BackupError(BackupErrorCode.InvalidTarget, `upload-limit=: '${v}' is not a rate of at least ${MIN_UPLOAD_LIMIT / 1024}K (bytes per second, e.g. 20M)`);
+      }
+      uploadLimit = n;
+    } else {
+      throw new BackupError(BackupErrorCode.InvalidTarget, `target option '${k}' is unknown (known: encrypt, upload-limit)`);
+    }
   }
   if (u.protocol === 's3:') {
     if (!BUCKET_PATTERN.test(u.hostname)) throw new BackupError(BackupErrorCode.InvalidTarget, `'${u.hostname}' is not a valid bucket name`);
     const p = decodeURIComponent(u.pathname).replace(/^\/+/, '');
     const prefix = p === '' ? '' : p.replace(/\/*$/, '/');
-    return { kind: 's3', location: u.hostname, prefix, keyFile, display: `s3://${u.hostname}/${prefix}` };
+    return { kind: 's3', location: u.hostname, prefix, keyFile, uploadLimit, display: `s3://${u.hostname}/${prefix}` };
   }
   if (u.protocol === 'file:') {
     if (u.hostname !== '') throw new BackupError(BackupErrorCode.InvalidTarget, `file target '${url}' must be file:///ABSOLUTE/DIR`);
     const dir = decodeURIComponent(u.pathname).replace(/\/+$/, '') || '/';
-    return { kind: 'file', location: dir, prefix: '', keyFile, display: `file://${dir}` };
+    return { kind: 'file', location: dir, prefix: '', keyFile, uploadLimit, display: `file://${dir}` };
   }
   throw new BackupError(BackupErrorCode.InvalidTarget, `target '${url}': scheme must be s3: or file:`);
 }

@@ -1,0 +1,73 @@
+// A target's `?upload-limit=RATE`: parsed strictly, and puts paced so that no window of time
+// sends more than the rate allows (plus one burst), whatever the sizes and timing of the puts.
+import { describe, expect, it } from 'vitest';
+import { parseTargetUrl, MIN_UPLOAD_LIMIT, type ObjectStore } from '../../src/backup/target.ts';
+import { limitUploads, UPLOAD_BURST_MS, UploadPacer } from '../../src/backup/upload-limit.ts';
+import { withSeed } from '../helpers/prng.ts';
+
+const MiB = 1024 * 1024;
+
+describe('upload-limit', () => {
+  it('is parsed from the target URL, beside encrypt', () => {
+    expect(parseTargetUrl('file:///srv/b?upload-limit=20M').uploadLimit).toBe(20 * MiB);
+    const both = parseTargetUrl('s3://bucket/p?encrypt=/k&upload-limit=512K');
+    expect([both.uploadLimit, both.keyFile]).toEqual([512 * 1024, '/k']);
+    expect(parseTargetUrl('file:///srv/b').uploadLimit).toBeNull();
+  });
+
+  it('refuses a rate that is not one, or too slow to send a block', () => {
+    for (const bad of ['fast', '', '-1M', `${MIN_UPLOAD_LIMIT - 1}`, '1K']) {
+      expect(() => parseTargetUrl(`file:///srv/b?upload-limit=${bad}`)).toThrow(/upload-limit=: .* is not a rate of at least 64K/);
+    }
+    expect(() => parseTargetUrl('file:///srv/b?uplaod-limit=1M')).toThrow(/option 'uplaod-limit' is unknown \(known: encrypt, upload-limit\)/);
+  });
+
+  it('never lets a window send more than the rate plus one burst (seeded puts)', async () => {
+    await withSeed('pacer', (rng) => {
+      const rate = 1000 * rng.int(1, 100); // bytes per second
+      const pacer = new UploadPacer(rate);
+      const sends: { at: number; bytes: number }[] = [];
+      let now = 0;
+      for (let i = 0; i < 400; i++) {
+        now += rng.int(0, 2) === 0 ? rng.int(0, 2000) : rng.int(0, 20);
+        const bytes = rng.int(1, rate);
+        sends.push({ at: now + pacer.reserve(bytes, now), bytes });
+      }
+      // Sent in [a, b]: the bytes of every put that starts inside it.
+      for (const a of sends) {
+        for (const b of sends) {
+          if (b.at < a.at) continue;
+          const inside = sends.filter((s) => s.at >= a.at && s.at <= b.at).reduce((n, s) => n + s.bytes, 0);
+          const allowed = (rate * (b.at - a.at + UPLOAD_BURST_MS)) / 1000 + rate; // + the last put, booked whole
+          expect(inside).toBeLessThanOrEqual(allowed + 1e-6);
+        }
+      }
+      // And it does send: a steady stream goes at the rate, not slower.
+      const last = sends[sends.length - 1]!;
+      expect(last.at).toBeLessThanOrEqual(now + (1000 * sends.reduce((n, s) => n + s.bytes, 0)) / rate);
+    });
+  });
+
+  it('waits before a put, passes everything else through, and a cancelled put never reaches the store', async () => {
+    const puts: string[] = [];
+    const inner: ObjectStore = {
+      display: 'mem://', put: async (k) => { puts.push(k); }, get: async () => null, exists: async () => true,
+      delete: async () => {}, list: async function* () {}, check: async () => {}, close: () => {},
+    };
+    expect(limitUploads(inner, null)).toBe(inner);
+    const limited = limitUploads(inner, MIN_UPLOAD_LIMIT);
+    expect(limited.display).toBe('mem://');
+    expect(await limited.exists('x')).toBe(true);
+    // The burst's worth goes at once; the next put books a second of the rate.
+    const burst = Buffer.alloc((MIN_UPLOAD_LIMIT * UPLOAD_BURST_MS) / 1000);
+    await limited.put('a', burst);
+    expect(puts).toEqual(['a']);
+    const ac = new AbortController();
+    const t0 = performance.now();
+    const p = limited.put('b', Buffer.alloc(MIN_UPLOAD_LIMIT), ac.signal);
+    setTimeout(() => ac.abort(), 100);
+    await expect(p).rejects.toThrow(/abort/i);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(90);
+    expect(puts).toEqual(['a']);
+  });
+});
