@@ -136,7 +136,8 @@ describe('backups on a file target', () => {
   });
 
   it('a snapshot being backed up cannot be deleted until the job is cancelled', async () => {
-    const a = await server({ t: `file://${target}` });
+    // Paced to take seconds, so the job is still running when cancelled on any machine.
+    const a = await server({ t: `file://${target}?upload-limit=16M` });
     await a.reg.createVolume({ name: 'v', size: 64 * MiB });
     await a.store.head('v').write(0, randomBytes(64 * MiB), { fua: false });
     await a.reg.createSnapshot('v', 's', undefined);
