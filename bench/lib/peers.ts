@@ -110,7 +110,7 @@ async function isReadOnly(uri: string): Promise<boolean> {
   return j.exports[0]?.is_read_only ?? true;
 }
 
-/** `tls`: TLS required, with client certificates checked or a PSK (bench/lib/tls.ts; snapnbd and nbdkit-file). */
+/** `tls`: TLS required, with client certificates checked or a PSK (bench/lib/tls.ts; snapnbd, nbdkit-file and nbdkit-cow). */
 export async function startPeer(ctx: BenchContext, peer: PeerName, writes: boolean, tls: 'tls' | 'psk' | null = null): Promise<PeerInstance> {
   const name = exportNameOf(ctx.image);
   const tlsArgs = tls ? tlsServerArgs(peer, tls) : [];

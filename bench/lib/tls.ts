@@ -1,5 +1,5 @@
-// TLS rows (issue 14): snapnbd `--tls require` with a CA beside `nbdkit --tls=require
-// --tls-verify-peer`, the same certificates (test/helpers/tls-material.ts); PSK rows: both with
+// TLS rows (issue 14): snapnbd `--tls require` with a CA beside `nbdkit [--filter=cow] --tls=require
+// --tls-verify-peer`, the same certificates (test/helpers/tls-material.ts); PSK rows: all with
 // `--tls-psk` and the same key file (psktool's `identity:hexkey`). fio's nbd engine cannot do TLS,
 // so fio talks plain NBD over a Unix socket to a bridge, `nbdkit nbd`, whose libnbd client carries
 // the requests to the server over TLS as alice (her client certificate, or her PSK). The same
@@ -36,8 +36,9 @@ export function benchTls(): TlsTestMaterial {
 /** Server options for TLS required: client certificates checked against the CA, or the PSK file. */
 export function tlsServerArgs(peer: PeerName, via: 'tls' | 'psk'): string[] {
   const m = benchTls();
-  if (via === 'psk') return peer === 'nbdkit-file' ? ['--tls=require', `--tls-psk=${m.pskFile}`] : ['--tls', 'require', '--tls-psk', m.pskFile];
-  if (peer === 'nbdkit-file') return ['--tls=require', `--tls-certificates=${m.serverDir}`, '--tls-verify-peer'];
+  const nbdkit = peer === 'nbdkit-file' || peer === 'nbdkit-cow';
+  if (via === 'psk') return nbdkit ? ['--tls=require', `--tls-psk=${m.pskFile}`] : ['--tls', 'require', '--tls-psk', m.pskFile];
+  if (nbdkit) return ['--tls=require', `--tls-certificates=${m.serverDir}`, '--tls-verify-peer'];
   return ['--tls', 'require', '--tls-cert', m.serverCert, '--tls-key', m.serverKey, '--tls-ca', m.caCert];
 }
 

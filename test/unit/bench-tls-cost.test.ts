@@ -9,12 +9,12 @@ function row(workload: string, peer: Row['peer'], value: number, primary: Row['p
 }
 
 describe('bench TLS rows', () => {
-  it('has certificate, PSK and clear rows for 1 MiB sequential and 4 KiB random reads and writes, for snapnbd and nbdkit', () => {
+  it('has certificate, PSK and clear rows for 1 MiB sequential and 4 KiB random reads and writes, for snapnbd and nbdkit (file and cow)', () => {
     for (const via of ['tls', 'psk', 'bridge']) {
       for (const w of ['seqread-1m', 'seqwrite-1m', 'randread-4k', 'randwrite-4k']) {
         const found = WORKLOADS.find((x) => x.name === `${via}-${w}`);
         expect(found?.via, `${via}-${w}`).toBe(via);
-        expect(found?.peers).toEqual(['snapnbd', 'nbdkit-file']);
+        expect(found?.peers).toEqual(['snapnbd', 'nbdkit-file', 'nbdkit-cow']);
       }
     }
   });
