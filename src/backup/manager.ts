@@ -84,8 +84,8 @@ export class BackupManager {
     }
   }
 
-  targets(): { name: string; url: string; encrypted: boolean }[] {
-    return [...this.o.targets].map(([name, spec]) => ({ name, url: spec.display, encrypted: spec.keyFile !== null }));
+  targets(): { name: string; url: string; encrypted: boolean; uploadLimit: number | null }[] {
+    return [...this.o.targets].map(([name, spec]) => ({ name, url: spec.display, encrypted: spec.keyFile !== null, uploadLimit: spec.uploadLimit }));
   }
 
   private spec(target: string): TargetSpec {

@@ -194,8 +194,9 @@ export async function runBackupCli(argv: string[]): Promise<number> {
       case 'targets': {
         need(0, 0, 'no arguments');
         call = async (c) => {
-          const r = await c.call<{ targets: { name: string; url: string; encrypted: boolean }[] }>('backup.targets');
-          print(r, () => table(['NAME', 'URL', 'ENCRYPTED'], r.targets.map((t) => [t.name, t.url, t.encrypted ? 'yes' : 'no'])));
+          const r = await c.call<{ targets: { name: string; url: string; encrypted: boolean; uploadLimit: number | null }[] }>('backup.targets');
+          print(r, () => table(['NAME', 'URL', 'ENCRYPTED', 'UPLOAD LIMIT'], r.targets.map((t) => [
+            t.name, t.url, t.encrypted ? 'yes' : 'no', t.uploadLimit === null ? '-' : `${formatSize(t.uploadLimit)}/s`])));
           return ExitCode.Ok;
         };
         break;

@@ -115,7 +115,7 @@ describe('backups, clients and space history in the console', () => {
     expect(b2!.blocksReused).toBeGreaterThan(0);
     await page.eval(`location.hash = '#/backups'`);
     await waitText(`tr[data-backup="${b2!.id}"] td[data-label="State"]`, /^backed-up$/);
-    expect(await text(`section[data-target="local"] h2`)).toMatch(/^local file:\/\//);
+    expect(await text(`section[data-target="local"] h2`)).toMatch(/^local file:\/\/\S+ \(uploads up to 32 MiB\/s\)$/);
     expect(await text(`tr[data-backup="${b1!.id}"] td[data-label="Of"]`)).toBe('vm1@s1');
     expect(await text(`tr[data-backup="${b1!.id}"] td[data-label="Size"]`)).toBe('128 MiB');
     expect(await text(`tr[data-backup="${b2!.id}"] td[data-label="Blocks reused"]`)).toBe(`${b2!.blocksReused} of ${b2!.blocks}`);

@@ -23,7 +23,7 @@ let nextId = 1;
 const state: ConsoleState = {
   at: '2026-11-30T10:00:00Z',
   volumes: [{ name: 'vm1', size: 16 << 20, chunkSize: 65536, backing: null, origin: null, created: '2026-11-30T09:00:00Z', state: 'ready', reason: null, snapshots: 0, referenced: 0, used: 0, written: 0, readOnly: false, connections: 0 }],
-  snapshots: { vm1: [] }, clients: {}, targets: [{ name: 'offsite', url: 'file:///backups', encrypted: false }], backups: { offsite: [] }, backupErrors: {}, jobs: [],
+  snapshots: { vm1: [] }, clients: {}, targets: [{ name: 'offsite', url: 'file:///backups', encrypted: false, uploadLimit: null }], backups: { offsite: [] }, backupErrors: {}, jobs: [],
   schedules: [{ id: 'sch-old', volume: 'vm1', kind: 'hourly', at: ':15', tz: 'UTC', keep: 24, nextRun: '2026-11-30T10:15:00Z', lastRun: '2026-11-30T09:15:00Z', lastResult: { ok: true, snapshot: 'vm1-20261130T091500Z' } }],
 };
 

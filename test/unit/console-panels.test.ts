@@ -166,7 +166,7 @@ describe('the console watch', () => {
     const ctx = await context();
     let listed = 0;
     const backups = {
-      targets: () => [{ name: 't', url: 'file:///x', encrypted: false }],
+      targets: () => [{ name: 't', url: 'file:///x', encrypted: false, uploadLimit: null }],
       list: async () => { listed++; return []; },
       jobs: { list: () => [] },
     };

@@ -22,6 +22,8 @@ export interface TargetView {
   name: string;
   url: string;
   encrypted: boolean;
+  /** Bytes per second backups may send to it (`?upload-limit=`), or null. */
+  uploadLimit: number | null;
 }
 
 /** One entry of backup.list. */

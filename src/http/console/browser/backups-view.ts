@@ -38,7 +38,7 @@ export function backupsPage(state: ConsoleState, act: BackupActions): Node[] {
     });
     const error = state.backupErrors[t.name];
     nodes.push(h('section', { class: 'target', 'data-target': t.name },
-      h('h2', {}, `${t.name} `, h('span', { class: 'path' }, t.url), t.encrypted ? ' (encrypted)' : ''),
+      h('h2', {}, `${t.name} `, h('span', { class: 'path' }, t.url), t.encrypted ? ' (encrypted)' : '', t.uploadLimit !== null ? ` (uploads up to ${formatSize(t.uploadLimit)}/s)` : ''),
       error !== undefined ? h('p', { class: 'error', role: 'alert' }, `Cannot list this target: ${error}`)
         : rows.length === 0 ? h('p', {}, 'No backups yet: use Back up on a snapshot.')
           : table('backups', `Backups on ${t.name}`, ['Backup', 'Of', 'Created', 'State', 'Size', 'Sent', 'Blocks reused', 'Base', 'Actions'], rows)));
