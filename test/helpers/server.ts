@@ -1,6 +1,6 @@
 // Starts the real server (bin/snapnbd, its own process) for integration and interop tests and
 // stops it: every spawned process is cleaned up, even when a test fails.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -110,4 +110,16 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       await waitExit();
     },
   };
+}
+
+export interface CliResult { code: number; stdout: string; stderr: string }
+
+/** `snapnbd ARGS...` as a user runs it (bin/snapnbd under this Node), with extra environment. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [SNAPNBD_BIN, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
 }

@@ -1,20 +1,10 @@
 // `--backup-target NAME=URL?upload-limit=RATE` through the real CLI: a bad rate stops `serve`
 // with exit 2 and one line naming the option; a good one shows in `snapnbd backup targets`
 // (and backup.targets) beside a target without a limit.
-import { execFile } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SNAPNBD_BIN, startServer, tempDir, type RunningServer } from '../helpers/server.ts';
+import { runCli, startServer, tempDir, type RunningServer } from '../helpers/server.ts';
 
-interface CliResult { code: number; stdout: string; stderr: string }
-
-function cli(args: string[]): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [SNAPNBD_BIN, ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (args: string[]) => runCli(args);
 
 describe('backup targets with an upload limit', () => {
   let s: RunningServer | undefined;

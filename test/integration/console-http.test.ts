@@ -2,7 +2,6 @@
 // in (token, Host, Origin, Sec-Fetch-Site, content type), that /api/rpc answers exactly as the
 // control socket does, the event stream, the token file, `snapnbd console url`, and the rule
 // that a non-loopback --http needs --http-insecure.
-import { execFile } from 'node:child_process';
 import { chmodSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import http from 'node:http';
@@ -10,18 +9,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawControl } from '../helpers/control-raw.ts';
 import { request, rpcRequest, startConsoleServer, type ConsoleServer } from '../helpers/console.ts';
-import { SNAPNBD_BIN, startServer, tempDir } from '../helpers/server.ts';
+import { runCli, startServer, tempDir } from '../helpers/server.ts';
 
-interface CliResult { code: number; stdout: string; stderr: string }
-
-function cli(args: string[]): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [SNAPNBD_BIN, ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (args: string[]) => runCli(args);
 
 let c: ConsoleServer;
 

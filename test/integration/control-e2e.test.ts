@@ -1,7 +1,7 @@
 // End to end through the CLI (bin/snapnbd, its own process) and raw JSON against the real server
 // and engine: data written over NBD, snapshots read back over NBD with nbdcopy, rollback (busy,
 // forced), clones, diff, space given back, and bad input that changes nothing.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,22 +11,13 @@ import { ControlClient } from '../../src/control/client.ts';
 import { NbdTestClient } from '../helpers/control-nbd.ts';
 import { rawControl, rpc } from '../helpers/control-raw.ts';
 import { requires } from '../helpers/requires.ts';
-import { SNAPNBD_BIN, startServer, tempDir, type RunningServer } from '../helpers/server.ts';
+import { runCli, startServer, tempDir, type RunningServer } from '../helpers/server.ts';
 
 const MiB = 1024 * 1024;
 const VOL_SIZE = 16 * MiB;
 const CHUNK = 64 * 1024;
 
-interface CliResult { code: number; stdout: string; stderr: string }
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [SNAPNBD_BIN, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = runCli;
 
 const work = mkdtempSync(join(tmpdir(), 'snapnbd-ctl-e2e-'));
 // The control socket lives in a directory others may traverse, so that only its own mode keeps

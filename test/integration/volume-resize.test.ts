@@ -3,27 +3,18 @@
 // connections see the new size (qemu-img info, nbdinfo), snapshots and their clones keep theirs,
 // the size survives a restart, and shrinking is refused with clear codes (unconfirmed, attached,
 // a longer snapshot) until it may go, freeing the space past the new end.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdTestClient } from '../helpers/control-nbd.ts';
 import { requires } from '../helpers/requires.ts';
-import { SNAPNBD_BIN, startServer, tempDir, type RunningServer } from '../helpers/server.ts';
+import { runCli, startServer, tempDir, type RunningServer } from '../helpers/server.ts';
 import { patternBuf } from '../property/storage-model.ts';
 
 const MiB = 1024 * 1024;
 
-interface CliResult { code: number; stdout: string; stderr: string }
-
-function cli(...args: string[]): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [SNAPNBD_BIN, ...args, '--control', server.controlPath], { timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (...args: string[]) => runCli([...args, '--control', server.controlPath]);
 
 function qemuImgSize(uri: string): number {
   const out = execFileSync('qemu-img', ['info', '--output=json', '-f', 'raw', uri], { encoding: 'utf8', timeout: 60_000 });
