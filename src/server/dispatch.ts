@@ -15,6 +15,7 @@ import type { Payload } from '../protocol/decoder.ts';
 import { appendExtent, type Extent } from '../storage/device.ts';
 import type { ExportLease } from './exports.ts';
 import { allowedCommandFlags } from './negotiate.ts';
+import { POOLED_REPLY_MAX, replyBuffers } from './reply-buffers.ts';
 
 /** Structured reads shorter than this are sent as one data chunk: a hole lookup costs more than it saves. */
 export const SPARSE_READ_MIN = 64 * 1024;
@@ -32,6 +33,8 @@ const SLAB_ALIGN = 8;
 
 /** Queues a reply: a header and optionally its data, sent in order without concatenation. */
 export type SendReply = (header: Buffer, data?: Buffer) => void;
+/** Hands back a pooled reply buffer once everything sent so far has left (reply-writer.ts recycle). */
+export type RecycleReply = (buf: Buffer) => void;
 
 /** What the handshake settled that changes how requests are answered. */
 export interface DispatchOptions {
@@ -44,14 +47,17 @@ export class RequestDispatcher {
   private readonly lease: ExportLease;
   private readonly opts: DispatchOptions;
   private readonly send: SendReply;
+  /** Null: no pool, every long read gets a buffer of its own. */
+  private readonly recycle: RecycleReply | null;
   /** The current reply slab and how much of it is handed out (never reused: pieces die with their replies). */
   private slab: Buffer | null = null;
   private slabUsed = 0;
 
-  constructor(lease: ExportLease, opts: DispatchOptions, send: SendReply) {
+  constructor(lease: ExportLease, opts: DispatchOptions, send: SendReply, recycle: RecycleReply | null = null) {
     this.lease = lease;
     this.opts = opts;
     this.send = send;
+    this.recycle = recycle;
   }
 
   /** The request's errno if it must be refused before touching storage (spec "Request types"). */
@@ -118,6 +124,7 @@ export class RequestDispatcher {
           const buf = this.replyBuffer(h.length);
           await dev.read(h.offset, h.length, buf);
           this.send(encodeSimpleReply(NbdErrno.OK, h.cookie), buf);
+          this.sent(buf);
         }
         lease.counters.bytesRead += h.length;
         return;
@@ -163,6 +170,7 @@ export class RequestDispatcher {
     if ((h.flags & CmdFlag.DF) !== 0 || h.length < SPARSE_READ_MIN) {
       await dev.read(h.offset, h.length, buf);
       this.send(encodeOffsetDataHeader(ReplyFlag.DONE, h.cookie, h.offset, h.length), buf);
+      this.sent(buf);
       return;
     }
     const runs = await this.coveringExtents(h.offset, h.length);
@@ -179,11 +187,16 @@ export class RequestDispatcher {
       else this.send(encodeOffsetDataHeader(flags, h.cookie, h.offset + pos, r.length), buf.subarray(pos, pos + r.length));
       pos += r.length;
     });
+    this.sent(buf);
   }
 
-  /** A buffer for a READ's data: a piece of the slab when short, else its own. */
+  /**
+   * A buffer for a READ's data: a piece of the slab when short, from the pool when long, else
+   * its own. A read that fails keeps its buffer out of the pool: a read still in flight may
+   * fill it.
+   */
   private replyBuffer(length: number): Buffer {
-    if (length > SLAB_READ_MAX) return Buffer.allocUnsafe(length);
+    if (length > SLAB_READ_MAX) return this.recycle !== null && length <= POOLED_REPLY_MAX ? replyBuffers.take(length) : Buffer.allocUnsafe(length);
     let slab = this.slab;
     if (slab === null || this.slabUsed + length > slab.length) {
       slab = this.slab = Buffer.allocUnsafeSlow(REPLY_SLAB_BYTES);
@@ -192,6 +205,11 @@ export class RequestDispatcher {
     const piece = slab.subarray(this.slabUsed, this.slabUsed + length);
     this.slabUsed += Math.ceil(length / SLAB_ALIGN) * SLAB_ALIGN;
     return piece;
+  }
+
+  /** Every reply that uses `buf` is queued: a pooled buffer goes back once they have left. */
+  private sent(buf: Buffer): void {
+    if (this.recycle !== null && buf.length > SLAB_READ_MAX && buf.length <= POOLED_REPLY_MAX) this.recycle(buf);
   }
 
   /** Extents exactly covering [offset, offset+length), adjacent runs of the same kind merged. */

@@ -11,6 +11,9 @@
 // uncork) gets the marker inside the batch instead, as the corked writev's last, empty buffer:
 // a marker of its own is one more TLS write, an empty write syscall and a callback per batch
 // (bench/README.md, "TLS replies: the budget marker rides in the batch").
+// Reply buffers given to recycle() go back the same way, with the batch they were sent in; on a
+// socket that is gone, or a write that failed, they are dropped (a later read must never share
+// memory the kernel may still read).
 import type { Duplex } from 'node:stream';
 
 const EMPTY = Buffer.alloc(0);
@@ -22,6 +25,10 @@ export class ReplyWriter {
   private readonly onFlushed: (bytes: number) => void;
   /** Bytes given to release() for replies of the batch being corked. */
   private batchBytes = 0;
+  /** Buffers given to recycle() for replies of the batch being corked. */
+  private batchBuffers: Buffer[] = [];
+  /** Told the buffers given to recycle() once the kernel has their replies. */
+  private readonly onRecycled: (buffers: Buffer[]) => void;
   /** The last batch was still queued right after its uncork: the next one carries its marker. */
   private writesLinger = false;
   private readonly uncork = (): void => {
@@ -29,23 +36,27 @@ export class ReplyWriter {
     const s = this.socket;
     const bytes = this.batchBytes;
     this.batchBytes = 0;
-    if (bytes > 0 && this.writesLinger && !s.destroyed && !s.writableEnded) {
-      s.write(EMPTY, () => this.onFlushed(bytes));
+    const buffers = this.batchBuffers.length > 0 ? this.batchBuffers : null;
+    if (buffers !== null) this.batchBuffers = [];
+    const settles = bytes > 0 || buffers !== null;
+    if (settles && this.writesLinger && !s.destroyed && !s.writableEnded) {
+      s.write(EMPTY, (err) => this.settle(bytes, err ? null : buffers));
       s.uncork();
       this.writesLinger = s.writableLength !== 0;
       return;
     }
     s.uncork();
     this.writesLinger = s.writableLength !== 0;
-    if (bytes === 0) return;
+    if (!settles) return;
     // Usually the kernel took the whole batch in the writev just made: nothing left to wait for.
-    if (!this.writesLinger) this.onFlushed(bytes);
-    else this.flushMarker(bytes);
+    if (!this.writesLinger && !s.destroyed) this.settle(bytes, buffers);
+    else this.flushMarker(bytes, buffers);
   };
 
-  constructor(socket: Duplex, onFlushed: (bytes: number) => void = () => undefined) {
+  constructor(socket: Duplex, onFlushed: (bytes: number) => void = () => undefined, onRecycled: (buffers: Buffer[]) => void = () => undefined) {
     this.socket = socket;
     this.onFlushed = onFlushed;
+    this.onRecycled = onRecycled;
   }
 
   /** Queue buffers in order. Returns false when the socket wants the caller to wait for 'drain'. */
@@ -66,13 +77,24 @@ export class ReplyWriter {
   release(bytes: number): void {
     // Corked: settled at uncork, after everything queued so far has gone to the socket.
     if (this.corked) this.batchBytes += bytes;
-    else this.flushMarker(bytes);
+    else this.flushMarker(bytes, null);
   }
 
-  private flushMarker(bytes: number): void {
+  /** onRecycled gets `buf` (sent before this) once the kernel has everything queued so far. */
+  recycle(buf: Buffer): void {
+    if (this.corked) this.batchBuffers.push(buf);
+    else this.flushMarker(0, [buf]);
+  }
+
+  private settle(bytes: number, buffers: Buffer[] | null): void {
+    if (bytes > 0) this.onFlushed(bytes);
+    if (buffers !== null) this.onRecycled(buffers);
+  }
+
+  private flushMarker(bytes: number, buffers: Buffer[] | null): void {
     const s = this.socket;
-    if (s.destroyed || s.writableEnded) this.onFlushed(bytes);
-    else s.write(EMPTY, () => this.onFlushed(bytes));
+    if (s.destroyed || s.writableEnded) this.settle(bytes, null);
+    else s.write(EMPTY, (err) => this.settle(bytes, err ? null : buffers));
   }
 
   /** Queue many buffers (structured read replies). */

@@ -32,6 +32,7 @@ import { HandshakePhase, type TlsSettings } from './handshake-phase.ts';
 import type { MemoryBudget } from './memory-budget.ts';
 import { SERVER_HANDSHAKE_FLAGS } from './negotiate.ts';
 import { readTlsIntoSlabs, type ReceiveSlabs, type Release } from './receive-slabs.ts';
+import { giveReplyBuffers } from './reply-buffers.ts';
 import { ReplyWriter } from './reply-writer.ts';
 import type { RequestMetrics } from './request-metrics.ts';
 import { upgradeToTls, type TlsMaterial } from './tls.ts';
@@ -158,7 +159,7 @@ export class Session implements InboundHandler {
       onRevoke: (reason) => void this.shutdown(reason),
     });
     this.decoder = new InboundDecoder(this);
-    this.writer = new ReplyWriter(socket, this.onFlushed);
+    this.writer = new ReplyWriter(socket, this.onFlushed, giveReplyBuffers);
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.unsubscribeBudget = this.opts.budget ? this.opts.budget.subscribe(() => this.updateFlow()) : () => undefined;
   }
@@ -288,7 +289,7 @@ export class Session implements InboundHandler {
       case 'transmission': {
         const lease = r.lease;
         this.lease = lease;
-        this.dispatch = new RequestDispatcher(lease, { structuredReplies: r.structuredReplies, baseAllocation: r.baseAllocation }, (a, b) => this.send(a, b));
+        this.dispatch = new RequestDispatcher(lease, { structuredReplies: r.structuredReplies, baseAllocation: r.baseAllocation }, (a, b) => this.send(a, b), (buf) => this.writer.recycle(buf));
         this.sendReplies(r.replies);
         this.phase = Phase.Transmission; // spec "Transmission phase": right after the final reply
         this.decoder.startTransmission();
@@ -398,7 +399,7 @@ export class Session implements InboundHandler {
       if (this.slabs && readTlsIntoSlabs(up.socket, this.slabs)) this.slabs.deliverTo(this.onData);
       else this.slabs = null; // 'data' events, fresh buffers: nothing to tell the slabs
       this.socket = up.socket;
-      this.writer = new ReplyWriter(up.socket, this.onFlushed);
+      this.writer = new ReplyWriter(up.socket, this.onFlushed, giveReplyBuffers);
       this.attach(up.socket);
       up.ready.then((peer) => {
         this.handshake.tlsVersion = peer.version;

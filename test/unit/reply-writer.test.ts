@@ -1,7 +1,8 @@
 // ReplyWriter: a turn's replies leave as one write, in order, and the memory-budget bytes of a
 // batch come back once the socket has taken it: at once when the write completed in the call (a
 // plain socket), else through a marker. On a socket whose writes complete later (TLS) the marker
-// rides in the batch's own write: one write per batch, never an empty write of its own.
+// rides in the batch's own write: one write per batch, never an empty write of its own. Pooled
+// reply buffers come back the same way, and never from a socket that is gone.
 import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
@@ -73,6 +74,46 @@ describe('ReplyWriter', () => {
     }
     expect(writes.length).toBe(5);
     expect(writes.flat().some((c) => c.length === 0)).toBe(false);
+  });
+
+  it('recycles a reply buffer only once its batch has left: at once when the write completed, else at its completion', async () => {
+    for (const later of [false, true]) {
+      const { w, writes, complete } = sink(later);
+      const recycled: Buffer[] = [];
+      const writer = new ReplyWriter(w as never, () => undefined, (bufs) => recycled.push(...bufs));
+      for (let b = 0; b < 4; b++) {
+        const data = Buffer.from(`data-${b}`);
+        writer.send(reply(b), data);
+        writer.recycle(data);
+        expect(recycled).not.toContain(data); // still corked: not written yet
+        await turn();
+        if (later) {
+          expect(recycled, 'a write still in flight').not.toContain(data);
+          complete();
+          await turn();
+          complete(); // a marker of its own, before the writer learns that writes linger
+          await turn();
+        }
+        expect(recycled).toContain(data);
+        expect(writes.flat()).toContain(data);
+      }
+    }
+  });
+
+  it('drops a reply buffer whose socket is gone or whose write failed', async () => {
+    const recycled: Buffer[] = [];
+    const { w } = sink(true);
+    const writer = new ReplyWriter(w as never, () => undefined, (bufs) => recycled.push(...bufs));
+    const data = Buffer.from('data');
+    writer.send(reply(1), data);
+    writer.recycle(data);
+    await turn();
+    w.destroy();
+    await turn();
+    await turn();
+    writer.recycle(Buffer.from('after'));
+    await turn();
+    expect(recycled).toEqual([]);
   });
 
   describe('over a real TLS socket (upgraded in place, as after STARTTLS)', () => {
