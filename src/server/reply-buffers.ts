@@ -1,7 +1,7 @@
 // READ reply buffers too long for a connection's slab, reused once the kernel has their reply.
 // A fresh 1 MiB buffer per READ came from malloc, was page-faulted in by the read that filled it
-// and given back at a later GC: 68,709 minor faults per GiB of 1 MiB sequential reads, where
-// nbdkit, which keeps its buffers, takes ~200 (bench/README.md, "Reply buffers").
+// and given back at a later GC: 63,737 minor faults per GiB of 1 MiB sequential reads, 243 with
+// the pool, where nbdkit, which keeps its buffers, takes ~170 (bench/README.md, "Reply buffers").
 // One pool for the process (the event loop is one thread); only idle buffers count against its
 // cap, those in flight are charged to the connections' memory budget as before.
 
