@@ -84,8 +84,9 @@ export async function createBackup(o: CreateOptions): Promise<BackupResult> {
   await o.repo.putMarker(marker);
   let lastBeat = Date.now();
   let beatError: unknown = null;
+  let beating: Promise<void> = Promise.resolve();
   const beat = setInterval(() => {
-    o.repo.putMarker(marker).then(() => { lastBeat = Date.now(); }, (e: unknown) => { beatError = e; });
+    beating = o.repo.putMarker(marker).then(() => { lastBeat = Date.now(); }, (e: unknown) => { beatError = e; });
   }, HEARTBEAT_MS);
   try {
     // After our marker is visible: a GC that started before it may still sweep; wait it out.
@@ -177,13 +178,14 @@ export async function createBackup(o: CreateOptions): Promise<BackupResult> {
       base: base?.manifest.id ?? null, blocks: blocks.map((b) => b ?? null),
       bytesUploaded: r.bytesUploaded, blocksReused: r.blocksReused + reusedFromBase,
     };
-    await o.repo.putManifest(manifest);
+    await o.repo.putManifest(manifest, o.signal);
     return {
       id, volume: o.volume, snapshot: o.snapshot, state: 'backed-up', base: manifest.base, size: snap.size,
       ...r, blocksReused: manifest.blocksReused,
     };
   } finally {
     clearInterval(beat);
+    await beating; // a heartbeat still in flight would write the marker back after its delete
     await o.repo.deleteMarker(id).catch(() => undefined);
   }
 }

@@ -133,8 +133,8 @@ export class Repository {
     }
   }
 
-  async putManifest(m: Manifest): Promise<void> {
-    await this.store.put(MANIFESTS_PREFIX + m.id, this.sealer.seal(encodeManifest(m), `manifest:${m.id}`));
+  async putManifest(m: Manifest, signal?: AbortSignal): Promise<void> {
+    await this.store.put(MANIFESTS_PREFIX + m.id, this.sealer.seal(encodeManifest(m), `manifest:${m.id}`), signal);
     this.manifests.set(m.id, m);
   }
 

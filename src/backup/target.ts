@@ -47,7 +47,7 @@ export interface TargetSpec {
   display: string;
 }
 
-/** The slowest `upload-limit` accepted: below it a single block takes minutes to send. */
+/** The slowest `upload-limit` accepted: at it, one 1 MiB block takes 16 s to send. */
 export const MIN_UPLOAD_LIMIT = 64 * 1024;
 
 const BUCKET_PATTERN = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;

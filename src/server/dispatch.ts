@@ -15,18 +15,12 @@ import type { Payload } from '../protocol/decoder.ts';
 import { appendExtent, type Extent } from '../storage/device.ts';
 import type { ExportLease } from './exports.ts';
 import { allowedCommandFlags } from './negotiate.ts';
-import { POOLED_REPLY_MAX, replyBuffers } from './reply-buffers.ts';
+import { isPooledRead, replyBuffers, SLAB_READ_MAX } from './reply-buffers.ts';
 
 /** Structured reads shorter than this are sent as one data chunk: a hole lookup costs more than it saves. */
 export const SPARSE_READ_MIN = 64 * 1024;
 
-/**
- * Reads up to this long take their reply buffer from the connection's slab: Buffer.allocUnsafe
- * pools only below 4 KiB, so each 4 KiB read made an ArrayBuffer of its own (malloc, external
- * memory accounting, a free at the next GC). Per connection, so a client that leaves its replies
- * unread pins only its own slab.
- */
-export const SLAB_READ_MAX = 16 * 1024;
+export { SLAB_READ_MAX };
 export const REPLY_SLAB_BYTES = 128 * 1024;
 /** Slab pieces start 8-byte aligned, like Node's own buffer pool. */
 const SLAB_ALIGN = 8;
@@ -196,7 +190,7 @@ export class RequestDispatcher {
    * fill it.
    */
   private replyBuffer(length: number): Buffer {
-    if (length > SLAB_READ_MAX) return this.recycle !== null && length <= POOLED_REPLY_MAX ? replyBuffers.take(length) : Buffer.allocUnsafe(length);
+    if (length > SLAB_READ_MAX) return this.recycle !== null && isPooledRead(length) ? replyBuffers.take(length) : Buffer.allocUnsafe(length);
     let slab = this.slab;
     if (slab === null || this.slabUsed + length > slab.length) {
       slab = this.slab = Buffer.allocUnsafeSlow(REPLY_SLAB_BYTES);
@@ -209,7 +203,7 @@ export class RequestDispatcher {
 
   /** Every reply that uses `buf` is queued: a pooled buffer goes back once they have left. */
   private sent(buf: Buffer): void {
-    if (this.recycle !== null && buf.length > SLAB_READ_MAX && buf.length <= POOLED_REPLY_MAX) this.recycle(buf);
+    if (this.recycle !== null && isPooledRead(buf.length)) this.recycle(buf);
   }
 
   /** Extents exactly covering [offset, offset+length), adjacent runs of the same kind merged. */

@@ -32,7 +32,7 @@ import { HandshakePhase, type TlsSettings } from './handshake-phase.ts';
 import type { MemoryBudget } from './memory-budget.ts';
 import { SERVER_HANDSHAKE_FLAGS } from './negotiate.ts';
 import { readTlsIntoSlabs, type ReceiveSlabs, type Release } from './receive-slabs.ts';
-import { giveReplyBuffers } from './reply-buffers.ts';
+import { giveReplyBuffers, readReplyBytes } from './reply-buffers.ts';
 import { ReplyWriter } from './reply-writer.ts';
 import type { RequestMetrics } from './request-metrics.ts';
 import { upgradeToTls, type TlsMaterial } from './tls.ts';
@@ -351,7 +351,8 @@ export class Session implements InboundHandler {
       m?.finish(lease.name, h.type, h.length, invalid.errno, t0);
       return;
     }
-    const cost = (h.type === Cmd.READ || h.type === Cmd.WRITE) ? h.length : 0;
+    // A READ holds its reply buffer: a pooled one is its size class (reply-buffers.ts).
+    const cost = h.type === Cmd.READ ? readReplyBytes(h.length) : h.type === Cmd.WRITE ? h.length : 0;
     // A payload held in the slabs is charged as the slabs it pins (onSlabsPinned), not twice.
     const budgetCost = done !== null ? 0 : cost;
     this.inFlight++;

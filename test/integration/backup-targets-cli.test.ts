@@ -4,7 +4,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli, startServer, tempDir, type RunningServer } from '../helpers/server.ts';
 
-const cli = (args: string[]) => runCli(args);
 
 describe('backup targets with an upload limit', () => {
   let s: RunningServer | undefined;
@@ -12,7 +11,7 @@ describe('backup targets with an upload limit', () => {
 
   it('refuses a rate that is not one with exit 2, in one line', async () => {
     for (const rate of ['fast', '1K', '']) {
-      const r = await cli(['serve', '--data-dir', tempDir(), '--backup-target', `t=file://${tempDir()}?upload-limit=${rate}`]);
+      const r = await runCli(['serve', '--data-dir', tempDir(), '--backup-target', `t=file://${tempDir()}?upload-limit=${rate}`]);
       expect(r.code, rate).toBe(2);
       expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
       expect(r.stderr).toMatch(/--backup-target: upload-limit=: '.*' is not a rate of at least 64K/);
@@ -23,7 +22,7 @@ describe('backup targets with an upload limit', () => {
     const slow = tempDir();
     const fast = tempDir();
     s = await startServer({ args: ['--backup-target', `slow=file://${slow}?upload-limit=20M`, '--backup-target', `fast=file://${fast}`] });
-    const r = await cli(['backup', 'targets', '--control', s.controlPath]);
+    const r = await runCli(['backup', 'targets', '--control', s.controlPath]);
     expect(r.code, r.stderr).toBe(0);
     const rows = r.stdout.trim().split('\n').map((l) => l.trim().split(/\s{2,}/));
     expect(rows).toEqual([
@@ -31,7 +30,7 @@ describe('backup targets with an upload limit', () => {
       ['slow', `file://${slow}`, 'no', '20 MiB/s'],
       ['fast', `file://${fast}`, 'no', '-'],
     ]);
-    const j = await cli(['backup', 'targets', '--control', s.controlPath, '--json']);
+    const j = await runCli(['backup', 'targets', '--control', s.controlPath, '--json']);
     expect(JSON.parse(j.stdout)).toEqual({ targets: [
       { name: 'slow', url: `file://${slow}`, encrypted: false, uploadLimit: 20 * 1024 * 1024 },
       { name: 'fast', url: `file://${fast}`, encrypted: false, uploadLimit: null },

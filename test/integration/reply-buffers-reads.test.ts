@@ -1,7 +1,9 @@
-// Long READ replies share pooled buffers (src/server/reply-buffers.ts): a buffer goes back to the
-// pool only once the kernel has its reply. Many 1 MiB reads in flight at once, against a client
-// that stops reading for a while (so the server's writes linger in the socket), must each carry
-// exactly their own data: a buffer reused too early would send another read's bytes.
+// Long READ replies share pooled buffers (src/server/reply-buffers.ts). Many 1 MiB reads in
+// flight at once, against a client that stops reading for a while (so the server's writes linger
+// in the socket), must each carry exactly their own data: a pool that handed one buffer to two
+// reads would send another read's bytes. (A buffer given back before the kernel has its reply
+// cannot show here: the session stops reading requests while replies wait in the socket, so no
+// new read takes it; test/unit/reply-writer.test.ts holds that rule.)
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

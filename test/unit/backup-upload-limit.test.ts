@@ -2,7 +2,7 @@
 // sends more than the rate allows (plus one burst), whatever the sizes and timing of the puts.
 import { describe, expect, it } from 'vitest';
 import { parseTargetUrl, MIN_UPLOAD_LIMIT, type ObjectStore } from '../../src/backup/target.ts';
-import { limitUploads, UPLOAD_BURST_MS, UploadPacer } from '../../src/backup/upload-limit.ts';
+import { limitUploads, UPLOAD_BURST_MS, UPLOAD_UNPACED_MAX, UploadPacer } from '../../src/backup/upload-limit.ts';
 import { withSeed } from '../helpers/prng.ts';
 
 const MiB = 1024 * 1024;
@@ -58,16 +58,48 @@ describe('upload-limit', () => {
     const limited = limitUploads(inner, MIN_UPLOAD_LIMIT);
     expect(limited.display).toBe('mem://');
     expect(await limited.exists('x')).toBe(true);
-    // The burst's worth goes at once; the next put books a second of the rate.
+    // The burst's worth goes at once; the next put books two seconds of the rate.
     const burst = Buffer.alloc((MIN_UPLOAD_LIMIT * UPLOAD_BURST_MS) / 1000);
     await limited.put('a', burst);
     expect(puts).toEqual(['a']);
     const ac = new AbortController();
     const t0 = performance.now();
-    const p = limited.put('b', Buffer.alloc(MIN_UPLOAD_LIMIT), ac.signal);
+    const p = limited.put('b', Buffer.alloc(2 * MIN_UPLOAD_LIMIT), ac.signal); // past the unpaced size
     setTimeout(() => ac.abort(), 100);
     await expect(p).rejects.toThrow(/abort/i);
     expect(performance.now() - t0).toBeGreaterThanOrEqual(90);
     expect(puts).toEqual(['a']);
+  });
+
+  it('sends small puts at once, however much is booked ahead of them; a cancelled put gives its booking back', async () => {
+    const puts: string[] = [];
+    const inner: ObjectStore = {
+      display: 'mem://', put: async (k) => { puts.push(k); }, get: async () => null, exists: async () => true,
+      delete: async () => {}, list: async function* () {}, check: async () => {}, close: () => {},
+    };
+    const refunds: number[] = [];
+    const pacer = new (class extends UploadPacer { override refund(bytes: number): void { refunds.push(bytes); super.refund(bytes); } })(MIN_UPLOAD_LIMIT);
+    const limited = limitUploads(inner, MIN_UPLOAD_LIMIT, pacer);
+    const ac = new AbortController();
+    const big = limited.put('big', Buffer.alloc(4 * MIN_UPLOAD_LIMIT), ac.signal); // four seconds at the rate
+    // A marker's heartbeat, behind the big put's booking, still goes first.
+    await limited.put('marker', Buffer.alloc(UPLOAD_UNPACED_MAX));
+    expect(puts).toEqual(['marker']);
+    ac.abort();
+    await expect(big).rejects.toThrow(/abort/i);
+    expect(puts).toEqual(['marker']);
+    expect(refunds).toEqual([4 * MIN_UPLOAD_LIMIT]); // its booking given back
+  });
+
+  it('a refunded booking leaves the next put waiting as if it had never been booked', () => {
+    const rate = 1000; // bytes per second: 1 byte per ms
+    const a = new UploadPacer(rate);
+    const b = new UploadPacer(rate);
+    a.reserve(300, 0);
+    b.reserve(300, 0);
+    a.reserve(5000, 10); // cancelled...
+    a.refund(5000); // ...and given back
+    expect(a.reserve(700, 20)).toBe(b.reserve(700, 20));
+    expect(b.reserve(700, 20)).toBeGreaterThan(0);
   });
 });

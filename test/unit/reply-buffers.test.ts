@@ -2,7 +2,7 @@
 // size class (the same memory, no new allocation), idle bytes stay under the cap, and nothing
 // that did not come from the pool, or comes back twice, is ever handed out again.
 import { describe, expect, it } from 'vitest';
-import { POOLED_REPLY_MAX, POOLED_REPLY_MIN_CLASS, ReplyBufferPool, replyClass } from '../../src/server/reply-buffers.ts';
+import { isPooledRead, POOLED_REPLY_MAX, POOLED_REPLY_MIN_CLASS, readReplyBytes, ReplyBufferPool, replyClass, SLAB_READ_MAX } from '../../src/server/reply-buffers.ts';
 
 const MiB = 1024 * 1024;
 
@@ -27,6 +27,13 @@ describe('ReplyBufferPool', () => {
     expect(replyClass(MiB)).toBe(MiB);
     expect(replyClass(MiB + 1)).toBe(2 * MiB);
     expect(replyClass(POOLED_REPLY_MAX)).toBe(POOLED_REPLY_MAX);
+  });
+
+  it('charges a pooled read its class, others their length', () => {
+    expect([isPooledRead(SLAB_READ_MAX), isPooledRead(SLAB_READ_MAX + 1), isPooledRead(POOLED_REPLY_MAX), isPooledRead(POOLED_REPLY_MAX + 1)]).toEqual([false, true, true, false]);
+    expect(readReplyBytes(4096)).toBe(4096);
+    expect(readReplyBytes(2 * MiB + 1)).toBe(4 * MiB);
+    expect(readReplyBytes(POOLED_REPLY_MAX + 1)).toBe(POOLED_REPLY_MAX + 1);
   });
 
   it('keeps no more idle bytes than its cap', () => {
