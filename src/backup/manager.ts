@@ -21,7 +21,7 @@ import { restoreFailure, restoreInto } from './restore.ts';
 import { S3Target } from './s3-target.ts';
 import { decodePartialRestore, listRestoreFiles, partialFile, readStateFile, removeStateFile, writeFileAtomic, type PartialRestore } from './state-files.ts';
 import type { ObjectStore, TargetSpec } from './target.ts';
-import { limitUploads } from './upload-limit.ts';
+import { limitUploads, UploadPacer } from './upload-limit.ts';
 import { verifyTarget } from './verify.ts';
 
 export interface BackupView {
@@ -102,7 +102,8 @@ export class BackupManager {
     const spec = this.spec(target);
     let p = this.repos.get(target);
     if (!p) {
-      p = Repository.open(limitUploads((this.o.openObjectStore ?? defaultObjectStore)(spec), spec.uploadLimit), spec);
+      const pacer = spec.uploadLimit === null ? null : new UploadPacer(spec.uploadLimit);
+      p = Repository.open(limitUploads((this.o.openObjectStore ?? defaultObjectStore)(spec), pacer), spec);
       this.repos.set(target, p);
       p.catch(() => this.repos.delete(target));
     }

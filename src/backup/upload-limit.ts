@@ -32,8 +32,8 @@ export class UploadPacer {
   }
 }
 
-/** `inner` with its puts paced at `bytesPerSecond` (`pacer`: tests watch it). */
-export function limitUploads(inner: ObjectStore, bytesPerSecond: number | null, pacer = bytesPerSecond === null ? null : new UploadPacer(bytesPerSecond)): ObjectStore {
+/** `inner` with its puts paced by `pacer` (null: `inner` itself, no limit). */
+export function limitUploads(inner: ObjectStore, pacer: UploadPacer | null): ObjectStore {
   if (pacer === null) return inner;
   return {
     get display() {

@@ -20,7 +20,6 @@ import { isPooledRead, replyBuffers, SLAB_READ_MAX } from './reply-buffers.ts';
 /** Structured reads shorter than this are sent as one data chunk: a hole lookup costs more than it saves. */
 export const SPARSE_READ_MIN = 64 * 1024;
 
-export { SLAB_READ_MAX };
 export const REPLY_SLAB_BYTES = 128 * 1024;
 /** Slab pieces start 8-byte aligned, like Node's own buffer pool. */
 const SLAB_ALIGN = 8;

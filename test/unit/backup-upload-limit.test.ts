@@ -55,7 +55,7 @@ describe('upload-limit', () => {
       delete: async () => {}, list: async function* () {}, check: async () => {}, close: () => {},
     };
     expect(limitUploads(inner, null)).toBe(inner);
-    const limited = limitUploads(inner, MIN_UPLOAD_LIMIT);
+    const limited = limitUploads(inner, new UploadPacer(MIN_UPLOAD_LIMIT));
     expect(limited.display).toBe('mem://');
     expect(await limited.exists('x')).toBe(true);
     // The burst's worth goes at once; the next put books two seconds of the rate.
@@ -79,7 +79,7 @@ describe('upload-limit', () => {
     };
     const refunds: number[] = [];
     const pacer = new (class extends UploadPacer { override refund(bytes: number): void { refunds.push(bytes); super.refund(bytes); } })(MIN_UPLOAD_LIMIT);
-    const limited = limitUploads(inner, MIN_UPLOAD_LIMIT, pacer);
+    const limited = limitUploads(inner, pacer);
     const ac = new AbortController();
     const big = limited.put('big', Buffer.alloc(4 * MIN_UPLOAD_LIMIT), ac.signal); // four seconds at the rate
     // A marker's heartbeat, behind the big put's booking, still goes first.

@@ -7,7 +7,8 @@ import {
 import { encodeClientFlags, encodeInfoRequest, encodeOption } from '../../src/protocol/handshake.ts';
 import { encodeRequestHeader } from '../../src/protocol/transmission.ts';
 import { MemoryBudget } from '../../src/server/memory-budget.ts';
-import { REPLY_SLAB_BYTES, SLAB_READ_MAX } from '../../src/server/dispatch.ts';
+import { REPLY_SLAB_BYTES } from '../../src/server/dispatch.ts';
+import { SLAB_READ_MAX } from '../../src/server/reply-buffers.ts';
 import { Phase, SPARSE_READ_MIN, type Session } from '../../src/server/session.ts';
 import { StaticExports } from '../../src/server/static-exports.ts';
 import { setLogLevel } from '../../src/util/log.ts';
