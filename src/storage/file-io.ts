@@ -91,6 +91,15 @@ export function ioError(e: unknown, what: string): StorageError {
 export const SYNC_IO_RULE = {
   /** A synchronous read slower than this (plus the copy time of its length) counts as a miss. */
   slowBaseNs: 20_000,
+  /**
+   * The same for writes. A write the page cache absorbs takes 2-8 µs, but one in eight takes
+   * 16-200 µs on a busy 2-core machine (ext4 allocating a fresh block, the loop preempted): CPU
+   * the pool would spend too, plus its wake-ups. With the read threshold, 60-70 % of randwrite-4k's
+   * writes went to the pool and the server spent 19.5 µs a request against 12.5 all synchronous
+   * (bench/README.md, "Writes: a slow write is one of half a millisecond"). What the pool is for,
+   * dirty-page throttling, sleeps a jiffy or more per write.
+   */
+  writeSlowBaseNs: 500_000,
   /** Copy speed assumed for a cached read: 1 byte per ns ≈ 1 GB/s, generous for a busy machine. */
   nsPerByte: 1,
   /** Reads per decision window in synchronous mode, and misses in it that switch to the pool. */
@@ -144,8 +153,8 @@ export const SYNC_IO_RULE = {
 } as const;
 
 /** Whether a synchronous I/O of `len` bytes that took `ns` missed the page cache. */
-export function isSlowIo(ns: number, len: number): boolean {
-  return ns > SYNC_IO_RULE.slowBaseNs + len * SYNC_IO_RULE.nsPerByte;
+export function isSlowIo(ns: number, len: number, baseNs: number = SYNC_IO_RULE.slowBaseNs): boolean {
+  return ns > baseNs + len * SYNC_IO_RULE.nsPerByte;
 }
 
 /** For one direction (reads or writes): whether the next I/O runs synchronously or in the pool. */
@@ -162,10 +171,13 @@ export class SyncIoStrategy {
   private readonly clock: () => number;
   /** Whether a stall with no other within `isolatedStallMs` before it leaves I/O synchronous (writes). */
   private readonly isolatedStalls: boolean;
+  /** `isSlowIo`'s base: SYNC_IO_RULE.slowBaseNs for reads, writeSlowBaseNs for writes. */
+  private readonly slowBaseNs: number;
 
-  constructor(clock: () => number = () => performance.now(), isolatedStalls = false) {
+  constructor(clock: () => number = () => performance.now(), isolatedStalls = false, slowBaseNs: number = SYNC_IO_RULE.slowBaseNs) {
     this.clock = clock;
     this.isolatedStalls = isolatedStalls;
+    this.slowBaseNs = slowBaseNs;
   }
 
   /** Whether the next I/O should be synchronous. */
@@ -197,7 +209,7 @@ export class SyncIoStrategy {
       this.holdUntil = this.clock() + this.holdMs;
       return;
     }
-    if (isSlowIo(ns, len)) this.misses++;
+    if (isSlowIo(ns, len, this.slowBaseNs)) this.misses++;
     if (this.sync) {
       if (++this.reads < SYNC_IO_RULE.window) return;
       if (this.misses >= SYNC_IO_RULE.missesToAsync) this.sync = false;
@@ -219,13 +231,13 @@ export class SyncIoStrategy {
 
 /**
  * One strategy per direction for the process: the page cache and the event loop are shared by
- * every file. Writes use the same rule: a write the page cache absorbs costs less done at once
- * than the ~10 µs of waking a pool thread; under dirty-page throttling writes get slow and go
- * to the pool. A write stall that comes alone does not move them (`isolatedStallMs`): reads keep
+ * every file. Writes use the same rule with their own threshold (`writeSlowBaseNs`): a write the
+ * page cache absorbs costs less done at once than the ~10 µs of waking a pool thread; under
+ * dirty-page throttling writes get slow and go to the pool. A write stall that comes alone does not move them (`isolatedStallMs`): reads keep
  * the stricter rule, a read stall is a disk read that the next read likely repeats.
  */
 export const readStrategy = new SyncIoStrategy();
-export const writeStrategy = new SyncIoStrategy(undefined, true);
+export const writeStrategy = new SyncIoStrategy(undefined, true, SYNC_IO_RULE.writeSlowBaseNs);
 /**
  * While reads go to the pool: reads inside a window read whole a moment ago (read-around.ts),
  * which the page cache should hold; the same rule catches it when it no longer does.

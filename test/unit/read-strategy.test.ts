@@ -161,6 +161,23 @@ describe('SyncIoStrategy', () => {
     expect(r.sync).toBe(false);
   });
 
+  it('writes: block allocation and preemption (tens of µs) stay synchronous; throttling sleeps (ms) move to the pool', () => {
+    // The process strategies, copied so the test does not change them.
+    const w = Object.create(writeStrategy) as SyncIoStrategy;
+    const r = Object.create(readStrategy) as SyncIoStrategy;
+    // Every write 50 µs: slow for a read, ordinary for a write into fresh file space.
+    const allocating = 50_000;
+    expect(run(w, SYNC_IO_RULE.window * 10, allocating)).toBe(SYNC_IO_RULE.window * 10);
+    expect(w.sync).toBe(true);
+    run(r, SYNC_IO_RULE.window, allocating);
+    expect(r.sync).toBe(false);
+    // Throttled writes: each sleeps a couple of milliseconds, below the stall rule's 10 ms.
+    const throttled = 2_000_000;
+    expect(throttled).toBeLessThan(SYNC_IO_RULE.stallNs);
+    run(w, SYNC_IO_RULE.window, throttled);
+    expect(w.sync).toBe(false);
+  });
+
   it('a large read is allowed its copy time before it counts as slow', () => {
     const s = new SyncIoStrategy();
     const big = 1024 * 1024;
