@@ -5,6 +5,8 @@
 // One pool for the process (the event loop is one thread); only idle buffers count against its
 // cap, those in flight are charged to the connections' memory budget at their class's size.
 
+import { IdleLists } from '../util/idle-lists.ts';
+
 /**
  * Reads up to this long take their reply buffer from the connection's slab (dispatch.ts):
  * Buffer.allocUnsafe pools only below 4 KiB, so each 4 KiB read made an ArrayBuffer of its own
@@ -37,23 +39,20 @@ export function replyClass(length: number): number {
 }
 
 export class ReplyBufferPool {
-  private readonly free = new Map<number, ArrayBuffer[]>();
+  private readonly free: IdleLists<ArrayBuffer>;
   /** Which ArrayBuffers sit in `free`: a buffer given back twice would go to two readers. */
   private readonly idle = new WeakSet<ArrayBuffer>();
-  private idleBytes = 0;
-  private readonly idleMax: number;
 
   constructor(idleMax = REPLY_POOL_IDLE_MAX) {
-    this.idleMax = idleMax;
+    this.free = new IdleLists(idleMax);
   }
 
   /** A buffer of exactly `length` bytes (≤ POOLED_REPLY_MAX), a view of a pooled one. */
   take(length: number): Buffer {
     const size = replyClass(length);
-    const ab = this.free.get(size)?.pop();
+    const ab = this.free.take(size);
     if (ab === undefined) return Buffer.allocUnsafeSlow(size).subarray(0, length);
     this.idle.delete(ab);
-    this.idleBytes -= size;
     return Buffer.from(ab, 0, length);
   }
 
@@ -62,17 +61,12 @@ export class ReplyBufferPool {
     const ab = buf.buffer as ArrayBuffer;
     const size = ab.byteLength;
     if (buf.byteOffset !== 0 || size !== replyClass(size) || size > POOLED_REPLY_MAX || this.idle.has(ab)) return;
-    if (this.idleBytes + size > this.idleMax) return;
-    let list = this.free.get(size);
-    if (list === undefined) this.free.set(size, (list = []));
-    list.push(ab);
-    this.idle.add(ab);
-    this.idleBytes += size;
+    if (this.free.put(size, ab)) this.idle.add(ab);
   }
 
   /** Idle bytes kept (tests, stats). */
   get bytesIdle(): number {
-    return this.idleBytes;
+    return this.free.bytes;
   }
 }
 

@@ -5,19 +5,17 @@
 // (bench/README.md, "Random writes against 52bfdf4"). Buffers go back here once their write
 // landed and are handed out again; a merge overwrites every byte of the one it takes.
 
+import { IdleLists } from '../util/idle-lists.ts';
+
 /** Bytes of idle buffers kept per store: 32 chunks of the default 64 KiB, a full queue of merges. */
 export const MERGE_BUFFERS_KEPT_BYTES = 2 * 1024 * 1024;
 
 export class MergeBuffers {
-  private readonly idle = new Map<number, Buffer[]>();
-  private idleBytes = 0;
+  private readonly idle = new IdleLists<Buffer>(MERGE_BUFFERS_KEPT_BYTES);
 
   /** A buffer of `chunkSize` bytes with arbitrary content. */
   take(chunkSize: number): Buffer {
-    const buf = this.idle.get(chunkSize)?.pop();
-    if (!buf) return Buffer.allocUnsafeSlow(chunkSize);
-    this.idleBytes -= buf.length;
-    return buf;
+    return this.idle.take(chunkSize) ?? Buffer.allocUnsafeSlow(chunkSize);
   }
 
   /**
@@ -25,13 +23,6 @@ export class MergeBuffers {
    * kept while under MERGE_BUFFERS_KEPT_BYTES, else left to the garbage collector.
    */
   give(buf: Buffer): void {
-    if (this.idleBytes + buf.length > MERGE_BUFFERS_KEPT_BYTES) return;
-    let list = this.idle.get(buf.length);
-    if (!list) {
-      list = [];
-      this.idle.set(buf.length, list);
-    }
-    list.push(buf);
-    this.idleBytes += buf.length;
+    this.idle.put(buf.length, buf);
   }
 }
