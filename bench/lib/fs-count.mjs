@@ -11,7 +11,7 @@ const dir = process.env.SNAPNBD_FS_COUNT;
 const STALL_NS = 10_000_000n;
 if (dir) {
   const calls = {};
-  /** Synchronous calls over file-io.ts's stall threshold (SYNC_IO_RULE.stallNs), by name. */
+  /** Synchronous calls over sync-io.ts's stall threshold (SYNC_IO_RULE.stallNs), by name. */
   const stalls = {};
   for (const name of COUNTED) {
     const orig = fs[name];

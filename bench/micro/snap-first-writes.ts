@@ -10,6 +10,7 @@
 // `--cold` (root): the page cache is dropped before the over and the first phase, as the cold rows do.
 //   node --import tsx bench/micro/snap-first-writes.ts [--trees DIR,DIR] [--mib 1024] [--rounds 3] [--io null|sync] [--cold]
 import { execSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve, basename } from 'node:path';
@@ -49,7 +50,12 @@ type Open = (dir: string, opts: object) => Promise<Store>;
 const loaded: { open: Open; fileIo: FileIoLike }[] = [];
 for (const tree of trees) {
   const m = (await import(join(tree, 'dist/storage/index.js'))) as { openCowStore: Open };
-  const f = (await import(join(tree, 'dist/storage/file-io.js'))) as { realFileIo: FileIoLike; writeStrategy: { next(): boolean; record(): void } };
+  // The write strategy lives in sync-io.js since the split; older builds kept it in file-io.js.
+  const syncIo = join(tree, 'dist/storage/sync-io.js');
+  const f = {
+    ...(await import(join(tree, 'dist/storage/file-io.js'))),
+    ...(existsSync(syncIo) ? await import(syncIo) : {}),
+  } as { realFileIo: FileIoLike; writeStrategy: { next(): boolean; record(): void } };
   // Every segment write synchronous (null: dropped before the syscall).
   f.writeStrategy.next = () => true;
   f.writeStrategy.record = () => undefined;

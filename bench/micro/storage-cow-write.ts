@@ -10,7 +10,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCowStore } from '../../src/storage/index.ts';
-import { realFileIo, writeStrategy, type FileIo, type IoFile } from '../../src/storage/file-io.ts';
+import { realFileIo, type FileIo, type IoFile } from '../../src/storage/file-io.ts';
+import { writeStrategy } from '../../src/storage/sync-io.ts';
 
 const MiB = 1024 * 1024;
 const QD = 32;
@@ -43,7 +44,7 @@ function fileIoFor(io: IoMode): FileIo {
       if (!/\/seg-[^/]*$/.test(path)) return f;
       const count = (): void => {
         segWrites.all++;
-        // The strategy's state before this write decides where it runs (file-io.ts RealFile.write).
+        // The strategy's state before this write decides where it runs (sync-io.ts, asked by file-io.ts RealFile.write).
         if (!writeStrategy.sync) segWrites.pool++;
       };
       const w: IoFile = {
@@ -105,7 +106,7 @@ async function main(): Promise<void> {
   const only = process.argv[4] && process.argv[4] !== 'all' ? process.argv[4] : null;
   const io = (process.argv[5]?.replace(/^io:/, '') ?? 'auto') as IoMode;
   if (!['auto', 'sync', 'pool', 'null'].includes(io)) throw new Error(`io:${io}: expected io:auto, io:sync, io:pool or io:null`);
-  // Forced for the whole process: the strategy is shared by every file (file-io.ts).
+  // Forced for the whole process: the strategy is shared by every file (sync-io.ts).
   if (io === 'sync') writeStrategy.next = () => true;
   if (io === 'pool') writeStrategy.next = () => false;
   const caches = process.getuid?.() === 0 ? [false, true] : [false];

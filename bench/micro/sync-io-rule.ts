@@ -5,6 +5,7 @@
 // loop, for a few patterns of stalls. Deterministic: no file, no load, the same answer every run.
 // Each tree's dist/ (npm run build first).
 //   node --import tsx bench/micro/sync-io-rule.ts [--trees DIR,DIR] [--iops 30000] [--seconds 10]
+import { existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -59,7 +60,8 @@ function replay(make: Make, stalls: Pattern): { pool: number; stalled: number; b
 
 const makers: [string, Make][] = [];
 for (const t of trees) {
-  const m = (await import(join(t, 'dist/storage/file-io.js'))) as { SyncIoStrategy: new (clock: () => number, isolatedStalls?: boolean) => Strategy };
+  // sync-io.js since the split; older builds kept the strategy in file-io.js.
+  const m = (existsSync(join(t, 'dist/storage/sync-io.js')) ? await import(join(t, 'dist/storage/sync-io.js')) : await import(join(t, 'dist/storage/file-io.js'))) as { SyncIoStrategy: new (clock: () => number, isolatedStalls?: boolean) => Strategy };
   // The write rule: isolated stalls stay synchronous (a build without that argument ignores it).
   makers.push([basename(t), (clock) => new m.SyncIoStrategy(clock, true)]);
 }

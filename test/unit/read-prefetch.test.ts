@@ -7,7 +7,8 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { readStrategy, realFileIo, SYNC_IO_RULE } from '../../src/storage/file-io.ts';
+import { realFileIo } from '../../src/storage/file-io.ts';
+import { readStrategy, SYNC_IO_RULE } from '../../src/storage/sync-io.ts';
 import { DiskReads, diskReads, READ_AROUND, readAround } from '../../src/storage/read-around.ts';
 
 const W = READ_AROUND.windowBytes;

@@ -1,7 +1,7 @@
-// The adaptive read strategy (src/storage/file-io.ts): synchronous while reads are fast, the
+// The adaptive read strategy (src/storage/sync-io.ts): synchronous while reads are fast, the
 // thread pool after a window with too many slow ones, back to synchronous after fast probes.
 import { describe, expect, it } from 'vitest';
-import { readStrategy, SYNC_IO_RULE, SyncIoStrategy, writeStrategy } from '../../src/storage/file-io.ts';
+import { readStrategy, SYNC_IO_RULE, SyncIoStrategy, writeStrategy } from '../../src/storage/sync-io.ts';
 
 const FAST = 5_000;
 const SLOW = 5_000_000;

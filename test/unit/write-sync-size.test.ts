@@ -1,4 +1,4 @@
-// Which writes the event loop does at once (src/storage/file-io.ts SYNC_IO_RULE.syncWriteMaxBytes):
+// Which writes the event loop does at once (src/storage/sync-io.ts SYNC_IO_RULE.syncWriteMaxBytes):
 // writes up to 1 MiB while the write strategy is synchronous, larger ones and any write while
 // the strategy sends writes to the pool through libuv's pool. A write done at once has already
 // settled a few microtasks after the call; a pool write cannot settle before the loop's next poll.
@@ -6,7 +6,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { realFileIo, SYNC_IO_RULE, writeStrategy, type IoFile } from '../../src/storage/file-io.ts';
+import { realFileIo, type IoFile } from '../../src/storage/file-io.ts';
+import { SYNC_IO_RULE, writeStrategy } from '../../src/storage/sync-io.ts';
 
 const PIECE = 64 * 1024;
 
