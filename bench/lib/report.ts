@@ -85,10 +85,12 @@ export function evaluateTargets(rows: Row[], ratios: BenchResult['ratios'], scen
   }
   const rr = ratio('randread-4k', 'hot', 'nbdkit-file');
   if (rr !== undefined) t.push({ target: 'randread-4k hot ≥ 1.0× nbdkit-file', measured: `${rr}×`, met: rr >= 1 });
-  for (const w of ['seqread-1m', 'seqwrite-1m']) {
+  // Issue 15's floors against the plain file server: reads match it, writes (which go through
+  // the copy-on-write map) come within 0.8.
+  for (const [w, floor] of [['seqread-1m', 1.0], ['seqwrite-1m', 0.8]] as const) {
     for (const cache of ['hot', 'cold'] as const) {
       const r = ratio(w, cache, 'nbdkit-file');
-      if (r !== undefined) t.push({ target: `${w} ${cache} ≥ 0.8× nbdkit-file`, measured: `${r}×`, met: r >= 0.8 });
+      if (r !== undefined) t.push({ target: `${w} ${cache} ≥ ${floor.toFixed(1)}× nbdkit-file`, measured: `${r}×`, met: r >= floor });
     }
   }
   for (const cache of ['hot', 'cold'] as const) {
