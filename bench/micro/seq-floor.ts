@@ -58,7 +58,7 @@ class Received {
   /** The first `n` bytes, not consumed. */
   peek(n: number): Buffer {
     const c = this.chunks[0]!;
-    return c.length >= n ? c : Buffer.concat(this.chunks).subarray(0, n);
+    return c.length >= n ? c : Buffer.concat(this.chunks, n);
   }
 }
 
@@ -169,6 +169,10 @@ async function main(): Promise<void> {
     servers: { type: 'string', default: 'nbdkit-file,floor-loop,floor-pool,snapnbd' },
   } });
   const servers = values.servers!.split(',');
+  for (const name of servers) {
+    const known = name.startsWith('floor-') ? (FLOOR_MODES as readonly string[]).includes(name.slice('floor-'.length)) : ['nbdkit-file', 'nbdkit-cow', 'snapnbd'].includes(name);
+    if (!known) throw new Error(`--servers: nbdkit-file, nbdkit-cow, snapnbd or floor-${FLOOR_MODES.join('|floor-')}, not ${name}`);
+  }
   const w = WORKLOADS.find((x) => x.name === values.workload && x.client === 'fio' && x.fio && !x.via && !x.prefillThenSnapshots);
   if (!w) throw new Error(`--workload: a plain fio workload of bench/lib/config.ts, not ${values.workload}`);
   const work = mkdtempSync(join(tmpdir(), 'seq-floor-'));
