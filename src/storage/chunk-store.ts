@@ -443,10 +443,13 @@ export class DataStore {
     return s.opening;
   }
 
-  /** Reads `len` bytes at byte `inner` of a run of consecutive slots (one segment) into into[off..]. */
-  async read(cls: ChunkClass, slot: number, inner: number, len: number, into: Buffer, off: number): Promise<void> {
+  /**
+   * Reads `len` bytes at byte `inner` of a run of consecutive slots (one segment) into into[off..].
+   * `background`: compaction and merges (IoFile.read).
+   */
+  async read(cls: ChunkClass, slot: number, inner: number, len: number, into: Buffer, off: number, background = false): Promise<void> {
     const f = await this.file(cls, cls.segmentOf(slot), false);
-    const n = await f.read(into, off, len, cls.posOf(slot) + inner);
+    const n = await f.read(into, off, len, cls.posOf(slot) + inner, background);
     if (n < len) into.fill(0, off + n, off + len); // a slot past the file's end was never written
   }
 

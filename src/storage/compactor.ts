@@ -222,7 +222,7 @@ export class Compactor {
             const reads: Promise<void>[] = [];
             for (let i = 0, j = 0; i < batch.length; i = j) {
               j = runEnd(batch, i);
-              reads.push(chunks.read(cls, batch[i] as number, 0, (j - i) * chunkSize, buf, i * chunkSize));
+              reads.push(chunks.read(cls, batch[i] as number, 0, (j - i) * chunkSize, buf, i * chunkSize, true));
             }
             await Promise.all(reads);
           } finally {

@@ -14,8 +14,12 @@ import { cachedReadStrategy, isSlowIo, readStrategy, SYNC_IO_RULE, SyncIoStrateg
 export type OpenMode = 'r' | 'rw' | 'create';
 
 export interface IoFile {
-  /** Reads up to `len` bytes at `pos` into buf[off..]; returns bytes read (short at EOF). */
-  read(buf: Buffer, off: number, len: number, pos: number): Promise<number>;
+  /**
+   * Reads up to `len` bytes at `pos` into buf[off..]; returns bytes read (short at EOF).
+   * `background`: a maintenance read (a compaction pass, a partial slot's merge), always in
+   * libuv's pool (RealFile.read says why).
+   */
+  read(buf: Buffer, off: number, len: number, pos: number, background?: boolean): Promise<number>;
   /** Writes all of buf[off..off+len) at `pos`. */
   write(buf: Buffer, off: number, len: number, pos: number): Promise<void>;
   /** Writes all of the pieces, one after the other, at `pos` (one pwritev). */
@@ -111,7 +115,13 @@ class RealFile implements IoFile {
     this.path = path;
   }
 
-  read(buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  read(buf: Buffer, off: number, len: number, pos: number, background = false): Promise<number> {
+    // Maintenance reads never run on the loop nor count in the rule: they read what no client
+    // read lately (old segments, a merge's base), so they miss the page cache more often than
+    // not, and a synchronous miss holds every connection for as long as the disk takes (a
+    // client write's read of an evicted block: 48-123 ms on a slow disk, bench/README.md, stop
+    // 32). Their misses say nothing of what client reads meet either.
+    if (background) return this.readAsync(buf, off, len, pos, 0);
     if (len < SYNC_IO_RULE.poolMinBytes && readStrategy.next()) return this.readNow(readStrategy, buf, off, len, pos);
     const start = windowStart(pos);
     if (pos + len <= start + READ_AROUND.windowBytes) {

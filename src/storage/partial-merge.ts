@@ -53,7 +53,7 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
         while (e < n && !isValid(p.bits, e)) e++;
         const from = b * VALID_BLOCK;
         const len = (e - b) * VALID_BLOCK;
-        await chunks.read(cls, p.base, from, len, buf, 0);
+        await chunks.read(cls, p.base, from, len, buf, 0, true);
         await chunks.write(cls, slot, from, buf, 0, len);
         b = e;
       }

@@ -9,10 +9,18 @@ export class HoldFileIo implements FileIo {
   private readonly inner: FileIo;
   /** Reads done so far, by path (tests that assert an operation read nothing). */
   readonly reads = new Map<string, number>();
+  /** Of those, the ones asked as maintenance reads (IoFile.read's `background`), by path. */
+  readonly backgroundReads = new Map<string, number>();
   private readonly holds: { suffix: string; op: HeldOp; reached: () => void; gate: Promise<Error | null> }[] = [];
 
   constructor(inner: FileIo) {
     this.inner = inner;
+  }
+
+  /** Reads so far of the files whose path ends with `suffix`: all, and those asked as maintenance reads. */
+  readsOf(suffix: string): { all: number; background: number } {
+    const sum = (m: Map<string, number>): number => [...m].reduce((n, [p, c]) => (p.endsWith(suffix) ? n + c : n), 0);
+    return { all: sum(this.reads), background: sum(this.backgroundReads) };
   }
 
   /** The next `op` on a file whose path ends with `suffix` waits; `reached` resolves when it does. */
@@ -39,10 +47,11 @@ export class HoldFileIo implements FileIo {
     const read = f.read.bind(f);
     const write = f.write.bind(f);
     const datasync = f.datasync.bind(f);
-    f.read = async (buf, off, len, pos) => {
+    f.read = async (buf, off, len, pos, background) => {
       this.reads.set(path, (this.reads.get(path) ?? 0) + 1);
+      if (background) this.backgroundReads.set(path, (this.backgroundReads.get(path) ?? 0) + 1);
       await this.gate(path, 'read');
-      return read(buf, off, len, pos);
+      return read(buf, off, len, pos, background);
     };
     f.write = async (buf, off, len, pos) => {
       await this.gate(path, 'write');

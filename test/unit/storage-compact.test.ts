@@ -83,6 +83,25 @@ describe('compactor', () => {
     await r.close();
   });
 
+  it('copies live chunks with maintenance reads (the pool, never the loop); client reads stay client reads', async () => {
+    const d = join(dir, 's');
+    const io = new HoldFileIo(realFileIo);
+    const s = await open(d, io);
+    s.autoCompact = false;
+    const nodes = await buildSparseStore(s, CHUNK, CHUNKS);
+    const before = io.readsOf('.dat');
+    const st = await s.compact();
+    expect(st.chunksMoved).toBeGreaterThan(0);
+    const during = io.readsOf('.dat');
+    expect(during.all - before.all).toBeGreaterThan(0);
+    expect(during.background - before.background).toBe(during.all - before.all);
+    await verifyNodes(s, nodes, 'after compact');
+    const after = io.readsOf('.dat');
+    expect(after.all).toBeGreaterThan(during.all);
+    expect(after.background).toBe(during.background);
+    await s.close();
+  });
+
   it('runs on its own after the commit that freed the slots', async () => {
     const d = join(dir, 's');
     const s = await open(d);

@@ -115,14 +115,20 @@ describe('partial slots', () => {
     const s3 = await open(new HoldFileIo(sim), 1);
     await s3.createSnapshot('v', 'c');
     await s3.close();
-    const s4 = await open(new HoldFileIo(sim));
+    const io4 = new HoldFileIo(sim);
+    const s4 = await open(io4);
     expect(partialCount(s4)).toBe(SIZE / CHUNK);
     expect((await readAll(s4)).equals(model)).toBe(true);
     // Their bases are held by nothing else now: a compaction pass merges them and frees the bases.
     const live = (): number => s4.inspect().chunkClass(CHUNK).liveSlots();
     expect(live()).toBe(2 * SIZE / CHUNK);
+    const before = io4.readsOf('.dat');
     await s4.compact();
     expect(partialCount(s4)).toBe(0);
+    // The merges read their bases as maintenance reads (the pool, never the loop: file-io.ts).
+    const merged = io4.readsOf('.dat');
+    expect(merged.all - before.all).toBeGreaterThan(0);
+    expect(merged.background - before.background).toBe(merged.all - before.all);
     await s4.flush();
     expect(live()).toBe(SIZE / CHUNK);
     expect((await readAll(s4)).equals(model)).toBe(true);
