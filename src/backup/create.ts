@@ -121,7 +121,7 @@ export async function createBackup(o: CreateOptions): Promise<BackupResult> {
     const known = toRead.length > LIST_KNOWN_MIN ? new Set<string>() : null;
     if (known) for await (const b of o.repo.listBlocks()) known.add(b.name);
     const sent = new Map<string, Promise<void>>();
-    const view = o.store.snapshotView(o.volume, o.snapshot);
+    const view = o.store.snapshotView(o.volume, o.snapshot, { background: true }); // a bulk copy: never on the loop
     const r = { bytesRead: 0, bytesUploaded: 0, blocksUploaded: 0, blocksReused: 0, blocksZero: 0 };
     const total = toRead.reduce((s, i) => s + Math.min(bs, snap.size - i * bs), 0);
     let done = 0;

@@ -46,7 +46,7 @@ export function exportHeader(store: ExportStore, req: ExportRequest): StreamHead
  */
 export async function* exportStream(store: ExportStore, req: ExportRequest, header = exportHeader(store, req)): AsyncGenerator<Buffer[]> {
   const w = new StreamWriter();
-  const view = store.snapshotView(req.volume, req.snapshot);
+  const view = store.snapshotView(req.volume, req.snapshot, { background: true }); // a bulk copy: never on the loop
   yield w.begin(header);
   try {
     if (req.since === null) {

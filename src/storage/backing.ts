@@ -66,11 +66,11 @@ export async function checkBacking(io: FileIo, b: BackingRecord): Promise<{ f: I
 }
 
 /** Reads [pos, pos+len) of a volume's backing file into into[off..]; zeros past its end. */
-export async function readBacking(vol: Volume, pos: number, len: number, into: Buffer, off: number): Promise<void> {
+export async function readBacking(vol: Volume, pos: number, len: number, into: Buffer, off: number, background = false): Promise<void> {
   const bsize = vol.backing ? vol.backing.size : 0;
   const n = Math.max(0, Math.min(len, bsize - pos));
   if (n > 0) {
-    const got = await vol.backingFile!.read(into, off, n, pos);
+    const got = await vol.backingFile!.read(into, off, n, pos, background);
     if (got < n) into.fill(0, off + got, off + n);
   }
   if (n < len) into.fill(0, off + n, off + len);

@@ -128,8 +128,11 @@ export class DataPath {
     gate.enter();
   }
 
-  /** Reads [offset, offset+len) of a node into into[off..]: one I/O per run of contiguous slots. */
-  async read(node: Node, offset: number, len: number, into: Buffer, off = 0): Promise<void> {
+  /**
+   * Reads [offset, offset+len) of a node into into[off..]: one I/O per run of contiguous slots.
+   * `background`: maintenance reads (IoFile.read), for bulk copies.
+   */
+  async read(node: Node, offset: number, len: number, into: Buffer, off = 0, background = false): Promise<void> {
     const vol = node.vol;
     this.live(vol);
     if (node.deleted) throw new StorageError('EIO', `snapshot '${vol.name}@${node.name}' was deleted`);
@@ -151,8 +154,8 @@ export class DataPath {
       let runOff = 0;
       let runLen = 0;
       const flushRun = (): void => {
-        if (kind === 1) ios.push(chunks.read(chunkClass, runSlot, runInner, runLen, into, runOff));
-        else if (kind === 2) ios.push(readBacking(vol, runPos, runLen, into, runOff));
+        if (kind === 1) ios.push(chunks.read(chunkClass, runSlot, runInner, runLen, into, runOff, background));
+        else if (kind === 2) ios.push(readBacking(vol, runPos, runLen, into, runOff, background));
         kind = 0;
       };
       const end = offset + len;
@@ -170,8 +173,8 @@ export class DataPath {
           const inner = pos - cStart;
           forEachRun(partial.bits, inner, n, (from, to, valid) => {
             const dst = o + from - inner;
-            if (valid || baseIsSlot(partial.base)) ios.push(chunks.read(chunkClass, valid ? s : partial.base, from, to - from, into, dst));
-            else ios.push(readBacking(vol, partial.at * chunkSize + from, to - from, into, dst)); // zeros past its end
+            if (valid || baseIsSlot(partial.base)) ios.push(chunks.read(chunkClass, valid ? s : partial.base, from, to - from, into, dst, background));
+            else ios.push(readBacking(vol, partial.at * chunkSize + from, to - from, into, dst, background)); // zeros past its end
           });
         } else if (isSlot(s)) {
           if (kind === 1 && chunkClass.continuesRun(runSlot, runInner + runLen, s)) {

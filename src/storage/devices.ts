@@ -89,14 +89,17 @@ export class SnapshotDevice implements BlockDevice {
   readonly multiConn = true;
   private readonly path: DataPath;
   private readonly node: Node;
-  constructor(path: DataPath, node: Node) {
+  /** A bulk copy's view: its reads are maintenance reads (IoFile.read's `background`). */
+  private readonly background: boolean;
+  constructor(path: DataPath, node: Node, background = false) {
     this.path = path;
     this.node = node;
+    this.background = background;
     this.size = node.size; // its own: a resize of the volume changes only the head
     this.preferredBlockSize = node.vol.chunkSize;
   }
   read(offset: number, length: number, into: Buffer): Promise<void> {
-    return this.path.read(this.node, offset, length, into, 0);
+    return this.path.read(this.node, offset, length, into, 0, this.background);
   }
   private readOnlyError(): Promise<void> {
     return Promise.reject(new StorageError('EROFS', `snapshot '${this.node.vol.name}@${this.node.name}' is read-only`));

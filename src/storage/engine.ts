@@ -299,10 +299,12 @@ export class CowStore implements Store {
     return new HeadDevice(this.dataPath, v, true);
   }
 
-  snapshotView(volume: string, snapshot: string): BlockDevice {
+  snapshotView(volume: string, snapshot: string, opts: { background?: boolean } = {}): BlockDevice {
     const v = this.catalog.volume(volume);
     if (v.backingError) throw v.backingError;
     const s = this.catalog.snapshot(volume, snapshot);
+    // A bulk copy's view is its own (a few fields); the clients' one is shared.
+    if (opts.background) return new SnapshotDevice(this.dataPath, s, true);
     s.view ??= new SnapshotDevice(this.dataPath, s);
     return s.view;
   }

@@ -188,8 +188,11 @@ export interface Store {
    * its head whose writes skip the hook: the one the source fills through.
    */
   attachFill(volume: string, source: FillSource | null): BlockDevice;
-  /** A read-only view of a snapshot. */
-  snapshotView(volume: string, snapshot: string): BlockDevice;
+  /**
+   * A read-only view of a snapshot. `background`: a bulk copy's (a backup, an export stream), whose
+   * reads always go to the thread pool and stay out of the client read rule (IoFile.read).
+   */
+  snapshotView(volume: string, snapshot: string, opts?: { background?: boolean }): BlockDevice;
 
   /**
    * Point in time: holds new writes to the volume, drains in-flight ones, shares the map,

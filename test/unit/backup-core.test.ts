@@ -8,9 +8,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BackupManager } from '../../src/backup/manager.ts';
 import { parseTargetUrl, type TargetSpec } from '../../src/backup/target.ts';
 import type { BackupResult } from '../../src/backup/create.ts';
+import { realFileIo, type FileIo } from '../../src/storage/file-io.ts';
 import { openStore } from '../../src/storage/index.ts';
 import type { Store } from '../../src/storage/types.ts';
 import { VolumeRegistry } from '../../src/volumes/registry.ts';
+import { HoldFileIo } from '../helpers/hold-file-io.ts';
 import { tempDir } from '../helpers/server.ts';
 
 const MiB = 1024 * 1024;
@@ -18,10 +20,10 @@ let dirs: string[] = [];
 let stores: Store[] = [];
 let managers: BackupManager[] = [];
 
-async function server(targets: Record<string, string>): Promise<{ store: Store; reg: VolumeRegistry; bm: BackupManager }> {
+async function server(targets: Record<string, string>, fileIo?: FileIo): Promise<{ store: Store; reg: VolumeRegistry; bm: BackupManager }> {
   const d = tempDir('snapnbd-bk-');
   dirs.push(d);
-  const store = await openStore(d);
+  const store = await openStore(d, fileIo ? { fileIo } : {});
   stores.push(store);
   const reg = new VolumeRegistry(store, { defaultExport: 'v', readOnly: false });
   const t = new Map<string, TargetSpec>(Object.entries(targets).map(([k, v]) => [k, parseTargetUrl(v)]));
@@ -82,6 +84,24 @@ describe('backups on a file target', () => {
       expect((await read(b.store, `r-${snap}`, null)).equals(await read(a.store, 'v', snap))).toBe(true);
     }
     expect((await b.bm.list({ target: 't' })).map((x) => x.id)).toEqual([full.id, inc.id]);
+  });
+
+  it('reads the snapshot with maintenance reads (the pool, never the loop); a client of the same snapshot reads as a client', async () => {
+    const io = new HoldFileIo(realFileIo);
+    const a = await server({ t: `file://${target}` }, io);
+    await a.reg.createVolume({ name: 'v', size: 8 * MiB });
+    await a.store.head('v').write(0, randomBytes(4 * MiB), { fua: false });
+    await a.reg.createSnapshot('v', 's1', undefined);
+    const before = io.readsOf('.dat');
+    const full = await run<BackupResult>(a.bm, a.bm.create({ target: 't', volume: 'v', snapshot: 's1' }).id);
+    expect(full.bytesRead).toBe(4 * MiB);
+    const during = io.readsOf('.dat');
+    expect(during.all - before.all).toBeGreaterThan(0);
+    expect(during.background - before.background).toBe(during.all - before.all);
+    await read(a.store, 'v', 's1'); // an NBD client's view of the snapshot
+    const after = io.readsOf('.dat');
+    expect(after.all).toBeGreaterThan(during.all);
+    expect(after.background).toBe(during.background);
   });
 
   it('verify names a corrupted and a deleted block and the backups they break; restore fails and leaves no volume', async () => {

@@ -8,9 +8,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { exportStream, type ExportRequest } from '../../src/backup/stream-export.ts';
 import { importStream, type ImportStore } from '../../src/backup/stream-import.ts';
 import { PREAMBLE_LEN, RECORD_HEADER_LEN, StreamDecoder, StreamFormatError } from '../../src/backup/stream-format.ts';
+import { realFileIo, type FileIo } from '../../src/storage/file-io.ts';
 import { openCowStore } from '../../src/storage/index.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
 import { StorageError, type BlockDevice } from '../../src/storage/device.ts';
+import { HoldFileIo } from '../helpers/hold-file-io.ts';
 import { Prng } from '../helpers/prng.ts';
 
 const KiB = 1024;
@@ -28,8 +30,8 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function store(name: string): Promise<CowStore> {
-  const s = await openCowStore(join(dir, name), { commitIntervalMs: 0 });
+async function store(name: string, fileIo?: FileIo): Promise<CowStore> {
+  const s = await openCowStore(join(dir, name), fileIo ? { commitIntervalMs: 0, fileIo } : { commitIntervalMs: 0 });
   stores.push(s);
   return s;
 }
@@ -111,6 +113,19 @@ describe('snapshot streams against the engine', () => {
     const b2 = await store('b');
     expect(b2.listSnapshots('w').map((s) => [s.name, s.guid])).toEqual(a.listSnapshots('v').map((s) => [s.name, s.guid]));
     expect((await contents(b2.snapshotView('w', 's3'))).equals(await contents(a.snapshotView('v', 's3')))).toBe(true);
+  });
+
+  it('an export reads the snapshot with maintenance reads (the pool, never the loop)', async () => {
+    const io = new HoldFileIo(realFileIo);
+    const a = await store('a', io);
+    await a.createVolume({ name: 'v', size: SIZE });
+    await a.head('v').write(0, fill(MiB, 9), { fua: false });
+    await a.createSnapshot('v', 's1');
+    const before = io.readsOf('.dat');
+    expect(dataBytesOf(await streamOf(a, { volume: 'v', snapshot: 's1', since: null }))).toBe(MiB);
+    const during = io.readsOf('.dat');
+    expect(during.all - before.all).toBeGreaterThan(0);
+    expect(during.background - before.background).toBe(during.all - before.all);
   });
 
   it('refuses a cut or corrupted stream, leaving nothing applied', async () => {
