@@ -453,14 +453,15 @@ export class DataStore {
     if (n < len) into.fill(0, off + n, off + len); // a slot past the file's end was never written
   }
 
-  async write(cls: ChunkClass, slot: number, inner: number, data: Buffer, off: number, len: number): Promise<void> {
+  /** `background`: compaction and merges (IoFile.write). */
+  async write(cls: ChunkClass, slot: number, inner: number, data: Buffer, off: number, len: number, background = false): Promise<void> {
     const s = cls.segment(cls.segmentOf(slot));
     const f = s.file ?? (await this.file(cls, cls.segmentOf(slot), true));
     const pos = cls.posOf(slot) + inner;
     if (pos + len > s.knownSize && !this.growFast(s, pos + len)) await this.grow(s, f, pos + len);
     // A large write past the file's end goes in pieces (growth-writes.ts).
-    if (len > GROWTH_WRITE_PIECE_BYTES && pos + len > s.knownSize) await writeGrowing(f, [data.subarray(off, off + len)], len, pos, true);
-    else await f.write(data, off, len, pos);
+    if (len > GROWTH_WRITE_PIECE_BYTES && pos + len > s.knownSize) await writeGrowing(f, [data.subarray(off, off + len)], len, pos, true, background);
+    else await f.write(data, off, len, pos, background);
     // Dirty once written: a commit that swapped the dirty set while the write was in flight
     // may have synced the file before the data landed, and the write's map record goes to a
     // later commit, which must sync it again.

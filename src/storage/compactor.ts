@@ -239,7 +239,7 @@ export class Compactor {
           const writes: Promise<void>[] = [];
           for (let i = 0, j = 0; i < dst.length; i = j) {
             j = runEnd(dst, i, perSeg);
-            writes.push(chunks.write(cls, dst[i] as number, 0, buf, i * chunkSize, (j - i) * chunkSize));
+            writes.push(chunks.write(cls, dst[i] as number, 0, buf, i * chunkSize, (j - i) * chunkSize, true));
           }
           // All settled before a failure releases the copies: no write may land in a reused slot.
           for (const r of await Promise.allSettled(writes)) if (r.status === 'rejected') throw r.reason;

@@ -16,14 +16,14 @@ export type OpenMode = 'r' | 'rw' | 'create';
 export interface IoFile {
   /**
    * Reads up to `len` bytes at `pos` into buf[off..]; returns bytes read (short at EOF).
-   * `background`: a maintenance read (a compaction pass, a partial slot's merge), always in
-   * libuv's pool (RealFile.read says why).
+   * `background`: a maintenance read (a compaction pass, a partial slot's merge, a bulk copy of a
+   * snapshot), always in libuv's pool (RealFile.read says why).
    */
   read(buf: Buffer, off: number, len: number, pos: number, background?: boolean): Promise<number>;
-  /** Writes all of buf[off..off+len) at `pos`. */
-  write(buf: Buffer, off: number, len: number, pos: number): Promise<void>;
-  /** Writes all of the pieces, one after the other, at `pos` (one pwritev). */
-  writev(pieces: Gather, pos: number): Promise<void>;
+  /** Writes all of buf[off..off+len) at `pos`. `background`: as for read, a maintenance write. */
+  write(buf: Buffer, off: number, len: number, pos: number, background?: boolean): Promise<void>;
+  /** Writes all of the pieces, one after the other, at `pos` (one pwritev). `background`: as for write. */
+  writev(pieces: Gather, pos: number, background?: boolean): Promise<void>;
   datasync(): Promise<void>;
   truncate(len: number): Promise<void>;
   size(): Promise<number>;
@@ -199,8 +199,10 @@ class RealFile implements IoFile {
     return done;
   }
 
-  write(buf: Buffer, off: number, len: number, pos: number): Promise<void> {
-    if (len <= SYNC_IO_RULE.syncWriteMaxBytes && writeStrategy.next()) {
+  write(buf: Buffer, off: number, len: number, pos: number, background = false): Promise<void> {
+    // Maintenance writes (a compaction's copies, a merge's blocks) are bulk: the ones most likely
+    // to meet the kernel's dirty-page throttling, which sleeps the writer up to 200 ms.
+    if (!background && len <= SYNC_IO_RULE.syncWriteMaxBytes && writeStrategy.next()) {
       try {
         const t0 = process.hrtime.bigint();
         let done = 0;
@@ -223,10 +225,10 @@ class RealFile implements IoFile {
     }
   }
 
-  writev(pieces: Gather, pos: number): Promise<void> {
+  writev(pieces: Gather, pos: number, background = false): Promise<void> {
     let len = 0;
     for (const p of pieces) len += p.length;
-    if (len <= SYNC_IO_RULE.syncWriteMaxBytes && writeStrategy.next()) {
+    if (!background && len <= SYNC_IO_RULE.syncWriteMaxBytes && writeStrategy.next()) {
       try {
         const t0 = process.hrtime.bigint();
         let done = writevSync(this.fd, pieces as Buffer[], pos);

@@ -19,12 +19,12 @@ export const GROWTH_WRITE_PIECE_BYTES = 256 * 1024;
  * file (`growing`) and spans more than one piece boundary's worth, one per piece, in order (a
  * failure stops before the next piece is submitted, so nothing is left in flight).
  */
-export async function writeGrowing(f: IoFile, pieces: Gather, len: number, pos: number, growing: boolean): Promise<void> {
-  if (!growing || len <= GROWTH_WRITE_PIECE_BYTES) return f.writev(pieces, pos);
+export async function writeGrowing(f: IoFile, pieces: Gather, len: number, pos: number, growing: boolean, background = false): Promise<void> {
+  if (!growing || len <= GROWTH_WRITE_PIECE_BYTES) return f.writev(pieces, pos, background);
   for (let done = 0; done < len;) {
     const at = pos + done;
     const n = Math.min(len - done, GROWTH_WRITE_PIECE_BYTES - (at % GROWTH_WRITE_PIECE_BYTES));
-    await f.writev(gatherSlice(pieces, done, n), at);
+    await f.writev(gatherSlice(pieces, done, n), at, background);
     done += n;
   }
 }

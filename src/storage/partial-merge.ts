@@ -54,7 +54,7 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
         const from = b * VALID_BLOCK;
         const len = (e - b) * VALID_BLOCK;
         await chunks.read(cls, p.base, from, len, buf, 0, true);
-        await chunks.write(cls, slot, from, buf, 0, len);
+        await chunks.write(cls, slot, from, buf, 0, len, true);
         b = e;
       }
       // Still the same partial slot (a compaction may have moved it meanwhile: then it stays partial).

@@ -11,16 +11,24 @@ export class HoldFileIo implements FileIo {
   readonly reads = new Map<string, number>();
   /** Of those, the ones asked as maintenance reads (IoFile.read's `background`), by path. */
   readonly backgroundReads = new Map<string, number>();
+  /** Writes (write or writev) done so far, by path, and of those the maintenance writes. */
+  readonly writes = new Map<string, number>();
+  readonly backgroundWrites = new Map<string, number>();
   private readonly holds: { suffix: string; op: HeldOp; reached: () => void; gate: Promise<Error | null> }[] = [];
 
   constructor(inner: FileIo) {
     this.inner = inner;
   }
 
-  /** Reads so far of the files whose path ends with `suffix`: all, and those asked as maintenance reads. */
-  readsOf(suffix: string): { all: number; background: number } {
+  /** Reads and writes so far of the files whose path ends with `suffix`, and how many of each were maintenance I/O. */
+  ioOf(suffix: string): { reads: number; backgroundReads: number; writes: number; backgroundWrites: number } {
     const sum = (m: Map<string, number>): number => [...m].reduce((n, [p, c]) => (p.endsWith(suffix) ? n + c : n), 0);
-    return { all: sum(this.reads), background: sum(this.backgroundReads) };
+    return { reads: sum(this.reads), backgroundReads: sum(this.backgroundReads), writes: sum(this.writes), backgroundWrites: sum(this.backgroundWrites) };
+  }
+
+  private count(path: string, all: Map<string, number>, background: Map<string, number>, isBackground: boolean | undefined): void {
+    all.set(path, (all.get(path) ?? 0) + 1);
+    if (isBackground) background.set(path, (background.get(path) ?? 0) + 1);
   }
 
   /** The next `op` on a file whose path ends with `suffix` waits; `reached` resolves when it does. */
@@ -48,19 +56,20 @@ export class HoldFileIo implements FileIo {
     const write = f.write.bind(f);
     const datasync = f.datasync.bind(f);
     f.read = async (buf, off, len, pos, background) => {
-      this.reads.set(path, (this.reads.get(path) ?? 0) + 1);
-      if (background) this.backgroundReads.set(path, (this.backgroundReads.get(path) ?? 0) + 1);
+      this.count(path, this.reads, this.backgroundReads, background);
       await this.gate(path, 'read');
       return read(buf, off, len, pos, background);
     };
-    f.write = async (buf, off, len, pos) => {
+    f.write = async (buf, off, len, pos, background) => {
+      this.count(path, this.writes, this.backgroundWrites, background);
       await this.gate(path, 'write');
-      return write(buf, off, len, pos);
+      return write(buf, off, len, pos, background);
     };
     const writev = f.writev.bind(f);
-    f.writev = async (pieces, pos) => {
+    f.writev = async (pieces, pos, background) => {
+      this.count(path, this.writes, this.backgroundWrites, background);
       await this.gate(path, 'write');
-      return writev(pieces, pos);
+      return writev(pieces, pos, background);
     };
     f.datasync = async () => {
       await this.gate(path, 'datasync');

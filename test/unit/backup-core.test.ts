@@ -92,16 +92,16 @@ describe('backups on a file target', () => {
     await a.reg.createVolume({ name: 'v', size: 8 * MiB });
     await a.store.head('v').write(0, randomBytes(4 * MiB), { fua: false });
     await a.reg.createSnapshot('v', 's1', undefined);
-    const before = io.readsOf('.dat');
+    const before = io.ioOf('.dat');
     const full = await run<BackupResult>(a.bm, a.bm.create({ target: 't', volume: 'v', snapshot: 's1' }).id);
     expect(full.bytesRead).toBe(4 * MiB);
-    const during = io.readsOf('.dat');
-    expect(during.all - before.all).toBeGreaterThan(0);
-    expect(during.background - before.background).toBe(during.all - before.all);
+    const during = io.ioOf('.dat');
+    expect(during.reads - before.reads).toBeGreaterThan(0);
+    expect(during.backgroundReads - before.backgroundReads).toBe(during.reads - before.reads);
     await read(a.store, 'v', 's1'); // an NBD client's view of the snapshot
-    const after = io.readsOf('.dat');
-    expect(after.all).toBeGreaterThan(during.all);
-    expect(after.background).toBe(during.background);
+    const after = io.ioOf('.dat');
+    expect(after.reads).toBeGreaterThan(during.reads);
+    expect(after.backgroundReads).toBe(during.backgroundReads);
   });
 
   it('verify names a corrupted and a deleted block and the backups they break; restore fails and leaves no volume', async () => {

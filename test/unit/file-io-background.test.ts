@@ -1,13 +1,15 @@
-// Maintenance reads (IoFile.read's `background`: a compaction pass, a partial slot's merge) run in
-// libuv's thread pool even while client reads of cached data are done at once on the event loop:
-// a maintenance read that misses the page cache must not hold the loop (src/storage/file-io.ts).
+// Maintenance I/O (IoFile.read's and write's `background`: a compaction pass, a partial slot's
+// merge, a bulk copy of a snapshot) runs in libuv's thread pool even while client I/O the page
+// cache absorbs is done at once on the event loop: a maintenance read that misses the page cache,
+// or a bulk write the kernel throttles, must not hold the loop (src/storage/file-io.ts).
 import { pbkdf2 } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { realFileIo } from '../../src/storage/file-io.ts';
-import { readStrategy } from '../../src/storage/sync-io.ts';
+import { readStrategy, writeStrategy } from '../../src/storage/sync-io.ts';
 
 const KiB = 1024;
 /** libuv's pool: UV_THREADPOOL_SIZE threads, 4 unless set. */
@@ -32,8 +34,8 @@ function occupyPool(): Promise<unknown> {
   return Promise.all(jobs);
 }
 
-describe('maintenance reads', () => {
-  it('go to the pool, while a client read of cached data is done before read() returns', async () => {
+describe('maintenance I/O', () => {
+  it('reads go to the pool, while a client read of cached data is done before read() returns', async () => {
     const path = join(dir, 'seg');
     const data = Buffer.alloc(256 * KiB);
     for (let i = 0; i < data.length; i++) data[i] = (i * 7 + 3) & 0xff;
@@ -58,6 +60,31 @@ describe('maintenance reads', () => {
         expect(p.into.equals(data.subarray(p.pos, p.pos + p.into.length))).toBe(true);
       }
       expect(readStrategy.sync).toBe(true); // and they left the client rule alone
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('writes go to the pool, while a client write is done before write() returns', async () => {
+    const path = join(dir, 'seg');
+    await writeFile(path, Buffer.alloc(64 * KiB));
+    const f = await realFileIo.open(path, 'rw');
+    try {
+      expect(writeStrategy.sync).toBe(true); // a fresh process writes synchronously
+      const at = (pos: number): Buffer => readFileSync(path).subarray(pos, pos + 4 * KiB);
+      const busy = occupyPool();
+      const pc = f.write(Buffer.alloc(4 * KiB, 1), 0, 4 * KiB, 0);
+      expect(at(0).every((b) => b === 1)).toBe(true); // landed at once, on the loop
+      const pb = f.write(Buffer.alloc(4 * KiB, 2), 0, 4 * KiB, 16 * KiB, true);
+      const pv = f.writev([Buffer.alloc(2 * KiB, 3), Buffer.alloc(2 * KiB, 3)], 32 * KiB, true);
+      expect(at(16 * KiB).every((b) => b === 0), 'maintenance write done on the loop').toBe(true);
+      expect(at(32 * KiB).every((b) => b === 0), 'maintenance writev done on the loop').toBe(true);
+      await pc;
+      await busy;
+      await pb;
+      await pv;
+      expect(at(16 * KiB).every((b) => b === 2)).toBe(true);
+      expect(at(32 * KiB).every((b) => b === 3)).toBe(true);
     } finally {
       await f.close();
     }

@@ -83,22 +83,26 @@ describe('compactor', () => {
     await r.close();
   });
 
-  it('copies live chunks with maintenance reads (the pool, never the loop); client reads stay client reads', async () => {
+  it('copies live chunks with maintenance reads and writes (the pool, never the loop); client I/O stays client I/O', async () => {
     const d = join(dir, 's');
     const io = new HoldFileIo(realFileIo);
     const s = await open(d, io);
     s.autoCompact = false;
     const nodes = await buildSparseStore(s, CHUNK, CHUNKS);
-    const before = io.readsOf('.dat');
+    const before = io.ioOf('.dat');
     const st = await s.compact();
     expect(st.chunksMoved).toBeGreaterThan(0);
-    const during = io.readsOf('.dat');
-    expect(during.all - before.all).toBeGreaterThan(0);
-    expect(during.background - before.background).toBe(during.all - before.all);
+    const during = io.ioOf('.dat');
+    expect(during.reads - before.reads).toBeGreaterThan(0);
+    expect(during.backgroundReads - before.backgroundReads).toBe(during.reads - before.reads);
+    expect(during.writes - before.writes).toBeGreaterThan(0);
+    expect(during.backgroundWrites - before.backgroundWrites).toBe(during.writes - before.writes);
     await verifyNodes(s, nodes, 'after compact');
-    const after = io.readsOf('.dat');
-    expect(after.all).toBeGreaterThan(during.all);
-    expect(after.background).toBe(during.background);
+    await s.head('v').write(0, Buffer.alloc(CHUNK, 1), { fua: false });
+    const after = io.ioOf('.dat');
+    expect(after.reads).toBeGreaterThan(during.reads);
+    expect(after.writes).toBeGreaterThan(during.writes);
+    expect([after.backgroundReads, after.backgroundWrites]).toEqual([during.backgroundReads, during.backgroundWrites]);
     await s.close();
   });
 

@@ -122,13 +122,15 @@ describe('partial slots', () => {
     // Their bases are held by nothing else now: a compaction pass merges them and frees the bases.
     const live = (): number => s4.inspect().chunkClass(CHUNK).liveSlots();
     expect(live()).toBe(2 * SIZE / CHUNK);
-    const before = io4.readsOf('.dat');
+    const before = io4.ioOf('.dat');
     await s4.compact();
     expect(partialCount(s4)).toBe(0);
-    // The merges read their bases as maintenance reads (the pool, never the loop: file-io.ts).
-    const merged = io4.readsOf('.dat');
-    expect(merged.all - before.all).toBeGreaterThan(0);
-    expect(merged.background - before.background).toBe(merged.all - before.all);
+    // The merges copy from their bases with maintenance I/O (the pool, never the loop: file-io.ts).
+    const merged = io4.ioOf('.dat');
+    expect(merged.reads - before.reads).toBeGreaterThan(0);
+    expect(merged.backgroundReads - before.backgroundReads).toBe(merged.reads - before.reads);
+    expect(merged.writes - before.writes).toBeGreaterThan(0);
+    expect(merged.backgroundWrites - before.backgroundWrites).toBe(merged.writes - before.writes);
     await s4.flush();
     expect(live()).toBe(SIZE / CHUNK);
     expect((await readAll(s4)).equals(model)).toBe(true);

@@ -121,11 +121,11 @@ describe('snapshot streams against the engine', () => {
     await a.createVolume({ name: 'v', size: SIZE });
     await a.head('v').write(0, fill(MiB, 9), { fua: false });
     await a.createSnapshot('v', 's1');
-    const before = io.readsOf('.dat');
+    const before = io.ioOf('.dat');
     expect(dataBytesOf(await streamOf(a, { volume: 'v', snapshot: 's1', since: null }))).toBe(MiB);
-    const during = io.readsOf('.dat');
-    expect(during.all - before.all).toBeGreaterThan(0);
-    expect(during.background - before.background).toBe(during.all - before.all);
+    const during = io.ioOf('.dat');
+    expect(during.reads - before.reads).toBeGreaterThan(0);
+    expect(during.backgroundReads - before.backgroundReads).toBe(during.reads - before.reads);
   });
 
   it('refuses a cut or corrupted stream, leaving nothing applied', async () => {
