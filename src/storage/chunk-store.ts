@@ -445,7 +445,7 @@ export class DataStore {
 
   /**
    * Reads `len` bytes at byte `inner` of a run of consecutive slots (one segment) into into[off..].
-   * `background`: compaction and merges (IoFile.read).
+   * `background`: maintenance I/O (compaction, merges, bulk copies of a snapshot; IoFile.read).
    */
   async read(cls: ChunkClass, slot: number, inner: number, len: number, into: Buffer, off: number, background = false): Promise<void> {
     const f = await this.file(cls, cls.segmentOf(slot), false);
