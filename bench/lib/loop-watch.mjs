@@ -7,7 +7,9 @@
 //   - synchronous fs calls over SYNC_MIN_MS (writeSync, readSync, statSync...: a slow one holds
 //     the loop for its whole length).
 // At exit it writes DIR/loop-watch-PID.json: { late: [endUs, ms][], gc: [startUs, ms, kind][],
-// sync: [startUs, ms, name][] }. Plain JavaScript: the server runs without a TypeScript loader.
+// sync: [startUs, ms, name][] }. With SNAPNBD_LOOP_WATCH_STACK_MS=N (the harness's `--env`), each
+// synchronous fs call of N ms or more also appends its JavaScript stack to DIR/stacks-PID.txt, to
+// tell whose I/O it was. Plain JavaScript: the server runs without a TypeScript loader.
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
@@ -19,6 +21,7 @@ const TICK_MS = 1;
 const SYNC_CALLS = ['writeSync', 'writevSync', 'readSync', 'readvSync', 'statSync', 'fstatSync', 'fsyncSync', 'fdatasyncSync', 'openSync', 'closeSync', 'ftruncateSync'];
 
 const dir = process.env.SNAPNBD_LOOP_WATCH;
+const stackMs = Number(process.env.SNAPNBD_LOOP_WATCH_STACK_MS ?? Infinity);
 if (dir) {
   const nowUs = () => Number(process.hrtime.bigint() / 1000n);
   const late = [];
@@ -49,6 +52,7 @@ if (dir) {
       } finally {
         const ms = (nowUs() - t) / 1000;
         if (ms >= SYNC_MIN_MS) sync.push([t, Math.round(ms * 100) / 100, name]);
+        if (ms >= stackMs) fs.appendFileSync(`${dir}/stacks-${process.pid}.txt`, `${ms.toFixed(2)} ms ${name}\n${new Error().stack}\n\n`);
       }
     };
   }
