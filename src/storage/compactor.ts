@@ -222,7 +222,7 @@ export class Compactor {
             const reads: Promise<void>[] = [];
             for (let i = 0, j = 0; i < batch.length; i = j) {
               j = runEnd(batch, i);
-              reads.push(chunks.read(cls, batch[i] as number, 0, (j - i) * chunkSize, buf, i * chunkSize, true));
+              reads.push(chunks.read(cls, batch[i] as number, 0, (j - i) * chunkSize, buf, i * chunkSize, true)); // true: maintenance I/O (the pool)
             }
             await Promise.all(reads);
           } finally {
@@ -239,7 +239,7 @@ export class Compactor {
           const writes: Promise<void>[] = [];
           for (let i = 0, j = 0; i < dst.length; i = j) {
             j = runEnd(dst, i, perSeg);
-            writes.push(chunks.write(cls, dst[i] as number, 0, buf, i * chunkSize, (j - i) * chunkSize, true));
+            writes.push(chunks.write(cls, dst[i] as number, 0, buf, i * chunkSize, (j - i) * chunkSize, true)); // true: maintenance I/O (the pool)
           }
           // All settled before a failure releases the copies: no write may land in a reused slot.
           for (const r of await Promise.allSettled(writes)) if (r.status === 'rejected') throw r.reason;

@@ -53,8 +53,8 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
         while (e < n && !isValid(p.bits, e)) e++;
         const from = b * VALID_BLOCK;
         const len = (e - b) * VALID_BLOCK;
-        await chunks.read(cls, p.base, from, len, buf, 0, true);
-        await chunks.write(cls, slot, from, buf, 0, len, true);
+        await chunks.read(cls, p.base, from, len, buf, 0, true); // true: maintenance I/O (the pool)
+        await chunks.write(cls, slot, from, buf, 0, len, true); // true: maintenance I/O (the pool)
         b = e;
       }
       // Still the same partial slot (a compaction may have moved it meanwhile: then it stays partial).
