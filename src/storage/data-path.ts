@@ -15,7 +15,7 @@ import { appendExtent, StorageError, type Extent, type ZeroOptions } from './dev
 import { CrashPoint, type FileIo } from './file-io.ts';
 import type { Journal } from './journal.ts';
 import { MergeBuffers } from './merge-buffers.ts';
-import { allValid, BACKING_BASE, baseIsSlot, blockAligned, emptyBits, firstValid, forEachRun, markValid, PARTIAL_SLOTS_MAX, validEnd, type PartialSlot } from './partial-slots.ts';
+import { allValid, BACKING_BASE, baseIsSlot, blockAligned, emptyBits, forEachRun, markValid, PARTIAL_SLOTS_MAX, type PartialSlot } from './partial-slots.ts';
 import { encodeMapRun, encodeSlotValid, patchSlotValidBits } from './records.ts';
 import { runEnd } from './runs.ts';
 import { gatherCopy, gatherSlice, type Gather } from '../util/gather.ts';
@@ -49,8 +49,6 @@ interface Validity {
   at: number;
   inner: number;
   n: number;
-  /** `new` copying a partial slot (DataPath.copyPartial): its valid blocks and the written ones. */
-  bits?: Uint32Array;
 }
 
 /** A partial slot's SlotValid record in the journal's batch (DataPath.logValid). */
@@ -287,23 +285,12 @@ export class DataPath {
         } else {
           slot = chunkClass.alloc();
           fresh.push({ c, slot });
-          const partialFirst = n !== chunkSize && blockAligned(inner, n) && partials.size < PARTIAL_SLOTS_MAX;
           // A partial first write over a whole, stable slot, or over the backing file where the
           // chunk is unmapped: only its blocks are written, the rest stays in the old slot or
           // the backing file (the base). No read.
-          if (partialFirst && !partial &&
+          if (n !== chunkSize && !partial && blockAligned(inner, n) && partials.size < PARTIAL_SLOTS_MAX &&
             ((isSlot(old) && !chunkClass.isEvacuating(old)) || (old === UNMAPPED && vol.backing !== null))) {
             validity.push({ kind: 'new', slot, base: isSlot(old) ? old : BACKING_BASE, at: c, inner, n });
-          } else if (partialFirst && partial && !chunkClass.isEvacuating(old) &&
-            !(baseIsSlot(partial.base) && chunkClass.isEvacuating(partial.base))) {
-            // Over a partial slot a snapshot shares: a copy of it (copyPartial), no base read.
-            const copy = this.copyPartial(vol, c, partial, inner, n, data, pos - offset);
-            merges.push(copy.done);
-            if (copy.bits) validity.push({ kind: 'new', slot, base: partial.base, at: partial.at, inner, n, bits: copy.bits });
-            src = copy.buf;
-            srcOff = copy.lo;
-            ioInner = copy.lo;
-            ioLen = copy.hi - copy.lo;
           } else merge = n !== chunkSize;
         }
         if (merge) {
@@ -355,42 +342,6 @@ export class DataPath {
     } finally {
       if (inPlace) gate.leaveInPlace();
     }
-  }
-
-  /**
-   * A block-aligned write to chunk `c` over `partial`, a partial slot a snapshot shares: the
-   * write's fresh slot becomes a partial slot over the same base, holding the written blocks and
-   * a copy of the old slot's valid ones. It reads only those (written since the snapshot, so
-   * likely cached), where a merge reads the base's whole chunk: a block no client read lately,
-   * 48-123 ms each on a slow disk under a snapshot a second (bench/README.md, stop 32). Returns
-   * the span [lo, hi) of `buf` to write (gaps zeroed) and the new slot's bits, null when every
-   * block is then valid (a whole chunk).
-   */
-  private copyPartial(vol: Volume, c: number, partial: PartialSlot, inner: number, n: number, data: Buffer | Gather, from: number): { buf: Buffer; lo: number; hi: number; bits: Uint32Array | null; done: Promise<void> } {
-    const chunkSize = vol.chunkSize;
-    const cStart = c * chunkSize;
-    const tail = Math.min(chunkSize, vol.size - cStart);
-    const bits = partial.bits.slice();
-    markValid(bits, inner, n);
-    const whole = allValid(bits, chunkSize);
-    const lo = whole ? 0 : Math.min(inner, firstValid(partial.bits, chunkSize));
-    const hi = whole ? chunkSize : Math.max(inner + n, validEnd(partial.bits, chunkSize));
-    const buf = this.mergeBuffers.take(chunkSize);
-    buf.fill(0, lo, hi); // blocks the base holds and any past the volume's end: zeros, never read
-    const reads: Promise<void>[] = [];
-    const end = Math.min(hi, tail);
-    forEachRun(partial.bits, lo, hi - lo, (a, b, valid) => {
-      if (!valid) return;
-      // The old slot's valid blocks beside the write, read through the head (it maps that slot).
-      for (const [x, y] of [[a, Math.min(b, inner, end)], [Math.max(a, inner + n), Math.min(b, end)]] as const) {
-        if (y > x) reads.push(this.read(vol.head, cStart + x, y - x, buf, x));
-      }
-    });
-    const done = Promise.all(reads).then(() => {
-      if (Buffer.isBuffer(data)) data.copy(buf, inner, from, from + n);
-      else gatherCopy(data, from, n, buf, inner);
-    });
-    return { buf, lo, hi, bits: whole ? null : bits, done };
   }
 
   /** After a write's data landed: its partial slots, fresh slots and rebirths go into the head's map. */
@@ -486,7 +437,7 @@ export class DataPath {
     for (const v of validity) {
       const p = partials.get(v.slot);
       if (v.kind === 'new') {
-        const bits = v.bits ?? emptyBits(cs);
+        const bits = emptyBits(cs);
         markValid(bits, v.inner, v.n);
         partials.set(v.slot, v.base, bits, v.at);
         this.logValid(cs, v.slot, partials.get(v.slot)!);

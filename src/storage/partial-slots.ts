@@ -6,8 +6,7 @@
 // One table per chunk class (slots are shared only inside a class). A partial slot holds one
 // reference on its base (like a map page does), so the base lives until the partial slot is
 // completed (every block written, or merged) or freed. A base is never partial itself (no
-// chains) and never written in place (it is shared, or held only by partial slots: a write over
-// a partial slot a snapshot shares makes a copy of it over the same base, data-path.ts).
+// chains) and never written in place (it is shared or held only by the partial slot).
 // Persisted as `SlotValid` records (records.ts); replay rebuilds the table and its references.
 // The base may also be the volume's backing file (BACKING_BASE): the first write into a chunk
 // unmapped over it. Then the other blocks are read from the backing file at the chunk `at`
@@ -73,13 +72,6 @@ export function allValid(bits: Uint32Array, chunkSize: number): boolean {
   const n = blocksOf(chunkSize);
   for (let b = 0; b < n; b++) if (!isValid(bits, b)) return false;
   return true;
-}
-
-/** Byte offset of the first valid block (chunkSize when none is). */
-export function firstValid(bits: Uint32Array, chunkSize: number): number {
-  const n = blocksOf(chunkSize);
-  for (let b = 0; b < n; b++) if (isValid(bits, b)) return b * VALID_BLOCK;
-  return chunkSize;
 }
 
 /** Byte just past the last valid block (how far the slot's data reaches in its file). */

@@ -10,7 +10,6 @@ import { SimFileIo } from '../../src/storage/sim-file-io.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
 import { HoldFileIo } from '../helpers/hold-file-io.ts';
 import { spaceOf, walkSpace } from '../../src/storage/accounting.ts';
-import { isValid, VALID_BLOCK } from '../../src/storage/partial-slots.ts';
 
 const KiB = 1024;
 const CHUNK = 64 * KiB;
@@ -162,7 +161,7 @@ describe('partial slots', () => {
     await s.createSnapshot('v', 'b');
     const snapB = Buffer.from(model);
     const reads = segReads(io);
-    await put(CHUNK + 4 * KiB, 4 * KiB, 7); // its slot is shared and partial: copied (its valid block read), no chain
+    await put(CHUNK + 4 * KiB, 4 * KiB, 7); // its slot is shared and partial: merged, no chain
     expect(segReads(io)).toBeGreaterThan(reads);
     await dev.trim(2 * CHUNK, CHUNK, { fua: false });
     model.fill(0, 2 * CHUNK, 3 * CHUNK);
@@ -172,63 +171,6 @@ describe('partial slots', () => {
     await s.close();
     const r = await checkStore('/s', { repair: false, fileIo: io });
     expect(r.problems).toEqual([]);
-  });
-
-  it('a block-aligned write over a partial slot a snapshot shares copies only its valid blocks into a partial slot over the same base', async () => {
-    const { sim, io, s, model } = await filledWithSnapshot();
-    const snapA = Buffer.from(model);
-    const dev = s.head('v');
-    const put = async (block: number, seed: number): Promise<void> => {
-      const b = pattern(4 * KiB, seed);
-      await dev.write(CHUNK + block * 4 * KiB, b, { fua: false });
-      b.copy(model, CHUNK + block * 4 * KiB);
-    };
-    await put(2, 61);
-    await put(5, 62); // chunk 1: partial, blocks 2 and 5 valid, over the slot 'a' holds
-    await s.createSnapshot('v', 'b');
-    const snapB = Buffer.from(model);
-    const partials = (): [number, { base: number; blocks: number[] }][] => {
-      const out: [number, { base: number; blocks: number[] }][] = [];
-      for (const cls of s.inspect().classes) for (const [slot, p] of cls.partials.entries()) {
-        const blocks: number[] = [];
-        for (let b = 0; b < CHUNK / VALID_BLOCK; b++) if (isValid(p.bits, b)) blocks.push(b);
-        out.push([slot, { base: p.base, blocks }]);
-      }
-      return out;
-    };
-    const [[old, p]] = partials() as [[number, { base: number; blocks: number[] }]];
-    expect(p.blocks).toEqual([2, 5]);
-    const r0 = segReads(io);
-    await put(9, 63);
-    // A merge would read the base's chunk around the old slot's blocks (five reads here).
-    expect(segReads(io) - r0, 'one read per valid run of the old slot, none of the base').toBe(2);
-    const now = partials();
-    expect(now.length).toBe(2);
-    const copy = now.find(([slot]) => slot !== old)!;
-    expect(copy[1]).toEqual({ base: p.base, blocks: [2, 5, 9] });
-    expect((await readAll(s)).equals(model)).toBe(true);
-    expect((await readAll(s, 'b')).equals(snapB)).toBe(true);
-    expect((await readAll(s, 'a')).equals(snapA)).toBe(true);
-    // The copy is the head's alone: in place from now on, no read.
-    const r1 = segReads(io);
-    await put(12, 64);
-    expect(segReads(io)).toBe(r1);
-    const counters = (): unknown[] => s.inspect().nodes.map((n) => [n.kind, n.name, spaceOf(n)]);
-    const walked = (): unknown[] => s.inspect().nodes.map((n) => [n.kind, n.name, walkSpace(n)]);
-    expect(counters()).toEqual(walked());
-    await s.flush();
-    sim.crash(Math.random, 'lose');
-    const s2 = await open(new HoldFileIo(sim));
-    expect((await readAll(s2)).equals(model)).toBe(true);
-    expect((await readAll(s2, 'b')).equals(snapB)).toBe(true);
-    // Both snapshots gone: the copy's base is its alone, and a compaction pass merges it whole.
-    await s2.deleteSnapshot('v', 'b');
-    await s2.deleteSnapshot('v', 'a');
-    await s2.compact();
-    expect(partialCount(s2)).toBe(0);
-    expect((await readAll(s2)).equals(model)).toBe(true);
-    await s2.close();
-    expect((await checkStore('/s', { repair: false, fileIo: sim })).problems).toEqual([]);
   });
 
   // The merge pins the partial slot while it copies (an extra reference, no holder): a head write
