@@ -130,7 +130,7 @@ export class DataPath {
 
   /**
    * Reads [offset, offset+len) of a node into into[off..]: one I/O per run of contiguous slots.
-   * `background`: maintenance reads (IoFile.read), for bulk copies.
+   * `background`: maintenance reads (IoFile.read), for bulk copies and a write's merge.
    */
   async read(node: Node, offset: number, len: number, into: Buffer, off = 0, background = false): Promise<void> {
     const vol = node.vol;
@@ -295,10 +295,12 @@ export class DataPath {
         }
         if (merge) {
           // Partial chunk: merge with the old content (slot, backing or zeros) into a whole one.
+          // Read in libuv's pool (`background`): mostly blocks no client read lately, which on
+          // the loop stalled every client behind one disk read (bench/README.md, stop 33).
           const buf = this.mergeBuffers.take(chunkSize);
           const from = pos - offset;
           const tail = vol.size - cStart;
-          merges.push(this.read(vol.head, cStart, Math.min(chunkSize, tail), buf, 0).then(() => {
+          merges.push(this.read(vol.head, cStart, Math.min(chunkSize, tail), buf, 0, true).then(() => {
             if (tail < chunkSize) buf.fill(0, tail);
             if (Buffer.isBuffer(data)) data.copy(buf, inner, from, from + n);
             else gatherCopy(data, from, n, buf, inner);

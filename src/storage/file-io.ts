@@ -16,8 +16,8 @@ export type OpenMode = 'r' | 'rw' | 'create';
 export interface IoFile {
   /**
    * Reads up to `len` bytes at `pos` into buf[off..]; returns bytes read (short at EOF).
-   * `background`: a maintenance read (a compaction pass, a partial slot's merge, a bulk copy of a
-   * snapshot), always in libuv's pool (RealFile.read says why).
+   * `background`: a maintenance read (a compaction pass, a partial slot's merge, a write's merge
+   * of its chunk, a bulk copy of a snapshot), always in libuv's pool (RealFile.read says why).
    */
   read(buf: Buffer, off: number, len: number, pos: number, background?: boolean): Promise<number>;
   /** Writes all of buf[off..off+len) at `pos`. `background`: as for read, a maintenance write. */

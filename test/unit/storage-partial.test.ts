@@ -90,6 +90,37 @@ describe('partial slots', () => {
     await s.close();
   });
 
+  it('a write that merges its chunk reads in the pool (maintenance reads); a client read does not', async () => {
+    const { io, s, model } = await filledWithSnapshot();
+    const snapA = Buffer.from(model);
+    const dev = s.head('v');
+    const put = async (off: number, b: Buffer): Promise<void> => {
+      await dev.write(off, b, { fua: false });
+      b.copy(model, off);
+    };
+    // Chunk 1: a partial slot over the whole one 'a' shares; then 'b' shares that partial slot.
+    await put(CHUNK + 8 * KiB, pattern(4 * KiB, 2));
+    await s.createSnapshot('v', 'b');
+    const snapB = Buffer.from(model);
+    const before = io.ioOf('.dat');
+    // A block of it again: a partial slot over a shared partial slot merges the chunk (a read).
+    await put(CHUNK + 24 * KiB, pattern(4 * KiB, 3));
+    expect(partialCount(s), 'merged into a whole slot: only the one b holds stays partial').toBe(1);
+    // An unaligned write over a whole slot both snapshots share: merged too.
+    await put(3 * CHUNK + 100, pattern(1000, 4));
+    const merged = io.ioOf('.dat');
+    expect(merged.reads - before.reads).toBeGreaterThanOrEqual(2);
+    expect(merged.backgroundReads - before.backgroundReads, 'every merge read in the pool').toBe(merged.reads - before.reads);
+    // A client's own read goes through the client rule (not background).
+    expect((await readAll(s)).equals(model)).toBe(true);
+    const after = io.ioOf('.dat');
+    expect(after.reads - merged.reads).toBeGreaterThan(0);
+    expect(after.backgroundReads - merged.backgroundReads).toBe(0);
+    expect((await readAll(s, 'a')).equals(snapA)).toBe(true);
+    expect((await readAll(s, 'b')).equals(snapB)).toBe(true);
+    await s.close();
+  });
+
   it('survives a reopen and a power loss after the commit; check understands it', async () => {
     const { sim, io, s, model } = await filledWithSnapshot();
     const dev = s.head('v');
