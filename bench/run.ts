@@ -200,7 +200,7 @@ async function main(): Promise<number> {
     date: new Date().toISOString(),
     mode: opts.mode,
     settings: s,
-    machine: machineInfo(opts.snapnbdEnv),
+    machine: machineInfo(opts.snapnbdEnv, ctx.snapnbdBin, ctx.compareBin),
     snapnbdEnv: opts.snapnbdEnv,
     durationS: Math.round((Date.now() - t0) / 1000),
     rows, ratios, tlsCosts: computeTlsCosts(rows), scenarios,

@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { REPO_ROOT } from './peers.ts';
 
 function firstLine(cmd: string, args: string[]): string {
@@ -18,6 +18,9 @@ function firstLine(cmd: string, args: string[]): string {
 export interface MachineInfo {
   commit: string;
   dirty: boolean;
+  /** Absent in results written before stop 33. */
+  snapnbd?: CheckoutInfo;
+  base?: CheckoutInfo | null;
   node: string;
   fio: string;
   nbdkit: string;
@@ -30,10 +33,21 @@ export interface MachineInfo {
   uvThreadpoolSize: string;
 }
 
-export function machineInfo(snapnbdEnv: Record<string, string>): MachineInfo {
+/** The checkout a snapnbd entry point (`--snapnbd-bin`, `--compare`) runs from, and its commit. */
+export interface CheckoutInfo { bin: string; commit: string; dirty: boolean }
+
+function checkoutOf(bin: string): CheckoutInfo {
+  const git = ['-C', join(dirname(bin), '..')];
+  return { bin, commit: firstLine('git', [...git, 'rev-parse', 'HEAD']), dirty: firstLine('git', [...git, 'status', '--porcelain', '--untracked-files=no']) !== '' };
+}
+
+/** `snapnbdBin`, `compareBin`: which builds ran as snapnbd and as the base (the harness's commit is `commit`). */
+export function machineInfo(snapnbdEnv: Record<string, string>, snapnbdBin: string, compareBin: string | null): MachineInfo {
   return {
     commit: firstLine('git', ['rev-parse', 'HEAD']),
     dirty: firstLine('git', ['status', '--porcelain', '--untracked-files=no']) !== '',
+    snapnbd: checkoutOf(snapnbdBin),
+    base: compareBin ? checkoutOf(compareBin) : null,
     node: process.version,
     fio: firstLine('fio', ['--version']),
     nbdkit: firstLine('nbdkit', ['--version']),

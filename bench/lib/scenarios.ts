@@ -3,7 +3,7 @@
 // second, the space a delete returns, and the peak RSS of a big volume with many snapshots.
 import { join } from 'node:path';
 import type { ModeSettings, ScenarioName } from './config.ts';
-import { runFio, fioTimeBased } from './clients.ts';
+import { runFio, fioTimeBased, type Measured } from './clients.ts';
 import { ControlClient } from './control.ts';
 import { allocatedBytes } from './image.ts';
 import { memoryOf } from './machine.ts';
@@ -16,6 +16,9 @@ const GiB = 2 ** 30;
 const TiB = 2 ** 40;
 /** Interval between snapshots in the write-stall run (the issue: every second). */
 const STALL_SNAPSHOT_INTERVAL_MS = 1000;
+/** The write-stall run's bystander: an unwritten volume read at a light, steady rate. */
+const STALL_BYSTANDER_BYTES = 64 * 2 ** 20;
+const STALL_BYSTANDER_JOB = { rw: 'randread', bs: '4k', iodepth: 1, rate_iops: 200 };
 const SPACE_POLL_MS = 200;
 const MiB = 2 ** 20;
 /** snapshot.list calls timed in the memory-full scenario. */
@@ -69,11 +72,15 @@ async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> 
   const calls: CallWindow[] = [];
   const alone = { from: 0, to: 0 };
   const snapping = { from: 0, to: 0 };
-  const data = await withServer(ctx, ['--volume', `stall=${size}`], 'stall', async (inst, ctl) => {
+  const data = await withServer(ctx, ['--volume', `stall=${size}`, '--volume', `calm=${STALL_BYSTANDER_BYTES}`], 'stall', async (inst, ctl) => {
     pid = inst.pid;
     const job = { rw: 'randwrite', bs: '4k', iodepth: 32 };
+    // A second client on another export, reading light and never touching the disk (the volume
+    // is unwritten): its longest read is how long the server as a whole stopped answering.
+    const calmUri = inst.uri.replace(/\/stall(\?|$)/, '/calm$1');
+    const bystander = (): Promise<Measured> => runFio(calmUri, 'stall-bystander', STALL_BYSTANDER_JOB, fioTimeBased(s.stallRuntimeS), ctx.workDir);
     alone.from = hrtimeUs();
-    const baseline = await runFio(inst.uri, 'stall-base', job, fioTimeBased(s.stallRuntimeS), ctx.workDir);
+    const [baseline, calmAlone] = await Promise.all([runFio(inst.uri, 'stall-base', job, fioTimeBased(s.stallRuntimeS), ctx.workDir), bystander()]);
     alone.to = hrtimeUs();
     let stop = false;
     const creates: number[] = [];
@@ -89,12 +96,12 @@ async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> 
     })();
     try {
       snapping.from = hrtimeUs();
-      const during = await runFio(inst.uri, 'stall-snap', job, fioTimeBased(s.stallRuntimeS), ctx.workDir);
+      const [during, calmDuring] = await Promise.all([runFio(inst.uri, 'stall-snap', job, fioTimeBased(s.stallRuntimeS), ctx.workDir), bystander()]);
       snapping.to = hrtimeUs();
       return {
         runtimeS: s.stallRuntimeS,
-        withoutSnapshots: { maxLatMs: round(baseline.latMaxMs ?? NaN, 3), p99Ms: round(baseline.latP99Ms ?? NaN, 3), iops: round(baseline.iops, 0) },
-        withSnapshots: { maxLatMs: round(during.latMaxMs ?? NaN, 3), p99Ms: round(during.latP99Ms ?? NaN, 3), iops: round(during.iops, 0), snapshots: creates.length, create: creates.length ? latencySummary(creates) : null },
+        withoutSnapshots: { maxLatMs: round(baseline.latMaxMs ?? NaN, 3), p99Ms: round(baseline.latP99Ms ?? NaN, 3), iops: round(baseline.iops, 0), bystanderMaxLatMs: round(calmAlone.latMaxMs ?? NaN, 3) },
+        withSnapshots: { maxLatMs: round(during.latMaxMs ?? NaN, 3), p99Ms: round(during.latP99Ms ?? NaN, 3), iops: round(during.iops, 0), bystanderMaxLatMs: round(calmDuring.latMaxMs ?? NaN, 3), snapshots: creates.length, create: creates.length ? latencySummary(creates) : null },
       };
     } finally {
       stop = true;

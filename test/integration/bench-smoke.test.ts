@@ -36,6 +36,9 @@ describe('bench harness --smoke', () => {
 
     expect(res.mode).toBe('smoke');
     expect(res.machine.commit).toMatch(/^[0-9a-f]{40}$/);
+    // Which build ran as snapnbd: this checkout's entry point and commit (no --compare: no base).
+    expect(res.machine.snapnbd).toEqual({ bin: join(REPO_ROOT, 'bin', 'snapnbd'), commit: res.machine.commit, dirty: res.machine.dirty });
+    expect(res.machine.base).toBeNull();
     expect(res.machine.node).toBe(process.version);
     for (const k of ['fio', 'nbdkit', 'qemu', 'nbdcopy', 'cpu', 'kernel'] as const) expect(res.machine[k]).not.toBe('unknown');
 
@@ -74,11 +77,14 @@ describe('bench harness --smoke', () => {
       expect(c.create.medianMs).toBeGreaterThan(0);
       expect(c.create.p99Ms).toBeGreaterThanOrEqual(c.create.medianMs);
     }
-    const stall = scenario('write-stall') as { withSnapshots: { maxLatMs: number; snapshots: number; iops: number }; withoutSnapshots: { maxLatMs: number } };
+    const stall = scenario('write-stall') as { withSnapshots: { maxLatMs: number; snapshots: number; iops: number; bystanderMaxLatMs: number }; withoutSnapshots: { maxLatMs: number; bystanderMaxLatMs: number } };
     expect(stall.withSnapshots.snapshots).toBeGreaterThan(0);
     expect(stall.withSnapshots.maxLatMs).toBeGreaterThan(0);
     expect(stall.withSnapshots.iops).toBeGreaterThan(0);
     expect(stall.withoutSnapshots.maxLatMs).toBeGreaterThan(0);
+    // The bystander on the second export ran in both phases.
+    expect(stall.withoutSnapshots.bystanderMaxLatMs).toBeGreaterThan(0);
+    expect(stall.withSnapshots.bystanderMaxLatMs).toBeGreaterThan(0);
     const del = scenario('snapshot-delete') as { deleteMs: number; allocatedBeforeMiB: number; expectedMiB: number };
     expect(del.deleteMs).toBeGreaterThan(0);
     expect(del.allocatedBeforeMiB).toBeGreaterThanOrEqual(del.expectedMiB);
