@@ -36,16 +36,20 @@ export interface MachineInfo {
 /** The checkout a snapnbd entry point (`--snapnbd-bin`, `--compare`) runs from, and its commit. */
 export interface CheckoutInfo { bin: string; commit: string; dirty: boolean }
 
+/** A checkout's HEAD and whether tracked files differ from it. */
+function gitState(dir: string): { commit: string; dirty: boolean } {
+  const git = ['-C', dir];
+  return { commit: firstLine('git', [...git, 'rev-parse', 'HEAD']), dirty: firstLine('git', [...git, 'status', '--porcelain', '--untracked-files=no']) !== '' };
+}
+
 function checkoutOf(bin: string): CheckoutInfo {
-  const git = ['-C', join(dirname(bin), '..')];
-  return { bin, commit: firstLine('git', [...git, 'rev-parse', 'HEAD']), dirty: firstLine('git', [...git, 'status', '--porcelain', '--untracked-files=no']) !== '' };
+  return { bin, ...gitState(join(dirname(bin), '..')) };
 }
 
 /** `snapnbdBin`, `compareBin`: which builds ran as snapnbd and as the base (the harness's commit is `commit`). */
 export function machineInfo(snapnbdEnv: Record<string, string>, snapnbdBin: string, compareBin: string | null): MachineInfo {
   return {
-    commit: firstLine('git', ['rev-parse', 'HEAD']),
-    dirty: firstLine('git', ['status', '--porcelain', '--untracked-files=no']) !== '',
+    ...gitState(REPO_ROOT),
     snapnbd: checkoutOf(snapnbdBin),
     base: compareBin ? checkoutOf(compareBin) : null,
     node: process.version,
