@@ -142,7 +142,8 @@ async function main(): Promise<number> {
   createImage(image, s.imageBytes);
   if (opts.cpuProfDir) mkdirSync(opts.cpuProfDir, { recursive: true });
   if (opts.loopWatchDir) mkdirSync(opts.loopWatchDir, { recursive: true });
-  const ctx: BenchContext = { workDir, image, imageBytes: s.imageBytes, snapnbdEnv: opts.snapnbdEnv, snapnbdBin: resolve(opts.snapnbdBin ?? SNAPNBD_BIN), compareBin: opts.compareBin ? resolve(opts.compareBin) : null, cpuProfDir: opts.cpuProfDir, loopWatchDir: opts.loopWatchDir, verbose: opts.verbose };
+  if (opts.kernelStacksDir) mkdirSync(opts.kernelStacksDir, { recursive: true });
+  const ctx: BenchContext = { workDir, image, imageBytes: s.imageBytes, snapnbdEnv: opts.snapnbdEnv, snapnbdBin: resolve(opts.snapnbdBin ?? SNAPNBD_BIN), compareBin: opts.compareBin ? resolve(opts.compareBin) : null, cpuProfDir: opts.cpuProfDir, loopWatchDir: opts.loopWatchDir, kernelStacksDir: opts.kernelStacksDir, verbose: opts.verbose };
 
   const rows: Row[] = [];
   for (const cache of s.cache) {

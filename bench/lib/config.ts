@@ -121,6 +121,8 @@ export interface Options {
   cpuProfDir: string | null;
   /** Preload bench/lib/loop-watch.mjs into snapnbd, its records into this directory. */
   loopWatchDir: string | null;
+  /** Sample the kernel stacks of snapnbd's blocked threads (bench/lib/kernel-stacks.mjs) into this directory. */
+  kernelStacksDir: string | null;
   snapnbdBin: string | null;
   /** `--compare`: another build's entry point, run as peer snapnbd-base beside this one. */
   compareBin: string | null;
@@ -148,6 +150,8 @@ export const USAGE = `usage: npm run bench -- [--smoke | --quick] [options]
   --cpu-prof DIR       run snapnbd under node --cpu-prof, profiles into DIR
   --loop-watch DIR     record in snapnbd what held its event loop (late turns, GC pauses, slow
                        synchronous fs calls; bench/lib/loop-watch.mjs); control-plane attributes them
+  --kernel-stacks DIR  sample where snapnbd's threads wait in the kernel (state D, their stacks: root;
+                       bench/lib/kernel-stacks.mjs); write-stall sums them per phase
   --snapnbd-bin PATH   another snapnbd entry point (e.g. another checkout's bin/snapnbd)
   --compare PATH       also run that build (peer ${BASE_PEER}) wherever snapnbd runs, interleaved
                        in the same repetitions; the ratio snapnbd / ${BASE_PEER} is this build's
@@ -177,6 +181,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
       env: { type: 'string', multiple: true },
       'cpu-prof': { type: 'string' },
       'loop-watch': { type: 'string' },
+      'kernel-stacks': { type: 'string' },
       'snapnbd-bin': { type: 'string' },
       compare: { type: 'string' },
       out: { type: 'string' },
@@ -229,6 +234,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
     out: v.out ?? null,
     cpuProfDir: v['cpu-prof'] ?? null,
     loopWatchDir: v['loop-watch'] ?? null,
+    kernelStacksDir: v['kernel-stacks'] ?? null,
     snapnbdBin: v['snapnbd-bin'] ?? null,
     compareBin: v.compare ?? null,
     tmpBase: v.tmp ?? null,

@@ -42,6 +42,8 @@ export interface BenchContext {
   cpuProfDir: string | null;
   /** `--loop-watch`: bench/lib/loop-watch.mjs is preloaded into snapnbd, its records go here. */
   loopWatchDir?: string | null;
+  /** `--kernel-stacks`: bench/lib/kernel-stacks.mjs samples snapnbd's blocked threads into here. */
+  kernelStacksDir?: string | null;
   verbose: boolean;
 }
 
@@ -86,6 +88,9 @@ export async function startSnapnbd(ctx: BenchContext, s: SnapnbdStart, peer: Pee
     ...nodeArgs, ...watch, bin, 'serve', '--data-dir', s.dataDir ?? join(dir, 'data'), ...listen, '--log-level', 'warn', ...s.args,
   ], { env: { ...process.env, ...ctx.snapnbdEnv, ...watchEnv }, cwd: REPO_ROOT });
   await waitLine(p, (l) => l === 'ready');
+  const sampler = ctx.kernelStacksDir
+    ? spawnTracked(process.execPath, [join(REPO_ROOT, 'bench', 'lib', 'kernel-stacks.mjs'), String(p.pid), join(resolve(ctx.kernelStacksDir), `kernel-stacks-${p.pid}.json`)])
+    : null;
   const tcp = /^listening nbd 127\.0\.0\.1:(\d+)$/m.exec(p.stdout());
   const ctl = /^listening control (.+)$/m.exec(p.stdout());
   const uri = s.unix ? `nbd+unix:///${s.exportName}?socket=${sock}` : `nbd://127.0.0.1:${tcp?.[1] ?? '0'}/${s.exportName}`;
@@ -96,6 +101,8 @@ export async function startSnapnbd(ctx: BenchContext, s: SnapnbdStart, peer: Pee
     async stop() {
       // SIGTERM: a graceful stop also lets --cpu-prof write its profile.
       await p.stop();
+      // At SIGTERM the sampler writes its file (the server is gone: nothing more to sample).
+      await sampler?.stop();
       if (!ctx.verbose) rmSync(dir, { recursive: true, force: true });
     },
   };

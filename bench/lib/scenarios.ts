@@ -11,6 +11,7 @@ import { REPO_ROOT, startSnapnbd, type BenchContext, type PeerInstance } from '.
 import { run } from './procs.ts';
 import { median, percentile, round } from './stats.ts';
 import { hrtimeUs, loopWatchSummary, type CallWindow } from './loop-watch-report.ts';
+import { kernelStacksSummary } from './kernel-stacks-report.ts';
 
 const GiB = 2 ** 30;
 const TiB = 2 ** 40;
@@ -67,7 +68,8 @@ async function snapshotCreate(ctx: BenchContext, s: ModeSettings): Promise<unkno
 
 async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
   const size = ctx.imageBytes;
-  // --loop-watch: the server's late turns in each phase (bench/lib/loop-watch-report.ts).
+  // --loop-watch: the server's late turns in each phase (bench/lib/loop-watch-report.ts);
+  // --kernel-stacks: where its threads waited in the kernel (bench/lib/kernel-stacks-report.ts).
   let pid = 0;
   const calls: CallWindow[] = [];
   const alone = { from: 0, to: 0 };
@@ -108,10 +110,10 @@ async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> 
       await snapLoop;
     }
   });
-  if (!ctx.loopWatchDir) return data;
   return {
     ...data,
-    loopWatch: { withoutSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), withSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, snapping.from, snapping.to, calls) },
+    ...(ctx.loopWatchDir ? { loopWatch: { withoutSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), withSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, snapping.from, snapping.to, calls) } } : {}),
+    ...(ctx.kernelStacksDir ? { kernelStacks: { withoutSnapshots: kernelStacksSummary(ctx.kernelStacksDir, pid, alone.from, alone.to), withSnapshots: kernelStacksSummary(ctx.kernelStacksDir, pid, snapping.from, snapping.to) } } : {}),
   };
 }
 
