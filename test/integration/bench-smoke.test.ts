@@ -20,7 +20,9 @@ describe('bench harness --smoke', () => {
   it('produces every workload × peer row and every scenario with positive numbers', async () => {
     requires('fio', 'nbdcopy', 'nbdinfo', 'nbdkit', 'qemu-nbd', 'qemu-img', 'openssl');
     const out = join(dir, 'result.json');
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke', '--out', out, '--tmp', dir], {
+    // --kernel-stacks: the sampler runs beside every snapnbd server; write-stall sums it per phase.
+    const stacksDir = join(dir, 'kernel-stacks');
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke', '--out', out, '--tmp', dir, '--kernel-stacks', stacksDir], {
       cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -85,6 +87,12 @@ describe('bench harness --smoke', () => {
     // The bystander on the second export ran in both phases.
     expect(stall.withoutSnapshots.bystanderMaxLatMs).toBeGreaterThan(0);
     expect(stall.withSnapshots.bystanderMaxLatMs).toBeGreaterThan(0);
+    const stacks = (stall as unknown as { kernelStacks: Record<'withoutSnapshots' | 'withSnapshots', { rounds: number; stacksRead: boolean; places: unknown[] } | null> }).kernelStacks;
+    for (const phase of [stacks.withoutSnapshots, stacks.withSnapshots]) {
+      expect(phase, 'a kernel-stacks summary for each phase').not.toBeNull();
+      expect(phase!.rounds).toBeGreaterThan(100);
+      expect(Array.isArray(phase!.places)).toBe(true);
+    }
     const del = scenario('snapshot-delete') as { deleteMs: number; allocatedBeforeMiB: number; expectedMiB: number };
     expect(del.deleteMs).toBeGreaterThan(0);
     expect(del.allocatedBeforeMiB).toBeGreaterThanOrEqual(del.expectedMiB);
