@@ -151,7 +151,7 @@ export const USAGE = `usage: npm run bench -- [--smoke | --quick] [options]
   --loop-watch DIR     record in snapnbd what held its event loop (late turns, GC pauses, slow
                        synchronous fs calls; bench/lib/loop-watch.mjs); control-plane attributes them
   --kernel-stacks DIR  sample where snapnbd's threads wait in the kernel (state D, their stacks: root;
-                       bench/lib/kernel-stacks.mjs); write-stall sums them per phase
+                       bench/lib/kernel-stacks.mjs); write-stall and control-plane sum them per phase
   --snapnbd-bin PATH   another snapnbd entry point (e.g. another checkout's bin/snapnbd)
   --compare PATH       also run that build (peer ${BASE_PEER}) wherever snapnbd runs, interleaved
                        in the same repetitions; the ratio snapnbd / ${BASE_PEER} is this build's

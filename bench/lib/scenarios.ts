@@ -262,11 +262,11 @@ async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown
       snapshotDiff: latencySummary(t.diff), snapshotCreate: latencySummary(t.create), snapshotDelete: latencySummary(t.delete),
     };
   });
-  if (!ctx.loopWatchDir) return data;
-  // The server wrote its records at exit (withServer stopped it).
+  // The server wrote its records at exit (withServer stopped it), the sampler its samples.
   return {
     ...data,
-    loopWatch: { fioAlone: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), duringLoop: loopWatchSummary(ctx.loopWatchDir, pid, during.from, during.to, calls) },
+    ...(ctx.loopWatchDir ? { loopWatch: { fioAlone: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), duringLoop: loopWatchSummary(ctx.loopWatchDir, pid, during.from, during.to, calls) } } : {}),
+    ...(ctx.kernelStacksDir ? { kernelStacks: { fioAlone: kernelStacksSummary(ctx.kernelStacksDir, pid, alone.from, alone.to), duringLoop: kernelStacksSummary(ctx.kernelStacksDir, pid, during.from, during.to) } } : {}),
   };
 }
 

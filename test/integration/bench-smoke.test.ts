@@ -104,6 +104,9 @@ describe('bench harness --smoke', () => {
     expect(cp.snapshotList.count).toBe(cp.rounds);
     expect(cp.fioDuring.iops).toBeGreaterThan(0);
     expect(cp.eventLoopMaxMs).toBeGreaterThan(0);
+    const cpStacks = (cp as unknown as { kernelStacks?: Record<'fioAlone' | 'duringLoop', { rounds: number } | null> }).kernelStacks;
+    expect(cpStacks?.fioAlone?.rounds, 'control-plane: kernel stacks with fio alone').toBeGreaterThan(100);
+    expect(cpStacks?.duringLoop?.rounds, 'control-plane: kernel stacks during the loop').toBeGreaterThan(100);
     const full = scenario('memory-full') as { chunks: number; volumeBytes: number; snapshots: number; peakRssMiB: number; openedRssMiB: number };
     expect(full.chunks).toBe(full.volumeBytes / 65536);
     expect(full.peakRssMiB).toBeGreaterThanOrEqual(full.openedRssMiB);
