@@ -6,6 +6,7 @@
 // samples that found it blocked at the same place; the longest ones are listed.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { median, round } from './stats.ts';
 
 /** Innermost frames that name a place (with the system call). */
 const PLACE_FRAMES = 3;
@@ -38,34 +39,32 @@ export function placeOf(stack: string): string {
   return `${sys ?? 'kernel'}: ${frames.slice(0, PLACE_FRAMES).join(' < ')}`;
 }
 
-const round1 = (ms: number): number => Math.round(ms * 10) / 10;
-
 /** Reads the samples of server `pid` (null when there are none) and sums those within [fromUs, toUs]. */
 export function kernelStacksSummary(dir: string, pid: number, fromUs: number, toUs: number): KernelStacksSummary | null {
   const file = join(dir, `kernel-stacks-${pid}.json`);
   if (!existsSync(file)) return null;
   const k = JSON.parse(readFileSync(file, 'utf8')) as StacksFile;
   const rounds = k.rounds.filter(([t]) => t >= fromUs && t <= toUs);
-  const gapAt = new Map<number, number>(rounds.map(([t, gap]) => [t, Math.min(gap, 10 * k.sampleMs)]));
-  const gaps = rounds.map(([, g]) => g).sort((a, b) => a - b);
+  // Each round's index and the time its samples stand for (a stalled sampler's gap counts little).
+  const roundAt = new Map<number, { i: number; gap: number }>(rounds.map(([t, gap], i) => [t, { i, gap: Math.min(gap, 10 * k.sampleMs) }]));
+  const gaps = rounds.map(([, g]) => g);
   const places = new Map<string, KernelPlace>();
   let loopBlockedMs = 0;
   let poolBlockedMs = 0;
   // Per thread: the wait in progress (its place, when it was last seen, how long so far).
-  const open = new Map<number, { where: string; lastRound: number; ms: number }>();
+  const open = new Map<number, { thread: KernelPlace['thread']; where: string; lastRound: number; ms: number }>();
   const waits: (KernelPlace & { tid: number })[] = [];
-  const roundIndex = new Map<number, number>(rounds.map(([t], i) => [t, i]));
   const close = (tid: number): void => {
     const w = open.get(tid);
     if (!w) return;
-    waits.push({ tid, thread: tid === k.pid ? 'loop' : 'pool', where: w.where, ms: round1(w.ms) });
+    waits.push({ tid, thread: w.thread, where: w.where, ms: round(w.ms, 1) });
     open.delete(tid);
   };
   for (const [t, tid, id] of k.blocked) {
-    const gap = gapAt.get(t);
-    const i = roundIndex.get(t);
-    if (gap === undefined || i === undefined) continue;
-    const thread = tid === k.pid ? 'loop' : 'pool';
+    const r = roundAt.get(t);
+    if (r === undefined) continue;
+    const { i, gap } = r;
+    const thread: KernelPlace['thread'] = tid === k.pid ? 'loop' : 'pool';
     const where = placeOf(k.stacks[id] ?? '');
     if (thread === 'loop') loopBlockedMs += gap;
     else poolBlockedMs += gap;
@@ -79,17 +78,17 @@ export function kernelStacksSummary(dir: string, pid: number, fromUs: number, to
       w.lastRound = i;
     } else {
       close(tid);
-      open.set(tid, { where, lastRound: i, ms: gap });
+      open.set(tid, { thread, where, lastRound: i, ms: gap });
     }
   }
   for (const tid of [...open.keys()]) close(tid);
   return {
     rounds: rounds.length,
-    medianGapMs: gaps.length ? (gaps[Math.floor(gaps.length / 2)] as number) : 0,
+    medianGapMs: gaps.length ? round(median(gaps)) : 0,
     stacksRead: k.stacks.some((s) => s !== ''),
-    loopBlockedMs: round1(loopBlockedMs),
-    poolBlockedMs: round1(poolBlockedMs),
-    places: [...places.values()].sort((a, b) => b.ms - a.ms).slice(0, LISTED).map((p) => ({ ...p, ms: round1(p.ms) })),
+    loopBlockedMs: round(loopBlockedMs, 1),
+    poolBlockedMs: round(poolBlockedMs, 1),
+    places: [...places.values()].sort((a, b) => b.ms - a.ms).slice(0, LISTED).map((p) => ({ ...p, ms: round(p.ms, 1) })),
     longestWaits: waits.sort((a, b) => b.ms - a.ms).slice(0, LISTED),
   };
 }

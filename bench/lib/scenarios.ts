@@ -49,6 +49,22 @@ async function fill(ctx: BenchContext, uri: string, span: number, bytes: number)
   await runFio(uri, 'fill', { rw: 'write', bs: '1M', iodepth: 8, size: Math.min(span, bytes), io_size: bytes, end_fsync: 1 }, [], ctx.workDir);
 }
 
+/**
+ * `--loop-watch` and `--kernel-stacks` summed per phase of a scenario whose server (`pid`) has
+ * stopped (it wrote its loop records at exit, the sampler its samples): `{ loopWatch, kernelStacks }`,
+ * each keyed by phase name, present only when its option was given.
+ */
+function phaseDiagnostics(ctx: BenchContext, pid: number, phases: Record<string, { from: number; to: number; calls: CallWindow[] }>): Record<string, unknown> {
+  const each = <T>(f: (p: { from: number; to: number; calls: CallWindow[] }) => T): Record<string, T> =>
+    Object.fromEntries(Object.entries(phases).map(([name, p]) => [name, f(p)]));
+  const loopDir = ctx.loopWatchDir;
+  const stacksDir = ctx.kernelStacksDir;
+  return {
+    ...(loopDir ? { loopWatch: each((p) => loopWatchSummary(loopDir, pid, p.from, p.to, p.calls)) } : {}),
+    ...(stacksDir ? { kernelStacks: each((p) => kernelStacksSummary(stacksDir, pid, p.from, p.to)) } : {}),
+  };
+}
+
 async function snapshotCreate(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
   const cells = [];
   for (const vol of [{ name: 'vol1g', size: GiB }, { name: 'vol1t', size: TiB }]) {
@@ -110,11 +126,7 @@ async function writeStall(ctx: BenchContext, s: ModeSettings): Promise<unknown> 
       await snapLoop;
     }
   });
-  return {
-    ...data,
-    ...(ctx.loopWatchDir ? { loopWatch: { withoutSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), withSnapshots: loopWatchSummary(ctx.loopWatchDir, pid, snapping.from, snapping.to, calls) } } : {}),
-    ...(ctx.kernelStacksDir ? { kernelStacks: { withoutSnapshots: kernelStacksSummary(ctx.kernelStacksDir, pid, alone.from, alone.to), withSnapshots: kernelStacksSummary(ctx.kernelStacksDir, pid, snapping.from, snapping.to) } } : {}),
-  };
+  return { ...data, ...phaseDiagnostics(ctx, pid, { withoutSnapshots: { ...alone, calls: [] }, withSnapshots: { ...snapping, calls } }) };
 }
 
 async function snapshotDelete(ctx: BenchContext, s: ModeSettings): Promise<unknown> {
@@ -262,12 +274,7 @@ async function controlPlane(ctx: BenchContext, s: ModeSettings): Promise<unknown
       snapshotDiff: latencySummary(t.diff), snapshotCreate: latencySummary(t.create), snapshotDelete: latencySummary(t.delete),
     };
   });
-  // The server wrote its records at exit (withServer stopped it), the sampler its samples.
-  return {
-    ...data,
-    ...(ctx.loopWatchDir ? { loopWatch: { fioAlone: loopWatchSummary(ctx.loopWatchDir, pid, alone.from, alone.to, []), duringLoop: loopWatchSummary(ctx.loopWatchDir, pid, during.from, during.to, calls) } } : {}),
-    ...(ctx.kernelStacksDir ? { kernelStacks: { fioAlone: kernelStacksSummary(ctx.kernelStacksDir, pid, alone.from, alone.to), duringLoop: kernelStacksSummary(ctx.kernelStacksDir, pid, during.from, during.to) } } : {}),
-  };
+  return { ...data, ...phaseDiagnostics(ctx, pid, { fioAlone: { ...alone, calls: [] }, duringLoop: { ...during, calls } }) };
 }
 
 /**
