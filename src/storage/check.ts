@@ -91,8 +91,9 @@ async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<Ch
         if (isSlot(s)) refs.set(s, (refs.get(s) ?? 0) + 1);
       }
     }
-    // A partial slot (partial-slots.ts) is mapped, holds one reference on its whole base, and
-    // its data reaches only its last valid block.
+    // A partial slot (partial-slots.ts) is mapped or the base of another, holds one reference on
+    // its base, and its data reaches only its last valid block. (A chain too deep or looping
+    // refuses the store at open: recovery.ts.)
     const partialEnd = new Map<number, Map<number, number>>(); // chunk size -> partial slot -> data end
     for (const cls of state.classes) {
       if (cls.partials.size === 0) continue;
@@ -100,9 +101,9 @@ async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<Ch
       if (!refs) slotRefs.set(cls.chunkSize, (refs = new Map()));
       const ends = new Map<number, number>();
       partialEnd.set(cls.chunkSize, ends);
+      const mapped = new Set(refs.keys());
       for (const [s, p] of cls.partials.entries()) {
-        if (!refs.has(s)) bad(`partial slot ${s} (chunk size ${cls.chunkSize}) is in no map`);
-        if (cls.partials.get(p.base)) bad(`partial slot ${s} (chunk size ${cls.chunkSize}) has partial base ${p.base}`);
+        if (!mapped.has(s) && cls.partials.holdsOn(s) === 0) bad(`partial slot ${s} (chunk size ${cls.chunkSize}) is in no map and no chain`);
         // A backing-file base (partial-slots.ts) holds no slot.
         if (baseIsSlot(p.base)) refs.set(p.base, (refs.get(p.base) ?? 0) + 1);
         ends.set(s, validEnd(p.bits, cls.chunkSize));

@@ -15,7 +15,7 @@ import { appendExtent, StorageError, type Extent, type ZeroOptions } from './dev
 import { CrashPoint, type FileIo } from './file-io.ts';
 import type { Journal } from './journal.ts';
 import { MergeBuffers } from './merge-buffers.ts';
-import { allValid, BACKING_BASE, baseIsSlot, blockAligned, emptyBits, forEachRun, markValid, PARTIAL_SLOTS_MAX, type PartialSlot } from './partial-slots.ts';
+import { allValid, BACKING_BASE, baseIsSlot, blockAligned, CHAIN_DEPTH_MAX, emptyBits, forEachRun, markValid, PARTIAL_SLOTS_MAX, type PartialSlot } from './partial-slots.ts';
 import { encodeMapRun, encodeSlotValid, patchSlotValidBits } from './records.ts';
 import { runEnd } from './runs.ts';
 import { gatherCopy, gatherSlice, type Gather } from '../util/gather.ts';
@@ -146,6 +146,17 @@ export class DataPath {
       const map = node.map;
       const chunkClass = vol.chunkClass;
       const ios: Promise<void>[] = [];
+      // Valid blocks from the slot, the others from its base, which may be partial too: followed
+      // down the chain, at most CHAIN_DEPTH_MAX deep (partial-slots.ts).
+      const readPartial = (s: number, p: PartialSlot, inner: number, n: number, o: number): void => {
+        forEachRun(p.bits, inner, n, (from, to, valid) => {
+          const dst = o + from - inner;
+          const base = valid ? undefined : baseIsSlot(p.base) ? chunkClass.partials.get(p.base) : undefined;
+          if (base) readPartial(p.base, base, from, to - from, dst);
+          else if (valid || baseIsSlot(p.base)) ios.push(chunks.read(chunkClass, valid ? s : p.base, from, to - from, into, dst, background));
+          else ios.push(readBacking(vol, p.at * chunkSize + from, to - from, into, dst, background)); // zeros past its end
+        });
+      };
       // Current run: kind 0 none, 1 slots, 2 backing.
       let kind = 0;
       let runSlot = 0;
@@ -168,14 +179,8 @@ export class DataPath {
         const o = off + pos - offset;
         const partial = isSlot(s) && chunkClass.partials.size > 0 ? chunkClass.partials.get(s) : undefined;
         if (partial) {
-          // Valid blocks from the slot, the others from its base (partial-slots.ts).
           flushRun();
-          const inner = pos - cStart;
-          forEachRun(partial.bits, inner, n, (from, to, valid) => {
-            const dst = o + from - inner;
-            if (valid || baseIsSlot(partial.base)) ios.push(chunks.read(chunkClass, valid ? s : partial.base, from, to - from, into, dst, background));
-            else ios.push(readBacking(vol, partial.at * chunkSize + from, to - from, into, dst, background)); // zeros past its end
-          });
+          readPartial(s, partial, pos - cStart, n, o);
         } else if (isSlot(s)) {
           if (kind === 1 && chunkClass.continuesRun(runSlot, runInner + runLen, s)) {
             runLen += n;
@@ -288,8 +293,12 @@ export class DataPath {
           // A partial first write over a whole, stable slot, or over the backing file where the
           // chunk is unmapped: only its blocks are written, the rest stays in the old slot or
           // the backing file (the base). No read.
-          if (n !== chunkSize && !partial && blockAligned(inner, n) && partials.size < PARTIAL_SLOTS_MAX &&
-            ((isSlot(old) && !chunkClass.isEvacuating(old)) || (old === UNMAPPED && vol.backing !== null))) {
+          // Over a partial slot too (shared: a snapshot was taken since its first write), as a
+          // chain while it is shorter than CHAIN_DEPTH_MAX: merging would read the old blocks,
+          // which the snapshot's commit may hold locked for writeback (README.md "Partial chunks").
+          if (n !== chunkSize && blockAligned(inner, n) && partials.size < PARTIAL_SLOTS_MAX &&
+            ((isSlot(old) && !chunkClass.isEvacuating(old) && (!partial || partials.depth(old) < CHAIN_DEPTH_MAX)) ||
+              (old === UNMAPPED && vol.backing !== null))) {
             validity.push({ kind: 'new', slot, base: isSlot(old) ? old : BACKING_BASE, at: c, inner, n });
           } else merge = n !== chunkSize;
         }

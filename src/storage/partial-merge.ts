@@ -1,8 +1,9 @@
 // Completes partial slots (partial-slots.ts) whose base nothing but them still holds: once the
 // snapshot that shared the old chunk is gone, the base costs a whole chunk of space for a few
 // blocks. The missing blocks are copied from the base into the partial slot, which becomes whole
-// and lets its base go. Runs at the start of each compactor pass (compactor.ts), so after the
-// commits that free slots, as a control operation.
+// and lets its base go; a base that is partial itself (a chain) gives its valid blocks and its
+// own base instead, so chains shorten as their snapshots are deleted. Runs at the start of each
+// compactor pass (compactor.ts), so after the commits that free slots, as a control operation.
 //
 // While a slot is merged it holds one extra reference, a pin (ChunkClass.pin: no holder for the
 // space counters), taken while the class's writes are held until in-flight ones drained (as a
@@ -14,7 +15,7 @@
 import type { ChunkClass, DataStore } from './chunk-store.ts';
 import { UNMAPPED } from './block-map.ts';
 import type { Journal } from './journal.ts';
-import { baseIsSlot, blocksOf, isValid, VALID_BLOCK, type PartialSlot } from './partial-slots.ts';
+import { allValid, baseIsSlot, blocksOf, isValid, VALID_BLOCK, type PartialSlot } from './partial-slots.ts';
 import { encodeSlotValid } from './records.ts';
 import { holdAll, type WriteGate } from './write-gate.ts';
 
@@ -42,23 +43,38 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
   try {
     const buf = Buffer.allocUnsafe(cls.chunkSize);
     for (const [slot, p] of batch) {
-      // Missing blocks, run by run, from the base into the slot.
+      // A base partial itself (a chain) gives only its valid blocks: the slot then lies over the
+      // base's own base, one link shorter. Else every missing block comes from the base. Either
+      // way no block the slot has is touched, so a reader of the slot sees the same bytes.
+      const base = cls.partials.get(p.base);
       const n = blocksOf(cls.chunkSize);
       for (let b = 0; b < n; ) {
-        if (isValid(p.bits, b)) {
+        const copy = (k: number): boolean => !isValid(p.bits, k) && (!base || isValid(base.bits, k));
+        if (!copy(b)) {
           b++;
           continue;
         }
         let e = b;
-        while (e < n && !isValid(p.bits, e)) e++;
+        while (e < n && copy(e)) e++;
         const from = b * VALID_BLOCK;
         const len = (e - b) * VALID_BLOCK;
         await chunks.read(cls, p.base, from, len, buf, 0, true); // true: maintenance I/O (the pool)
         await chunks.write(cls, slot, from, buf, 0, len, true); // true: maintenance I/O (the pool)
         b = e;
       }
-      // Still the same partial slot (a compaction may have moved it meanwhile: then it stays partial).
-      if (cls.partials.get(slot) !== p) continue;
+      // Still the same partial slot over the same base (a compaction may have moved either
+      // meanwhile, or an earlier merge of this batch shortened the base: then it stays for the
+      // next pass).
+      if (cls.partials.get(slot) !== p || cls.partials.get(p.base) !== base) continue;
+      if (base) {
+        const bits = p.bits.map((w, i) => w | (base.bits[i] as number));
+        if (!allValid(bits, cls.chunkSize)) {
+          cls.partials.set(slot, base.base, bits, base.at); // takes the new base before the old goes
+          journal.log(encodeSlotValid(cls.chunkSize, slot, base.base, bits, base.at));
+          merged++;
+          continue;
+        }
+      }
       cls.partials.clear(slot);
       journal.log(encodeSlotValid(cls.chunkSize, slot, UNMAPPED, null));
       merged++;

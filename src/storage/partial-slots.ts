@@ -5,8 +5,10 @@
 //
 // One table per chunk class (slots are shared only inside a class). A partial slot holds one
 // reference on its base (like a map page does), so the base lives until the partial slot is
-// completed (every block written, or merged) or freed. A base is never partial itself (no
-// chains) and never written in place (it is shared or held only by the partial slot).
+// completed (every block written, or merged) or freed. A base is never written in place (it is
+// shared or held only by the partial slot). It may be partial itself: a write to a partial slot a
+// snapshot shares makes a partial slot over it (a chain), so that write reads nothing either;
+// reads follow the chain down, at most CHAIN_DEPTH_MAX partial slots deep.
 // Persisted as `SlotValid` records (records.ts); replay rebuilds the table and its references.
 // The base may also be the volume's backing file (BACKING_BASE): the first write into a chunk
 // unmapped over it. Then the other blocks are read from the backing file at the chunk `at`
@@ -16,10 +18,18 @@ export const VALID_BLOCK = 4096;
 const BITS = 32;
 /**
  * Partial slots per class at most; past it a partial first write merges as before. Bounds the
- * table's memory (~130 bytes each) and its share of every checkpoint (~30 bytes each): 64 Ki
- * partial 64 KiB chunks = 4 GiB of chunks written into since their snapshot, ~8 MiB of memory.
+ * table's memory (~130 bytes each) and its share of every checkpoint (~30 bytes each): 256 Ki
+ * partial slots (chunk versions written into since their snapshot, chains counted link by link)
+ * = ~32 MiB of memory and ~8 MiB of each checkpoint.
  */
-export const PARTIAL_SLOTS_MAX = 65536;
+export const PARTIAL_SLOTS_MAX = 262144;
+/**
+ * Partial slots in one chain at most (the slot itself included). A write to a chunk whose chain
+ * is this deep merges it whole (a read, as before chains): bounds the reads one block may take to
+ * find its data, and the recursion that follows a chain. One merge per this many snapshots of a
+ * chunk rewritten between each.
+ */
+export const CHAIN_DEPTH_MAX = 16;
 /** A partial slot's base when its missing blocks come from the backing file (never a slot number). */
 export const BACKING_BASE = 0xfffffffc;
 
@@ -29,7 +39,7 @@ export function baseIsSlot(base: number): boolean {
 }
 
 export interface PartialSlot {
-  /** A slot of the same class, not partial itself; or BACKING_BASE. */
+  /** A slot of the same class (maybe partial: a chain); or BACKING_BASE. */
   base: number;
   /** BACKING_BASE: the chunk index whose bytes in the backing file the missing blocks are (else 0). */
   at: number;
@@ -116,6 +126,22 @@ export class PartialSlots {
 
   get size(): number {
     return this.bySlot.size;
+  }
+
+  /**
+   * Partial slots in the chain from `slot` down (0: whole), stopping past CHAIN_DEPTH_MAX: a
+   * corrupt store's cycle ends too.
+   */
+  depth(slot: number): number {
+    let d = 0;
+    for (let p = this.bySlot.get(slot); p && d <= CHAIN_DEPTH_MAX; p = baseIsSlot(p.base) ? this.bySlot.get(p.base) : undefined) d++;
+    return d;
+  }
+
+  /** The first partial slot whose chain is deeper than CHAIN_DEPTH_MAX (or loops), if any. */
+  tooDeep(): number | undefined {
+    for (const s of this.bySlot.keys()) if (this.depth(s) > CHAIN_DEPTH_MAX) return s;
+    return undefined;
   }
 
   /** References on `slot` that partial slots hold as their base. */

@@ -15,6 +15,7 @@ import {
   SUPERBLOCK_FILE, SUPERBLOCK_SLOT, type RecordReader, type Superblock,
 } from './format.ts';
 import { Journal, type JournalState } from './journal.ts';
+import { CHAIN_DEPTH_MAX } from './partial-slots.ts';
 import { RECORD_PIECE_BYTES, scanFileRecords } from './record-pieces.ts';
 import { StoreError, StoreErrorCode } from './types.ts';
 
@@ -193,6 +194,11 @@ async function replayJournal(dataDir: string, sb: Superblock, catalog: Catalog, 
     throw corrupt(jPath, `bad log record: ${(e as Error).message}`, e);
   }
   repatch(catalog);
+  // Reads follow chains of partial slots recursively: a loop or an overlong chain refuses the store.
+  for (const c of chunks.classes.values()) {
+    const s = c.partials.tooDeep();
+    if (s !== undefined) throw corrupt(jPath, `partial slot ${s} (chunk size ${c.chunkSize}) lies in a chain deeper than ${CHAIN_DEPTH_MAX} or in a loop`);
+  }
   const tornTail = size - end;
   if (tornTail > 0 && !opts.inspectOnly) {
     opts.log('warn', `${jPath}: ignoring ${tornTail} bytes of uncommitted journal tail`);

@@ -37,6 +37,12 @@ function backed(s: CowStore): [number, { base: number; at: number }][] {
   return out;
 }
 
+function all(s: CowStore): number {
+  let n = 0;
+  for (const cls of s.inspect().classes) n += cls.partials.size;
+  return n;
+}
+
 function reads(io: HoldFileIo, suffix: string): number {
   let n = 0;
   for (const [p, k] of io.reads) if (p.endsWith(suffix)) n += k;
@@ -122,11 +128,13 @@ describe('partial slots over the backing file', () => {
     expect((await readAll(s2)).equals(model)).toBe(true);
     await s2.createSnapshot('v', 'a');
     const snap = Buffer.from(model);
-    // Its slot is shared now: the write redirects and merges (through the backing file).
+    // Its slot is shared now: the write redirects to a partial slot over it (a chain down to the
+    // backing file), reading nothing.
     const b = pattern(4 * KiB, 50);
     await s2.head('v').write(3 * CHUNK + 8 * KiB, b, { fua: true });
     b.copy(model, 3 * CHUNK + 8 * KiB);
     expect(backed(s2).length).toBe(SIZE / CHUNK);
+    expect(all(s2), 'the chain').toBe(SIZE / CHUNK + 1);
     expect((await readAll(s2)).equals(model)).toBe(true);
     expect((await readAll(s2, 'a')).equals(snap)).toBe(true);
     countersMatch(s2);
@@ -141,11 +149,14 @@ describe('partial slots over the backing file', () => {
     expect(backed(s4).length).toBe(SIZE / CHUNK);
     expect((await readAll(s4)).equals(model)).toBe(true);
     expect((await readAll(s4, 'a')).equals(snap)).toBe(true);
-    // Nothing to merge: a compaction pass leaves them partial.
+    // Nothing to merge over the backing file: a compaction pass leaves them partial; the chain's
+    // top takes its orphaned base's blocks and lies over the backing file itself.
+    expect(all(s4)).toBe(SIZE / CHUNK + 1);
     await s4.deleteSnapshot('v', 'a');
     await s4.deleteSnapshot('v', 'c');
     await s4.compact();
-    expect(backed(s4).length).toBe(SIZE / CHUNK - 1);
+    expect(backed(s4).length).toBe(SIZE / CHUNK);
+    expect(all(s4), 'no chain left').toBe(SIZE / CHUNK);
     expect((await readAll(s4)).equals(model)).toBe(true);
     await s4.close();
     expect((await checkStore('/s', { repair: false, fileIo: sim })).problems).toEqual([]);

@@ -103,8 +103,12 @@ describe('partial slots', () => {
     await s.createSnapshot('v', 'b');
     const snapB = Buffer.from(model);
     const before = io.ioOf('.dat');
-    // A block of it again: a partial slot over a shared partial slot merges the chunk (a read).
+    // A block of it again: a partial slot over the shared partial slot (a chain), no read.
     await put(CHUNK + 24 * KiB, pattern(4 * KiB, 3));
+    expect(partialCount(s), 'a chain of two').toBe(2);
+    expect(io.ioOf('.dat').reads, 'no read for the chain').toBe(before.reads);
+    // Unaligned into the chain's top (in place): merged whole, read down the chain.
+    await put(CHUNK + 100, pattern(1000, 5));
     expect(partialCount(s), 'merged into a whole slot: only the one b holds stays partial').toBe(1);
     // An unaligned write over a whole slot both snapshots share: merged too.
     await put(3 * CHUNK + 100, pattern(1000, 4));
@@ -192,8 +196,9 @@ describe('partial slots', () => {
     await s.createSnapshot('v', 'b');
     const snapB = Buffer.from(model);
     const reads = segReads(io);
-    await put(CHUNK + 4 * KiB, 4 * KiB, 7); // its slot is shared and partial: merged, no chain
-    expect(segReads(io)).toBeGreaterThan(reads);
+    await put(CHUNK + 4 * KiB, 4 * KiB, 7); // its slot is shared and partial: a chain, no read
+    expect(segReads(io)).toBe(reads);
+    expect(partialCount(s)).toBe(3);
     await dev.trim(2 * CHUNK, CHUNK, { fua: false });
     model.fill(0, 2 * CHUNK, 3 * CHUNK);
     expect((await readAll(s)).equals(model)).toBe(true);
