@@ -1,6 +1,8 @@
 // The whole catalog as records (a checkpoint), frozen at one instant and encoded while it is
 // written. The plan is made synchronously at the commit's swap: the small records (State,
-// Volume, NodeCp, SlotValid) are encoded at once, and every L1 and page the checkpoint will
+// Volume, NodeCp) are encoded at once, the partial slots copied flat (encoded as the writer
+// reaches them: 200 Ki SlotValid records took 330 ms to encode, one turn of the event loop, and
+// chains of partial slots make that many), and every L1 and page the checkpoint will
 // encode is frozen: each L1 is marked and given the plan's `Freeze`, which makes every page
 // under it frozen without touching the pages (block-map.ts; the swap is O(nodes): marking each
 // page was ~1 s of one turn at 1 TiB with 500 snapshots, bench/README.md). The pages themselves
@@ -15,7 +17,11 @@ import type { Catalog } from './catalog.ts';
 import { nodeRecord } from './catalog.ts';
 import type { DataStore } from './chunk-store.ts';
 import { Rec, RECORD_HEADER_LEN } from './format.ts';
+import { emptyBits } from './partial-slots.ts';
 import { encodeL1, encodeNode, encodePage, encodeSlotValid, encodeState, encodeVolume } from './records.ts';
+
+/** Words before a partial slot's bits in the plan's flat copy: slot, base, at. */
+const PARTIAL_STRIDE = 3;
 
 /** Bytes of a Page record: header, id, chunk size, the entries. */
 export const PAGE_RECORD_BYTES = RECORD_HEADER_LEN + 8 + ENTRIES_PER_PAGE * 8;
@@ -32,7 +38,8 @@ interface PlanNode {
 export class CheckpointPlan {
   private readonly head: Buffer[];
   private readonly nodes: PlanNode[] = [];
-  private readonly tail: Buffer[] = [];
+  /** Per chunk class: its partial slots at the swap, PARTIAL_STRIDE + bits words each (slot, base, at, bits). */
+  private readonly partials: { chunkSize: number; words: number; flat: Uint32Array }[] = [];
   private readonly l1s: L1[] = [];
   /** Every page record is encoded here: no 4 KiB of garbage per page (128 MiB per TiB). */
   private readonly scratch = Buffer.allocUnsafe(PAGE_RECORD_BYTES);
@@ -60,9 +67,22 @@ export class CheckpointPlan {
       }
       this.nodes.push({ record: encodeNode(Rec.NodeCp, nodeRecord(n), l1Id), l1: first ? l1 : null, l1Id, chunkSize: n.vol.chunkSize });
     }
-    // After the pages: a partial slot and its base are referenced by then.
+    // After the pages: a partial slot and its base are referenced by then. Copied, not
+    // referenced: a write adds bits in place.
     for (const cls of chunks.classes.values()) {
-      for (const [slot, p] of cls.partials.entries()) this.tail.push(encodeSlotValid(cls.chunkSize, slot, p.base, p.bits, p.at));
+      if (cls.partials.size === 0) continue;
+      const words = emptyBits(cls.chunkSize).length;
+      const stride = PARTIAL_STRIDE + words;
+      const flat = new Uint32Array(cls.partials.size * stride);
+      let o = 0;
+      cls.partials.forEach((p, slot) => {
+        flat[o] = slot;
+        flat[o + 1] = p.base;
+        flat[o + 2] = p.at;
+        for (let w = 0; w < words; w++) flat[o + PARTIAL_STRIDE + w] = p.bits[w] as number;
+        o += stride;
+      });
+      this.partials.push({ chunkSize: cls.chunkSize, words, flat });
     }
   }
 
@@ -106,7 +126,11 @@ export class CheckpointPlan {
       }
       yield n.record;
     }
-    yield* this.tail;
+    for (const { chunkSize, words, flat } of this.partials) {
+      for (let o = 0; o < flat.length; o += PARTIAL_STRIDE + words) {
+        yield encodeSlotValid(chunkSize, flat[o] as number, flat[o + 1] as number, flat.subarray(o + PARTIAL_STRIDE, o + PARTIAL_STRIDE + words), flat[o + 2] as number);
+      }
+    }
   }
 
   /** Ends the freeze of whatever was not encoded yet (after the write, whether it succeeded or not). */

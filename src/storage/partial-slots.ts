@@ -163,6 +163,11 @@ export class PartialSlots {
     return this.bySlot.entries();
   }
 
+  /** `fn` on every partial slot, without an entry tuple each (a checkpoint's swap copies them all). */
+  forEach(fn: (p: PartialSlot, slot: number) => void): void {
+    this.bySlot.forEach(fn);
+  }
+
   /** Makes `slot` partial over `base` (taking a reference on a base slot), or updates its bits. */
   set(slot: number, base: number, bits: Uint32Array, at = 0): void {
     const old = this.bySlot.get(slot);

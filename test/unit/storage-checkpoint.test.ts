@@ -269,6 +269,8 @@ describe('a store checkpointed in tiny pieces', () => {
     await a.write(0, Buffer.alloc(4096, 79), NOFUA);
     await a.trim(4 << 20, 2 << 20, NOFUA);
     await s.head('b').write(65536 * 5, Buffer.alloc(65536, 80), NOFUA);
+    // A block more of the partial slot (its bits grow in place), and a slot over it after a snapshot.
+    await s.head('b').write(65536 * 3 + 8192, Buffer.alloc(4096, 81), NOFUA);
     release();
     await cp;
     const during = checkpointBody(await journalOf(), s.inspect().checkpointLen);

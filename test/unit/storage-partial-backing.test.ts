@@ -4,13 +4,13 @@
 // its end). The state survives a power loss (replay) and a checkpoint, a snapshot then a write,
 // in-place writes that complete it, a compaction that moves it, and `check`.
 import { describe, expect, it } from 'vitest';
-import { openCowStore } from '../../src/storage/index.ts';
 import { checkStore } from '../../src/storage/check.ts';
 import { SimFileIo } from '../../src/storage/sim-file-io.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
 import { HoldFileIo } from '../helpers/hold-file-io.ts';
 import { durableSimFile } from '../helpers/sim-files.ts';
-import { spaceOf, walkSpace } from '../../src/storage/accounting.ts';
+import { spaceOf } from '../../src/storage/accounting.ts';
+import { countersMatch, openStore, partialCount, pattern, readsOf, readVolume } from '../helpers/partial-store.ts';
 import { BACKING_BASE } from '../../src/storage/partial-slots.ts';
 
 const KiB = 1024;
@@ -19,17 +19,7 @@ const SIZE = 1024 * KiB;
 /** Ends inside the last chunk, mid-block: the blocks past it read zeros. */
 const BACKING_LEN = SIZE - CHUNK / 2 - 1000;
 
-function pattern(len: number, seed: number): Buffer {
-  const b = Buffer.alloc(len + 3);
-  for (let i = 0; i < len; i += 4) b.writeUInt32LE((Math.imul(i + 1, 2654435761) ^ Math.imul(seed, 40503)) >>> 0, i);
-  return b.subarray(0, len);
-}
-
-async function open(io: HoldFileIo | SimFileIo, journalCompactBytes?: number): Promise<CowStore> {
-  const s = await openCowStore('/s', { fileIo: io, commitIntervalMs: 0, segmentBytes: 1024 * KiB, ...(journalCompactBytes ? { journalCompactBytes } : {}) });
-  s.autoCompact = false;
-  return s;
-}
+const open = openStore;
 
 function backed(s: CowStore): [number, { base: number; at: number }][] {
   const out: [number, { base: number; at: number }][] = [];
@@ -37,23 +27,9 @@ function backed(s: CowStore): [number, { base: number; at: number }][] {
   return out;
 }
 
-function all(s: CowStore): number {
-  let n = 0;
-  for (const cls of s.inspect().classes) n += cls.partials.size;
-  return n;
-}
-
-function reads(io: HoldFileIo, suffix: string): number {
-  let n = 0;
-  for (const [p, k] of io.reads) if (p.endsWith(suffix)) n += k;
-  return n;
-}
-
-async function readAll(s: CowStore, snap?: string): Promise<Buffer> {
-  const b = Buffer.alloc(SIZE);
-  await (snap ? s.snapshotView('v', snap) : s.head('v')).read(0, SIZE, b);
-  return b;
-}
+const all = partialCount;
+const reads = readsOf;
+const readAll = (s: CowStore, snap?: string): Promise<Buffer> => readVolume(s, SIZE, snap);
 
 /** Volume 'v' (64 KiB chunks) over a backing image of pattern 1; the model of its head. */
 async function overBacking(): Promise<{ sim: SimFileIo; io: HoldFileIo; s: CowStore; model: Buffer }> {
@@ -66,12 +42,6 @@ async function overBacking(): Promise<{ sim: SimFileIo; io: HoldFileIo; s: CowSt
   const model = Buffer.alloc(SIZE);
   img.copy(model);
   return { sim, io, s, model };
-}
-
-function countersMatch(s: CowStore): void {
-  const counters = s.inspect().nodes.map((n) => [n.kind, n.name, spaceOf(n)]);
-  const walked = s.inspect().nodes.map((n) => [n.kind, n.name, walkSpace(n)]);
-  expect(counters).toEqual(walked);
 }
 
 describe('partial slots over the backing file', () => {

@@ -4,46 +4,20 @@
 // once nothing else holds their bases a compaction pass merges them (partial-merge.ts), and a
 // write to a slot being merged keeps the space counters equal to a walk of the maps.
 import { describe, expect, it } from 'vitest';
-import { openCowStore } from '../../src/storage/index.ts';
 import { checkStore } from '../../src/storage/check.ts';
 import { SimFileIo } from '../../src/storage/sim-file-io.ts';
 import type { CowStore } from '../../src/storage/engine.ts';
 import { HoldFileIo } from '../helpers/hold-file-io.ts';
+import { openStore, partialCount, pattern, readsOf, readVolume } from '../helpers/partial-store.ts';
 import { spaceOf, walkSpace } from '../../src/storage/accounting.ts';
 
 const KiB = 1024;
 const CHUNK = 64 * KiB;
 const SIZE = 1024 * KiB;
 
-function pattern(len: number, seed: number): Buffer {
-  const b = Buffer.alloc(len);
-  for (let i = 0; i < len; i += 4) b.writeUInt32LE((Math.imul(i + 1, 2654435761) ^ Math.imul(seed, 40503)) >>> 0, i);
-  return b;
-}
-
-async function open(io: HoldFileIo, journalCompactBytes?: number): Promise<CowStore> {
-  const s = await openCowStore('/s', { fileIo: io, commitIntervalMs: 0, segmentBytes: 1024 * KiB, ...(journalCompactBytes ? { journalCompactBytes } : {}) });
-  s.autoCompact = false;
-  return s;
-}
-
-function partialCount(s: CowStore): number {
-  let n = 0;
-  for (const cls of s.inspect().classes) n += cls.partials.size;
-  return n;
-}
-
-function segReads(io: HoldFileIo): number {
-  let n = 0;
-  for (const [p, k] of io.reads) if (p.endsWith('.dat')) n += k;
-  return n;
-}
-
-async function readAll(s: CowStore, snap?: string): Promise<Buffer> {
-  const b = Buffer.alloc(SIZE);
-  await (snap ? s.snapshotView('v', snap) : s.head('v')).read(0, SIZE, b);
-  return b;
-}
+const open = openStore;
+const segReads = (io: HoldFileIo): number => readsOf(io);
+const readAll = (s: CowStore, snap?: string): Promise<Buffer> => readVolume(s, SIZE, snap);
 
 /** Volume 'v' filled with pattern 1 (every chunk owned by the head), then snapshot 'a'. */
 async function filledWithSnapshot(): Promise<{ sim: SimFileIo; io: HoldFileIo; s: CowStore; model: Buffer }> {
