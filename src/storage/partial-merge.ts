@@ -7,11 +7,11 @@
 //
 // While a slot is merged it holds one extra reference, a pin (ChunkClass.pin: no holder for the
 // space counters), taken while the class's writes are held until in-flight ones drained (as a
-// compaction pass starts): a head write to it is then not exclusive and redirects (merging
-// through the read path), so no client write can race the copy into the slot's missing blocks,
-// and the slot cannot be freed and reused under the copy. The copy lands before the `SlotValid`
-// (whole) record; the commit syncs the data first, so a crash before it leaves the slot partial
-// over its intact base.
+// compaction pass starts): a head write to it is then not exclusive and redirects (to a partial
+// slot over it, or merging through the read path), so no client write can race the copy into
+// the slot's missing blocks, and the slot cannot be freed and reused under the copy. The copy
+// lands before the `SlotValid` record; the commit syncs the data first, so a crash before it
+// leaves the slot partial over its intact base.
 import type { ChunkClass, DataStore } from './chunk-store.ts';
 import { UNMAPPED } from './block-map.ts';
 import type { Journal } from './journal.ts';
