@@ -22,7 +22,7 @@ for (let s = 0; s < N; s++) {
   partials.set(2 * s + 1, 2 * s, bits); // each over a whole slot of its own: a chain's depth does not matter here
 }
 const catalog = { epoch: 1, nextId: 1, volumes: () => [][Symbol.iterator](), allNodes: () => [] } as unknown as Catalog;
-const chunks = { classes: new Map([[16, { chunkSize: CHUNK, partials }]]) } as unknown as DataStore;
+const chunks = { classes: new Map([[16, { chunkSize: CHUNK, partials, freedButPinned: () => new Set() }]]) } as unknown as DataStore;
 
 const ms = (t: bigint): number => Number(process.hrtime.bigint() - t) / 1e6;
 for (let r = 0; r < ROUNDS; r++) {

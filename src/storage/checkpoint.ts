@@ -74,15 +74,17 @@ export class CheckpointPlan {
       const words = emptyBits(cls.chunkSize).length;
       const stride = PARTIAL_STRIDE + words;
       const flat = new Uint32Array(cls.partials.size * stride);
+      const freed = cls.freedButPinned(); // in no record's state: replay must not bring them back
       let o = 0;
       cls.partials.forEach((p, slot) => {
+        if (freed.size > 0 && freed.has(slot)) return;
         flat[o] = slot;
         flat[o + 1] = p.base;
         flat[o + 2] = p.at;
         for (let w = 0; w < words; w++) flat[o + PARTIAL_STRIDE + w] = p.bits[w] as number;
         o += stride;
       });
-      this.partials.push({ chunkSize: cls.chunkSize, words, flat });
+      this.partials.push({ chunkSize: cls.chunkSize, words, flat: flat.subarray(0, o) });
     }
   }
 

@@ -15,7 +15,7 @@ import type { FileIo, IoFile } from './file-io.ts';
 import type { Gather } from '../util/gather.ts';
 import type { SlotRefs } from './block-map.ts';
 import { SLOT_MAX } from './block-map.ts';
-import { PartialSlots } from './partial-slots.ts';
+import { baseIsSlot, PartialSlots } from './partial-slots.ts';
 import { GROWTH_WRITE_PIECE_BYTES, writeGrowing } from './growth-writes.ts';
 
 export const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
@@ -170,6 +170,34 @@ export class ChunkClass implements SlotRefs {
    * alive and makes a write to it redirect, but is no holder, so a node that lets go of the slot
    * meanwhile still loses it from its `used` (space.ts).
    */
+  /**
+   * The slots that are free in the records' state though pins keep them: pins are no records,
+   * so replay frees a slot at the record that let go of it last. That is a pinned slot nothing
+   * else holds (a client write redirected past the merge's pin, partial-merge.ts), and down its
+   * chain each base that such slots alone hold, pins aside. No SlotValid record may name one of
+   * them (neither a merge's nor a checkpoint's): replay would bring it back partial, in no map,
+   * holding a reference on its base. O(pins × chain depth).
+   */
+  freedButPinned(): Set<number> {
+    const freed = new Set<number>();
+    if (this.pins.size === 0) return freed;
+    const lost = new Map<number, number>(); // base -> holds on it from freed partial slots
+    for (const [pinned, n] of this.pins) {
+      if (this.count(pinned) !== n) continue;
+      for (let s = pinned; !freed.has(s); ) {
+        freed.add(s);
+        const p = this.partials.get(s);
+        if (!p || !baseIsSlot(p.base)) break;
+        const b = p.base;
+        const holds = (lost.get(b) ?? 0) + 1;
+        lost.set(b, holds);
+        if (this.count(b) - (this.pins.get(b) ?? 0) !== holds) break;
+        s = b;
+      }
+    }
+    return freed;
+  }
+
   pin(slot: number): void {
     this.ref(slot);
     this.pins.set(slot, (this.pins.get(slot) ?? 0) + 1);

@@ -66,6 +66,9 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
       // meanwhile, or an earlier merge of this batch shortened the base: then it stays for the
       // next pass).
       if (cls.partials.get(slot) !== p || cls.partials.get(p.base) !== base) continue;
+      // Let go of meanwhile (a client write redirected past the pin, or an earlier merge of this
+      // batch took its place in a chain): freed at the unpin below, and no record may name it.
+      if (cls.freedButPinned().has(slot)) continue;
       if (base) {
         const bits = p.bits.map((w, i) => w | (base.bits[i] as number));
         if (!allValid(bits, cls.chunkSize)) {
