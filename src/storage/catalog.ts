@@ -133,6 +133,11 @@ export class Catalog {
     return walk;
   }
 
+  /** Whether a dropped node's pages are still being let go (its walk runs in slices). */
+  get releasesPending(): boolean {
+    return this.releasing.length > 0;
+  }
+
   /** Runs the walks of dropped nodes to the end, sliced (node-release.ts). */
   async finishReleases(): Promise<void> {
     while (this.releasing.length > 0) {

@@ -166,11 +166,6 @@ export class ChunkClass implements SlotRefs {
   }
 
   /**
-   * A reference an operation holds for a while (partial-merge.ts), not a map: it keeps the slot
-   * alive and makes a write to it redirect, but is no holder, so a node that lets go of the slot
-   * meanwhile still loses it from its `used` (space.ts).
-   */
-  /**
    * The slots that are free in the records' state though pins keep them: pins are no records,
    * so replay frees a slot at the record that let go of it last. That is a pinned slot nothing
    * else holds (a client write redirected past the merge's pin, partial-merge.ts), and down its
@@ -198,6 +193,11 @@ export class ChunkClass implements SlotRefs {
     return freed;
   }
 
+  /**
+   * A reference an operation holds for a while (partial-merge.ts), not a map: it keeps the slot
+   * alive and makes a write to it redirect, but is no holder, so a node that lets go of the slot
+   * meanwhile still loses it from its `used` (space.ts).
+   */
   pin(slot: number): void {
     this.ref(slot);
     this.pins.set(slot, (this.pins.get(slot) ?? 0) + 1);

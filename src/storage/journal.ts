@@ -45,6 +45,14 @@ export interface JournalOptions {
   journalCompactBytes: number;
   /** Bytes per piece a checkpoint is written in (record-pieces.ts RECORD_PIECE_BYTES). */
   pieceBytes: number;
+  /**
+   * Whether a dropped node's pages are still being let go (catalog.ts). A checkpoint waits for
+   * the next commit then: the slots those pages alone hold are free in the records' state (the
+   * delete record went first), and a partial one among them would be written as a SlotValid
+   * record, which replay would bring back partial and in no map. A forced checkpoint comes from
+   * a control operation, which never runs beside a snapshot delete's walk (`serial`).
+   */
+  releasesPending: () => boolean;
 }
 
 /** Something that becomes durable with the next successful commit (a new snapshot). */
@@ -58,6 +66,7 @@ export class Journal {
   private readonly chunks: DataStore;
   private readonly plan: () => CheckpointPlan;
   private readonly compactBytes: number;
+  private readonly releasesPending: () => boolean;
   private readonly pieceBytes: number;
   private readonly sbFile: IoFile;
   private journal: IoFile | null;
@@ -94,6 +103,7 @@ export class Journal {
     this.chunks = opts.chunks;
     this.plan = opts.planCheckpoint;
     this.compactBytes = opts.journalCompactBytes;
+    this.releasesPending = opts.releasesPending;
     this.pieceBytes = opts.pieceBytes;
     this.sbFile = state.sbFile;
     this.journal = state.journal;
@@ -241,7 +251,7 @@ export class Journal {
   }
 
   private async doCommit(): Promise<void> {
-    const wantCp = this.forceCheckpoint || this.end > Math.max(this.compactBytes, this.cpLen * 2);
+    const wantCp = this.forceCheckpoint || (this.end > Math.max(this.compactBytes, this.cpLen * 2) && !this.releasesPending());
     if (!wantCp && !this.hasPending()) return;
     const t0 = performance.now();
     const data = this.chunks;

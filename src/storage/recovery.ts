@@ -78,7 +78,7 @@ export async function openStoreFiles(dataDir: string, opts: OpenOptions): Promis
 function journalOptions(dataDir: string, opts: OpenOptions, chunks: DataStore, catalog: Catalog) {
   return {
     io: opts.fileIo, dataDir, chunks, planCheckpoint: () => new CheckpointPlan(catalog, chunks), journalCompactBytes: opts.journalCompactBytes,
-    pieceBytes: opts.pieceBytes ?? RECORD_PIECE_BYTES,
+    pieceBytes: opts.pieceBytes ?? RECORD_PIECE_BYTES, releasesPending: () => catalog.releasesPending,
   };
 }
 
