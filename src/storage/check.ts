@@ -101,9 +101,9 @@ async function checkLocked(dir: string, io: FileIo, repair: boolean): Promise<Ch
       if (!refs) slotRefs.set(cls.chunkSize, (refs = new Map()));
       const ends = new Map<number, number>();
       partialEnd.set(cls.chunkSize, ends);
-      const mapped = new Set(refs.keys());
       for (const [s, p] of cls.partials.entries()) {
-        if (!mapped.has(s) && cls.partials.holdsOn(s) === 0) bad(`partial slot ${s} (chunk size ${cls.chunkSize}) is in no map and no chain`);
+        // No partial slot lies over `s` (no hold), so only maps can have put it in `refs`.
+        if (cls.partials.holdsOn(s) === 0 && !refs.has(s)) bad(`partial slot ${s} (chunk size ${cls.chunkSize}) is in no map and no chain`);
         // A backing-file base (partial-slots.ts) holds no slot.
         if (baseIsSlot(p.base)) refs.set(p.base, (refs.get(p.base) ?? 0) + 1);
         ends.set(s, validEnd(p.bits, cls.chunkSize));

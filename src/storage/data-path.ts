@@ -290,12 +290,11 @@ export class DataPath {
         } else {
           slot = chunkClass.alloc();
           fresh.push({ c, slot });
-          // A partial first write over a whole, stable slot, or over the backing file where the
-          // chunk is unmapped: only its blocks are written, the rest stays in the old slot or
-          // the backing file (the base). No read.
-          // Over a partial slot too (shared: a snapshot was taken since its first write), as a
-          // chain while it is shorter than CHAIN_DEPTH_MAX: merging would read the old blocks,
-          // which the snapshot's commit may hold locked for writeback (README.md "Partial chunks").
+          // A partial first write over a stable slot, or over the backing file where the chunk is
+          // unmapped: only its blocks are written, the rest stays in the old slot or the backing
+          // file (the base). No read. The old slot may be partial (a snapshot was taken since its
+          // first write): a chain, while shorter than CHAIN_DEPTH_MAX; merging would read the old
+          // blocks, which the snapshot's commit may hold locked for writeback (README.md "Partial chunks").
           if (n !== chunkSize && blockAligned(inner, n) && partials.size < PARTIAL_SLOTS_MAX &&
             ((isSlot(old) && !chunkClass.isEvacuating(old) && (!partial || partials.depth(old) < CHAIN_DEPTH_MAX)) ||
               (old === UNMAPPED && vol.backing !== null))) {

@@ -62,8 +62,7 @@ export async function mergeOrphanedPartials(cls: ChunkClass, chunks: Pick<DataSt
         await chunks.write(cls, slot, from, buf, 0, len, true); // true: maintenance I/O (the pool)
         b = e;
       }
-      // Still the same partial slot over the same base (a compaction may have moved either
-      // meanwhile, or an earlier merge of this batch shortened the base: then it stays for the
+      // Still the same partial slot over the same base after the copy (else it stays for the
       // next pass).
       if (cls.partials.get(slot) !== p || cls.partials.get(p.base) !== base) continue;
       // Let go of meanwhile (a client write redirected past the pin, or an earlier merge of this
